@@ -1,0 +1,386 @@
+"""Getting the data: download the real set, or generate synthetic cracks, and check what you have.
+
+The workbook uses the public *Concrete Crack Images for Classification* set (Özgenel 2019,
+Mendeley Data, doi:10.17632/5y9wdsg2zt.2, CC BY 4.0): 20,000 `Positive/` (crack) and
+20,000 `Negative/` (no crack) 227x227 RGB JPEGs. The IBM AI Capstone serves it as one zip.
+
+When the data cannot be fetched (no internet, a firewall, a classroom without a mirror), the
+workbook carries on with synthetic images (`helpers.synthetic`) and says so plainly.
+
+Command line, for teachers preparing a classroom:
+
+    python -m helpers.data download [--url URL] [--dest DIR] [--sha256 HEX] [--format jpeg|tensors]
+    python -m helpers.data synthetic [--per-class N] [--seed S] [--dest DIR] [--overwrite]
+    python -m helpers.data verify DIR [--expected-per-class N] [--no-decode]
+    python -m helpers.data prepare      # what notebook 01 does: real data if reachable, else synthetic
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import requests
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files
+from helpers.download import ArchiveError, DownloadError, download_first, extract_zip, sha256sum
+from helpers.synthetic import generate_dataset
+from helpers.workbook import data_dir, quick_mode
+
+ARCHIVE_NAME = "concrete_crack_images_for_classification.zip"
+TENSOR_ARCHIVES = ("Positive_tensors.zip", "Negative_tensors.zip")
+
+# Known homes of the capstone's files, tried in order. Add a mirror by adding a line.
+# The first is the address the capstone's notebooks use; the others are the same bucket on
+# IBM's newer object-storage host, under the old and the newer course paths.
+BASE_URLS = (
+    "https://s3-api.us-geo.objectstorage.softlayer.net/cf-courses-data/CognitiveClass/DL0321EN/data/images/",
+    "https://cf-courses-data.s3.us.cloud-object-storage.appdomain.cloud/CognitiveClass/DL0321EN/data/images/",
+    "https://cf-courses-data.s3.us.cloud-object-storage.appdomain.cloud/IBMDeveloperSkillsNetwork-DL0321EN-SkillsNetwork/images/",
+)
+URL_ENV = "WORKBOOK_DATA_URL"
+OFFLINE_ENV = "WORKBOOK_OFFLINE"
+SYNTHETIC_PER_CLASS_ENV = "WORKBOOK_SYNTHETIC_PER_CLASS"
+
+EXPECTED_PER_CLASS = 20_000        # the full real set
+SYNTHETIC_PER_CLASS = 1_000        # offline stand-in for a full run
+QUICK_PER_CLASS = 50               # WORKBOOK_QUICK=1
+SOURCE_FILE = "workbook_source.json"
+VERIFIED_FILE = ".verified.json"
+
+
+def real_dir() -> Path:
+    """Where the downloaded JPEGs live: `data/concrete_crack_images/{Positive,Negative}`."""
+    return data_dir() / "concrete_crack_images"
+
+
+def tensors_dir() -> Path:
+    """Where the capstone's optional `.pt` format lives: `data/concrete_crack_tensors/`."""
+    return data_dir() / "concrete_crack_tensors"
+
+
+def synthetic_dir(quick: bool | None = None) -> Path:
+    """Where generated images live: `data/synthetic_cracks/` (or `synthetic_quick/` in quick mode)."""
+    quick = quick_mode() if quick is None else quick
+    return data_dir() / ("synthetic_quick" if quick else "synthetic_cracks")
+
+
+def downloads_dir() -> Path:
+    """Where archives are downloaded to before extraction."""
+    return data_dir() / "downloads"
+
+
+def candidate_urls(file_name: str = ARCHIVE_NAME, url: str | None = None) -> list[str]:
+    """The addresses to try for `file_name`: the user's own (argument or $WORKBOOK_DATA_URL) only, else the known ones."""
+    url = url or os.environ.get(URL_ENV, "").strip() or None
+    if url:
+        return [url]
+    return [base + file_name for base in BASE_URLS]
+
+
+def _is_remote(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
+
+
+def any_host_reachable(urls: list[str], timeout: float = 5.0) -> bool:
+    """True when at least one address answers at all (any HTTP status), or is a local file.
+
+    A quick look before a long download, so an offline machine learns in a second, not after
+    every retry, that it has to use synthetic data.
+    """
+    for url in urls:
+        if not _is_remote(url):
+            return True
+        try:
+            requests.head(url, timeout=(timeout, timeout), allow_redirects=True)
+            return True
+        except requests.RequestException:
+            continue
+    return False
+
+
+def _write_json_atomically(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _move_class_folders_up(root: Path, names: tuple[str, ...]) -> None:
+    """If an archive wrapped the class folders in one more folder, move them up to `root`."""
+    if all((root / name).is_dir() for name in names):
+        return
+    for wrapper in sorted(p for p in root.iterdir() if p.is_dir()):
+        if all((wrapper / name).is_dir() for name in names):
+            for name in names:
+                os.replace(wrapper / name, root / name)
+            return
+
+
+def download_dataset(dest: str | Path | None = None, url: str | None = None, sha256: str | None = None,
+                     progress: bool = True) -> Path:
+    """Download the capstone's JPEG archive, extract it safely into `dest` and verify it.
+
+    `url` may be an address or a local zip (a teacher's mirror); by default the known addresses
+    are tried in order. Nothing half-written is left behind: the archive is downloaded to a
+    `.part` file (resumed on the next call) and extracted through a temporary folder.
+    """
+    dest = Path(dest) if dest else real_dir()
+    urls = candidate_urls(ARCHIVE_NAME, url)
+    archive, used_url = download_first(urls, downloads_dir() / ARCHIVE_NAME, sha256=sha256, progress=progress)
+    extract_zip(archive, dest, progress=progress)
+    _move_class_folders_up(dest, CLASS_NAMES[::-1])
+    _write_json_atomically(dest / SOURCE_FILE, {
+        "source": "download", "url": used_url, "archive": archive.name,
+        "archive_sha256": sha256sum(archive), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    return dest
+
+
+def download_tensors(dest: str | Path | None = None, base_url: str | None = None, progress: bool = True) -> Path:
+    """Download the capstone's optional tensor format (`Positive_tensors.zip`, `Negative_tensors.zip`).
+
+    Each `.pt` file holds one image already resized and normalised; `CrackDataset` reads them
+    from `dest/Positive_tensors/` and `dest/Negative_tensors/`.
+    """
+    dest = Path(dest) if dest else tensors_dir()
+    for name in TENSOR_ARCHIVES:
+        urls = [base_url.rstrip("/") + "/" + name] if base_url else candidate_urls(name)
+        archive, _ = download_first(urls, downloads_dir() / name, progress=progress)
+        extract_zip(archive, dest, progress=progress)
+    return dest
+
+
+@dataclass
+class VerifyReport:
+    """What `verify_dataset` found: images per class and every problem, file by file."""
+
+    root: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{n:,} {name}" for name, n in self.counts.items())
+        lines = [f"{self.root}: {counts or 'no images'} ({self.total:,} in all)."]
+        if self.ok:
+            lines.append("Every file is a decodable image." if self.counts else "")
+        else:
+            lines.append(f"{len(self.problems)} problem(s):")
+            lines += [f"  - {problem}" for problem in self.problems[:20]]
+            if len(self.problems) > 20:
+                lines.append(f"  ... and {len(self.problems) - 20} more")
+        return "\n".join(line for line in lines if line)
+
+
+def _check_file(path: Path) -> str | None:
+    """None when `path` decodes as an image (or a `.pt` image tensor), else the reason."""
+    try:
+        if path.suffix.lower() == ".pt":
+            tensor = torch.load(path, weights_only=True, map_location="cpu")
+            if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3:
+                return "not an image tensor of shape (C, H, W)"
+        else:
+            with Image.open(path) as image:
+                image.load()
+    except Exception as exc:  # any decoding failure is reported, not raised
+        return f"cannot be decoded ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _fingerprint(files: list[Path]) -> dict:
+    """Cheap identity of a file list (names and sizes) to know whether a verification still holds."""
+    return {"n_files": len(files), "total_bytes": sum(p.stat().st_size for p in files)}
+
+
+def verify_dataset(root: str | Path, expected_per_class: int | None = None, decode: bool = True,
+                   progress: bool = True) -> VerifyReport:
+    """Check a data folder: both class folders present, how many images each, every file decodable.
+
+    A clean result is remembered in `root/.verified.json` (keyed by file count and total size)
+    so that later notebooks can trust the folder without decoding 40,000 images again.
+    """
+    root = Path(root)
+    report = VerifyReport(root=root)
+    if not root.is_dir():
+        report.problems.append(f"{root} does not exist: run notebooks/01_download_data.ipynb, "
+                               "or `python -m helpers.data download` (real) / `synthetic` (offline).")
+        return report
+    files: list[Path] = []
+    for name in CLASS_NAMES[::-1]:  # Positive first, as the capstone lists them
+        try:
+            folder_files = list_class_files(root, name)
+        except DatasetNotFoundError as exc:  # the folder is missing or holds no images
+            report.problems.append(str(exc).split(". ")[0])
+            folder_files = []
+        if folder_files and expected_per_class is not None and len(folder_files) != expected_per_class:
+            report.problems.append(f"{name}: {len(folder_files):,} images, expected {expected_per_class:,}")
+        report.counts[name] = len(folder_files)
+        files += folder_files
+    if decode:
+        for path in tqdm(files, desc="Checking images", unit="img", disable=not progress):
+            reason = _check_file(path)
+            if reason:
+                report.problems.append(f"{path.relative_to(root)} {reason}")
+    if report.ok and decode:
+        try:
+            _write_json_atomically(root / VERIFIED_FILE, {**_fingerprint(files), "counts": report.counts})
+        except OSError:
+            pass  # a read-only mirror is fine; we just verify again next time
+    return report
+
+
+def is_verified(root: str | Path) -> bool:
+    """True when `root` passed `verify_dataset` and its files have not changed since."""
+    root = Path(root)
+    stamp = root / VERIFIED_FILE
+    if not stamp.is_file():
+        return False
+    try:
+        recorded = json.loads(stamp.read_text(encoding="utf-8"))
+        files = [p for name in CLASS_NAMES for p in list_class_files(root, name)]
+    except (OSError, ValueError):
+        return False
+    return {k: recorded.get(k) for k in ("n_files", "total_bytes")} == _fingerprint(files)
+
+
+def read_source(root: str | Path) -> dict:
+    """The `workbook_source.json` record of how a data folder was made ({} when unknown)."""
+    path = Path(root) / SOURCE_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+@dataclass
+class DataChoice:
+    """Which data a run uses, and why: `source` is "real" or "synthetic"."""
+
+    path: Path
+    source: str
+    reason: str
+
+    @property
+    def is_real(self) -> bool:
+        return self.source == "real"
+
+    def __str__(self) -> str:
+        return f"Using {self.source} data from {self.path}: {self.reason}"
+
+
+def synthetic_per_class() -> int:
+    """Images per class for the synthetic stand-in: small in quick mode, else $WORKBOOK_SYNTHETIC_PER_CLASS or 1,000."""
+    if quick_mode():
+        return QUICK_PER_CLASS
+    return int(os.environ.get(SYNTHETIC_PER_CLASS_ENV, SYNTHETIC_PER_CLASS))
+
+
+def make_synthetic(progress: bool = True) -> Path:
+    """Generate (or reuse) the synthetic stand-in for this mode and return its folder."""
+    return generate_dataset(synthetic_dir(), per_class=synthetic_per_class(), seed=0,
+                            overwrite=True, progress=progress)
+
+
+def locate_dataset(progress: bool = True) -> DataChoice:
+    """Find the data a notebook should use, without downloading anything.
+
+    Quick mode always uses the tiny synthetic set. Otherwise the real set when notebook 01 has
+    downloaded and verified it, else the synthetic stand-in (generated now if missing).
+    """
+    if quick_mode():
+        return DataChoice(make_synthetic(progress), "synthetic", "quick mode (WORKBOOK_QUICK=1) uses a tiny synthetic set.")
+    if is_verified(real_dir()):
+        return DataChoice(real_dir(), "real", "the downloaded and verified Concrete Crack Images set.")
+    return DataChoice(make_synthetic(progress), "synthetic",
+                      "the real set is not downloaded yet; run notebooks/01_download_data.ipynb to fetch it.")
+
+
+def prepare_data(url: str | None = None, progress: bool = True) -> DataChoice:
+    """What notebook 01 and `make run` do: real data if it can be had, else synthetic, said in one sentence."""
+    if quick_mode():
+        return locate_dataset(progress)
+    if is_verified(real_dir()):
+        return DataChoice(real_dir(), "real", "already downloaded and verified.")
+    urls = candidate_urls(ARCHIVE_NAME, url)
+    offline = os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    if offline or not any_host_reachable(urls):
+        why = "WORKBOOK_OFFLINE is set" if offline else "none of its addresses can be reached from this machine"
+        print(f"The real dataset cannot be downloaded ({why}), so this run uses synthetic crack images instead.")
+        return DataChoice(make_synthetic(progress), "synthetic", f"the real set could not be downloaded ({why}).")
+    try:
+        download_dataset(url=url, progress=progress)
+    except (DownloadError, ArchiveError) as exc:
+        print(f"The real dataset could not be downloaded, so this run uses synthetic crack images instead: {exc}")
+        return DataChoice(make_synthetic(progress), "synthetic", "the download failed (see the message above).")
+    report = verify_dataset(real_dir(), progress=progress)
+    if not report.ok:
+        print(f"The downloaded dataset has problems, so this run uses synthetic crack images instead:\n{report}")
+        return DataChoice(make_synthetic(progress), "synthetic", "the downloaded set did not verify.")
+    return DataChoice(real_dir(), "real", "downloaded and verified.")
+
+
+def _cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.data", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    download = commands.add_parser("download", help="download and extract the real dataset")
+    download.add_argument("--url", help=f"an address or a local zip to use instead of the known ones (or set ${URL_ENV})")
+    download.add_argument("--dest", type=Path, help="folder for the images (default: data/concrete_crack_images, "
+                                                     "or data/concrete_crack_tensors with --format tensors)")
+    download.add_argument("--sha256", help="expected SHA-256 of the archive")
+    download.add_argument("--format", choices=("jpeg", "tensors"), default="jpeg",
+                          help="jpeg: the 40,000 images (default); tensors: the capstone's preprocessed .pt files")
+    synthetic = commands.add_parser("synthetic", help="generate synthetic crack images (works offline)")
+    synthetic.add_argument("--per-class", type=int, default=SYNTHETIC_PER_CLASS)
+    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--dest", type=Path, help="default: data/synthetic_cracks")
+    synthetic.add_argument("--overwrite", action="store_true", help="replace a folder made with other settings")
+    verify = commands.add_parser("verify", help="check a data folder: class folders, counts, every image decodable")
+    verify.add_argument("dir", type=Path)
+    verify.add_argument("--expected-per-class", type=int)
+    verify.add_argument("--no-decode", action="store_true", help="only count the files")
+    commands.add_parser("prepare", help="real data if reachable, else synthetic (what notebook 01 does)")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "download":
+            if args.format == "tensors":
+                path = download_tensors(args.dest, base_url=args.url)
+            else:
+                path = download_dataset(args.dest, url=args.url, sha256=args.sha256)
+            report = verify_dataset(path)
+        elif args.command == "synthetic":
+            if args.per_class < 1:
+                raise ValueError(f"--per-class must be at least 1, not {args.per_class}.")
+            path = generate_dataset(args.dest or synthetic_dir(False), per_class=args.per_class, seed=args.seed,
+                                    overwrite=args.overwrite)
+            report = verify_dataset(path, decode=False)
+        elif args.command == "verify":
+            report = verify_dataset(args.dir, expected_per_class=args.expected_per_class, decode=not args.no_decode)
+        else:
+            choice = prepare_data()
+            print(choice)
+            report = verify_dataset(choice.path, decode=False)
+    except (DownloadError, ArchiveError, FileExistsError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(report)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_cli())

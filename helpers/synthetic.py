@@ -1,0 +1,521 @@
+"""Synthetic look-alikes of the "Concrete Crack Images for Classification" photos.
+
+The workbook has to run offline, so when the real data set (20,000 `Positive/` and 20,000
+`Negative/` 227x227 RGB JPEGs of concrete walls and floors) can't be downloaded, this module
+draws a stand-in with the same layout:
+
+* a concrete-like surface: grey to beige tint, soft blotches, fine grain, pores and light
+  specks of aggregate, uneven lighting (sometimes a strong gradient);
+* positives ("crack"): dark, jagged, branching cracks, drawn as random walks of varying width
+  (2 to ~26 px: the real tiles are close-ups, and their cracks cover ~9 % of a tile);
+* negatives ("no_crack"): half plain surfaces, half hard cases a classifier can mistake for a
+  crack for reasons you can see: stains, shadows, large pits, faint scratches;
+* byte-identical duplicates at the real set's rates (~1.5 % of positives, ~6.5 % of negatives),
+  and a manifest that says what kind of image each file is.
+
+The per-class pixel statistics (channel means and stds, spread of brightness) are tuned to
+be close to a real sample. What it does NOT imitate: real camera blur, noise and JPEG history,
+real crack shapes (spalled edges, debris, crack networks), real stains and surface finishes.
+A model trained on it learns *our drawing rules*. It is not a substitute for real data: use it
+to run and understand the workbook, never as evidence about real concrete.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import secrets
+import shutil
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+from tqdm.auto import tqdm
+
+# Recipes make_image() understands:
+#   "crack"    - a surface with one crack (1 in 5: two), sometimes over a stain, shadow or pits
+#   "no_crack" - the negative mix: plain 50 %, stain 15 %, shadow 15 %, pores 10 %, scratch 10 %
+#   "plain"    - the surface alone: no defect at all
+#   "stain"    - soft dark blobs (damp, dirt), blotchy edges
+#   "shadow"   - a soft-edged darker band, or one side of the tile in shade
+#   "pores"    - larger pits and holes than the surface usually has
+#   "scratch"  - faint, thin, nearly straight lines (darker or lighter than the surface)
+RECIPES = ("crack", "no_crack", "plain", "stain", "shadow", "pores", "scratch")
+NO_CRACK_MIX = {"plain": 0.50, "stain": 0.15, "shadow": 0.15, "pores": 0.10, "scratch": 0.10}
+DEFAULT_CLASSES = {"Positive": "crack", "Negative": "no_crack"}
+# Share of byte-identical copies in the real set: by recipe, so the default classes get
+# {"Positive": 0.015, "Negative": 0.065}.
+REAL_DUPLICATE_FRACTION = {"crack": 0.015, "other": 0.065}
+MANIFEST_NAME = "synthetic_manifest.csv"
+SOURCE_NAME = "workbook_source.json"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+# ----------------------------------------------------------------------------- surfaces
+
+def _upsample(field: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a 2-D float array to (height, width) with bicubic interpolation."""
+    image = Image.fromarray(field.astype(np.float32))
+    return np.array(image.resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
+
+
+def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float) -> np.ndarray:
+    """Random blotches about `cell` pixels across, scaled to standard deviation ~1."""
+    coarse = rng.standard_normal((int(height / cell) + 2, int(width / cell) + 2), dtype=np.float32)
+    field = _upsample(coarse, height, width)
+    return field / (field.std() + 1e-6)
+
+
+def _pores_and_specks(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Dark pores and light aggregate specks, as offsets from 0 (e.g. -0.2 = 20 % darker).
+    Drawn on a grey "L" image where 128 means "no change", so that PIL can soften them."""
+    layer = Image.new("L", (width, height), 128)
+    draw = ImageDraw.Draw(layer)
+    area = height * width / 114**2                    # 1.0 for the half-size field of a 227 tile
+    for sign, density, (low, high) in ((-1, rng.uniform(3, 30), (0.05, 0.3)),
+                                       (+1, rng.uniform(0, 15), (0.04, 0.15))):
+        n = rng.poisson(density * area)
+        xs, ys = rng.uniform(0, width, n), rng.uniform(0, height, n)
+        radii = 0.5 + rng.exponential(0.45, n)        # mostly tiny, now and then larger
+        stretch = rng.uniform(0.75, 1.3, (n, 2))      # slightly oval
+        values = 128 + 300 * sign * rng.uniform(low, high, n)
+        for x, y, r, (sx, sy), value in zip(xs, ys, radii, stretch, values):
+            draw.ellipse([x - r * sx, y - r * sy, x + r * sx, y + r * sy], fill=int(value))
+    layer = layer.filter(ImageFilter.GaussianBlur(0.6))
+    return (np.asarray(layer, dtype=np.float32) - 128) / 300
+
+
+def _lighting(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A linear lighting gradient in a random direction: mostly gentle, now and then strong."""
+    strength = min(rng.exponential(0.055), 0.45)
+    angle = rng.uniform(0, 2 * np.pi)
+    ys = np.linspace(-0.5, 0.5, height, dtype=np.float32)[:, None] * height / max(height, width)
+    xs = np.linspace(-0.5, 0.5, width, dtype=np.float32)[None, :] * width / max(height, width)
+    return strength * (np.cos(angle) * xs + np.sin(angle) * ys)
+
+
+def _tint(rng: np.random.Generator) -> np.ndarray:
+    """Per-channel multipliers from neutral grey to beige/brownish (red above blue)."""
+    warmth = rng.beta(1.6, 2.0) * 0.18                # real photos: R - B from ~2 to ~25 grey levels
+    cast = rng.normal(0, 0.005, size=3)               # a slight colour cast of the camera
+    return np.array([1 + warmth / 3, 1.0, 1 - 2 * warmth / 3]) + cast
+
+
+def _sample_brightness(rng: np.random.Generator, kind: str) -> float:
+    """Mean grey level of a photo's surface. In the real set the cracked surfaces are darker
+    and vary less than the intact ones; we copy that (so brightness is a weak clue in both)."""
+    if kind == "crack":
+        return float(np.clip(rng.normal(176, 17), 95, 225))
+    if rng.random() < 0.15:                           # some intact surfaces: dim or dark concrete
+        return float(np.clip(rng.normal(145, 15), 95, 200))
+    return float(np.clip(rng.normal(192, 15), 120, 240))
+
+
+def make_surface(rng: np.random.Generator, height: int = 227, width: int = 227, *,
+                 brightness: float | None = None) -> np.ndarray:
+    """A concrete-like surface: float32 array (height, width, 3) with values in [0, 255].
+
+    Any size works; the texture is measured in pixels, so a large array looks like a larger
+    piece of the same wall. The texture is built at half size and enlarged, which gives the
+    soft look of the real photos. `brightness` is the mean grey level (random when None)."""
+    if brightness is None:
+        brightness = _sample_brightness(rng, "plain")
+    half_h, half_w = (height + 1) // 2, (width + 1) // 2
+    shade = (1.0
+             + rng.uniform(0.006, 0.03) * _smooth_noise(rng, half_h, half_w, cell=14)  # broad blotches
+             + rng.uniform(0.01, 0.03) * _smooth_noise(rng, half_h, half_w, cell=3)    # small blotches
+             + rng.uniform(0.01, 0.025) * rng.standard_normal((half_h, half_w), dtype=np.float32)  # grain
+             + _pores_and_specks(rng, half_h, half_w)
+             + _lighting(rng, half_h, half_w))
+    shade = _upsample(shade, height, width)
+    colour = brightness * _tint(rng)
+    surface = np.empty((height, width, 3), dtype=np.float32)
+    for channel in range(3):                          # channel by channel: faster than broadcasting
+        surface[:, :, channel] = shade * colour[channel]
+    return np.clip(surface, 0, 255, out=surface)
+
+
+# ----------------------------------------------------------------------------- defects
+
+def _gradual_noise(rng: np.random.Generator, n: int, window: int) -> np.ndarray:
+    """n random numbers (std ~1) that change gradually, over about `window` steps."""
+    return np.convolve(rng.standard_normal(n + window - 1), np.ones(window) / np.sqrt(window), mode="valid")
+
+
+def _random_walk(rng: np.random.Generator, start: tuple[float, float], angle: float, length: float,
+                 *, meander: float, jitter: float, step: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
+    """Points (n, 2) of a path from `start` heading `angle`, and the heading at each point.
+    `meander` bends the path slowly, `jitter` makes it zig-zag (both in radians)."""
+    n = max(3, int(length / step))
+    slow_turns = _gradual_noise(rng, n, window=16)
+    zigzag = np.repeat(rng.standard_normal(n // 4 + 1), 4)[:n]     # kinks every 4 steps
+    heading = angle + meander * slow_turns + jitter * (zigzag + 0.5 * rng.standard_normal(n))
+    steps = step * np.stack([np.cos(heading), np.sin(heading)], axis=1)
+    points = np.asarray(start, dtype=float) + np.cumsum(steps, axis=0)
+    return points, heading
+
+
+def _crack_widths(rng: np.random.Generator, n: int, width: float, *, taper_start: bool) -> np.ndarray:
+    """Width at each point: wobbles slowly around `width` and thins out at the tip(s)."""
+    wobble = _gradual_noise(rng, n, window=10)
+    taper_steps = (3 * width + 5) / 2.5
+    from_end = np.arange(n)[::-1] / taper_steps
+    from_start = np.arange(n) / taper_steps if taper_start else np.full(n, np.inf)
+    taper = np.minimum(1.0, np.minimum(from_start, from_end))
+    return np.clip(width * np.exp(0.25 * wobble) * taper, 0.5, 1.6 * width)
+
+
+def _fill_path(draw: ImageDraw.ImageDraw, rng: np.random.Generator, points: np.ndarray,
+               heading: np.ndarray, widths: np.ndarray) -> None:
+    """Fill a path of varying width with ragged edges, one four-sided piece per step (so sharp
+    bends leave no holes), plus a 1 px centre line that keeps even the thinnest crack connected."""
+    smooth = np.convolve(np.pad(heading, 6, mode="edge"), np.ones(13) / 13, mode="valid")
+    normal = np.stack([-np.sin(smooth), np.cos(smooth)], axis=1)   # at right angles to the path
+    padded = np.pad(points, ((2, 2), (0, 0)), mode="edge")
+    middle = sum(padded[k:k + len(points)] for k in range(5)) / 5  # the zig-zag, smoothed for the edges
+    ragged = [np.exp(0.12 * _gradual_noise(rng, len(points), window=5)) for _side in range(2)]
+    left = (middle + normal * (widths / 2 * ragged[0])[:, None]).tolist()
+    right = (middle - normal * (widths / 2 * ragged[1])[:, None]).tolist()
+    for i in range(len(points) - 1):
+        if widths[i] > 1.5:
+            piece = [tuple(left[i]), tuple(left[i + 1]), tuple(right[i + 1]), tuple(right[i])]
+            draw.polygon(piece, fill=255)
+    draw.line([tuple(p) for p in points.tolist()], fill=255, width=1)
+
+
+def _darken(surface: np.ndarray, amount: np.ndarray) -> None:
+    """surface *= 1 - amount, in place (amount: HxW or HxWx3, 0 = unchanged, negative = lighter)."""
+    factor = 1.0 - amount
+    for channel in range(3):                          # channel by channel: faster than broadcasting
+        surface[:, :, channel] *= factor if factor.ndim == 2 else factor[:, :, channel]
+    np.clip(surface, 0, 255, out=surface)
+
+
+def _blurred(mask: Image.Image, radius: float) -> np.ndarray:
+    """An "L" mask blurred by `radius` px, as float32 in [0, 1]. Wide blurs are done on a
+    quarter-size copy and enlarged again: four times faster and they look the same."""
+    if radius >= 4:
+        small = mask.reduce(4).filter(ImageFilter.GaussianBlur(radius / 4))
+        blurred = small.resize(mask.size, Image.Resampling.BILINEAR)
+    else:
+        blurred = mask.filter(ImageFilter.GaussianBlur(radius))
+    return np.asarray(blurred, dtype=np.float32) / 255
+
+
+def _steps_on_tile(points: np.ndarray, rows: int, cols: int, margin: float) -> int:
+    """How many points a path has before it first leaves the tile (plus a margin): drawing
+    the rest would only cost time."""
+    x, y = points[:, 0], points[:, 1]
+    on_tile = (x > -margin) & (x < cols + margin) & (y > -margin) & (y < rows + margin)
+    return len(points) if on_tile.all() else max(int(np.argmin(on_tile)), 2)
+
+
+def draw_crack(surface: np.ndarray, rng: np.random.Generator, *,
+               start: tuple[float, float] | None = None, angle: float | None = None,
+               length: float | None = None, width: float | None = None) -> np.ndarray:
+    """Draw one crack with a few branches into `surface` (in place); return its bool HxW mask.
+
+    start is (x, y) in pixels, angle in radians (0 = to the right), length and width in pixels.
+    Left as None they are random: 4 in 5 cracks enter at an edge and cross the whole tile, the
+    others start inside and are shorter; widths range from 2 to 26 px (half under 7)."""
+    rows, cols = surface.shape[:2]
+    diagonal = float(np.hypot(rows, cols))
+    width = float(np.exp(rng.uniform(np.log(2.0), np.log(26.0)))) if width is None else float(width)
+    crosses = start is None and rng.random() < 0.8
+    if start is None and crosses:                     # enter from a random point on the border
+        along = rng.uniform(0.1, 0.9)                 # top, right, bottom or left edge
+        edges = [(along * cols, 0.0), (cols, along * rows), (along * cols, rows), (0.0, along * rows)]
+        start = edges[int(rng.integers(4))]
+        toward_centre = np.arctan2(rows / 2 - start[1], cols / 2 - start[0])
+        angle = toward_centre + rng.uniform(-0.6, 0.6) if angle is None else angle
+    elif start is None:
+        start = (rng.uniform(0.15, 0.85) * cols, rng.uniform(0.15, 0.85) * rows)
+    angle = rng.uniform(0, 2 * np.pi) if angle is None else float(angle)
+    if length is None:
+        length = 1.4 * diagonal if crosses else rng.uniform(0.35, 0.8) * diagonal
+
+    mask_image = Image.new("L", (cols, rows), 0)
+    draw = ImageDraw.Draw(mask_image)
+    points, heading = _random_walk(rng, start, angle, length, meander=0.35, jitter=0.35)
+    keep = _steps_on_tile(points, rows, cols, margin=3 * width + 10)
+    points, heading = points[:keep], heading[:keep]
+    widths = _crack_widths(rng, len(points), width, taper_start=not crosses)
+    _fill_path(draw, rng, points, heading, widths)
+    for _ in range(rng.poisson(0.8)):                 # branches split off at a slant and thin out
+        k = int(rng.integers(len(points) // 6, len(points) * 5 // 6 + 1))
+        branch_angle = heading[k] + rng.choice([-1, 1]) * rng.uniform(0.35, 1.1)
+        branch_length = rng.uniform(0.15, 0.5) * min(length, diagonal)
+        b_points, b_heading = _random_walk(rng, tuple(points[k]), branch_angle, branch_length,
+                                           meander=0.3, jitter=0.35)
+        b_width = max(1.0, widths[k] * rng.uniform(0.3, 0.7))
+        b_widths = _crack_widths(rng, len(b_points), b_width, taper_start=False)
+        _fill_path(draw, rng, b_points, b_heading, b_widths)
+
+    core, halo = _blurred(mask_image, 0.7), _blurred(mask_image, 4 + 1.5 * width)
+    darkness = rng.uniform(0.55, 0.8) * core + rng.uniform(0.1, 0.3) * halo
+    if rng.random() < 0.5:                            # a lit edge on one side, like a spalled rim
+        shift = (int(rng.integers(-2, 3)), int(rng.integers(-2, 3)))
+        darkness -= rng.uniform(0.08, 0.2) * np.clip(np.roll(core, shift, axis=(0, 1)) - core, 0, 1)
+    _darken(surface, np.clip(darkness, -0.3, 0.88))
+    return np.asarray(mask_image) > 127
+
+
+def add_stain(surface: np.ndarray, rng: np.random.Generator) -> None:
+    """One to three soft dark blobs with blotchy edges, grey to brownish (damp, dirt)."""
+    rows, cols = surface.shape[:2]
+    ys = np.arange(0, rows, 4, dtype=np.float32)[:, None]   # every 4th pixel: stains are smooth
+    xs = np.arange(0, cols, 4, dtype=np.float32)[None, :]
+    blob = np.zeros((len(ys), xs.shape[1]), dtype=np.float32)
+    for _ in range(rng.integers(1, 4)):
+        cx, cy, theta = rng.uniform(0, cols), rng.uniform(0, rows), rng.uniform(0, np.pi)
+        rx, ry = rng.uniform(15, 70, size=2)
+        u = ((xs - cx) * np.cos(theta) + (ys - cy) * np.sin(theta)) / rx
+        v = (-(xs - cx) * np.sin(theta) + (ys - cy) * np.cos(theta)) / ry
+        blob = np.maximum(blob, np.exp(-(u**2 + v**2)))
+    blob = np.clip(blob * (1.3 + 0.35 * _smooth_noise(rng, *blob.shape, cell=3)) - 0.3, 0, 1)
+    blob = _upsample(blob, rows, cols)
+    brownish = 1.0 + rng.uniform(0, 0.25) * np.array([0.0, 0.3, 0.7])   # blue darkens most
+    _darken(surface, rng.uniform(0.1, 0.3) * blob[:, :, None] * brownish.astype(np.float32))
+
+
+def add_shadow(surface: np.ndarray, rng: np.random.Generator) -> None:
+    """A soft-edged darker band across the tile, or (1 in 3) one side of it in shade."""
+    rows, cols = surface.shape[:2]
+    ys = np.arange(rows, dtype=np.float32)[:, None]
+    xs = np.arange(cols, dtype=np.float32)[None, :]
+    theta = rng.uniform(0, np.pi)
+    x0, y0 = rng.uniform(0, cols), rng.uniform(0, rows)
+    distance = (xs - x0) * np.cos(theta) + (ys - y0) * np.sin(theta)   # signed, from a line through (x0, y0)
+    softness = rng.uniform(3, 25)
+    if rng.random() < 1 / 3:
+        inside = 1 / (1 + np.exp(-distance / softness))
+    else:
+        inside = 1 / (1 + np.exp((np.abs(distance) - rng.uniform(12, 60)) / softness))
+    _darken(surface, rng.uniform(0.08, 0.25) * inside)
+
+
+def add_pits(surface: np.ndarray, rng: np.random.Generator) -> None:
+    """Larger pores and pits (2-12 px): each a cluster of a few overlapping ellipses, so the
+    outlines are irregular, some deep and dark, some shallow."""
+    rows, cols = surface.shape[:2]
+    layer = Image.new("L", (cols, rows), 0)
+    draw = ImageDraw.Draw(layer)
+    for _ in range(int(rng.integers(5, 25) * rows * cols / 227**2)):
+        x, y, size = rng.uniform(0, cols), rng.uniform(0, rows), rng.uniform(1, 4)
+        depth = int(rng.integers(80, 256))
+        for _part in range(rng.integers(1, 4)):
+            px, py = x + rng.normal(0, size / 2), y + rng.normal(0, size / 2)
+            rx, ry = size * rng.uniform(0.5, 1.2, size=2)
+            draw.ellipse([px - rx, py - ry, px + rx, py + ry], fill=depth)
+    pits = np.asarray(layer.filter(ImageFilter.GaussianBlur(0.8)), dtype=np.float32) / 255
+    _darken(surface, rng.uniform(0.35, 0.6) * pits)
+
+
+def add_scratches(surface: np.ndarray, rng: np.random.Generator) -> None:
+    """One to three faint, thin, nearly straight lines: darker (2 in 3) or lighter than the surface."""
+    rows, cols = surface.shape[:2]
+    diagonal = float(np.hypot(rows, cols))
+    layer = Image.new("L", (cols, rows), 0)
+    draw = ImageDraw.Draw(layer)
+    for _ in range(rng.integers(1, 4)):
+        start = (rng.uniform(0, cols), rng.uniform(0, rows))
+        angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 1.2) * diagonal
+        points, _ = _random_walk(rng, start, angle, length, meander=0.04, jitter=0.02, step=4.0)
+        width = 2 if rng.random() < 1 / 3 else 1
+        draw.line([tuple(p) for p in points.tolist()], fill=int(rng.integers(90, 200)), width=width)
+    scratch = np.asarray(layer.filter(ImageFilter.GaussianBlur(0.5)), dtype=np.float32) / 255
+    sign = 1.0 if rng.random() < 2 / 3 else -1.0
+    _darken(surface, sign * rng.uniform(0.1, 0.25) * scratch)
+
+
+HARD_CASES = {"stain": add_stain, "shadow": add_shadow, "pores": add_pits, "scratch": add_scratches}
+
+
+# ----------------------------------------------------------------------------- images
+
+def make_image(rng: np.random.Generator, recipe: str = "crack",
+               size: int = 227) -> tuple[Image.Image, dict]:
+    """One size x size RGB image drawn by `recipe` (see RECIPES), and an info dict:
+    {"recipe": recipe, "kind": what was drawn, "mask": bool array of crack pixels}."""
+    if recipe not in RECIPES:
+        raise ValueError(f"Unknown recipe {recipe!r}; choose one of {RECIPES}.")
+    kind = recipe
+    if recipe == "no_crack":
+        kind = str(rng.choice(list(NO_CRACK_MIX), p=list(NO_CRACK_MIX.values())))
+    surface = make_surface(rng, size, size, brightness=_sample_brightness(rng, kind))
+    mask = np.zeros((size, size), dtype=bool)
+    if kind == "crack":
+        if rng.random() < 0.2:                        # so that a stain alone doesn't mean "no crack"
+            HARD_CASES[str(rng.choice(["stain", "shadow", "pores"]))](surface, rng)
+        mask |= draw_crack(surface, rng)
+        if rng.random() < 0.2:
+            mask |= draw_crack(surface, rng)
+    elif kind in HARD_CASES:
+        HARD_CASES[kind](surface, rng)
+    image = Image.fromarray(np.round(surface).astype(np.uint8))
+    return image, {"recipe": recipe, "kind": kind, "mask": mask}
+
+
+# ----------------------------------------------------------------------------- data sets
+
+def _duplicate_fractions(classes: Mapping[str, str],
+                         fraction: Mapping[str, float] | float | None) -> dict[str, float]:
+    """One duplicate fraction per class folder, checked to lie in [0, 0.5]."""
+    if fraction is None:
+        result = {folder: REAL_DUPLICATE_FRACTION["crack" if recipe == "crack" else "other"]
+                  for folder, recipe in classes.items()}
+    elif isinstance(fraction, Mapping):
+        unknown = set(fraction) - set(classes)
+        if unknown:
+            raise ValueError(f"duplicate_fraction names folders that aren't classes: {sorted(unknown)}")
+        result = {folder: float(fraction.get(folder, 0.0)) for folder in classes}
+    else:
+        result = {folder: float(fraction) for folder in classes}
+    if not all(0.0 <= value <= 0.5 for value in result.values()):
+        raise ValueError(f"duplicate fractions must lie between 0 and 0.5, got {result}")
+    return result
+
+
+def _plan_duplicates(seed: int, class_index: int, per_class: int, fraction: float) -> dict[int, int]:
+    """Which file indices are copies, and of which original: {copy index: original index}."""
+    n_copies = min(int(fraction * per_class + 0.5), per_class - 1)
+    rng = np.random.default_rng([seed, class_index, 2])
+    order = rng.permutation(per_class)
+    copies, originals = order[:n_copies], np.sort(order[n_copies:])
+    sources = rng.choice(originals, size=n_copies)   # one photo may be copied more than once
+    return {int(c): int(s) for c, s in zip(copies, sources)}
+
+
+def _write_class(folder: Path, recipe: str, seed: int, class_index: int, per_class: int,
+                 fraction: float, quality: int, bar: tqdm) -> list[dict]:
+    """Write one class folder; return its manifest rows in file order."""
+    folder.mkdir()
+    copies = _plan_duplicates(seed, class_index, per_class, fraction)
+    names = [f"{i + 1:05d}.jpg" for i in range(per_class)]
+    kinds: dict[int, str] = {}
+    for i in range(per_class):
+        if i in copies:
+            continue
+        image, info = make_image(np.random.default_rng([seed, class_index, 1, i]), recipe)
+        image.save(folder / names[i], format="JPEG", quality=quality)
+        kinds[i] = info["kind"]
+        bar.update(1)
+    for i, source in sorted(copies.items()):
+        shutil.copyfile(folder / names[source], folder / names[i])
+        bar.update(1)
+    return [{"class": folder.name, "filename": names[i], "kind": kinds[copies.get(i, i)],
+             "duplicate_of": names[copies[i]] if i in copies else ""} for i in range(per_class)]
+
+
+def _same_settings(dest: Path, settings: dict) -> bool:
+    """True when dest/workbook_source.json records the same generator settings."""
+    try:
+        recorded = json.loads((dest / SOURCE_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(recorded, dict):
+        return False
+    keys = ("source", "seed", "per_class", "classes", "duplicate_fraction", "quality")
+    # Compare as JSON text: the order of the classes matters too (it seeds the images).
+    return all(json.dumps(recorded.get(key)) == json.dumps(settings[key]) for key in keys)
+
+
+def _move_into_place(tmp: Path, dest: Path) -> None:
+    """Rename the finished tmp folder to dest; an old dest is moved aside first, then deleted."""
+    if not dest.exists():
+        tmp.rename(dest)
+        return
+    old = dest.parent / f".{dest.name}.old-{secrets.token_hex(4)}"
+    dest.rename(old)
+    try:
+        tmp.rename(dest)
+    except BaseException:
+        old.rename(dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def generate_dataset(dest: str | Path, per_class: int = 1000, seed: int = 0, *,
+                     classes: Mapping[str, str] | None = None,
+                     duplicate_fraction: Mapping[str, float] | float | None = None,
+                     quality: int = 90, overwrite: bool = False, progress: bool = True) -> Path:
+    """Write a synthetic data set laid out like the real one: dest/<class>/00001.jpg, ...
+
+    classes maps folder -> recipe (default {"Positive": "crack", "Negative": "no_crack"}).
+    duplicate_fraction: share of each class written as byte-identical copies of other files;
+    None = the real set's rates (0.015 for crack classes, 0.065 for others), 0 = none.
+    Also writes dest/synthetic_manifest.csv and dest/workbook_source.json. Each image has its
+    own seed, so the same seed gives the same bytes whatever per_class or progress are.
+    Everything is built in a hidden sibling folder and renamed into place at the end; if dest
+    already holds a set with the same settings it is returned untouched."""
+    dest = Path(dest)
+    classes = dict(DEFAULT_CLASSES if classes is None else classes)
+    if per_class < 1 or not classes or not 1 <= quality <= 100:
+        raise ValueError("need per_class >= 1, at least one class and 1 <= quality <= 100")
+    for folder, recipe in classes.items():
+        if recipe not in RECIPES:
+            raise ValueError(f"class {folder!r}: unknown recipe {recipe!r}; choose one of {RECIPES}.")
+    settings = {"source": "synthetic", "generator": "helpers.synthetic", "seed": int(seed),
+                "per_class": int(per_class), "classes": classes,
+                "duplicate_fraction": _duplicate_fractions(classes, duplicate_fraction),
+                "quality": int(quality)}
+    if dest.exists() and any(dest.iterdir()):
+        if _same_settings(dest, settings):
+            return dest
+        if not overwrite:
+            raise FileExistsError(f"{dest} already exists and was not made with these settings. "
+                                  "Pass overwrite=True to replace it, or choose another folder.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{secrets.token_hex(4)}"
+    try:
+        tmp.mkdir()
+        rows: list[dict] = []
+        total = per_class * len(classes)
+        with tqdm(total=total, desc="synthetic images", unit="img", disable=not progress) as bar:
+            for class_index, (folder, recipe) in enumerate(classes.items()):
+                rows += _write_class(tmp / folder, recipe, settings["seed"], class_index, per_class,
+                                     settings["duplicate_fraction"][folder], quality, bar)
+        with open(tmp / MANIFEST_NAME, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["class", "filename", "kind", "duplicate_of"])
+            writer.writeheader()
+            writer.writerows(rows)
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        (tmp / SOURCE_NAME).write_text(json.dumps({**settings, "created": created}, indent=2) + "\n")
+        _move_into_place(tmp, dest)
+    except BaseException:                 # KeyboardInterrupt too: leave nothing half-written behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def image_statistics(folder: str | Path, max_per_class: int | None = None) -> dict[str, dict]:
+    """Pixel statistics per class sub-folder: n, mean_rgb, std_rgb, brightness_p05/_p50/_p95.
+
+    mean_rgb and std_rgb are over all pixels of the class; brightness is each image's mean
+    grey value (luma, 0.299 R + 0.587 G + 0.114 B). max_per_class picks evenly spaced files."""
+    stats = {}
+    class_dirs = sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("."))
+    for class_dir in class_dirs:
+        files = sorted(f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if max_per_class is not None and len(files) > max_per_class:
+            picks = np.linspace(0, len(files) - 1, max_per_class).round().astype(int)
+            files = [files[i] for i in picks]
+        if not files:
+            continue
+        total, total_sq, n_pixels, brightness = np.zeros(3), np.zeros(3), 0, []
+        for file in files:
+            with Image.open(file) as image:
+                pixels = np.asarray(image.convert("RGB"), dtype=np.float64).reshape(-1, 3)
+            total += pixels.sum(axis=0)
+            total_sq += (pixels**2).sum(axis=0)
+            n_pixels += len(pixels)
+            brightness.append(float((pixels @ [0.299, 0.587, 0.114]).mean()))
+        mean = total / n_pixels
+        std = np.sqrt(np.maximum(total_sq / n_pixels - mean**2, 0))
+        p05, p50, p95 = (float(p) for p in np.percentile(brightness, [5, 50, 95]))
+        stats[class_dir.name] = {"n": len(files), "mean_rgb": mean.round(2).tolist(),
+                                 "std_rgb": std.round(2).tolist(), "brightness_p05": round(p05, 2),
+                                 "brightness_p50": round(p50, 2), "brightness_p95": round(p95, 2)}
+    return stats

@@ -1,0 +1,425 @@
+"""Tests for helpers/dataset.py on small generated image sets (and, if given, the real sample).
+
+Set WORKBOOK_REAL_SAMPLE to a folder with Positive/ and Negative/ to run the real-data test.
+"""
+
+import hashlib
+import os
+import pickle
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from helpers import dataset as ds
+from helpers.dataset import (
+    CLASS_NAMES,
+    BadImageError,
+    CrackDataset,
+    DatasetNotFoundError,
+    LeakageReport,
+    Sample,
+    content_hashes,
+    default_transform,
+    find_split_leakage,
+    interleave,
+    list_class_files,
+    split_index,
+)
+
+SIZE = 227
+
+
+def noise_image(seed: int, mode: str = "RGB") -> Image.Image:
+    """A 227x227 image of random noise: different seeds give different files."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    return Image.fromarray(pixels).convert(mode)
+
+
+def make_dataset(root: Path, n_pos: int = 20, n_neg: int = 20, seed: int = 0) -> Path:
+    """Create root/Positive and root/Negative with real-style names, in shuffled order."""
+    names = {"Positive": [f"{i:05d}.jpg" for i in range(1, n_pos + 1)],
+             "Negative": [f"{i:05d}.jpg" for i in range(1, n_neg + 1)]}
+    if n_pos > 3:
+        names["Positive"][-2:] = ["10000_1.jpg", "10001_1.jpg"]  # names as in the real data
+    jobs = [(cls, name) for cls, files in names.items() for name in files]
+    random.Random(seed).shuffle(jobs)  # creation order differs from name order
+    for number, (cls, name) in enumerate(jobs):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        noise_image(seed * 10_000 + number).save(root / cls / name, quality=90)
+    return root
+
+
+def ids(dataset):
+    return [s.sample_id for s in dataset.samples]
+
+
+def sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def root40(tmp_path):
+    return make_dataset(tmp_path / "data", 20, 20)
+
+
+# ----------------------------------------------------------------------------- file lists
+def test_files_sorted_whatever_the_directory_order(tmp_path, monkeypatch):
+    root = make_dataset(tmp_path, 8, 8)
+    original_iterdir = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda self: iter(sorted(original_iterdir(self), reverse=True)))
+    files = list_class_files(root, "Positive")
+    names = [p.name for p in files]
+    assert names == sorted(names)
+    assert names[0] == "00001.jpg" and names[-1] == "10001_1.jpg"
+    data = CrackDataset(root, split="all", progress=False)
+    assert ids(data)[:4] == ["Positive/00001.jpg", "Negative/00001.jpg",
+                             "Positive/00002.jpg", "Negative/00002.jpg"]
+
+
+def test_junk_files_ignored_and_all_image_kinds_kept(tmp_path):
+    folder = tmp_path / "Positive"
+    folder.mkdir()
+    for seed, name in enumerate(["b.jpg", "a.png", "c.jpeg", "d.bmp", "e.JPG"]):
+        noise_image(seed).save(folder / name)
+    torch.save(torch.zeros(3, 4, 4), folder / "f.pt")
+    for junk in [".DS_Store", "Thumbs.db", "desktop.ini", "notes.txt", ".hidden.jpg", "data.csv"]:
+        (folder / junk).write_bytes(b"not an image")
+    (folder / "sub.jpg").mkdir()  # a folder with an image-like name is not a file
+    names = [p.name for p in list_class_files(tmp_path, "Positive")]
+    assert names == ["a.png", "b.jpg", "c.jpeg", "d.bmp", "e.JPG", "f.pt"]
+
+
+def test_interleave_equal_and_unequal():
+    assert interleave(["p1", "p2"], ["n1", "n2"]) == [("p1", 1), ("n1", 0), ("p2", 1), ("n2", 0)]
+    assert interleave(["p1", "p2", "p3"], ["n1"]) == [("p1", 1), ("n1", 0), ("p2", 1), ("p3", 1)]
+    assert interleave(["p1"], ["n1", "n2"]) == [("p1", 1), ("n1", 0), ("n2", 0)]
+    assert interleave([], []) == []
+
+
+def test_split_index():
+    assert split_index(40_000) == 30_000
+    assert split_index(500) == 375
+    assert split_index(80) == 60
+    assert split_index(100, 0.29) == 29  # 100 * 0.29 is 28.999... in floating point
+    assert split_index(7) == 5
+    with pytest.raises(ValueError):
+        split_index(10, 1.5)
+
+
+# ----------------------------------------------------------------------------- the splits
+def test_interleaved_labels_and_classes(root40):
+    data = CrackDataset(root40, split="all", progress=False)
+    assert len(data) == 40
+    for s in data.samples:
+        expected = ("Positive", 1) if s.index % 2 == 0 else ("Negative", 0)
+        assert (s.sample_id.split("/")[0], s.label) == expected
+    assert data.labels().dtype == torch.long
+    assert data.labels().tolist() == [1, 0] * 20
+    assert data.classes == list(CLASS_NAMES) == ["Negative", "Positive"]
+    assert data.class_counts() == {"Negative": 20, "Positive": 20}
+
+
+def test_split_sizes_80(tmp_path):
+    root = make_dataset(tmp_path, 40, 40)
+    train, val, everything = (CrackDataset(root, split=s, progress=False) for s in ("train", "val", "all"))
+    assert (len(train), len(val), len(everything)) == (60, 20, 80)
+    assert ids(train) + ids(val) == ids(everything)
+    assert train.class_counts() == {"Negative": 30, "Positive": 30}
+    assert len(CrackDataset(root, split="train", train_fraction=0.5, progress=False)) == 40
+
+
+def test_sample_fields(root40):
+    everything = CrackDataset(root40, split="all", progress=False)
+    val = CrackDataset(root40, split="val", progress=False)
+    first_val = val.sample(0)
+    assert isinstance(first_val, Sample)
+    assert first_val.index == 0  # the position inside the validation split
+    assert first_val.sample_id == everything.sample(30).sample_id == "Positive/00016.jpg"
+    assert first_val.path == root40 / "Positive" / "00016.jpg"
+    assert first_val.label == 1
+    assert [s.index for s in val.samples] == list(range(10))
+    assert val.sample(9).sample_id == "Negative/00020.jpg"
+    assert everything.sample(38).sample_id == "Positive/10001_1.jpg"
+    with pytest.raises(Exception):
+        val.sample(0).label = 0  # frozen
+
+
+def test_unequal_class_counts(tmp_path):
+    root = make_dataset(tmp_path, 12, 8)
+    data = CrackDataset(root, split="all", progress=False)
+    assert data.labels().tolist() == [1, 0] * 8 + [1] * 4
+    assert data.class_counts() == {"Negative": 8, "Positive": 12}
+    assert len(CrackDataset(root, split="train", progress=False)) == 15
+    assert len(CrackDataset(root, split="val", progress=False)) == 5
+
+
+def test_unknown_split_and_bad_options(root40):
+    with pytest.raises(ValueError) as error:
+        CrackDataset(root40, split="test", progress=False)
+    for allowed in ("train", "val", "all"):
+        assert allowed in str(error.value)
+    with pytest.raises(ValueError):
+        CrackDataset(root40, bad_images="ignore", progress=False)
+
+
+# ----------------------------------------------------------------------------- duplicates
+def copy_bytes(source: Path, target: Path) -> None:
+    target.write_bytes(source.read_bytes())
+
+
+def test_dedupe_and_leakage_report(root40):
+    pos, neg = root40 / "Positive", root40 / "Negative"
+    # The plain split keeps positives 00001-00015 and negatives 00001-00015 in train.
+    copy_bytes(pos / "00001.jpg", pos / "00018.jpg")  # crosses the split, same class
+    copy_bytes(neg / "00001.jpg", neg / "00017.jpg")  # crosses the split, same class
+    copy_bytes(pos / "00002.jpg", neg / "00019.jpg")  # crosses the split, both labels
+    copy_bytes(neg / "00002.jpg", neg / "00018.jpg")  # one train image, two copies in val
+    copy_bytes(neg / "00002.jpg", neg / "00020.jpg")
+    copy_bytes(pos / "00016.jpg", pos / "00017.jpg")  # both copies in val: no leak
+    copy_bytes(pos / "00003.jpg", pos / "00004.jpg")  # both copies in train: no leak
+
+    train = CrackDataset(root40, split="train", progress=False)
+    val = CrackDataset(root40, split="val", progress=False)
+    report = find_split_leakage(train, val)
+    assert isinstance(report, LeakageReport)
+    assert report.n_val == 10
+    assert report.n_val_in_train == 5
+    assert sorted(sorted(g) for g in report.groups) == [
+        ["Negative/00001.jpg", "Negative/00017.jpg"],
+        ["Negative/00002.jpg", "Negative/00018.jpg", "Negative/00020.jpg"],
+        ["Negative/00019.jpg", "Positive/00002.jpg"],
+        ["Positive/00001.jpg", "Positive/00018.jpg"],
+    ]
+    assert report.cross_class_groups == 1
+    assert str(report).startswith("5 of 10 validation images (50.0%) also appear, byte for byte")
+
+    d_train = CrackDataset(root40, split="train", dedupe=True, progress=False)
+    d_val = CrackDataset(root40, split="val", dedupe=True, progress=False)
+    everything = CrackDataset(root40, split="all", progress=False)
+    assert (len(d_train), len(d_val)) == (35, 5)  # train grows by the five moved copies
+    train_hashes = {sha1(s.path) for s in d_train.samples}
+    assert not train_hashes & {sha1(s.path) for s in d_val.samples}
+    assert sorted(ids(d_train) + ids(d_val)) == sorted(ids(everything))
+    position = {sample_id: i for i, sample_id in enumerate(ids(everything))}
+    for split in (d_train, d_val):  # relative order kept
+        assert [position[i] for i in ids(split)] == sorted(position[i] for i in ids(split))
+        assert [s.index for s in split.samples] == list(range(len(split)))
+    assert {"Positive/00016.jpg", "Positive/00017.jpg"} <= set(ids(d_val))
+    assert find_split_leakage(d_train, d_val).n_val_in_train == 0
+    assert "0 of 5 validation images (0.0%)" in str(find_split_leakage(d_train, d_val))
+    assert (root40 / ".content_hashes.json").is_file()
+
+
+def test_hash_cache_used_and_invalidated(root40, monkeypatch):
+    paths = list_class_files(root40, "Positive")[:5]
+    cache = root40 / "cache.json"
+    first = content_hashes(paths, cache)
+    assert first == [sha1(p) for p in paths]
+    assert cache.is_file()
+
+    def no_hashing(path):
+        raise AssertionError(f"{path} was hashed again although the cache holds it")
+
+    monkeypatch.setattr(ds, "sha1_of_file", no_hashing)
+    assert content_hashes(paths, cache) == first  # served from the cache
+
+    noise_image(999).save(paths[2], quality=50)  # change one file (new bytes, new size)
+    hashed = []
+    monkeypatch.setattr(ds, "sha1_of_file", lambda p: hashed.append(p.name) or sha1(p))
+    second = content_hashes(paths, cache)
+    assert hashed == [paths[2].name]
+    assert second[2] == sha1(paths[2]) != first[2]
+    assert second[:2] + second[3:] == first[:2] + first[3:]
+
+
+def test_hash_cache_write_failure_ignored(root40):
+    paths = list_class_files(root40, "Negative")[:2]
+    cache = root40 / "no_such_folder" / "cache.json"
+    assert content_hashes(paths, cache) == [sha1(p) for p in paths]
+    assert not cache.exists()
+
+
+# ----------------------------------------------------------------------------- bad data
+def test_grayscale_and_rgba_become_rgb(tmp_path):
+    root = make_dataset(tmp_path, 2, 2)
+    noise_image(1, "L").save(root / "Positive" / "00000_gray.png")
+    noise_image(2, "RGBA").save(root / "Negative" / "00000_rgba.png")
+    noise_image(3, "P").save(root / "Negative" / "00000_palette.png")
+    data = CrackDataset(root, split="all", progress=False)
+    for i in range(len(data)):
+        image, _ = data[i]
+        assert image.shape == (3, SIZE, SIZE) and image.dtype == torch.float32
+    raw = CrackDataset(root, split="all", transform=None, progress=False)
+    assert all(raw[i][0].mode == "RGB" for i in range(len(raw)))
+
+
+def write_broken_files(root: Path) -> None:
+    good = root / "Positive" / "00003.jpg"
+    (root / "Positive" / "00004.jpg").write_bytes(good.read_bytes()[:3000])  # truncated JPEG
+    (root / "Negative" / "00004.jpg").write_bytes(b"garbage, not a JPEG" * 50)
+
+
+def test_bad_image_raises_on_access(tmp_path):
+    root = make_dataset(tmp_path, 6, 6)
+    write_broken_files(root)
+    data = CrackDataset(root, split="all", progress=False)
+    assert len(data) == 12
+    for index, name in [(6, "Positive"), (7, "Negative")]:
+        assert data.sample(index).sample_id == f"{name}/00004.jpg"
+        with pytest.raises(BadImageError) as error:
+            data[index]
+        assert str(root / name / "00004.jpg") in str(error.value)
+        assert "bad_images='skip'" in str(error.value)
+    data[0]  # the good ones still load
+
+
+def test_bad_images_skipped_with_one_warning(tmp_path):
+    root = make_dataset(tmp_path, 6, 6)
+    write_broken_files(root)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = CrackDataset(root, split="all", bad_images="skip", progress=False)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "2" in message and "Positive/00004.jpg" in message and "Negative/00004.jpg" in message
+    assert len(data) == 10
+    assert "Positive/00004.jpg" not in ids(data) and "Negative/00004.jpg" not in ids(data)
+    assert all(data[i][0].shape == (3, SIZE, SIZE) for i in range(len(data)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean folder gives no warning
+        CrackDataset(make_dataset(tmp_path / "clean", 2, 2), bad_images="skip", progress=False)
+
+
+def test_missing_data_messages(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as error:
+        CrackDataset(tmp_path / "nowhere", progress=False)
+    assert "01_download_data" in str(error.value) and "nowhere" in str(error.value)
+    assert isinstance(error.value, FileNotFoundError)
+
+    (tmp_path / "Positive").mkdir()
+    noise_image(0).save(tmp_path / "Positive" / "00001.jpg")
+    with pytest.raises(DatasetNotFoundError) as error:
+        CrackDataset(tmp_path, progress=False)
+    assert "Negative" in str(error.value) and "01_download_data" in str(error.value)
+
+    (tmp_path / "Negative").mkdir()
+    (tmp_path / "Negative" / ".DS_Store").write_bytes(b"junk")
+    with pytest.raises(DatasetNotFoundError) as error:
+        CrackDataset(tmp_path, progress=False)
+    assert "Negative" in str(error.value) and "01_download_data" in str(error.value)
+
+
+# ----------------------------------------------------------------------------- .pt files
+def make_tensor_dataset(root: Path, tensors: dict) -> Path:
+    for (cls, name), tensor in tensors.items():
+        (root / f"{cls}_tensors").mkdir(parents=True, exist_ok=True)
+        torch.save(tensor, root / f"{cls}_tensors" / name)
+    return root
+
+
+def test_float_tensors_returned_as_saved(tmp_path):
+    positive, negative = torch.randn(3, 224, 224), torch.randn(3, 224, 224)
+    root = make_tensor_dataset(tmp_path, {("Positive", "1.pt"): positive, ("Negative", "1.pt"): negative})
+    data = CrackDataset(root, split="all", progress=False)
+    assert ids(data) == ["Positive_tensors/1.pt", "Negative_tensors/1.pt"]
+    assert torch.equal(data[0][0], positive) and data[0][1] == 1
+    assert torch.equal(data[1][0], negative) and data[1][1] == 0
+    assert torch.equal(CrackDataset(root, split="all", transform=None, progress=False)[0][0], positive)
+    doubled = CrackDataset(root, split="all", transform=lambda t: t * 2, progress=False)
+    assert torch.allclose(doubled[0][0], positive * 2)  # an explicit transform is applied
+
+
+def test_uint8_and_one_channel_tensors(tmp_path):
+    solid = torch.full((3, 8, 8), 128, dtype=torch.uint8)
+    gray = torch.full((1, 8, 8), 255, dtype=torch.uint8)
+    root = make_tensor_dataset(tmp_path, {("Positive", "1.pt"): solid, ("Negative", "1.pt"): gray})
+    data = CrackDataset(root, split="all", progress=False)
+    image, _ = data[0]
+    assert image.dtype == torch.float32 and image.shape == (3, 8, 8)
+    expected = [(128 / 255 - m) / s for m, s in zip(ds.IMAGENET_MEAN, ds.IMAGENET_STD)]
+    assert torch.allclose(image[:, 0, 0], torch.tensor(expected), atol=1e-5)
+    assert data[1][0].shape == (3, 8, 8)  # one channel repeated to three
+    raw = CrackDataset(root, split="all", transform=None, progress=False)
+    assert torch.allclose(raw[0][0], torch.full((3, 8, 8), 128 / 255))
+    assert torch.equal(raw[1][0], torch.ones(3, 8, 8))
+
+
+@pytest.mark.parametrize("content", [{"image": torch.zeros(3, 4, 4)}, torch.zeros(2, 4, 4),
+                                     torch.zeros(3, 4), torch.zeros(3, 4, 4, dtype=torch.int64)])
+def test_bad_tensor_files(tmp_path, content):
+    root = make_tensor_dataset(tmp_path, {("Positive", "1.pt"): content,
+                                          ("Negative", "1.pt"): torch.zeros(3, 4, 4)})
+    data = CrackDataset(root, split="all", progress=False)
+    with pytest.raises(BadImageError) as error:
+        data[0]
+    assert "1.pt" in str(error.value) and "Positive_tensors" in str(error.value)
+    with pytest.warns(UserWarning, match="Positive_tensors/1.pt"):
+        assert len(CrackDataset(root, split="all", bad_images="skip", progress=False)) == 1
+
+
+# ----------------------------------------------------------------------------- transform & loading
+def test_default_transform_normalises_a_solid_colour(tmp_path):
+    image = Image.new("RGB", (SIZE, SIZE), (200, 100, 50))
+    out = default_transform()(image)
+    assert out.shape == (3, SIZE, SIZE)
+    # Worked by hand: (200/255 - 0.485) / 0.229 = (0.784314 - 0.485) / 0.229 = 1.307047
+    #                 (100/255 - 0.456) / 0.224 = (0.392157 - 0.456) / 0.224 = -0.285014
+    #                 ( 50/255 - 0.406) / 0.225 = (0.196078 - 0.406) / 0.225 = -0.932985
+    expected = torch.tensor([1.307047, -0.285014, -0.932985]).view(3, 1, 1).expand(3, SIZE, SIZE)
+    assert torch.allclose(out, expected, atol=1e-4)
+    # and through the dataset, from a lossless PNG
+    for cls in ("Positive", "Negative"):
+        (tmp_path / cls).mkdir()
+        image.save(tmp_path / cls / "00001.png")
+    assert torch.allclose(CrackDataset(tmp_path, split="all", progress=False)[0][0], expected, atol=1e-4)
+
+
+def test_dataloader_batch_and_pickle(root40):
+    data = CrackDataset(root40, split="train", progress=False)
+    images, labels = next(iter(DataLoader(data, batch_size=4, shuffle=False, num_workers=0)))
+    assert images.shape == (4, 3, SIZE, SIZE)
+    assert labels.tolist() == [1, 0, 1, 0]
+    copy = pickle.loads(pickle.dumps(data))
+    assert ids(copy) == ids(data)
+    assert torch.equal(copy[5][0], data[5][0])
+
+
+# ----------------------------------------------------------------------------- the real sample
+@pytest.fixture
+def real_root(tmp_path):
+    source = os.environ.get("WORKBOOK_REAL_SAMPLE")
+    if not source:
+        pytest.skip("WORKBOOK_REAL_SAMPLE is not set")
+    # Link the class folders, so the hash cache lands in tmp_path, not in the shared sample.
+    for cls in ("Positive", "Negative"):
+        (tmp_path / cls).symlink_to(Path(source) / cls, target_is_directory=True)
+    return tmp_path
+
+
+def test_real_sample(real_root):
+    train = CrackDataset(real_root, split="train", progress=False)
+    val = CrackDataset(real_root, split="val", progress=False)
+    assert (len(train), len(val)) == (375, 125)
+    assert train.class_counts() == {"Negative": 187, "Positive": 188}
+    assert train.sample(0).sample_id == "Positive/00162.jpg"
+    assert train.sample(1).sample_id.startswith("Negative/")
+    assert all(s.sample_id.endswith(".jpg") for s in train.samples + val.samples)
+    for data in (train, val):
+        for i in range(len(data)):
+            image, label = data[i]
+            assert image.shape == (3, SIZE, SIZE) and label == data.sample(i).label
+
+    report = find_split_leakage(train, val)
+    train_hashes = {sha1(s.path) for s in train.samples}
+    val_hashes = [sha1(s.path) for s in val.samples]
+    assert report.n_val == 125
+    assert report.n_val_in_train == sum(h in train_hashes for h in val_hashes)
+    assert len(report.groups) == len(set(val_hashes) & train_hashes)
+    assert report.cross_class_groups <= len(report.groups)
+    print(report)

@@ -1,0 +1,93 @@
+"""The project's promises about itself: same packages for pip and conda, clean notebooks, set-up files."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+CONDA_NAMES = {"pytorch": "torch"}  # conda-forge's name -> PyPI's name
+
+
+def _name_and_floor(requirement: str) -> tuple[str, str]:
+    match = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:>=\s*([^,;\s]+))?", requirement)
+    assert match, f"cannot read requirement {requirement!r}"
+    return match.group(1).lower(), match.group(2) or ""
+
+
+def pyproject_requirements() -> dict[str, str]:
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    block = re.search(r"^dependencies\s*=\s*\[(.*?)^\]", text, re.S | re.M).group(1)
+    return dict(_name_and_floor(item) for item in re.findall(r'"([^"]+)"', block))
+
+
+def environment_requirements() -> dict[str, str]:
+    requirements = {}
+    text = (ROOT / "environment.yml").read_text(encoding="utf-8")
+    for line in text.split("\ndependencies:", 1)[1].splitlines():
+        match = re.match(r"^  - ([A-Za-z][^\s#]*)\s*$", line)
+        if match and not match.group(1).startswith(("python", "pip")):
+            name, floor = _name_and_floor(match.group(1))
+            requirements[CONDA_NAMES.get(name, name)] = floor
+    return requirements
+
+
+def test_environment_yml_and_pyproject_name_the_same_packages_and_floors():
+    assert pyproject_requirements() == environment_requirements()
+
+
+def test_environment_yml_installs_the_project_in_editable_mode():
+    text = (ROOT / "environment.yml").read_text(encoding="utf-8")
+    assert re.search(r"^\s+- pip:\s*\n\s+- -e \.\s*$", text, re.M), "environment.yml should pip-install '-e .'"
+
+
+def test_there_are_numbered_notebooks():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, len(NOTEBOOKS) + 1)]
+    assert len(NOTEBOOKS) >= 2
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebooks_hold_no_outputs_and_use_python3(path):
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    dirty = [i for i, cell in enumerate(notebook["cells"])
+             if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count"))]
+    assert not dirty, f"{path.name}: cells {dirty} hold outputs; run `make strip` before committing"
+    assert notebook["metadata"]["kernelspec"]["name"] == "python3"
+
+
+def test_strip_script_removes_outputs(tmp_path):
+    source = NOTEBOOKS[0]
+    notebook = json.loads(source.read_text(encoding="utf-8"))
+    code = next(cell for cell in notebook["cells"] if cell["cell_type"] == "code")
+    code["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["hello\n"]}]
+    code["execution_count"] = 7
+    dirty = tmp_path / source.name
+    dirty.write_text(json.dumps(notebook), encoding="utf-8")
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "strip_notebooks.py"), str(dirty)], check=True,
+                   capture_output=True)
+    cleaned = json.loads(dirty.read_text(encoding="utf-8"))
+    assert all(not c.get("outputs") and not c.get("execution_count")
+               for c in cleaned["cells"] if c["cell_type"] == "code")
+
+
+def test_licence_and_dataset_credit():
+    assert "Apache License" in (ROOT / "LICENSE").read_text(encoding="utf-8")[:200]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for credit in ("10.17632/5y9wdsg2zt.2", "CC BY 4.0", "ISARC", "Özgenel"):
+        assert credit in readme
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_data_folder_is_ignored_by_git():
+    result = subprocess.run(["git", "check-ignore", "-q", "data/concrete_crack_images/Positive/00001.jpg"],
+                            cwd=ROOT, capture_output=True)
+    if result.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert result.returncode == 0, "data/ downloads must be ignored by git"
