@@ -108,3 +108,24 @@ def show_images(paths: Sequence[str | Path], titles: Sequence[str] | None = None
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_training_history(history, title: str = "Training the head") -> Figure:
+    """The loss at every iteration (the capstone's plot) and, after several epochs, accuracy per epoch."""
+    with_accuracy = len(history.val_accuracy) > 1
+    fig, axes = plt.subplots(1, 2 if with_accuracy else 1, figsize=(10 if with_accuracy else 6, 3.6), squeeze=False)
+    loss_ax = axes[0][0]
+    loss_ax.plot(range(1, len(history.iteration_loss) + 1), history.iteration_loss, marker=".")
+    loss_ax.set_xlabel("iteration (one batch)")
+    loss_ax.set_ylabel("cross-entropy loss")
+    loss_ax.set_title("loss per iteration")
+    if with_accuracy:
+        accuracy_ax = axes[0][1]
+        epochs = range(1, len(history.val_accuracy) + 1)
+        accuracy_ax.plot(epochs, [100 * a for a in history.val_accuracy], marker="o")
+        accuracy_ax.set_xlabel("epoch")
+        accuracy_ax.set_ylabel("validation accuracy (%)")
+        accuracy_ax.set_title("accuracy after each epoch")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -8,21 +8,21 @@ summary closes the run: which data, how many images, which weights, how long it 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 import nbformat
-import torch
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from tqdm.auto import tqdm
 
 from helpers.data import prepare_data, read_source, verify_dataset
+from helpers.model import RANDOM_WEIGHTS_ENV, WeightsUnavailableError, imagenet_weights_path, load_imagenet_state_dict
 from helpers.workbook import IMAGES_DIR, PROJECT_ROOT, quick_mode
 
 EXECUTED_DIR = PROJECT_ROOT / "build" / "executed"
-WEIGHTS_FILE = "resnet18-f37072fd.pth"  # torchvision's name for the ImageNet ResNet18 weights
 
 
 def run_notebook(path: Path, timeout: int = 3600) -> float:
@@ -42,12 +42,16 @@ def run_notebook(path: Path, timeout: int = 3600) -> float:
     return time.perf_counter() - start
 
 
-def weights_status() -> str:
-    """Where torchvision would find the ImageNet ResNet18 weights, and whether they are there."""
-    path = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
-    if path.is_file():
-        return f"ImageNet ResNet18 weights found at {path}"
-    return f"ImageNet ResNet18 weights not found at {path} (notebooks that need them say what they ran with)"
+def prepare_weights() -> str:
+    """Fetch the ImageNet weights now, or allow the notebooks a random backbone and say so in one sentence."""
+    try:
+        load_imagenet_state_dict()
+        return f"ImageNet (torchvision IMAGENET1K_V1) from {imagenet_weights_path()}"
+    except WeightsUnavailableError:
+        print("The ImageNet weights for ResNet18 cannot be had on this machine, so this run trains on a "
+              "randomly initialised backbone and its accuracies mean little (see notebook 03 for how to get them).")
+        os.environ[RANDOM_WEIGHTS_ENV] = "1"  # the notebooks' kernels inherit it, and say so loudly
+        return f"random initialisation, NOT pretrained (no file at {imagenet_weights_path()})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     run_started = time.time()
 
     choice = prepare_data()  # prints one plain sentence when it falls back to synthetic data
+    weights = prepare_weights()  # the same for the pretrained weights
     print(choice)
     print(f"Mode: {'quick (WORKBOOK_QUICK=1)' if quick_mode() else 'full'}; "
           f"executed copies go to {EXECUTED_DIR.relative_to(PROJECT_ROOT)}/\n")
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nSummary")
     print(f"  data:    {choice.source}" + (f" (seed {source.get('seed')})" if choice.source == "synthetic" else "")
           + f", {report.total:,} images ({', '.join(f'{n:,} {c}' for c, n in report.counts.items())}) in {choice.path}")
-    print(f"  weights: {weights_status()}")
+    print(f"  weights: {weights}")
     print(f"  figures: {', '.join(figures) if figures else 'none'} in {IMAGES_DIR.relative_to(PROJECT_ROOT)}/")
     print(f"  time:    {time.perf_counter() - start:.0f} s for {len(notebooks)} notebook(s)"
           + (f"; stopped at {failed.name}" if failed else ""))

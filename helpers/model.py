@@ -1,0 +1,224 @@
+"""ResNet18 with a new head: ImageNet weights, a frozen backbone, `fc` replaced; checkpoints.
+
+This is the capstone's recipe (`models.resnet18(pretrained=True)`, every parameter frozen,
+`model.fc = nn.Linear(512, 2)`) written with torchvision's current weights API, plus what a
+learner needs when things go wrong: a plain error when the weights cannot be had, and
+checkpoints that say what they hold.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import ResNet18_Weights, resnet18
+
+from helpers.workbook import data_dir, quick_mode
+
+IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1     # what the capstone's `pretrained=True` meant
+WEIGHTS_URL = IMAGENET_WEIGHTS.url
+WEIGHTS_FILE = WEIGHTS_URL.rsplit("/", 1)[-1]          # resnet18-f37072fd.pth
+WEIGHTS_URL_ENV = "WORKBOOK_WEIGHTS_URL"              # a classroom mirror of the weights file
+RANDOM_WEIGHTS_ENV = "WORKBOOK_ALLOW_RANDOM_WEIGHTS"
+DEVICE_ENV = "WORKBOOK_DEVICE"
+CHECKPOINT_FORMAT = "concrete-crack-workbook/1"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The ImageNet weights could not be loaded; the message says where to put them."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint holds another architecture or another number of classes than asked for."""
+
+
+def imagenet_weights_path() -> Path:
+    """Where torchvision looks for the weights file: `$TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth`."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
+
+
+def load_imagenet_state_dict(url: str | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
+    """The ImageNet ResNet18 weights: from torchvision's cache, else downloaded (and checked) into it.
+
+    The address is torchvision's, unless `url` or `$WORKBOOK_WEIGHTS_URL` names a mirror. The
+    file's SHA-256 must start with the `f37072fd` in its name, whoever serves it.
+    """
+    url = url or os.environ.get(WEIGHTS_URL_ENV, "").strip() or WEIGHTS_URL
+    target = imagenet_weights_path()
+    try:
+        return torch.hub.load_state_dict_from_url(url, model_dir=str(target.parent), file_name=WEIGHTS_FILE,
+                                                  progress=progress, check_hash=True, weights_only=True)
+    except Exception as exc:  # offline, proxy, certificate, corrupt file: all end the same way
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        raise WeightsUnavailableError(
+            f"The ImageNet weights for ResNet18 are not on this machine and could not be downloaded ({reason}). "
+            f"On a connected machine, download {WEIGHTS_URL} and put the file at {target} "
+            f"(set TORCH_HOME to use another folder), or pass its path: "
+            f"build_resnet18(weights='/path/to/{WEIGHTS_FILE}')."
+        ) from exc
+
+
+def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsUnavailableError(f"No weights file at {path}: check the path, or use weights='imagenet'.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:  # a workbook checkpoint: take its backbone
+        state = {k: v for k, v in state["state_dict"].items() if not k.startswith("fc.")}
+    if not isinstance(state, dict):
+        raise WeightsUnavailableError(f"{path} does not hold a ResNet18 state dict.")
+    return state
+
+
+def build_resnet18(num_classes: int = 2, weights: str | Path | None = "imagenet",
+                   freeze_backbone: bool = True, progress: bool = True) -> nn.Module:
+    """ResNet18 with a fresh `Linear(512, num_classes)` head.
+
+    weights: "imagenet" (torchvision's IMAGENET1K_V1, the capstone's `pretrained=True`), a path
+    to a state dict file, or None for a randomly initialised backbone. With `freeze_backbone`
+    every backbone parameter has `requires_grad=False`; only the new head learns.
+    """
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, not {num_classes}.")
+    model = resnet18(weights=None)
+    if weights == "imagenet":
+        model.load_state_dict(load_imagenet_state_dict(progress=progress))
+    elif weights is not None:
+        state = _load_state_dict_file(Path(weights))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if not k.startswith("fc.")]:
+            raise WeightsUnavailableError(f"{weights} is not a ResNet18 state dict "
+                                          f"(missing {len(missing)} keys, {len(unexpected)} unexpected).")
+    if freeze_backbone:
+        for parameter in model.parameters():
+            parameter.requires_grad = False
+    model.fc = nn.Linear(model.fc.in_features, num_classes)  # new layers are trainable by default
+    return model
+
+
+def resolve_weights(allow_random: bool | None = None) -> tuple[str | None, str]:
+    """For the notebooks: ("imagenet", description) when the weights can be had, else a loud fallback.
+
+    Falling back to a random backbone is allowed only in quick mode or when the learner opts in
+    (`WORKBOOK_ALLOW_RANDOM_WEIGHTS=1` or `allow_random=True`); otherwise the error stands.
+    """
+    try:
+        load_imagenet_state_dict()
+        return "imagenet", "ImageNet (torchvision IMAGENET1K_V1)"
+    except WeightsUnavailableError as exc:
+        opted_in = os.environ.get(RANDOM_WEIGHTS_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+        if not (allow_random if allow_random is not None else (quick_mode() or opted_in)):
+            raise
+        print("!" * 88)
+        print("WARNING: no ImageNet weights; the backbone is RANDOMLY INITIALISED, not pretrained.")
+        print("Transfer learning needs the pretrained weights: accuracies below mean little.")
+        print(str(exc))
+        print("!" * 88)
+        return None, "random initialisation (NOT pretrained: ImageNet weights unavailable)"
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(all parameters, trainable parameters). ResNet18 with a 2-class head: (11,177,538, 1,026)."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+
+def trainable_parameter_names(model: nn.Module) -> list[str]:
+    """Names of the parameters that will learn, e.g. ['fc.weight', 'fc.bias']."""
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+def pick_device(preference: str | None = None) -> torch.device:
+    """CUDA, else Apple's MPS, else the CPU; `preference` or `$WORKBOOK_DEVICE` overrides ("cpu", "cuda:1")."""
+    preference = preference or os.environ.get(DEVICE_ENV, "").strip() or None
+    if preference:
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def software_versions() -> dict[str, str]:
+    """Versions worth recording next to a result."""
+    return {"python": platform.python_version(), "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__)}
+
+
+def default_checkpoint_path() -> Path:
+    """Where notebook 04 saves the trained model and notebook 05 looks for it."""
+    return data_dir() / "checkpoints" / "resnet18_cracks.pt"
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, class_names: list[str], metadata: dict | None = None) -> Path:
+    """Save the model and what it is (classes, weights source, data, accuracy...) atomically.
+
+    The file is written under a temporary name and renamed into place, so an interrupted save
+    never leaves a half-written checkpoint where a good one was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT, "architecture": "resnet18", "num_classes": len(class_names),
+        "class_names": list(class_names), "state_dict": model.state_dict(),
+        "metadata": {**(metadata or {}), "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "versions": software_versions()},
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, num_classes: int | None = None,
+                    map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model saved by `save_checkpoint`; returns (model in eval mode, checkpoint info).
+
+    Loaded with `weights_only=True` (no code runs from the file). A checkpoint for another
+    architecture or another number of classes than `num_classes` raises CheckpointMismatchError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {path}: run notebooks/04_training.ipynb to make one.")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(f"{path} is not a checkpoint saved by this workbook (helpers.model.save_checkpoint).")
+    if payload["architecture"] != "resnet18":
+        raise CheckpointMismatchError(f"{path} holds a {payload['architecture']}, not a resnet18.")
+    if num_classes is not None and payload["num_classes"] != num_classes:
+        raise CheckpointMismatchError(
+            f"{path} has a {payload['num_classes']}-class head ({', '.join(payload['class_names'])}), "
+            f"but {num_classes} classes were asked for: train a model for these classes or pick the matching checkpoint.")
+    model = build_resnet18(payload["num_classes"], weights=None)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    info = {k: v for k, v in payload.items() if k != "state_dict"}
+    return model, info
+
+
+def layer_summary(model: nn.Module) -> list[tuple[str, str, int, int]]:
+    """(name, type, parameters, trainable parameters) for each top-level block of the model."""
+    rows = []
+    for name, block in model.named_children():
+        params = list(block.parameters())
+        rows.append((name, type(block).__name__, sum(p.numel() for p in params),
+                     sum(p.numel() for p in params if p.requires_grad)))
+    return rows
+
+
+def print_layer_summary(model: nn.Module) -> None:
+    """Print `layer_summary` as a small table, with the totals."""
+    print(f"{'block':<9} {'type':<18} {'parameters':>12} {'trainable':>11}")
+    for name, kind, total, trainable in layer_summary(model):
+        print(f"{name:<9} {kind:<18} {total:>12,} {trainable:>11,}")
+    total, trainable = count_parameters(model)
+    print(f"{'total':<9} {'':<18} {total:>12,} {trainable:>11,}")
