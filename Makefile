@@ -7,12 +7,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: help install run test lab strip clean-data
+.PHONY: help install run test lab bench strip
 
 help:
 	@echo "make run    execute every notebook in order (headless), figures to images/"
 	@echo "make test   unit tests and every notebook in quick mode (nbval)"
 	@echo "make lab    open JupyterLab in the project's environment"
+	@echo "make bench  measure the feature-cache fast path against the capstone's training loop"
 	@echo "make strip  remove outputs from the notebooks before committing"
 
 $(STAMP): pyproject.toml
@@ -33,6 +34,9 @@ test: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_training.py
 
 strip: $(STAMP)
 	$(BIN)/python scripts/strip_notebooks.py $(NOTEBOOKS)

@@ -152,8 +152,8 @@ def software_versions() -> dict[str, str]:
 
 
 def default_checkpoint_path() -> Path:
-    """Where notebook 04 saves the trained model and notebook 05 looks for it."""
-    return data_dir() / "checkpoints" / "resnet18_cracks.pt"
+    """Where notebook 04 saves the trained model and notebook 05 looks for it (quick mode keeps its own)."""
+    return data_dir() / "checkpoints" / ("resnet18_cracks_quick.pt" if quick_mode() else "resnet18_cracks.pt")
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, class_names: list[str], metadata: dict | None = None) -> Path:

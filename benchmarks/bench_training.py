@@ -1,0 +1,319 @@
+"""How much time does caching the frozen backbone's features save? Measured, then extrapolated.
+
+Measures, on the same images (the real sample when WORKBOOK_REAL_SAMPLE is set, else a
+synthetic set generated into a temporary folder):
+
+  (a) the backbone's forward pass on images already in memory, with the workbook's settings;
+  (b) extract_features from the JPEG files (no cache), with the workbook's DataLoader settings;
+  (c) the capstone's loop, reading the JPEGs at every epoch: float32, model.train(), full
+      forward + backward + Adam step; and its validation pass (model.eval(), forward);
+
+plus the forward pass in each number format / memory layout, JPEG decoding with PIL and with
+torchvision, and training the Linear(512, 2) head on 30,000 cached features. From these rates
+it extrapolates the time to train on the full 40,000-image set (30,000 train + 10,000 validation).
+
+    python benchmarks/bench_training.py            # about 3 minutes on 2 CPU cores
+    python benchmarks/bench_training.py --quick    # fewer images, one repeat, no torch.compile
+
+It is a benchmark, not a test: it reports numbers and checks nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from copy import deepcopy
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import BatchSampler, SequentialSampler, default_collate
+from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.transforms import v2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
+
+from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, CrackDataset, default_transform  # noqa: E402
+from helpers.features import (  # noqa: E402
+    FastSettings, backbone_features, bf16_is_fast, default_num_workers, extract_features,
+    prepare_backbone, uses_bf16,
+)
+from helpers.model import build_resnet18, pick_device  # noqa: E402
+from helpers.synthetic import generate_dataset  # noqa: E402
+
+TRAIN_IMAGES, VAL_IMAGES = 30_000, 10_000  # the capstone's split of the full 40,000-image set
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=200, help="images to measure on (default 200)")
+    parser.add_argument("--batch-size", type=int, default=100, help="the capstone's 100 by default")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
+    parser.add_argument("--quick", action="store_true", help="60 images, 1 repeat, no torch.compile")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    args = parser.parse_args()
+    if args.quick:
+        args.images, args.repeats, args.no_compile = min(args.images, 60), 1, True
+    return args
+
+
+def describe_machine(device: torch.device) -> str:
+    """CPU model, cores, torch version, threads, device, and what the workbook's auto settings pick."""
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").is_file():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return (f"CPU {cpu}, {cores} cores{load}{gpu}\n"
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
+            f"bf16 fast here: {bf16_is_fast(device)}, DataLoader workers: {default_num_workers(device)}")
+
+
+def benchmark_dataset(n_images: int, temp_dir: Path) -> tuple[CrackDataset, str]:
+    """The first n_images of the real sample (interleaved, so both classes), or a synthetic set."""
+    real = os.environ.get("WORKBOOK_REAL_SAMPLE")
+    if real:
+        dataset, source = CrackDataset(real, split="all", progress=False), f"real sample {real}"
+    else:
+        root = generate_dataset(temp_dir / "synthetic", per_class=(n_images + 1) // 2, seed=0, progress=False)
+        dataset, source = CrackDataset(root, split="all", progress=False), "synthetic images"
+    dataset.samples = dataset.samples[:n_images]  # keep the first n images only
+    return dataset, f"{len(dataset)} {source}, 227x227 JPEG"
+
+
+def median_time(run, repeats: int) -> float:
+    """Median wall-clock seconds of `repeats` calls of run(i)."""
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        run(i)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def rates_taking_turns(timers: dict, repeats: int) -> dict[str, float]:
+    """Images/s of each timer (a function run(i) -> images processed), median over `repeats`.
+
+    The timers take turns, one call each per round: on a shared machine a busy moment then
+    slows all of them alike instead of spoiling one.
+    """
+    seconds = {name: [] for name in timers}
+    images = {}
+    for i in range(repeats):
+        for name, run in timers.items():
+            start = time.perf_counter()
+            images[name] = run(i)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: images[name] / statistics.median(seconds[name]) for name in timers}
+
+
+def forward_timer(model: nn.Module, images: torch.Tensor, settings: FastSettings, device: torch.device,
+                  batch_size: int):
+    """Times one batch through the backbone alone (eval mode, inference mode), images in memory."""
+    backbone = prepare_backbone(model, settings, device)
+    backbone_features(backbone, images[:8], settings, device)  # warm-up (and compilation, if any)
+    batches = images.split(batch_size)
+
+    def run(i: int) -> int:
+        batch = batches[i % len(batches)]
+        backbone_features(backbone, batch, settings, device)
+        return len(batch)
+    return run
+
+
+def capstone_timers(model: nn.Module, dataset: CrackDataset, device: torch.device, batch_size: int):
+    """Time one batch of the capstone's training loop and one of its validation loop.
+
+    As in the capstone: DataLoader(dataset, batch_size=100) with no worker processes, so each
+    batch is read and decoded from the JPEG files (again at every epoch), float32, contiguous.
+    Training: model.train(), forward of the whole model, loss.backward(), Adam step on fc.
+    Validation: model.eval(), forward, count the correct predictions.
+    """
+    model = deepcopy(model).to(device)
+    optimizer = torch.optim.Adam(model.fc.parameters(), lr=0.001)
+    criterion = nn.CrossEntropyLoss()
+    batches = list(BatchSampler(SequentialSampler(dataset), batch_size, drop_last=False))
+
+    def load(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """What DataLoader(num_workers=0) does: read each image, then stack them into a batch."""
+        x, y = default_collate([dataset[j] for j in batches[i % len(batches)]])
+        return x.to(device), y.to(device)
+
+    def train_step(i: int) -> int:
+        model.train()
+        x, y = load(i)
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        loss.item()  # waits for the GPU, if any
+        return len(x)
+
+    def validation_step(i: int) -> int:
+        model.eval()
+        x, y = load(i)
+        with torch.no_grad():
+            (model(x).argmax(1) == y).sum().item()
+        return len(x)
+
+    model(load(0)[0][:8]).sum().backward()  # warm-up
+    return train_step, validation_step
+
+
+def extract_timer(model: nn.Module, dataset: CrackDataset, device: torch.device, batch_size: int,
+                  num_workers: int | None = None):
+    """Times extract_features over every JPEG of `dataset`: no cache, the workbook's settings."""
+    def run(_: int) -> int:
+        extract_features(model, dataset, None, batch_size=batch_size, num_workers=num_workers,
+                         device=device, progress=False)
+        return len(dataset)
+    return run
+
+
+def head_training_seconds(epochs: int, device: torch.device, batch_size: int) -> float:
+    """Seconds to train Linear(512, 2) for `epochs` on 30,000 random features, validating on 10,000 each epoch."""
+    torch.manual_seed(0)
+    train_x, train_y = torch.randn(TRAIN_IMAGES, 512), torch.randint(0, 2, (TRAIN_IMAGES,))
+    val_x, val_y = torch.randn(VAL_IMAGES, 512), torch.randint(0, 2, (VAL_IMAGES,))
+    head = nn.Linear(512, 2).to(device)
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.001)
+    criterion = nn.CrossEntropyLoss()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for i in torch.randperm(TRAIN_IMAGES).split(batch_size):
+            optimizer.zero_grad()
+            criterion(head(train_x[i].to(device)), train_y[i].to(device)).backward()
+            optimizer.step()
+        correct = 0
+        with torch.no_grad():  # validation, as the capstone does after each epoch
+            for x, y in zip(val_x.split(1000), val_y.split(1000)):
+                correct += (head(x.to(device)).argmax(1).cpu() == y).sum().item()
+    return time.perf_counter() - start
+
+
+def decode_ms(dataset: CrackDataset) -> tuple[float, float]:
+    """Milliseconds per image to decode + normalise: PIL + ToTensor (the dataset's way), torchvision.io."""
+    paths = [sample.path for sample in dataset.samples]
+    pil_transform = default_transform()
+    tensor_transform = v2.Compose([v2.ToDtype(torch.float32, scale=True),
+                                   v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def with_pil(path):
+        with Image.open(path) as image:
+            return pil_transform(image.convert("RGB"))
+
+    def with_torchvision(path):
+        return tensor_transform(decode_image(read_file(str(path)), mode=ImageReadMode.RGB))
+
+    results = []
+    for decode in (with_pil, with_torchvision):
+        seconds = median_time(lambda _: [decode(path) for path in paths], 3)
+        results.append(1000 * seconds / len(paths))
+    return results[0], results[1]
+
+
+def variants(device: torch.device, compile_too: bool) -> list[tuple[str, FastSettings]]:
+    """The forward-pass settings worth comparing: layout, number format, compilation."""
+    rows = [("float32, contiguous", FastSettings(channels_last=False, bf16=False)),
+            ("float32, channels_last", FastSettings(channels_last=True, bf16=False)),
+            ("bf16, channels_last", FastSettings(channels_last=True, bf16=True))]
+    if compile_too:
+        fastest_format = uses_bf16(FastSettings(), device)
+        rows.append((f"{'bf16' if fastest_format else 'float32'}, channels_last, compiled",
+                     FastSettings(channels_last=True, bf16=fastest_format, compile=True)))
+    return rows
+
+
+def minutes(seconds: float) -> str:
+    """Seconds as minutes, for the table."""
+    return f"{seconds / 60:6.1f} min"
+
+
+def main() -> None:
+    args = parse_args()
+    device = pick_device()
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    model = build_resnet18(weights=None).eval()  # random weights: the speed is the same as ImageNet's
+    with tempfile.TemporaryDirectory() as temp:
+        dataset, source = benchmark_dataset(args.images, Path(temp))
+        batch_size = min(args.batch_size, len(dataset))
+        print(describe_machine(device))
+        print(f"data: {source}; batch size {batch_size}; median of {args.repeats} repeat(s), taking turns\n")
+        images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+        auto = FastSettings()  # the workbook's settings: channels_last, bf16 where fast, no compile
+        auto_choice = (auto.channels_last, uses_bf16(auto, device), auto.compile)
+        timers, notes = {}, {}
+        for name, settings in variants(device, not args.no_compile):
+            if (settings.channels_last, uses_bf16(settings, device), settings.compile) == auto_choice:
+                name_a = name
+                notes[name] = "<- the workbook's settings: (a)"
+            n = batch_size
+            if uses_bf16(settings, device) and not bf16_is_fast(device):
+                n = min(batch_size, 8)  # emulated bfloat16 is slow: a small batch is enough to see it
+                notes[name] = f"batches of {n}: bfloat16 is emulated on this CPU"
+            start = time.perf_counter()
+            timers[name] = forward_timer(model, images[:n] if n < batch_size else images, settings, device, n)
+            if settings.compile:
+                notes[name] = f"compiling took {time.perf_counter() - start:.0f} s"
+        workers = default_num_workers(device)
+        name_b, name_b0 = f"(b) extract_features, {workers} worker(s)", "extract_features, 0 workers"
+        timers[name_b] = extract_timer(model, dataset, device, batch_size)
+        name_c, name_val = "(c) capstone, training", "capstone, validation"
+        timers[name_c], timers[name_val] = capstone_timers(model, dataset, device, batch_size)
+        rates = rates_taking_turns(timers, args.repeats)
+        if workers != 0:  # the alternative we tried: decode in the main process (measured once)
+            zero_workers = extract_timer(model, dataset, device, batch_size, num_workers=0)
+            rates.update(rates_taking_turns({name_b0: zero_workers}, 1))
+
+        # Tiny operations: timed with one thread, as in a DataLoader worker. With two, each
+        # operation waits for both threads, and on a busy machine that wait can be milliseconds.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        pil_ms, torchvision_ms = decode_ms(dataset)
+        head_1 = statistics.median(head_training_seconds(1, device, 100) for _ in range(3))
+        head_5 = statistics.median(head_training_seconds(5, device, 100) for _ in range(3))
+        torch.set_num_threads(threads)
+
+    rate_a, rate_b, rate_c = rates[name_a], rates[name_b], rates[name_c]
+    rate_val = rates[name_val]
+    print("(a) the backbone's forward pass, eval mode, images in memory:")
+    for name, _ in variants(device, not args.no_compile):
+        print(f"  {name:<36} {rates[name]:8.1f} images/s  {notes.get(name, '')}")
+    print("(b) the workbook's features pass: JPEG files -> DataLoader -> backbone, no cache:")
+    print(f"  {name_b:<36} {rate_b:8.1f} images/s  b/a = {rate_b / rate_a:.2f} (target >= 0.9)")
+    if name_b0 in rates:
+        print(f"  {name_b0:<36} {rates[name_b0]:8.1f} images/s  (tried, for comparison; 1 repeat)")
+    print(f"  decode + normalise one JPEG (1 thread): PIL {pil_ms:.2f} ms, torchvision.io {torchvision_ms:.2f} ms")
+    print("(c) the capstone's loop: JPEG files -> DataLoader (0 workers) -> whole model, float32, contiguous:")
+    print(f"  {name_c:<36} {rate_c:8.1f} images/s  model.train(), forward + backward + Adam step on fc")
+    print(f"  {name_val:<36} {rate_val:8.1f} images/s  model.eval(), forward")
+    print(f"head Linear(512, 2), 30,000 cached features + validation on 10,000 (1 thread, median of 3): "
+          f"1 epoch {head_1:.2f} s, 5 epochs {head_5:.2f} s")
+
+    print(f"\nextrapolated to the full set ({TRAIN_IMAGES:,} train + {VAL_IMAGES:,} validation images):")
+    print(f"  capstone = epochs x ({TRAIN_IMAGES:,} / training rate + {VAL_IMAGES:,} / validation rate), "
+          "both measured in (c)")
+    print(f"  workbook = {TRAIN_IMAGES + VAL_IMAGES:,} / rate b (features, once) + head training (measured)")
+    features_time = (TRAIN_IMAGES + VAL_IMAGES) / rate_b
+    for epochs, head_time, target in ((1, head_1, 3), (5, head_5, 10)):
+        capstone = epochs * (TRAIN_IMAGES / rate_c + VAL_IMAGES / rate_val)
+        workbook = features_time + head_time
+        print(f"  {epochs} epoch{'s' if epochs > 1 else ' '} + validation: capstone {minutes(capstone)}, "
+              f"workbook {minutes(workbook)}, speed-up {capstone / workbook:5.1f}x (target >= {target}x)")
+    print(f"\nbenchmark took {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Compute the frozen backbone's features once, keep them on disk, train the head in seconds.
+
+Our model is ResNet18 with every backbone layer frozen and a new ``fc = Linear(512, 2)``.
+Frozen means the backbone's weights never change, so (in eval mode) the 512 numbers it
+produces for an image never change either. The capstone's training loop still pushes every
+image through the whole network at every epoch, recomputing those same 512 numbers each time.
+Almost all of the time goes there: the head is a single small matrix multiplication.
+
+So we split the model in two:
+
+1. ``backbone_of(model)``: everything but ``fc``, turning (N, 3, H, W) images into (N, 512)
+   feature vectors. :func:`extract_features` runs it once over a data set and saves the
+   features in a cache file.
+2. ``model.fc``: trained on the cached features, for as many epochs as we like.
+
+``head(backbone(x))`` is the same computation as ``model(x)``, so the result is the same model
+(up to float rounding). Two things differ from the capstone's loop:
+
+* the backbone runs in eval mode: BatchNorm uses its stored statistics. The capstone called
+  ``model.train()``, so its BatchNorm layers used each batch's statistics (and updated the
+  stored ones), which makes an image's features depend on the other images in its batch;
+* the cache must be thrown away whenever anything that changes the features changes: the
+  images, the split, the transform, the backbone's weights or the number format (bfloat16).
+  :func:`feature_cache_key` hashes all of these; a cache file with another key is recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from copy import deepcopy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from helpers.model import pick_device
+from helpers.workbook import data_dir
+
+FEATURE_SIZE = 512  # ResNet18's avgpool output, the input of fc
+CACHE_FORMAT = "concrete-crack-workbook/features/1"  # part of the key: bump it when the recipe changes
+
+
+@dataclass
+class FastSettings:
+    """How the backbone pass runs. None of these changes the features beyond float rounding, except bf16.
+
+    channels_last: store images and weights as (N, H, W, C) in memory; faster convolutions on CPUs and GPUs.
+    bf16: compute in bfloat16 (autocast). None = only where the hardware does it fast (see bf16_is_fast).
+    compile: run the backbone through torch.compile. It takes tens of seconds (and, on a CPU, a C++
+        compiler) before the first batch, then runs faster (about 1.2x on a 2-core AVX2 CPU):
+        worth it for tens of thousands of images, not for a few hundred.
+    num_threads: CPU threads for the backbone (torch.set_num_threads) while extracting; None = torch's default.
+    """
+
+    channels_last: bool = True
+    bf16: bool | None = None
+    compile: bool = False
+    num_threads: int | None = None
+
+
+def bf16_is_fast(device: torch.device | str) -> bool:
+    """True when `device` has hardware support for bfloat16 matrix maths.
+
+    CUDA: GPUs from Ampere on. CPU: AVX512-BF16 or AMX instructions (recent Intel Xeons, AMD Zen 4);
+    elsewhere oneDNN emulates bfloat16, which can be several times *slower* than float32 (about 6x
+    slower for ResNet18 on a 2-core AMD EPYC with AVX2 only; 2.6x *faster* on a Xeon with AMX).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False
+    has_avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return bool(has_avx512_bf16 or has_amx)
+
+
+def uses_bf16(settings: FastSettings, device: torch.device | str) -> bool:
+    """The bf16 setting with None ("auto") resolved for `device`."""
+    return bf16_is_fast(device) if settings.bf16 is None else bool(settings.bf16)
+
+
+def default_num_workers(device: torch.device | str | None = None) -> int:
+    """DataLoader worker processes that decode the JPEGs while the backbone runs.
+
+    On a CPU the backbone needs the cores and decoding is a few per cent of the work: up to 4
+    workers, one core left free. With a GPU (or MPS) decoding is the slow part: up to 8 workers.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use (Linux)
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    accelerator = device is not None and torch.device(device).type in ("cuda", "mps")
+    return 0 if cores <= 1 else min(8 if accelerator else 4, cores - 1)
+
+
+def default_cache_dir() -> Path:
+    """Where the notebooks keep feature caches: data/cache/features (or under $WORKBOOK_DATA_DIR)."""
+    return data_dir() / "cache" / "features"
+
+
+# ----------------------------------------------------------------------------- the backbone
+def backbone_of(model: nn.Module) -> nn.Module:
+    """Every layer of a torchvision ResNet except `fc`, then a flatten: (N, 3, H, W) -> (N, 512).
+
+    The layers are shared with `model`, not copied: it is the same backbone, in the same mode
+    (train or eval) as `model`.
+    """
+    layers = [module for name, module in model.named_children() if name != "fc"]
+    return nn.Sequential(*layers, nn.Flatten(start_dim=1)).train(model.training)
+
+
+def prepare_backbone(model: nn.Module, settings: FastSettings, device: torch.device) -> nn.Module:
+    """A copy of the backbone, in eval mode, on `device`, laid out as `settings` ask.
+
+    A copy, so the learner's `model` keeps its device, memory layout and train/eval mode.
+    """
+    backbone = deepcopy(backbone_of(model)).eval().to(device)
+    if settings.channels_last:
+        backbone = backbone.to(memory_format=torch.channels_last)
+    if settings.compile:
+        backbone = torch.compile(backbone)
+    return backbone
+
+
+@torch.inference_mode()
+def backbone_features(backbone: nn.Module, images: torch.Tensor, settings: FastSettings | None = None,
+                      device: torch.device | str | None = None) -> torch.Tensor:
+    """The (N, 512) float32 features of a batch of images, returned on the CPU.
+
+    `backbone` must be in eval mode and already on `device` (default: the device of its weights).
+    """
+    settings = settings or FastSettings()
+    if backbone.training:
+        raise ValueError("Call backbone.eval() first: in training mode BatchNorm uses each batch's "
+                         "statistics, so an image's features would depend on the rest of its batch.")
+    device = torch.device(device) if device is not None else next(backbone.parameters()).device
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    images = images.to(device, memory_format=memory_format, non_blocking=True)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=uses_bf16(settings, device)):
+        features = backbone(images)
+    return features.float().cpu()
+
+
+@torch.inference_mode()
+def head_logits(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """The head's outputs (logits) for cached features, on the head's device."""
+    device = next(head.parameters()).device
+    return head(features.to(device))
+
+
+# ----------------------------------------------------------------------------- the cache key
+def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of the backbone's weights and BatchNorm statistics (everything but fc)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        if name.startswith("fc."):
+            continue
+        data = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{data.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def dataset_fingerprint(dataset) -> str:
+    """SHA-256 of what the data set will feed the backbone: files (id, size, mtime), labels, split, transform."""
+    digest = hashlib.sha256()
+    digest.update(f"split={dataset.split}|transform={dataset.transform!r}".encode())
+    digest.update(f"|decoder={getattr(dataset, 'decoder', 'pil')}".encode())
+    for sample in dataset.samples:
+        stat = Path(sample.path).stat()
+        digest.update(f"\n{sample.sample_id}|{sample.label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def feature_cache_key(dataset, model: nn.Module, settings: FastSettings,
+                      device: torch.device | str | None = None) -> str:
+    """One hash that changes whenever the cached features would: data, weights or bf16 (resolved for `device`)."""
+    device = torch.device(device) if device is not None else pick_device()
+    parts = [CACHE_FORMAT, dataset_fingerprint(dataset), weights_fingerprint(model),
+             f"bf16={uses_bf16(settings, device)}"]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- feature sets
+@dataclass
+class FeatureSet:
+    """Features of a data set, in the data set's order, with their labels and sample ids."""
+
+    features: torch.Tensor  # (N, 512) float32
+    labels: torch.Tensor  # (N,) int64
+    sample_ids: list[str]
+    key: str  # the cache key it was computed under
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def tensor_dataset(self) -> TensorDataset:
+        """(feature, label) pairs, ready for a DataLoader that trains the head."""
+        return TensorDataset(self.features, self.labels)
+
+
+def cache_file(cache_dir: str | Path, name: str) -> Path:
+    """Where the features called `name` are cached: cache_dir/<name>.pt."""
+    return Path(cache_dir) / f"{name}.pt"
+
+
+def load_cached(path: Path, key: str) -> FeatureSet | None:
+    """The FeatureSet stored at `path` if it was computed under `key`, else None (a miss).
+
+    A file that cannot be read is a miss too, with a warning; it will be overwritten.
+    """
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        stored = FeatureSet(payload["features"], payload["labels"], list(payload["sample_ids"]), payload["key"])
+        n = len(stored.sample_ids)
+        if stored.features.shape != (n, FEATURE_SIZE) or stored.labels.shape != (n,):
+            raise ValueError("the arrays in it do not fit together")
+    except Exception as error:  # truncated file, not a torch file, missing entries...
+        warnings.warn(f"Feature cache {path} is unreadable ({type(error).__name__}: {error}); recomputing it.")
+        return None
+    if stored.key != key:
+        print(f"feature cache {path} was computed for other data, weights or settings: recomputing")
+        return None
+    return stored
+
+
+def save_atomically(feature_set: FeatureSet, path: Path) -> None:
+    """Write to a temporary file, then rename it into place: an interrupted save leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    payload = {"key": feature_set.key, "features": feature_set.features,
+               "labels": feature_set.labels, "sample_ids": feature_set.sample_ids}
+    try:
+        torch.save(payload, temp_path)
+        os.replace(temp_path, path)
+    finally:
+        temp_path.unlink(missing_ok=True)
+
+
+def compute_features(backbone: nn.Module, loader: DataLoader, settings: FastSettings, device: torch.device,
+                     total: int, desc: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the backbone over every batch of `loader`: (features (N, 512), labels (N,))."""
+    features, labels = [], []
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
+        for images, batch_labels in loader:
+            features.append(backbone_features(backbone, images, settings, device))
+            labels.append(batch_labels)
+            bar.update(len(batch_labels))
+    return torch.cat(features), torch.cat(labels).long()
+
+
+def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = None, *, name: str | None = None,
+                     batch_size: int = 100, num_workers: int | None = None, settings: FastSettings | None = None,
+                     device: torch.device | str | None = None, progress: bool = True) -> FeatureSet:
+    """The backbone features of every image of `dataset` (a CrackDataset), from the cache when possible.
+
+    With `cache_dir`, the features live in cache_dir/<name or dataset.split>.pt together with the
+    key they were computed under; a file with the same key is loaded instead of recomputed.
+    `device` defaults to pick_device(), `num_workers` to default_num_workers(device); the images
+    go through the backbone in `batch_size` batches, in the data set's order.
+    """
+    settings = settings or FastSettings()
+    device = torch.device(device) if device is not None else pick_device()
+    key = feature_cache_key(dataset, model, settings, device)
+    path = cache_file(cache_dir, name or dataset.split) if cache_dir is not None else None
+    if path is not None:
+        cached = load_cached(path, key)
+        if cached is not None:
+            print(f"features loaded from cache: {path}")
+            return cached
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        num_workers=default_num_workers(device) if num_workers is None else num_workers,
+                        pin_memory=device.type == "cuda")  # pinned memory only speeds up copies to a GPU
+    backbone = prepare_backbone(model, settings, device)
+    threads_before = torch.get_num_threads()
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    try:
+        features, labels = compute_features(backbone, loader, settings, device, len(dataset),
+                                            f"features ({name or dataset.split})", progress)
+    finally:
+        torch.set_num_threads(threads_before)
+
+    feature_set = FeatureSet(features, labels, [sample.sample_id for sample in dataset.samples], key)
+    if path is not None:
+        try:
+            save_atomically(feature_set, path)
+        except OSError as error:  # a full disk or a read-only folder must not throw the work away
+            warnings.warn(f"Could not save the feature cache {path} ({error}); the features are not cached.")
+    return feature_set

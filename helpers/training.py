@@ -1,0 +1,303 @@
+"""Training and evaluating the new head: the capstone's loop, and a fast path on cached features.
+
+The IBM capstone (DL0321EN) trains ResNet18's new `fc` layer with cross-entropy and Adam
+(lr 0.001, batches of 100, one epoch) and reports the validation accuracy. This module
+writes that loop once, in two forms:
+
+* `train` - the direct path: every batch of images goes through the whole network at
+  every step, exactly as in the capstone.
+* `train_head` - the fast path: the frozen backbone's 512 numbers per image are computed
+  once (helpers.features), and only the head is trained on them. With the backbone in eval
+  mode, the same seed, head, order and batch size, both paths give the same head weights.
+
+The BatchNorm trap. Setting `requires_grad=False` stops the optimiser from changing the
+backbone's *weights*, but `model.train()` still tells every BatchNorm layer to normalise
+with the statistics of the current batch and to update its running mean and variance.
+The capstone calls `model.train()`, so its "frozen" backbone drifts a little at every step.
+`set_train_mode` (used by `train(freeze_batchnorm=True)`) puts the frozen parts back into
+eval mode, so the backbone really is the pretrained network, and cached features stay valid.
+
+`accuracy_interval` turns "9,944 of 10,000 right" into a 95% interval, so two accuracies
+can be compared fairly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import NormalDist
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from helpers.data import DataChoice
+from helpers.dataset import CrackDataset
+from helpers.features import default_cache_dir, extract_features
+from helpers.model import (build_resnet18, default_checkpoint_path, load_checkpoint, pick_device, resolve_weights,
+                           save_checkpoint)
+from helpers.workbook import quick_mode
+
+
+@dataclass
+class History:
+    """What happened during training.
+
+    settings holds lr, batch_size, epochs, seed, optimizer, device, path ("direct" or
+    "features") and backbone_mode: "eval" (frozen BatchNorm), "train" (the capstone's
+    drifting BatchNorm) or "precomputed" (features computed beforehand).
+    """
+
+    iteration_loss: list[float] = field(default_factory=list)  # one per optimiser step (capstone's loss_list)
+    epoch_loss: list[float] = field(default_factory=list)      # mean training loss of each epoch
+    val_accuracy: list[float] = field(default_factory=list)    # after each epoch, between 0 and 1
+    seconds: float = 0.0                                       # wall time of the whole training
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def final_accuracy(self) -> float | None:
+        """The validation accuracy after the last epoch, or None when there was no validation."""
+        return self.val_accuracy[-1] if self.val_accuracy else None
+
+
+# ----------------------------------------------------------------------------- small pieces
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to use: the one given, else helpers.model.pick_device() (CUDA, MPS or CPU)."""
+    return pick_device() if device is None else torch.device(device)
+
+
+def set_train_mode(model: nn.Module, frozen_backbone: bool = True) -> None:
+    """Put the model in training mode, but keep its frozen parts in eval mode.
+
+    model.train() is called first. Then, with frozen_backbone=True, every module that has
+    parameters and none of them trainable (requires_grad False) goes back to eval(): its
+    BatchNorm layers keep the running statistics the pretrained network left them, and
+    normalise with those instead of the current batch's. Parameter-free modules outside
+    the frozen parts (a Dropout in the head, say) stay in training mode.
+    With frozen_backbone=False this is plain model.train(), as in the capstone.
+    """
+    model.train()
+    if not frozen_backbone:
+        return
+    for module in model.modules():
+        parameters = list(module.parameters())
+        if parameters and not any(p.requires_grad for p in parameters):
+            module.eval()
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters the optimiser may change; an error when there are none."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError("The model has no trainable parameters (every requires_grad is False): nothing to train.")
+    return parameters
+
+
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
+                  inputs: torch.Tensor, labels: torch.Tensor) -> float:
+    """One step of the capstone's loop: zero the gradients, forward, loss, backward, update."""
+    optimizer.zero_grad()
+    outputs = model(inputs)
+    loss = criterion(outputs, labels)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def row_batches(features: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                order: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Split rows into (features, labels) batches, in order or in the given `order` of row indices."""
+    if order is not None:
+        features, labels = features[order], labels[order]
+    return [(features[start:start + batch_size], labels[start:start + batch_size])
+            for start in range(0, len(labels), batch_size)]
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def predict(model: nn.Module, loader, device: str | torch.device | None = None,
+            progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the model (moved to `device`, in eval mode) over a loader of (inputs, labels) batches.
+
+    Returns (logits of shape (N, classes) as float32, labels of shape (N,)), both on the CPU.
+    """
+    device = resolve_device(device)
+    model.to(device)
+    model.eval()
+    all_logits, all_labels = [], []
+    for inputs, labels in tqdm(loader, desc="predicting", leave=False, disable=not progress):
+        logits = model(inputs.to(device))
+        all_logits.append(logits.float().cpu())
+        all_labels.append(torch.as_tensor(labels).cpu())
+    if not all_logits:
+        raise ValueError("The loader gave no batches: nothing to predict.")
+    return torch.cat(all_logits), torch.cat(all_labels)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: str | torch.device | None = None,
+             progress: bool = False) -> float:
+    """Accuracy (between 0 and 1) of the model, in eval mode, on a loader of (inputs, labels)."""
+    logits, labels = predict(model, loader, device=device, progress=progress)
+    predicted = logits.argmax(dim=1)
+    return (predicted == labels).float().mean().item()
+
+
+def accuracy_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for an accuracy of correct/total, e.g. 9944/10000 -> (0.9927, 0.9957).
+
+    Unlike "p +- 1.96 * standard error" it stays within [0, 1] and behaves near 0% and 100%.
+    """
+    if total <= 0 or not 0 <= correct <= total:
+        raise ValueError(f"need 0 <= correct <= total and total > 0; got {correct}/{total}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)  # 1.96 for 95%
+    p = correct / total
+    denominator = 1 + z**2 / total
+    centre = (p + z**2 / (2 * total)) / denominator
+    half_width = z * math.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / denominator
+    lower = 0.0 if correct == 0 else centre - half_width      # exactly 0 and 1 at the edges,
+    upper = 1.0 if correct == total else centre + half_width  # without rounding leftovers
+    return lower, upper
+
+
+# ----------------------------------------------------------------------------- training
+def train(model: nn.Module, train_loader, val_loader=None, *, epochs: int = 1, lr: float = 1e-3,
+          device: str | torch.device | None = None, seed: int = 0, freeze_batchnorm: bool = True,
+          progress: bool = True) -> History:
+    """The direct path: train the model's trainable parameters on batches of images.
+
+    Cross-entropy loss and Adam over the parameters with requires_grad=True (the new `fc`).
+    torch.manual_seed(seed) is set first, so a shuffling DataLoader gives the same order again.
+    freeze_batchnorm=True keeps the frozen backbone in eval mode (see set_train_mode);
+    False calls model.train() on everything, as the capstone did, and its BatchNorm running
+    statistics drift. With val_loader, the validation accuracy is measured after each epoch.
+    The model is left in eval mode, ready for predictions.
+    """
+    device = resolve_device(device)
+    torch.manual_seed(seed)
+    model.to(device)
+    optimizer = torch.optim.Adam(trainable_parameters(model), lr=lr)
+    criterion = nn.CrossEntropyLoss()
+    history = History(settings={
+        "lr": lr, "batch_size": getattr(train_loader, "batch_size", None), "epochs": epochs, "seed": seed,
+        "optimizer": "Adam", "device": str(device), "path": "direct",
+        "backbone_mode": "eval" if freeze_batchnorm else "train",
+    })
+    start = time.perf_counter()
+    for epoch in tqdm(range(epochs), desc="epochs", disable=not progress):
+        set_train_mode(model, frozen_backbone=freeze_batchnorm)
+        loss_sum, seen = 0.0, 0
+        batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress)
+        for inputs, labels in batches:
+            loss = training_step(model, optimizer, criterion, inputs.to(device), labels.to(device))
+            history.iteration_loss.append(loss)
+            loss_sum, seen = loss_sum + loss * len(labels), seen + len(labels)
+            batches.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        history.epoch_loss.append(loss_sum / seen)
+        if val_loader is not None:
+            history.val_accuracy.append(evaluate(model, val_loader, device=device))
+    model.eval()
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+def _check_features(features: torch.Tensor, labels: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features as float32 (N, D) and labels as int64 (N,), or a clear error."""
+    if features.dim() != 2 or labels.dim() != 1 or len(features) != len(labels) or len(labels) == 0:
+        raise ValueError(f"{name}: need features of shape (N, D) and labels of shape (N,) with N > 0; "
+                         f"got {tuple(features.shape)} and {tuple(labels.shape)}")
+    return features.float(), labels.long()
+
+
+def train_head(head: nn.Module, train_features: torch.Tensor, train_labels: torch.Tensor,
+               val_features: torch.Tensor | None = None, val_labels: torch.Tensor | None = None, *,
+               epochs: int = 1, lr: float = 1e-3, batch_size: int = 100, shuffle: bool = False, seed: int = 0,
+               device: str | torch.device | None = None, progress: bool = True) -> History:
+    """The fast path: the same optimisation as `train`, on precomputed backbone features.
+
+    Batches are consecutive rows (like a DataLoader without shuffling), or, with shuffle=True,
+    rows in a new random order each epoch drawn from a generator seeded with `seed`.
+    With the same seed, head, order and batch size, and features from the backbone in eval
+    mode, the head ends with the same weights as after `train(..., freeze_batchnorm=True)`.
+    The head is left in eval mode.
+    """
+    train_features, train_labels = _check_features(train_features, train_labels, "training data")
+    if (val_features is None) != (val_labels is None):
+        raise ValueError("Give both val_features and val_labels, or neither.")
+    if val_features is not None:
+        val_features, val_labels = _check_features(val_features, val_labels, "validation data")
+        val_batches = row_batches(val_features, val_labels, batch_size)
+    device = resolve_device(device)
+    torch.manual_seed(seed)
+    order_generator = torch.Generator().manual_seed(seed)
+    head.to(device)
+    optimizer = torch.optim.Adam(trainable_parameters(head), lr=lr)
+    criterion = nn.CrossEntropyLoss()
+    history = History(settings={
+        "lr": lr, "batch_size": batch_size, "epochs": epochs, "seed": seed, "optimizer": "Adam",
+        "device": str(device), "path": "features", "backbone_mode": "precomputed", "shuffle": shuffle,
+    })
+    start = time.perf_counter()
+    bar = tqdm(range(epochs), desc="epochs", disable=not progress)
+    for _ in bar:
+        head.train()
+        order = torch.randperm(len(train_labels), generator=order_generator) if shuffle else None
+        loss_sum = 0.0
+        for features, labels in row_batches(train_features, train_labels, batch_size, order):
+            loss = training_step(head, optimizer, criterion, features.to(device), labels.to(device))
+            history.iteration_loss.append(loss)
+            loss_sum += loss * len(labels)
+        history.epoch_loss.append(loss_sum / len(train_labels))
+        if val_features is not None:
+            history.val_accuracy.append(evaluate(head, val_batches, device=device))
+        bar.set_postfix(loss=f"{history.epoch_loss[-1]:.4f}")
+    head.eval()
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+def checkpoint_metadata(choice: DataChoice, train_set: CrackDataset, val_set: CrackDataset, weights: str | None,
+                        weights_description: str, history: History) -> dict:
+    """What a checkpoint records about its training: weights, data, split, accuracy, settings."""
+    return {
+        "weights": weights or "random", "weights_description": weights_description,
+        "data_source": choice.source, "data_path": str(choice.path),
+        "n_train": len(train_set), "n_val": len(val_set), "split": "capstone: interleaved, first 75% train",
+        "val_accuracy": history.final_accuracy, "training": history.settings, "quick_mode": quick_mode(),
+    }
+
+
+def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> tuple[nn.Module, dict]:
+    """The model notebook 04 trained on this data, or, when there is none, one trained now the same way.
+
+    Later notebooks run on their own: when the checkpoint is missing or was trained on other data
+    (another folder or size), this says so and trains the head through the fast path with the
+    capstone's settings (1 epoch, Adam, lr 0.001, batches of 100), then saves it.
+    """
+    path = default_checkpoint_path()
+    train_set, val_set = CrackDataset(choice.path, "train"), CrackDataset(choice.path, "val")
+    if path.is_file():
+        model, info = load_checkpoint(path, num_classes=len(train_set.classes))
+        meta = info["metadata"]
+        if meta.get("data_path") == str(choice.path) and meta.get("n_val") == len(val_set):
+            print(f"Loaded {path} (trained by notebook 04 on {meta.get('n_train'):,} images, "
+                  f"weights: {meta.get('weights_description')}).")
+            return model, info
+        print(f"{path} was trained on other data ({meta.get('data_path')}); training a new head for {choice.path}.")
+    else:
+        print(f"No checkpoint at {path}: training one now through the fast path, as notebook 04 does.")
+    weights, weights_description = resolve_weights()
+    torch.manual_seed(0)
+    model = build_resnet18(num_classes=len(train_set.classes), weights=weights, progress=progress)
+    name = choice.path.name
+    train_features = extract_features(model, train_set, default_cache_dir(), name=f"{name}-train", progress=progress)
+    val_features = extract_features(model, val_set, default_cache_dir(), name=f"{name}-val", progress=progress)
+    history = train_head(model.fc, train_features.features, train_features.labels, val_features.features,
+                         val_features.labels, epochs=1, lr=1e-3, batch_size=100, seed=0, progress=progress)
+    save_checkpoint(path, model, train_set.classes,
+                    checkpoint_metadata(choice, train_set, val_set, weights, weights_description, history))
+    return load_checkpoint(path, num_classes=len(train_set.classes))

@@ -1,0 +1,304 @@
+"""Tests for helpers.features: cached features give the same model, and the cache knows when it is stale."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torchvision import transforms
+
+import helpers.features as features_module
+from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, CrackDataset
+from helpers.features import (
+    FastSettings,
+    FeatureSet,
+    backbone_features,
+    backbone_of,
+    bf16_is_fast,
+    default_cache_dir,
+    default_num_workers,
+    extract_features,
+    feature_cache_key,
+    head_logits,
+)
+from helpers.model import build_resnet18
+from helpers.synthetic import generate_dataset
+
+FLOAT32 = FastSettings(channels_last=True, bf16=False)
+BF16 = FastSettings(channels_last=True, bf16=True)
+
+
+def small_transform(size: int = 64):
+    """Shrink the images: bfloat16 is emulated (slow) on CPUs without bf16 instructions."""
+    return transforms.Compose([transforms.Resize(size), transforms.ToTensor(),
+                               transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory) -> Path:
+    return generate_dataset(tmp_path_factory.mktemp("synthetic") / "data", per_class=8, seed=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return build_resnet18(weights=None).eval()  # a random backbone: no ImageNet weights here
+
+
+@pytest.fixture
+def copy_root(tmp_path, synthetic_root) -> Path:
+    """A private copy of the synthetic set, for tests that add or change files."""
+    for cls in ("Positive", "Negative"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for file in (synthetic_root / cls).iterdir():
+            (tmp_path / "data" / cls / file.name).write_bytes(file.read_bytes())
+    return tmp_path / "data"
+
+
+def fake_backbone_features(calls: list):
+    """Stands in for the backbone in cache tests: records each call, returns numbered features."""
+    def fake(backbone, images, settings=None, device=None):
+        calls.append(len(images))
+        return torch.arange(len(images) * 512, dtype=torch.float32).reshape(len(images), 512)
+    return fake
+
+
+def no_backbone(*args, **kwargs):
+    raise AssertionError("the backbone ran although the features were cached")
+
+
+def extract(model, dataset, cache_dir, settings=FLOAT32, **kwargs) -> FeatureSet:
+    return extract_features(model, dataset, cache_dir, settings=settings, device="cpu",
+                            num_workers=0, progress=False, **kwargs)
+
+
+def train_logistic_head(features: torch.Tensor, labels: torch.Tensor, steps: int = 300) -> nn.Linear:
+    """A quick Linear(512, 2) fitted to features, so that agreement tests use a meaningful head."""
+    torch.manual_seed(0)
+    head = nn.Linear(features.shape[1], 2)
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.01)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(head((features - mean) / std), labels).backward()
+        optimizer.step()
+    with torch.no_grad():  # fold the standardisation into the layer: head(features) directly
+        head.weight /= std
+        head.bias -= head.weight @ mean
+    return head
+
+
+# ----------------------------------------------------------------------------- the same model
+def test_backbone_of_shares_layers_and_gives_512_features(model):
+    backbone = backbone_of(model)
+    assert backbone[0] is model.conv1 and not any(layer is model.fc for layer in backbone)
+    out = backbone_features(backbone, torch.randn(3, 3, 64, 64), FLOAT32)
+    assert out.shape == (3, 512) and out.dtype == torch.float32 and out.device.type == "cpu"
+
+
+def test_training_mode_backbone_refused(model):
+    backbone = backbone_of(build_resnet18(weights=None))  # a fresh model is in training mode
+    with pytest.raises(ValueError, match="eval"):
+        backbone_features(backbone, torch.randn(2, 3, 64, 64))
+
+
+def test_cached_path_equals_direct_path(model, synthetic_root, tmp_path):
+    dataset = CrackDataset(synthetic_root, split="all", progress=False)
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    with torch.inference_mode():
+        direct = model(images)  # float32, contiguous, the whole model at once
+    computed = extract(model, dataset, tmp_path)
+    loaded = extract(model, dataset, tmp_path)  # the same numbers back from the cache file
+    for feature_set in (computed, loaded):
+        assert torch.allclose(head_logits(model.fc, feature_set.features), direct, atol=1e-4, rtol=1e-4)
+    assert torch.equal(computed.features, loaded.features)
+    assert next(model.parameters()).is_contiguous()  # the learner's model was not converted
+
+
+def test_feature_set_shapes_labels_and_order(model, synthetic_root):
+    dataset = CrackDataset(synthetic_root, split="train", transform=small_transform(), progress=False)
+    feature_set = extract_features(model, dataset, None, settings=FLOAT32, device="cpu",
+                                   batch_size=5, num_workers=1, progress=False)  # a worker keeps the order
+    assert len(feature_set) == len(dataset) == 12
+    assert feature_set.features.shape == (12, 512) and feature_set.features.dtype == torch.float32
+    assert feature_set.labels.dtype == torch.int64
+    assert torch.equal(feature_set.labels, dataset.labels())
+    assert feature_set.labels.tolist()[:4] == [1, 0, 1, 0]
+    assert feature_set.sample_ids == [sample.sample_id for sample in dataset.samples]
+    one_by_one = torch.cat([backbone_features(backbone_of(model), dataset[i][0][None], FLOAT32)
+                            for i in (0, 7)])
+    assert torch.allclose(feature_set.features[[0, 7]], one_by_one, atol=1e-4)
+    assert len(feature_set.tensor_dataset()) == 12
+
+
+# ----------------------------------------------------------------------------- bfloat16
+def assert_bf16_agrees(model, dataset):
+    float32 = extract(model, dataset, None, FLOAT32)
+    bf16 = extract(model, dataset, None, BF16)
+    cosine = nn.functional.cosine_similarity(float32.features, bf16.features, dim=1)
+    assert cosine.min() > 0.99, f"lowest cosine similarity {cosine.min():.4f}"
+    head = train_logistic_head(float32.features, float32.labels)
+    same = head_logits(head, float32.features).argmax(1) == head_logits(head, bf16.features).argmax(1)
+    assert same.float().mean() >= 0.99, f"bf16 changed {int((~same).sum())} of {len(same)} predictions"
+
+
+def test_bf16_agrees_with_float32_on_synthetic_images(model, tmp_path):
+    root = generate_dataset(tmp_path / "data", per_class=32, seed=5, progress=False)
+    assert_bf16_agrees(model, CrackDataset(root, split="all", transform=small_transform(), progress=False))
+
+
+def test_bf16_agrees_with_float32_on_the_real_sample(model, tmp_path):
+    source = os.environ.get("WORKBOOK_REAL_SAMPLE")
+    if not source:
+        pytest.skip("WORKBOOK_REAL_SAMPLE is not set")
+    for cls in ("Positive", "Negative"):  # link, never copy, the real sample
+        (tmp_path / cls).symlink_to(Path(source) / cls, target_is_directory=True)
+    assert_bf16_agrees(model, CrackDataset(tmp_path, split="val", transform=small_transform(), progress=False))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_features_match_cpu(model, synthetic_root):
+    dataset = CrackDataset(synthetic_root, split="all", progress=False)
+    cpu = extract(model, dataset, None)
+    for settings in (FLOAT32, FastSettings()):  # float32 (TF32 convolutions), then auto: bf16 on recent GPUs
+        gpu = extract_features(model, dataset, None, settings=settings, device="cuda", progress=False)
+        assert gpu.features.device.type == "cpu" and gpu.sample_ids == cpu.sample_ids
+        assert nn.functional.cosine_similarity(gpu.features, cpu.features, dim=1).min() > 0.99
+    assert next(model.parameters()).device.type == "cpu"  # the learner's model stayed where it was
+
+
+def test_bf16_auto_resolves_per_device():
+    assert isinstance(bf16_is_fast("cpu"), bool)
+    assert bf16_is_fast("meta") is False
+    assert features_module.uses_bf16(FastSettings(bf16=True), "cpu") is True
+    assert features_module.uses_bf16(FastSettings(bf16=None), "cpu") == bf16_is_fast("cpu")
+
+
+# ----------------------------------------------------------------------------- the cache
+def test_cache_miss_then_hit(model, copy_root, tmp_path, monkeypatch, capsys):
+    dataset = CrackDataset(copy_root, split="all", progress=False)
+    calls = []
+    monkeypatch.setattr(features_module, "backbone_features", fake_backbone_features(calls))
+    first = extract(model, dataset, tmp_path / "cache", batch_size=10)
+    assert calls == [10, 6]  # a miss: every batch went through the backbone
+    path = tmp_path / "cache" / "all.pt"
+    assert path.is_file()
+    assert [p.name for p in path.parent.iterdir()] == ["all.pt"]  # no temporary file left behind
+
+    monkeypatch.setattr(features_module, "backbone_features", no_backbone)
+    capsys.readouterr()
+    second = extract(model, dataset, tmp_path / "cache", batch_size=10)
+    assert f"features loaded from cache: {path}" in capsys.readouterr().out
+    assert torch.equal(second.features, first.features) and second.key == first.key
+    assert second.sample_ids == first.sample_ids and torch.equal(second.labels, first.labels)
+
+
+def test_cache_name_picks_the_file(model, copy_root, tmp_path, monkeypatch):
+    dataset = CrackDataset(copy_root, split="all", progress=False)
+    monkeypatch.setattr(features_module, "backbone_features", fake_backbone_features([]))
+    extract(model, dataset, tmp_path / "cache", name="synthetic_all")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["synthetic_all.pt"]
+
+
+def key_of(model, dataset, settings=FLOAT32) -> str:
+    return feature_cache_key(dataset, model, settings, device="cpu")
+
+
+def test_key_changes_with_files(model, copy_root):
+    before = key_of(model, CrackDataset(copy_root, split="all", progress=False))
+    assert key_of(model, CrackDataset(copy_root, split="all", progress=False)) == before  # stable
+    assert key_of(model, CrackDataset(copy_root, split="train", progress=False)) != before
+
+    changed = copy_root / "Positive" / "00003.jpg"
+    changed.write_bytes(changed.read_bytes() + b"\0")  # one more byte: a new size
+    after_change = key_of(model, CrackDataset(copy_root, split="all", progress=False))
+    assert after_change != before
+
+    (copy_root / "Negative" / "09999.jpg").write_bytes((copy_root / "Negative" / "00001.jpg").read_bytes())
+    assert key_of(model, CrackDataset(copy_root, split="all", progress=False)) not in (before, after_change)
+
+
+def test_key_changes_with_weights_transform_and_bf16(model, copy_root):
+    dataset = CrackDataset(copy_root, split="all", progress=False)
+    before = key_of(model, dataset)
+    smaller = CrackDataset(copy_root, split="all", transform=small_transform(), progress=False)
+    assert key_of(model, smaller) != before
+    assert key_of(model, dataset, BF16) != before
+    assert key_of(model, dataset, FastSettings(channels_last=False, bf16=False)) == before  # same numbers
+
+    retrained_head = build_resnet18(weights=None)
+    retrained_head.load_state_dict(model.state_dict())
+    nn.init.zeros_(retrained_head.fc.weight)  # only fc differs: the features are the same
+    assert key_of(retrained_head, dataset) == before
+
+    perturbed = build_resnet18(weights=None)
+    perturbed.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        perturbed.layer3[0].conv1.weight[0, 0, 0, 0] += 1e-3
+    assert key_of(perturbed, dataset) != before
+
+
+def test_stale_cache_recomputed(model, copy_root, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(features_module, "backbone_features", fake_backbone_features(calls))
+    cache = tmp_path / "cache"
+    extract(model, CrackDataset(copy_root, split="all", progress=False), cache)
+    new_file = copy_root / "Positive" / "09999.jpg"
+    new_file.write_bytes((copy_root / "Positive" / "00001.jpg").read_bytes())
+    grown = extract(model, CrackDataset(copy_root, split="all", progress=False), cache)
+    assert calls == [16, 17] and len(grown) == 17
+    assert "Positive/09999.jpg" in grown.sample_ids
+    extract(model, CrackDataset(copy_root, split="all", progress=False), cache, settings=BF16)
+    assert calls == [16, 17, 17]
+    assert torch.load(cache / "all.pt", weights_only=True)["key"] == key_of(
+        model, CrackDataset(copy_root, split="all", progress=False), BF16)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a torch file at all", "missing_labels", "wrong_length"])
+def test_corrupt_cache_is_a_miss_with_a_warning(model, copy_root, tmp_path, monkeypatch, content):
+    dataset = CrackDataset(copy_root, split="all", progress=False)
+    path = tmp_path / "cache" / "all.pt"
+    path.parent.mkdir()
+    if content == "missing_labels":
+        torch.save({"key": "x", "features": torch.zeros(3, 512)}, path)
+    elif content == "wrong_length":
+        key = feature_cache_key(dataset, model, FLOAT32, device="cpu")  # the right key, damaged arrays
+        torch.save({"key": key, "features": torch.zeros(16, 512), "labels": torch.zeros(15, dtype=torch.long),
+                    "sample_ids": [s.sample_id for s in dataset.samples]}, path)
+    else:
+        path.write_bytes(content)
+    calls = []
+    monkeypatch.setattr(features_module, "backbone_features", fake_backbone_features(calls))
+    with pytest.warns(UserWarning, match="unreadable"):
+        rewritten = extract(model, dataset, tmp_path / "cache")
+    assert calls == [16]
+    monkeypatch.setattr(features_module, "backbone_features", no_backbone)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(extract(model, dataset, tmp_path / "cache").features, rewritten.features)
+    assert [p.name for p in path.parent.iterdir()] == ["all.pt"]
+
+
+def test_failed_save_warns_and_leaves_no_temporary_file(model, copy_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(features_module, "backbone_features", fake_backbone_features([]))
+
+    def broken_save(obj, file):
+        Path(file).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(features_module.torch, "save", broken_save)
+    with pytest.warns(UserWarning, match="disk full"):
+        feature_set = extract(model, CrackDataset(copy_root, split="all", progress=False), tmp_path / "cache")
+    assert len(feature_set) == 16  # the computed features are returned all the same
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_defaults():
+    assert default_cache_dir().parts[-2:] == ("cache", "features")
+    workers = default_num_workers()
+    assert 0 <= workers <= 4 and (workers == 0 or workers < (os.cpu_count() or 1))
+    assert workers <= default_num_workers("cuda") <= 8
