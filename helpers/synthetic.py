@@ -490,6 +490,15 @@ def generate_dataset(dest: str | Path, per_class: int = 1000, seed: int = 0, *,
     return dest
 
 
+def read_manifest(folder: str | Path) -> dict[str, str]:
+    """What each synthetic image shows, by sample id: {"Negative/00007.jpg": "stain", ...}; {} for real data."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as handle:
+        return {f"{row['class']}/{row['filename']}": row["kind"] for row in csv.DictReader(handle)}
+
+
 def image_statistics(folder: str | Path, max_per_class: int | None = None) -> dict[str, dict]:
     """Pixel statistics per class sub-folder: n, mean_rgb, std_rgb, brightness_p05/_p50/_p95.
 
