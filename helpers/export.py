@@ -1,0 +1,114 @@
+"""Taking a trained model out of the workbook: one file that runs without helpers/ or its classes.
+
+A checkpoint (helpers.model.save_checkpoint) holds weights only: to use it you need the code
+that builds the network. An *exported* model holds the computation too, so another program
+can load it with nothing but PyTorch:
+
+    import torch
+    model = torch.export.load("resnet18_cracks.pt2").module()
+    logits = model(images)   # images: (N, 3, 227, 227), ImageNet-normalised RGB
+
+Why torch.export and not TorchScript? In torch 2.14 `torch.jit.trace`, `torch.jit.script`,
+`torch.jit.save` and `torch.jit.load` all warn that TorchScript is deprecated and point to
+`torch.export`. So this module writes `torch.export` programs (`.pt2` files).
+
+What to know:
+
+* The program is traced in eval mode (BatchNorm uses its running statistics) for images of
+  the example's height and width (227 x 227 by default); the batch size may vary.
+* Next to the model, `<name>.json` says what the outputs mean: the class names in label
+  order and the expected input.
+* Both files are written under a temporary name and renamed into place, so an interrupted
+  export never leaves half a file where a good one was.
+* `check_export` compares the exported program's logits with the original model's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.export import Dim
+
+EXPORT_FORMAT = "torch.export"
+INPUT_DESCRIPTION = ("Nx3x{height}x{width} float32, RGB scaled to [0, 1] then ImageNet-normalised "
+                     "(mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225)")
+
+
+def metadata_path(path: str | Path) -> Path:
+    """Where the class names of an exported model are kept: the same name with .json."""
+    return Path(path).with_suffix(".json")
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Call write(temporary path), then rename the temporary file to `path`."""
+    temp_path = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(temp_path)
+        os.replace(temp_path, path)
+    finally:
+        temp_path.unlink(missing_ok=True)
+
+
+def export_model(model: nn.Module, path: str | Path, example: torch.Tensor | None = None,
+                 format: str = EXPORT_FORMAT, class_names: Sequence[str] | None = None) -> Path:
+    """Export `model` (on the CPU, in eval mode) to a .pt2 file with torch.export; returns its path.
+
+    example: a batch of inputs of the right size (default: 2 random 3x227x227 images); the
+    exported program accepts any batch size, but only this height and width.
+    class_names: what the outputs mean, in label order (default "class 0", "class 1"...).
+    The model is put in eval mode and moved to the CPU, and stays there.
+    """
+    if format != EXPORT_FORMAT:
+        raise ValueError(f"format must be {EXPORT_FORMAT!r}: TorchScript is deprecated in this PyTorch.")
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise ValueError(f"An exported program is a .pt2 file; got {path.name}.")
+    model = model.cpu().eval()
+    example = torch.randn(2, 3, 227, 227) if example is None else example.cpu()
+    batch = Dim("batch", min=1, max=4096)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    num_classes = model(example[:1]).shape[1]
+    names = list(class_names) if class_names is not None else [f"class {i}" for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"The model has {num_classes} outputs but {len(names)} class names were given.")
+    height, width = example.shape[-2:]
+    info = {"class_names": names, "input": INPUT_DESCRIPTION.format(height=height, width=width),
+            "output": f"Nx{num_classes} logits (softmax gives probabilities)", "format": EXPORT_FORMAT,
+            "torch": str(torch.__version__)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda temp: torch.export.save(program, temp))
+    write_atomically(metadata_path(path), lambda temp: temp.write_text(json.dumps(info, indent=2) + "\n"))
+    return path
+
+
+def load_exported(path: str | Path) -> nn.Module:
+    """The exported program at `path` as a callable module: logits = module(images)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No exported model at {path}: make one with helpers.export.export_model.")
+    return torch.export.load(path).module()
+
+
+def load_class_names(path: str | Path) -> list[str]:
+    """The class names saved next to the exported model at `path`."""
+    return json.loads(metadata_path(path).read_text())["class_names"]
+
+
+@torch.no_grad()
+def check_export(model: nn.Module, exported: nn.Module, images: torch.Tensor, atol: float = 1e-4) -> float:
+    """The largest absolute difference between the two models' logits on `images`.
+
+    Raises ValueError when it is above `atol`: the exported file does not compute what the
+    model does (was the model in training mode, or changed after exporting?).
+    """
+    model = model.cpu().eval()
+    difference = (model(images) - exported(images)).abs().max().item()
+    if difference > atol:
+        raise ValueError(f"The exported model's logits differ from the original's by up to {difference:.3g}, "
+                         f"more than the tolerance {atol:g}: export the model again.")
+    return difference

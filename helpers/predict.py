@@ -1,0 +1,191 @@
+"""Use a trained model on new photos: from Python, or from the command line.
+
+Training ends with a checkpoint (notebook 04). This module is the other end: it loads that
+checkpoint and says, for each photo you give it, which class the model picks and how sure it
+is. The class names come from the checkpoint itself, so a model trained on other folders
+(or on three classes) names its own labels; nothing here assumes "Negative"/"Positive".
+
+From the command line::
+
+    python -m helpers.predict photo1.jpg photo2.jpg --checkpoint data/checkpoints/resnet18_cracks.pt
+    python -m helpers.predict photo1.jpg --json
+
+The model was trained on 227x227 tiles. A photo of another size is resized to 227x227, which
+is right for a tile-sized crop but not for a whole 4032x3024 photo: a thin crack shrunk 18
+times disappears. Scan a large photo tile by tile instead (helpers.scan).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+from torch import nn
+
+from helpers.dataset import BadImageError, default_transform
+from helpers.model import CheckpointMismatchError, default_checkpoint_path, load_checkpoint, pick_device
+
+TILE_SIZE = 227  # the size of the dataset's images, and so of what the model has learned from
+
+
+@dataclass
+class Prediction:
+    """What the model says about one photo."""
+
+    path: Path
+    label: str                       # the most likely class name
+    probability: float               # its probability (softmax), between 0 and 1
+    probabilities: dict[str, float]  # every class name -> its probability; they sum to 1
+
+    def to_dict(self) -> dict:
+        """A JSON-friendly dict: the path as a string."""
+        return {**asdict(self), "path": str(self.path)}
+
+
+def load_image_tensor(path: str | Path) -> torch.Tensor:
+    """One photo as a normalised (3, 227, 227) tensor, ready for the model.
+
+    The image is turned into RGB and, when it has another size, resized to 227x227: the model
+    was trained on 227x227 tiles. For a large photo that loses the detail a crack needs;
+    scan it tile by tile with helpers.scan instead. A missing file raises FileNotFoundError,
+    a file that is not an image BadImageError; both name the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No image file at {path}.")
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")  # also decodes the whole file, so damage shows here
+    except Exception as error:  # PIL raises several kinds of error for broken files
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BadImageError(f"Cannot read {path} as an image ({reason}).") from error
+    if image.size != (TILE_SIZE, TILE_SIZE):
+        image = image.resize((TILE_SIZE, TILE_SIZE), Image.Resampling.BILINEAR)
+    return default_transform()(image)
+
+
+def predict_images(model: nn.Module, paths: Sequence[str | Path], class_names: Sequence[str],
+                   device: torch.device | str | None = None, batch_size: int = 32) -> list[Prediction]:
+    """The model's prediction for each photo in `paths`, in the same order.
+
+    The model is put in eval mode (BatchNorm uses its learned statistics) and runs without
+    gradients, `batch_size` photos at a time.
+    """
+    device = pick_device() if device is None else torch.device(device)
+    model = model.to(device).eval()
+    paths = [Path(p) for p in paths]
+    predictions = []
+    for start in range(0, len(paths), batch_size):
+        batch_paths = paths[start:start + batch_size]
+        images = torch.stack([load_image_tensor(p) for p in batch_paths]).to(device)
+        with torch.no_grad():
+            probabilities = torch.softmax(model(images), dim=1).cpu()
+        for path, row in zip(batch_paths, probabilities):
+            predictions.append(_prediction(path, row, class_names))
+    return predictions
+
+
+def _prediction(path: Path, probabilities: torch.Tensor, class_names: Sequence[str]) -> Prediction:
+    """A Prediction from one row of softmax probabilities."""
+    if len(probabilities) != len(class_names):
+        raise ValueError(f"The model gives {len(probabilities)} scores but {len(class_names)} class names were given.")
+    best = int(probabilities.argmax())
+    return Prediction(path=path, label=str(class_names[best]), probability=float(probabilities[best]),
+                      probabilities={str(name): float(p) for name, p in zip(class_names, probabilities)})
+
+
+def upload_classifier(model: nn.Module, class_names: Sequence[str]):
+    """A widget to classify a photo the learner uploads (JupyterLab); None, with a message, elsewhere."""
+    from helpers.explorer import has_widget_frontend  # ipywidgets only where a notebook needs it
+
+    if not has_widget_frontend():
+        print("The upload widget needs JupyterLab (or Jupyter Notebook / VS Code); "
+              "call predict_files([...], checkpoint) or `python -m helpers.predict` instead.")
+        return None
+    import ipywidgets as widgets
+
+    upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload a photo")
+    output = widgets.Output()
+
+    def classify(change) -> None:
+        output.clear_output()
+        for item in change["new"]:
+            with tempfile.TemporaryDirectory() as folder, output:
+                path = Path(folder) / Path(item["name"]).name
+                path.write_bytes(bytes(item["content"]))
+                try:
+                    prediction = predict_images(model, [path], class_names)[0]
+                    print(f"{item['name']}: {prediction.label} ({prediction.probability:.1%})")
+                except (BadImageError, FileNotFoundError) as error:
+                    print(f"error: {error}")
+
+    upload.observe(classify, names="value")
+    return widgets.VBox([upload, output])
+
+
+def load_model(checkpoint: str | Path | None = None) -> tuple[nn.Module, list[str]]:
+    """(model, class names) from a workbook checkpoint; by default the one notebook 04 saves.
+
+    A missing file raises FileNotFoundError; a file that is not a workbook checkpoint (or does
+    not fit a ResNet18) raises CheckpointMismatchError.
+    """
+    path = default_checkpoint_path() if checkpoint is None else Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {path}: run notebooks/04_training.ipynb to make one.")
+    try:
+        model, info = load_checkpoint(path)
+    except (CheckpointMismatchError, FileNotFoundError):
+        raise
+    except Exception as error:  # not a torch file at all, or a state dict that does not fit
+        raise CheckpointMismatchError(f"{path} is not a checkpoint saved by this workbook "
+                                      f"(it could not be loaded: {type(error).__name__}).") from error
+    return model, list(info["class_names"])
+
+
+def predict_files(paths: Sequence[str | Path], checkpoint: str | Path | None = None) -> list[Prediction]:
+    """Load the checkpoint (default_checkpoint_path() when None) and predict each photo."""
+    model, class_names = load_model(checkpoint)
+    return predict_images(model, paths, class_names)
+
+
+def format_prediction(prediction: Prediction) -> str:
+    """One line for a person: "photo.jpg: Positive (97.3%)"."""
+    return f"{prediction.path}: {prediction.label} ({100 * prediction.probability:.1f}%)"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line: images, --checkpoint, --json."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.predict",
+                                     description="Classify 227x227 concrete photos with a trained checkpoint.")
+    parser.add_argument("images", nargs="+", help="image files (227x227; other sizes are resized)")
+    parser.add_argument("--checkpoint", default=None,
+                        help=f"a checkpoint saved by notebook 04 (default: {default_checkpoint_path()})")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of one line per image")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 when all went well, 1 on an error)."""
+    args = parse_args(argv)
+    try:
+        predictions = predict_files(args.images, args.checkpoint)
+    except (FileNotFoundError, BadImageError, CheckpointMismatchError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    else:
+        for prediction in predictions:
+            print(format_prediction(prediction))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

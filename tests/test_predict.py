@@ -1,0 +1,137 @@
+"""helpers.predict: predictions from a checkpoint, in Python and on the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers.dataset import BadImageError
+from helpers.model import build_resnet18, save_checkpoint
+from helpers.predict import Prediction, load_image_tensor, main, predict_files, predict_images
+from helpers.workbook import PROJECT_ROOT
+
+
+def write_jpeg(path: Path, size: tuple[int, int], seed: int) -> Path:
+    """A noisy RGB JPEG of `size` (width, height)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG")
+    return path
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """Two checkpoints (2 and 3 classes, random weights) and three photos, one of another size."""
+    root = tmp_path_factory.mktemp("predict")
+    torch.manual_seed(0)
+    save_checkpoint(root / "two.pt", build_resnet18(2, weights=None), ["Negative", "Positive"])
+    save_checkpoint(root / "three.pt", build_resnet18(3, weights=None), ["hairline", "none", "wide"])
+    write_jpeg(root / "a.jpg", (227, 227), seed=1)
+    write_jpeg(root / "b.jpg", (227, 227), seed=2)
+    write_jpeg(root / "big.jpg", (400, 300), seed=3)
+    return root
+
+
+def photos(workdir: Path) -> list[str]:
+    return [str(workdir / name) for name in ("a.jpg", "b.jpg", "big.jpg")]
+
+
+def test_image_tensor_is_227_and_normalised(workdir):
+    for name in ("a.jpg", "big.jpg"):
+        tensor = load_image_tensor(workdir / name)
+        assert tensor.shape == (3, 227, 227) and tensor.dtype == torch.float32
+        assert tensor.min() < 0  # normalised with the ImageNet mean and std, not in [0, 1]
+
+
+def test_lines_name_the_checkpoints_classes(workdir, capsys):
+    assert main([*photos(workdir), "--checkpoint", str(workdir / "two.pt")]) == 0
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
+    assert err == "" and len(lines) == 3
+    for line, path in zip(lines, photos(workdir)):
+        assert line.startswith(f"{path}: ") and line.endswith("%)")
+        assert line.split(": ")[1].split(" (")[0] in {"Negative", "Positive"}
+
+
+def test_json_matches_the_python_api(workdir, capsys):
+    assert main([*photos(workdir), "--checkpoint", str(workdir / "three.pt"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    from_python = predict_files(photos(workdir), checkpoint=workdir / "three.pt")
+    assert len(printed) == len(from_python) == 3
+    for item, prediction in zip(printed, from_python):
+        assert isinstance(prediction, Prediction)
+        assert set(item) == {"path", "label", "probability", "probabilities"}
+        assert item["path"] == str(prediction.path)
+        assert set(item["probabilities"]) == {"hairline", "none", "wide"}
+        assert sum(item["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert item["label"] == prediction.label == max(item["probabilities"], key=item["probabilities"].get)
+        assert item["probability"] == pytest.approx(prediction.probability, abs=1e-6)
+        assert item["probability"] == pytest.approx(item["probabilities"][item["label"]])
+
+
+def test_batches_give_the_same_numbers(workdir):
+    model = build_resnet18(2, weights=None)
+    one_batch = predict_images(model, photos(workdir), ["Negative", "Positive"], device="cpu")
+    one_at_a_time = predict_images(model, photos(workdir), ["Negative", "Positive"], device="cpu", batch_size=1)
+    for a, b in zip(one_batch, one_at_a_time):
+        assert a.label == b.label and a.probability == pytest.approx(b.probability, abs=1e-5)
+
+
+def check_one_error_line(capsys, *words: str) -> None:
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    for word in words:
+        assert word in lines[0]
+
+
+def test_missing_image(workdir, capsys):
+    missing = workdir / "nowhere.jpg"
+    assert main([str(missing), "--checkpoint", str(workdir / "two.pt")]) == 1
+    check_one_error_line(capsys, str(missing))
+    with pytest.raises(FileNotFoundError, match="nowhere.jpg"):
+        load_image_tensor(missing)
+
+
+def test_garbage_jpeg(workdir, capsys):
+    broken = workdir / "broken.jpg"
+    broken.write_bytes(b"this is not a jpeg" * 20)
+    assert main([str(broken), "--checkpoint", str(workdir / "two.pt")]) == 1
+    check_one_error_line(capsys, str(broken))
+    with pytest.raises(BadImageError, match="broken.jpg"):
+        load_image_tensor(broken)
+
+
+def test_missing_checkpoint(workdir, capsys):
+    assert main([photos(workdir)[0], "--checkpoint", str(workdir / "none.pt")]) == 1
+    check_one_error_line(capsys, "none.pt")
+
+
+@pytest.mark.parametrize("content", ["a state dict", "garbage bytes"])
+def test_not_a_workbook_checkpoint(workdir, capsys, content):
+    path = workdir / "other.pt"
+    if content == "a state dict":
+        torch.save(build_resnet18(2, weights=None).state_dict(), path)
+    else:
+        path.write_bytes(b"\x00\x01 not a torch file")
+    assert main([photos(workdir)[0], "--checkpoint", str(path)]) == 1
+    check_one_error_line(capsys, "other.pt", "not a checkpoint")
+
+
+def test_command_line_in_a_subprocess(workdir):
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers.predict", str(workdir / "a.jpg"), "--checkpoint", str(workdir / "two.pt")],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{workdir / 'a.jpg'}: ")
