@@ -384,3 +384,66 @@ def check_precision_recall(function: Callable) -> bool:
         return _verdict(False, f"Not yet: {case} expected precision {precision:.3f} and recall {recall:.3f}, "
                                f"got {values[0]:.3f} and {values[1]:.3f}.")
     return _verdict(True, "Well done: precision = TP / (TP + false alarms), recall = TP / (TP + missed cracks).")
+
+
+# ----------------------------------------------------------------------------- notebook 06
+def check_tiles_above(function: Callable) -> bool:
+    """`function(probabilities, threshold)` returns the (row, column) of every tile at or above the threshold."""
+    cases = [(torch.tensor([[0.1, 0.7, 0.5], [0.5, 0.2, 0.9]]), 0.5), (torch.tensor([[0.9, 0.6], [0.3, 0.8], [0.6, 0.1]]), 0.6)]
+    for probabilities, threshold in cases:
+        answer = _call(function, probabilities, threshold)
+        if answer is NOT_ANSWERED:
+            return _verdict(False, "Not answered yet: fill in `my_tiles_above` so that it returns a list of (row, column).")
+        if isinstance(answer, Exception):
+            return _raised(answer)
+        rows, cols = probabilities.shape
+        expected = [(r, c) for r in range(rows) for c in range(cols) if probabilities[r, c] >= threshold]
+        try:
+            tiles = [(int(r), int(c)) for r, c in answer]
+        except (TypeError, ValueError):
+            return _verdict(False, f"Not yet: return a list of (row, column) pairs, not {type(answer).__name__}.")
+        if tiles == expected:
+            continue
+        if tiles == [(c, r) for r, c in expected]:
+            return _verdict(False, "Not yet: the pairs are (column, row); the first index of `probabilities` is the row.")
+        if tiles == [t for t in expected if probabilities[t] > threshold]:
+            return _verdict(False, f"Not yet: a tile whose probability equals the threshold ({threshold}) counts as a "
+                                   "crack, as everywhere in the workbook: use `>=`, not `>`.")
+        below = [(r, c) for r in range(rows) for c in range(cols) if probabilities[r, c] < threshold]
+        if tiles == below:
+            return _verdict(False, "Not yet: you listed the tiles below the threshold; keep those at or above it.")
+        if sorted(tiles) == expected:
+            return _verdict(False, "Not yet: the right tiles, but list them row by row, left to right.")
+        return _verdict(False, f"Not yet: for threshold {threshold} the tiles are {expected}, you gave {tiles}.")
+    return _verdict(True, "Well done: every tile at or above the threshold, row by row, as (row, column).")
+
+
+def check_unfreeze(function: Callable) -> bool:
+    """`function(model)` makes layer3 and layer4 trainable (the head stays trainable) and returns the model."""
+    model = resnet18(weights=None)
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    model.fc = nn.Linear(512, 2)
+    answer = _call(function, model)
+    if answer is NOT_ANSWERED:
+        return _verdict(False, "Not answered yet: fill in `my_unfreeze` (and remember to `return model`).")
+    if isinstance(answer, Exception):
+        return _raised(answer)
+    if not isinstance(answer, nn.Module):
+        return _verdict(False, f"Not yet: return the model itself (got a {type(answer).__name__}).")
+    trainable = {name.split(".")[0] for name, p in answer.named_parameters() if p.requires_grad}
+    if "fc" not in trainable:
+        return _verdict(False, "Not yet: the head (`fc`) no longer learns; unfreeze blocks, do not freeze the head.")
+    if trainable == {"fc", "layer4"}:
+        return _verdict(False, "Not yet: only layer4 learns; unfreeze `model.layer3` too.")
+    if trainable - {"fc", "layer3", "layer4"}:
+        extra = ", ".join(sorted(trainable - {"fc", "layer3", "layer4"}))
+        return _verdict(False, f"Not yet: {extra} can learn as well; unfreeze only layer3 and layer4, "
+                               "e.g. `for p in model.layer3.parameters(): p.requires_grad = True`.")
+    if trainable != {"fc", "layer3", "layer4"}:
+        return _verdict(False, "Not yet: set `requires_grad = True` on every parameter of layer3 and layer4.")
+    partly = [block for block in ("layer3", "layer4")
+              if not all(p.requires_grad for p in getattr(answer, block).parameters())]
+    if partly:
+        return _verdict(False, f"Not yet: only part of {partly[0]} learns; unfreeze all of its parameters.")
+    return _verdict(True, "Well done: layer3, layer4 and the head learn; the stem, layer1 and layer2 stay frozen.")

@@ -17,7 +17,7 @@ from helpers import checks
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "solutions"
-NOTEBOOKS = {"02_dataset_class", "03_replace_the_head", "04_training", "05_misclassification"}
+NOTEBOOKS = {"02_dataset_class", "03_replace_the_head", "04_training", "05_misclassification", "06_going_further"}
 
 
 def load_solution(stem: str):
@@ -39,6 +39,8 @@ EXERCISES = {
     "check_iterations_per_epoch": ("ex04_training", "my_iterations_per_epoch"),
     "check_confident_mistakes": ("ex05_misclassification", "my_confident_mistakes"),
     "check_precision_recall": ("ex05_misclassification", "my_precision_recall"),
+    "check_tiles_above": ("ex06_going_further", "my_tiles_above"),
+    "check_unfreeze": ("ex06_going_further", "my_unfreeze"),
 }
 
 
@@ -196,7 +198,32 @@ WRONG_ANSWERS = [
     ("check_precision_recall", lambda c: _pr(c, cls=0), "no-crack class"),
     ("check_precision_recall", lambda c: _pr(c, scale=100.0), "percentages"),
     ("check_precision_recall", lambda c: 0.5, "return two numbers"),
+    ("check_tiles_above", lambda p, t: [(c, r) for r, c in _tiles(p, t)], "(column, row)"),
+    ("check_tiles_above", lambda p, t: _tiles(p, t, strict=True), "use `>=`"),
+    ("check_tiles_above", lambda p, t: _tiles(p, t, below=True), "below the threshold"),
+    ("check_tiles_above", lambda p, t: sorted(_tiles(p, t), key=lambda rc: (rc[1], rc[0])), "row by row"),
+    ("check_unfreeze", lambda m: _unfreeze(m, ("layer4",)), "unfreeze `model.layer3` too"),
+    ("check_unfreeze", lambda m: _unfreeze(m, ("layer1", "layer2", "layer3", "layer4")), "layer1, layer2 can learn"),
+    ("check_unfreeze", lambda m: _unfreeze(m, ("layer3", "layer4"), freeze_head=True), "no longer learns"),
+    ("check_unfreeze", lambda m: _unfreeze(m, ("layer3", "layer4"), partly=True), "only part of layer3"),
 ]
+
+
+def _tiles(probabilities, threshold, strict=False, below=False):
+    rows, cols = probabilities.shape
+    keep = (lambda p: p < threshold) if below else (lambda p: p > threshold) if strict else (lambda p: p >= threshold)
+    return [(r, c) for r in range(rows) for c in range(cols) if keep(probabilities[r, c])]
+
+
+def _unfreeze(model, blocks, freeze_head=False, partly=False):
+    for block in blocks:
+        parameters = list(getattr(model, block).parameters())
+        for parameter in parameters[: len(parameters) // 2] if partly else parameters:
+            parameter.requires_grad = True
+    if freeze_head:
+        for parameter in model.fc.parameters():
+            parameter.requires_grad = False
+    return model
 
 
 @pytest.mark.parametrize("check_name, answer, hint", WRONG_ANSWERS,
