@@ -232,7 +232,33 @@ def is_readable(path: Path) -> bool:
 
 
 # ----------------------------------------------------------------------------- the dataset
-class CrackDataset(Dataset):
+class SampleSplit(Dataset):
+    """What every split of images in the workbook offers besides `__getitem__`: its samples, labels, counts.
+
+    Subclasses fill `samples` (a list of Sample) and `classes` (class names, by label).
+    """
+
+    samples: list[Sample]
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def sample(self, idx: int) -> Sample:
+        """The Sample (index, id, path, label) at position ``idx`` of this split."""
+        return self.samples[idx]
+
+    def labels(self) -> torch.Tensor:
+        """All labels in split order, as a LongTensor (reads no image)."""
+        return torch.tensor([sample.label for sample in self.samples], dtype=torch.long)
+
+    def class_counts(self) -> dict[str, int]:
+        """How many samples of each class this split holds, e.g. {"Negative": 750, "Positive": 750}."""
+        labels = [sample.label for sample in self.samples]
+        return {name: labels.count(label) for label, name in enumerate(self.classes)}
+
+
+class CrackDataset(SampleSplit):
     """Concrete photos with (1) and without (0) cracks, split as in the IBM capstone.
 
     ``dedupe=True`` first makes the capstone split, then moves every group of byte-identical
@@ -302,9 +328,6 @@ class CrackDataset(Dataset):
         wanted = self.split == "train"
         return [pair for pair, is_train in zip(pairs, in_train) if is_train == wanted]
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[idx]
         if sample.path.suffix.lower() == TENSOR_EXTENSION:
@@ -325,19 +348,6 @@ class CrackDataset(Dataset):
         if self.transform is None or self.uses_default_transform:
             return tensor
         return self.transform(tensor)
-
-    def sample(self, idx: int) -> Sample:
-        """The Sample (index, id, path, label) at position ``idx`` of this split."""
-        return self.samples[idx]
-
-    def labels(self) -> torch.Tensor:
-        """All labels in split order, as a LongTensor (reads no image)."""
-        return torch.tensor([sample.label for sample in self.samples], dtype=torch.long)
-
-    def class_counts(self) -> dict[str, int]:
-        """How many samples of each class this split holds."""
-        labels = [sample.label for sample in self.samples]
-        return {name: labels.count(label) for label, name in enumerate(CLASS_NAMES)}
 
     def content_hashes(self, progress: bool = False) -> list[str]:
         """SHA-1 of every sample's file, cached in ``root/.content_hashes.json``."""

@@ -36,7 +36,6 @@ from typing import Callable, Literal, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from helpers.dataset import (
@@ -44,6 +43,7 @@ from helpers.dataset import (
     SPLITS,
     DatasetNotFoundError,
     Sample,
+    SampleSplit,
     default_transform,
     is_data_file,
     load_image,
@@ -81,7 +81,7 @@ def take_in_turn(groups: Sequence[Sequence]) -> list:
     return [group[i] for i in range(longest) for group in groups if i < len(group)]
 
 
-class FolderDataset(Dataset):
+class FolderDataset(SampleSplit):
     """Images in root/<class name>/ folders: labels 0, 1, 2... in the sorted order of the folder names.
 
     split "train" holds the first `train_fraction` of each class's sorted files, "val" the rest,
@@ -115,9 +115,6 @@ class FolderDataset(Dataset):
             return files
         return files[:cut] if self.split == "train" else files[cut:]
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[idx]
         image = load_image(sample.path)  # RGB; a BadImageError names the file when it cannot be read
@@ -125,18 +122,6 @@ class FolderDataset(Dataset):
             image = self.transform(image)
         return image, sample.label
 
-    def sample(self, idx: int) -> Sample:
-        """The Sample (index, id, path, label) at position `idx` of this split."""
-        return self.samples[idx]
-
-    def labels(self) -> torch.Tensor:
-        """All labels in split order, as a LongTensor (reads no image)."""
-        return torch.tensor([sample.label for sample in self.samples], dtype=torch.long)
-
-    def class_counts(self) -> dict[str, int]:
-        """How many samples of each class this split holds, e.g. {"crack": 6, "no_defect": 6, "stain": 6}."""
-        labels = [sample.label for sample in self.samples]
-        return {name: labels.count(label) for label, name in enumerate(self.classes)}
 
 
 # ----------------------------------------------------------------------------- unfreezing
