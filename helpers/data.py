@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files
+from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files, write_json_atomically
 from helpers.download import ArchiveError, DownloadError, download_first, extract_zip, sha256sum
 from helpers.synthetic import generate_dataset
 from helpers.workbook import data_dir, quick_mode
@@ -107,12 +107,6 @@ def any_host_reachable(urls: list[str], timeout: float = 5.0) -> bool:
     return False
 
 
-def _write_json_atomically(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _move_class_folders_up(root: Path, names: tuple[str, ...]) -> None:
     """If an archive wrapped the class folders in one more folder, move them up to `root`."""
     if all((root / name).is_dir() for name in names):
@@ -137,10 +131,10 @@ def download_dataset(dest: str | Path | None = None, url: str | None = None, sha
     archive, used_url = download_first(urls, downloads_dir() / ARCHIVE_NAME, sha256=sha256, progress=progress)
     extract_zip(archive, dest, progress=progress)
     _move_class_folders_up(dest, CLASS_NAMES[::-1])
-    _write_json_atomically(dest / SOURCE_FILE, {
+    write_json_atomically({
         "source": "download", "url": used_url, "archive": archive.name,
         "archive_sha256": sha256sum(archive), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    }, dest / SOURCE_FILE)
     return dest
 
 
@@ -238,7 +232,7 @@ def verify_dataset(root: str | Path, expected_per_class: int | None = None, deco
                 report.problems.append(f"{path.relative_to(root)} {reason}")
     if report.ok and decode:
         try:
-            _write_json_atomically(root / VERIFIED_FILE, {**_fingerprint(files), "counts": report.counts})
+            write_json_atomically({**_fingerprint(files), "counts": report.counts}, root / VERIFIED_FILE)
         except OSError:
             pass  # a read-only mirror is fine; we just verify again next time
     return report
