@@ -41,13 +41,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 
 from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, CrackDataset, default_transform  # noqa: E402
 from helpers.features import (  # noqa: E402
-    FastSettings, backbone_features, bf16_is_fast, default_num_workers, extract_features,
-    prepare_backbone, uses_bf16,
+    _INT8_BACKBONES, FastSettings, backbone_features, backbone_of, bf16_is_fast, default_num_workers, extract_features,
+    int8_backbone, number_format, prepare_backbone, uses_bf16, uses_int8,
 )
+from helpers.int8 import calibration_images, int8_unavailable_reason, quantize_backbone  # noqa: E402
 from helpers.model import build_resnet18, pick_device  # noqa: E402
 from helpers.synthetic import generate_dataset  # noqa: E402
 
 TRAIN_IMAGES, VAL_IMAGES = 30_000, 10_000  # the capstone's split of the full 40,000-image set
+ALL_INT8 = "int8 (conv1 int8 too), compiled"  # not the workbook's choice: measured to show what it costs
 
 
 def parse_args() -> argparse.Namespace:
@@ -76,7 +78,8 @@ def describe_machine(device: torch.device) -> str:
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     return (f"CPU {cpu}, {cores} cores{load}{gpu}\n"
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
-            f"bf16 fast here: {bf16_is_fast(device)}, DataLoader workers: {default_num_workers(device)}")
+            f"bf16 fast here: {bf16_is_fast(device)}, int8: {int8_unavailable_reason(device) or 'yes'}, "
+            f"DataLoader workers: {default_num_workers(device)}")
 
 
 def benchmark_dataset(n_images: int, temp_dir: Path) -> tuple[CrackDataset, str]:
@@ -117,18 +120,29 @@ def rates_taking_turns(timers: dict, repeats: int) -> dict[str, float]:
     return {name: images[name] / statistics.median(seconds[name]) for name in timers}
 
 
-def forward_timer(model: nn.Module, images: torch.Tensor, settings: FastSettings, device: torch.device,
+def forward_timer(name: str, model: nn.Module, images: torch.Tensor, settings: FastSettings, device: torch.device,
                   batch_size: int):
     """Times one batch through the backbone alone (eval mode, inference mode), images in memory."""
-    backbone = prepare_backbone(model, settings, device)
-    backbone_features(backbone, images[:8], settings, device)  # warm-up (and compilation, if any)
+    if name == ALL_INT8:
+        backbone = quantize_backbone(backbone_of(model), calibration_images(default_transform()), batch_size,
+                                     float_first_conv=False)
+    elif uses_int8(settings, device):
+        backbone = int8_backbone(model, default_transform(), batch_size)
+    else:
+        backbone = prepare_backbone(model, settings, device)
+    first = backbone_features(backbone, images[:8], settings, device)  # warm-up (and compilation, if any)
     batches = images.split(batch_size)
 
     def run(i: int) -> int:
         batch = batches[i % len(batches)]
         backbone_features(backbone, batch, settings, device)
         return len(batch)
-    return run
+    return run, first
+
+
+def rounding_error(features: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean of 1 - cosine similarity between each image's features and its float32 features."""
+    return (1 - nn.functional.cosine_similarity(features, reference, dim=1)).mean().item()
 
 
 def capstone_timers(model: nn.Module, dataset: CrackDataset, device: torch.device, batch_size: int):
@@ -171,11 +185,11 @@ def capstone_timers(model: nn.Module, dataset: CrackDataset, device: torch.devic
 
 
 def extract_timer(model: nn.Module, dataset: CrackDataset, device: torch.device, batch_size: int,
-                  num_workers: int | None = None):
+                  settings: FastSettings, num_workers: int | None = None):
     """Times extract_features over every JPEG of `dataset`: no cache, the workbook's settings."""
     def run(_: int) -> int:
         extract_features(model, dataset, None, batch_size=batch_size, num_workers=num_workers,
-                         device=device, progress=False)
+                         settings=settings, device=device, progress=False)
         return len(dataset)
     return run
 
@@ -224,14 +238,36 @@ def decode_ms(dataset: CrackDataset) -> tuple[float, float]:
 
 def variants(device: torch.device, compile_too: bool) -> list[tuple[str, FastSettings]]:
     """The forward-pass settings worth comparing: layout, number format, compilation."""
-    rows = [("float32, contiguous", FastSettings(channels_last=False, bf16=False)),
-            ("float32, channels_last", FastSettings(channels_last=True, bf16=False)),
-            ("bf16, channels_last", FastSettings(channels_last=True, bf16=True))]
+    rows = [("float32, contiguous", FastSettings(channels_last=False, bf16=False, int8=False)),
+            ("float32, channels_last", FastSettings(channels_last=True, bf16=False, int8=False)),
+            ("bf16, channels_last", FastSettings(channels_last=True, bf16=True, int8=False))]
     if compile_too:
         fastest_format = uses_bf16(FastSettings(), device)
         rows.append((f"{'bf16' if fastest_format else 'float32'}, channels_last, compiled",
-                     FastSettings(channels_last=True, bf16=fastest_format, compile=True)))
+                     FastSettings(channels_last=True, bf16=fastest_format, int8=False, compile=True)))
+    if int8_unavailable_reason(device) is None:
+        rows.append(("int8 (conv1 float32), compiled", FastSettings(bf16=False, int8=True)))
+        rows.append((ALL_INT8, FastSettings(bf16=False, int8=True)))
     return rows
+
+
+def workbook_settings(device: torch.device) -> FastSettings:
+    """FastSettings() resolved as the notebooks resolve it for the full 40,000-image set."""
+    auto = FastSettings()
+    return FastSettings(channels_last=auto.channels_last, bf16=uses_bf16(auto, device),
+                        int8=uses_int8(auto, device), compile=auto.compile)
+
+
+def int8_build_seconds(model: nn.Module, batch_size: int) -> float:
+    """Seconds to build the int8 backbone from scratch (calibrate, export, compile), as a notebook would.
+
+    torch.compile keeps what it compiled in a cache on disk, so a second run of the benchmark
+    (or of the notebooks) builds faster than the first.
+    """
+    _INT8_BACKBONES.clear()
+    start = time.perf_counter()
+    int8_backbone(model, default_transform(), batch_size)
+    return time.perf_counter() - start
 
 
 def minutes(seconds: float) -> str:
@@ -252,29 +288,36 @@ def main() -> None:
         print(f"data: {source}; batch size {batch_size}; median of {args.repeats} repeat(s), taking turns\n")
         images = torch.stack([dataset[i][0] for i in range(len(dataset))])
 
-        auto = FastSettings()  # the workbook's settings: channels_last, bf16 where fast, no compile
-        auto_choice = (auto.channels_last, uses_bf16(auto, device), auto.compile)
-        timers, notes = {}, {}
+        workbook = workbook_settings(device)  # channels_last; bf16 where fast, else int8 where it runs
+        build_seconds = int8_build_seconds(model, batch_size) if workbook.int8 else 0.0
+        timers, notes, first = {}, {}, {}
         for name, settings in variants(device, not args.no_compile):
-            if (settings.channels_last, uses_bf16(settings, device), settings.compile) == auto_choice:
+            if settings == workbook and name != ALL_INT8:
                 name_a = name
                 notes[name] = "<- the workbook's settings: (a)"
+                if workbook.int8:
+                    notes[name] += f"; building it took {build_seconds:.0f} s"
             n = batch_size
             if uses_bf16(settings, device) and not bf16_is_fast(device):
                 n = min(batch_size, 8)  # emulated bfloat16 is slow: a small batch is enough to see it
                 notes[name] = f"batches of {n}: bfloat16 is emulated on this CPU"
             start = time.perf_counter()
-            timers[name] = forward_timer(model, images[:n] if n < batch_size else images, settings, device, n)
+            timers[name], first[name] = forward_timer(name, model, images[:n] if n < batch_size else images,
+                                                      settings, device, n)
             if settings.compile:
                 notes[name] = f"compiling took {time.perf_counter() - start:.0f} s"
+        for name, settings in variants(device, not args.no_compile):
+            if settings.int8:
+                error = rounding_error(first[name], first["float32, channels_last"])
+                notes[name] = "; ".join(filter(None, [f"1 - cosine vs float32 {error:.1e}", notes.get(name)]))
         workers = default_num_workers(device)
         name_b, name_b0 = f"(b) extract_features, {workers} worker(s)", "extract_features, 0 workers"
-        timers[name_b] = extract_timer(model, dataset, device, batch_size)
+        timers[name_b] = extract_timer(model, dataset, device, batch_size, workbook)
         name_c, name_val = "(c) capstone, training", "capstone, validation"
         timers[name_c], timers[name_val] = capstone_timers(model, dataset, device, batch_size)
         rates = rates_taking_turns(timers, args.repeats)
         if workers != 0:  # the alternative we tried: decode in the main process (measured once)
-            zero_workers = extract_timer(model, dataset, device, batch_size, num_workers=0)
+            zero_workers = extract_timer(model, dataset, device, batch_size, workbook, num_workers=0)
             rates.update(rates_taking_turns({name_b0: zero_workers}, 1))
 
         # Tiny operations: timed with one thread, as in a DataLoader worker. With two, each
@@ -305,8 +348,9 @@ def main() -> None:
     print(f"\nextrapolated to the full set ({TRAIN_IMAGES:,} train + {VAL_IMAGES:,} validation images):")
     print(f"  capstone = epochs x ({TRAIN_IMAGES:,} / training rate + {VAL_IMAGES:,} / validation rate), "
           "both measured in (c)")
-    print(f"  workbook = {TRAIN_IMAGES + VAL_IMAGES:,} / rate b (features, once) + head training (measured)")
-    features_time = (TRAIN_IMAGES + VAL_IMAGES) / rate_b
+    print(f"  workbook = {TRAIN_IMAGES + VAL_IMAGES:,} / rate b (features, once, {number_format(workbook, device)})"
+          f" + head training (measured){' + building the int8 backbone (measured)' if workbook.int8 else ''}")
+    features_time = build_seconds + (TRAIN_IMAGES + VAL_IMAGES) / rate_b
     for epochs, head_time, target in ((1, head_1, 3), (5, head_5, 10)):
         capstone = epochs * (TRAIN_IMAGES / rate_c + VAL_IMAGES / rate_val)
         workbook = features_time + head_time

@@ -294,6 +294,7 @@ class CrackDataset(SampleSplit):
         if bad_images == "skip":
             positives, negatives = self._drop_unreadable(positives, negatives, progress)
         pairs = interleave(positives, negatives)
+        self.source_size = len(pairs)  # images in the folder, both splits
         chosen = self._choose_split(pairs, train_fraction, dedupe, progress)
         self.samples = [
             Sample(index=i, sample_id=f"{path.parent.name}/{path.name}", path=path, label=label)

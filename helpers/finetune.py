@@ -99,9 +99,10 @@ class FolderDataset(SampleSplit):
         self.split = split
         self.transform = default_transform() if transform == "default" else transform
         self.classes = class_folders(self.root)
-        per_class = []
+        per_class, self.source_size = [], 0  # source_size: images in the folder, both splits
         for label, name in enumerate(self.classes):
             files = image_files(self.root / name)
+            self.source_size += len(files)
             per_class.append([(path, label) for path in self._choose(files, train_fraction)])
         self.samples = [Sample(index=i, sample_id=f"{path.parent.name}/{path.name}", path=path, label=label)
                         for i, (path, label) in enumerate(take_in_turn(per_class))]

@@ -1,0 +1,199 @@
+"""Run the frozen backbone in 8-bit integers on a CPU: about twice the images per second.
+
+A frozen backbone never learns, so its numbers need not be float32. Int8 quantisation stores
+each convolution's weights as 8-bit integers with a scale, and rounds each activation to 8 bits
+as well; CPUs multiply 8-bit integers several times faster than 32-bit floats (AVX2 / AVX-512
+VNNI instructions through oneDNN). The recipe is PyTorch 2's export quantisation (torchao):
+
+1. fold every BatchNorm into the convolution before it (in eval mode a BatchNorm is just a
+   per-channel scale and shift, so the folded convolution computes the same numbers);
+2. ``torch.export`` captures the backbone as a graph, and ``X86InductorQuantizer`` marks where
+   the graph should round to int8;
+3. calibration: a few images flow through the graph while observers record the range of every
+   activation; the ranges become the int8 scales;
+   The first convolution stays in float32: it sees the raw pixels (3 channels, so little to
+   gain) and rounding there would spread through every later layer; kept in float32, the
+   features' rounding error falls about four-fold;
+4. ``convert_pt2e`` writes the quantise / dequantise steps into the graph, and ``torch.compile``
+   (with weight freezing) turns them into oneDNN's int8 convolutions.
+
+The features differ from float32 by rounding only: tests check that their cosine similarity
+stays near 1 and that a head's predictions agree on at least 99 % of the images. Calibration
+uses synthetic concrete images drawn by :mod:`helpers.synthetic` with a fixed seed, never the
+data being measured, so the training and validation features come from the same int8 model.
+
+It needs an x86-64 CPU, torchao and a C++ compiler (torch.compile writes C++); elsewhere
+:func:`int8_unavailable_reason` says why and the workbook stays in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import logging
+import platform
+import warnings
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+CALIBRATION_IMAGES = 64  # enough for stable activation ranges; a few seconds on a CPU
+CALIBRATION_SEED = 0
+
+
+def int8_unavailable_reason(device: torch.device | str = "cpu") -> str | None:
+    """None when the int8 backbone can run on `device`, else a sentence saying why not."""
+    device = torch.device(device)
+    if device.type != "cpu":
+        return f"int8 is a CPU speed-up; on {device.type} the workbook uses float32 or bfloat16"
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"the int8 kernels need an x86-64 CPU, and this one is {platform.machine()}"
+    if not torch.backends.mkldnn.is_available():
+        return "this PyTorch build has no oneDNN (mkldnn), which runs the int8 convolutions"
+    if importlib.util.find_spec("torchao") is None:
+        return "torchao is not installed (pip install torchao)"
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        get_cpp_compiler()
+    except Exception as error:  # no g++ / clang++ / MSVC on the PATH
+        return f"torch.compile needs a C++ compiler and found none ({type(error).__name__}: {error})"
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    """Hide two log lines that say nothing to a learner: torchao's import registers an Enum with
+    torch's pytree (a deprecation notice), and compiling on a CUDA build of PyTorch without a GPU
+    announces "No CUDA runtime is found"."""
+    loggers = [logging.getLogger(name) for name in ("torch.utils._pytree", "torch.utils.cpp_extension")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+# ----------------------------------------------------------------------------- fold BatchNorm
+class FoldedBasicBlock(nn.Module):
+    """A ResNet BasicBlock whose BatchNorms are folded into its convolutions.
+
+    Computes relu(conv2(relu(conv1(x))) + shortcut(x)), the same numbers as the block in eval
+    mode. Each ReLU is called once (torchvision's block calls one ReLU module twice, which the
+    quantiser cannot tell apart).
+    """
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.conv1 = fuse_conv_bn_eval(block.conv1, block.bn1)
+        self.conv2 = fuse_conv_bn_eval(block.conv2, block.bn2)
+        self.shortcut = (nn.Identity() if block.downsample is None
+                         else fuse_conv_bn_eval(block.downsample[0], block.downsample[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.conv1(x))
+        return torch.relu(self.conv2(out) + self.shortcut(x))
+
+
+def fold_batchnorm(backbone: nn.Sequential) -> nn.Sequential:
+    """A copy of a ResNet18 backbone (helpers.features.backbone_of) with no BatchNorm left.
+
+    Raises ValueError for layers it does not know, rather than quantising them wrongly.
+    """
+    children = list(backbone.children())
+    folded: list[nn.Module] = []
+    i = 0
+    while i < len(children):
+        layer = children[i]
+        if isinstance(layer, nn.Conv2d) and i + 1 < len(children) and isinstance(children[i + 1], nn.BatchNorm2d):
+            folded.append(fuse_conv_bn_eval(layer.eval(), children[i + 1].eval()))
+            i += 2
+            continue
+        if isinstance(layer, nn.Sequential) and all(hasattr(b, "bn2") and not hasattr(b, "bn3") for b in layer):
+            folded.append(nn.Sequential(*(FoldedBasicBlock(block.eval()) for block in layer)))
+        elif isinstance(layer, (nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)):
+            folded.append(layer)
+        else:
+            raise ValueError(f"fold_batchnorm knows ResNet18's layers only, not {type(layer).__name__}")
+        i += 1
+    return nn.Sequential(*folded).eval()
+
+
+# ----------------------------------------------------------------------------- calibration
+def calibration_images(transform: Callable | None, count: int = CALIBRATION_IMAGES,
+                       seed: int = CALIBRATION_SEED) -> torch.Tensor:
+    """`count` synthetic concrete photos (half cracked), through `transform`: (count, 3, 227, 227)."""
+    from helpers.dataset import default_transform
+    from helpers.synthetic import make_image
+
+    transform = transform or default_transform()
+    rng = np.random.default_rng(seed)
+    recipes = ["crack", "no_crack"] * (count // 2) + ["crack"] * (count % 2)
+    return torch.stack([transform(make_image(rng, recipe)[0]) for recipe in recipes])
+
+
+# ----------------------------------------------------------------------------- quantise
+class Int8Backbone:
+    """The compiled int8 backbone, called like the float one: (N, 3, H, W) -> (N, 512) on the CPU.
+
+    Not an nn.Module: nothing in it can be trained, moved or switched to train mode.
+    torch.compile specialises on the input's shape, so every batch is padded to `batch_size`
+    (and a longer one split): the last, shorter batch of a data set costs no second compilation.
+    """
+
+    training = False  # like a backbone in eval mode (helpers.features checks this)
+
+    def __init__(self, compiled: Callable, batch_size: int):
+        self.compiled = compiled
+        self.batch_size = batch_size
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for chunk in images.split(self.batch_size):
+            padding = self.batch_size - len(chunk)
+            if padding:
+                chunk = torch.cat([chunk, chunk.new_zeros((padding, *chunk.shape[1:]))])
+            with torch._inductor.config.patch(freezing=True):  # weights become constants: int8 kernels
+                outputs.append(self.compiled(chunk.contiguous(memory_format=torch.channels_last))[:len(chunk) - padding])
+        return torch.cat(outputs)
+
+
+def quantize_backbone(backbone: nn.Sequential, calibration: torch.Tensor, batch_size: int = 100,
+                      float_first_conv: bool = True) -> Int8Backbone:
+    """An int8 copy of a float ResNet18 backbone, calibrated on `calibration` images, compiled.
+
+    Takes tens of seconds on a small CPU (most of it torch.compile writing and compiling C++);
+    pays for itself after a few hundred images. float_first_conv=False quantises the first
+    convolution too: about 20 % faster on a 2-core AVX2 CPU, with about four times the rounding
+    error in the features (measured with a random backbone; see benchmarks/README.md).
+    """
+    reason = int8_unavailable_reason("cpu")
+    if reason:
+        raise RuntimeError(f"Cannot build the int8 backbone: {reason}.")
+    with _quiet_torch_logs():
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+
+    folded = fold_batchnorm(copy.deepcopy(backbone).cpu())  # a copy: the learner's model stays as it is
+    batch = torch.export.Dim("batch", min=1, max=max(batch_size, len(calibration)))
+    with torch.no_grad():
+        graph = torch.export.export(folded, (calibration[:2],), dynamic_shapes=({0: batch},)).module()
+        quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+        if float_first_conv:
+            quantizer.set_module_name_qconfig("0", None)  # the first convolution stays float32: see above
+        with warnings.catch_warnings():  # "The input of maxpool2d is not quantized": that is the plan
+            warnings.filterwarnings("ignore", message="The input of maxpool2d is not quantized")
+            observed = prepare_pt2e(graph, quantizer)
+        for images in calibration.split(32):
+            observed(images)
+        quantized = convert_pt2e(observed)
+    int8_backbone = Int8Backbone(torch.compile(quantized, dynamic=False), batch_size)
+    with torch.inference_mode(), _quiet_torch_logs():
+        int8_backbone(calibration[:1])  # compile now, not inside the first progress bar
+    return int8_backbone
