@@ -46,6 +46,7 @@ from helpers.workbook import data_dir
 FEATURE_SIZE = 512  # ResNet18's avgpool output, the input of fc
 CACHE_FORMAT = "concrete-crack-workbook/features/1"  # part of the key: bump it when the recipe changes
 INT8_MIN_IMAGES = 2000  # below this, compiling the int8 backbone (about 30 s) costs more than it saves
+INT8_ENV = "WORKBOOK_INT8"  # "0" keeps FastSettings(int8=None) in float32
 
 
 @dataclass
@@ -56,7 +57,8 @@ class FastSettings:
     bf16: compute in bfloat16 (autocast). None = only where the hardware does it fast (see bf16_is_fast).
     int8: run a quantised copy of the backbone in 8-bit integers (helpers.int8), about 2x faster on an
         x86-64 CPU. None = on a CPU that can (see int8_unavailable_reason), when bfloat16 is not in use
-        and the data set's folder holds at least INT8_MIN_IMAGES images; building it takes about 30 s.
+        and the data set's folder holds at least INT8_MIN_IMAGES images, unless the environment
+        variable WORKBOOK_INT8=0 turns it off; building it takes 15-30 s.
     compile: run the backbone through torch.compile. It takes tens of seconds (and, on a CPU, a C++
         compiler) before the first batch, then runs faster (about 1.2x on a 2-core AVX2 CPU):
         worth it for tens of thousands of images, not for a few hundred.
@@ -114,6 +116,8 @@ def uses_int8(settings: FastSettings, device: torch.device | str, dataset=None) 
             raise RuntimeError(f"FastSettings(int8=True) cannot run here: {reason}. Use int8=None or False.")
         return True
     if settings.int8 is None:
+        if os.environ.get(INT8_ENV, "").strip().lower() in ("0", "false", "no", "off"):
+            return False
         big_enough = dataset is None or source_size(dataset) >= INT8_MIN_IMAGES
         return big_enough and not uses_bf16(settings, device) and int8_unavailable_reason(device) is None
     return False
@@ -122,15 +126,20 @@ def uses_int8(settings: FastSettings, device: torch.device | str, dataset=None) 
 def default_num_workers(device: torch.device | str | None = None) -> int:
     """DataLoader worker processes that decode the JPEGs while the backbone runs.
 
-    On a CPU the backbone needs the cores and decoding is a few per cent of the work: up to 4
-    workers, one core left free. With a GPU (or MPS) decoding is the slow part: up to 8 workers.
+    On a CPU the backbone needs every core, and decoding a 227x227 JPEG (about 1 ms) is a few
+    per cent of its work: with fewer than 8 cores the main process decodes (measured on 2 cores
+    with int8: one worker process competing with the backbone's threads cut 55 images/s to 39);
+    with more, one worker per 8 cores, up to 4. With a GPU (or MPS) decoding is the slow part:
+    up to 8 workers.
     """
     try:
         cores = len(os.sched_getaffinity(0))  # the cores this process may use (Linux)
     except AttributeError:
         cores = os.cpu_count() or 1
     accelerator = device is not None and torch.device(device).type in ("cuda", "mps")
-    return 0 if cores <= 1 else min(8 if accelerator else 4, cores - 1)
+    if accelerator:
+        return 0 if cores <= 1 else min(8, cores - 1)
+    return min(4, cores // 8)
 
 
 def default_cache_dir() -> Path:
@@ -256,6 +265,7 @@ class FeatureSet:
     labels: torch.Tensor  # (N,) int64
     sample_ids: list[str]
     key: str  # the cache key it was computed under
+    number_format: str = "float32"  # how the backbone computed them: float32, bfloat16 or int8
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -279,7 +289,8 @@ def load_cached(path: Path, key: str) -> FeatureSet | None:
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        stored = FeatureSet(payload["features"], payload["labels"], list(payload["sample_ids"]), payload["key"])
+        stored = FeatureSet(payload["features"], payload["labels"], list(payload["sample_ids"]), payload["key"],
+                            str(payload.get("number_format", "float32")))
         n = len(stored.sample_ids)
         if stored.features.shape != (n, FEATURE_SIZE) or stored.labels.shape != (n,):
             raise ValueError("the arrays in it do not fit together")
@@ -297,7 +308,8 @@ def save_atomically(feature_set: FeatureSet, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     payload = {"key": feature_set.key, "features": feature_set.features,
-               "labels": feature_set.labels, "sample_ids": feature_set.sample_ids}
+               "labels": feature_set.labels, "sample_ids": feature_set.sample_ids,
+               "number_format": feature_set.number_format}
     try:
         torch.save(payload, temp_path)
         os.replace(temp_path, path)
@@ -362,7 +374,8 @@ def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = N
     finally:
         torch.set_num_threads(threads_before)
 
-    feature_set = FeatureSet(features, labels, [sample.sample_id for sample in dataset.samples], key)
+    feature_set = FeatureSet(features, labels, [sample.sample_id for sample in dataset.samples], key,
+                             number_format(settings, device, dataset))
     if path is not None:
         try:
             save_atomically(feature_set, path)

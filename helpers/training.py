@@ -261,13 +261,18 @@ def train_head(head: nn.Module, train_features: torch.Tensor, train_labels: torc
 
 
 def checkpoint_metadata(choice: DataChoice, train_set: CrackDataset, val_set: CrackDataset, weights: str | None,
-                        weights_description: str, history: History) -> dict:
-    """What a checkpoint records about its training: weights, data, split, accuracy, settings."""
+                        weights_description: str, history: History, feature_format: str = "float32") -> dict:
+    """What a checkpoint records about its training: weights, data, split, accuracy, settings.
+
+    feature_format: how the backbone computed the features the head was trained on
+    (FeatureSet.number_format: float32, bfloat16 or int8).
+    """
     return {
         "weights": weights or "random", "weights_description": weights_description,
         "data_source": choice.source, "data_path": str(choice.path),
         "n_train": len(train_set), "n_val": len(val_set), "split": "capstone: interleaved, first 75% train",
         "val_accuracy": history.final_accuracy, "training": history.settings, "quick_mode": quick_mode(),
+        "features": feature_format,
     }
 
 
@@ -299,5 +304,6 @@ def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> tuple[nn.Mod
     history = train_head(model.fc, train_features.features, train_features.labels, val_features.features,
                          val_features.labels, epochs=1, lr=1e-3, batch_size=100, seed=0, progress=progress)
     save_checkpoint(path, model, train_set.classes,
-                    checkpoint_metadata(choice, train_set, val_set, weights, weights_description, history))
+                    checkpoint_metadata(choice, train_set, val_set, weights, weights_description, history,
+                                        train_features.number_format))
     return load_checkpoint(path, num_classes=len(train_set.classes))

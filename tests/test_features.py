@@ -302,3 +302,9 @@ def test_defaults():
     workers = default_num_workers()
     assert 0 <= workers <= 4 and (workers == 0 or workers < (os.cpu_count() or 1))
     assert workers <= default_num_workers("cuda") <= 8
+
+
+@pytest.mark.parametrize("cores, cpu, gpu", [(1, 0, 0), (2, 0, 1), (4, 0, 3), (8, 1, 7), (16, 2, 8), (64, 4, 8)])
+def test_cpus_decode_in_the_main_process_until_eight_cores(monkeypatch, cores, cpu, gpu):
+    monkeypatch.setattr(features_module.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert (default_num_workers("cpu"), default_num_workers("cuda")) == (cpu, gpu)

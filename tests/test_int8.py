@@ -101,6 +101,9 @@ def test_auto_uses_int8_only_for_big_folders_and_explicit_int8_says_why_not(monk
     monkeypatch.setattr(synthetic_split, "source_size", INT8_MIN_IMAGES)
     assert uses_int8(FastSettings(bf16=False), "cpu", synthetic_split) is can
     assert uses_int8(FastSettings(bf16=False), "cuda", synthetic_split) is False
+    monkeypatch.setenv("WORKBOOK_INT8", "0")
+    assert uses_int8(FastSettings(bf16=False), "cpu", synthetic_split) is False  # turned off by the learner
+    monkeypatch.delenv("WORKBOOK_INT8")
     assert number_format(FLOAT32, "cpu", synthetic_split) == "float32"
     with pytest.raises(ValueError, match="not both"):
         uses_int8(FastSettings(bf16=True, int8=True), "cpu")
@@ -122,7 +125,7 @@ def test_a_failed_int8_build_falls_back_to_float32_with_a_warning(monkeypatch, m
     monkeypatch.setattr(few, "source_size", INT8_MIN_IMAGES)
     with pytest.warns(UserWarning, match="no C\\+\\+ compiler after all.*float32"):
         auto = extract(model, few, FastSettings(bf16=False))
-    assert auto.key == feature_cache_key(few, model, FLOAT32, "cpu")
+    assert auto.key == feature_cache_key(few, model, FLOAT32, "cpu") and auto.number_format == "float32"
     assert torch.allclose(auto.features, extract(model, few, FLOAT32).features)
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):  # asked for int8 explicitly: no fallback
         extract(model, few, INT8)
@@ -161,6 +164,7 @@ def assert_int8_agrees(float32, int8):
 def test_int8_predictions_agree_with_float32_on_synthetic_images(int8_and_float32):
     float32, int8, _ = int8_and_float32
     assert not torch.equal(float32.features, int8.features)  # it really ran in int8
+    assert (float32.number_format, int8.number_format) == ("float32", "int8")
     assert int8.labels.tolist() == float32.labels.tolist() and int8.sample_ids == float32.sample_ids
     assert_int8_agrees(float32, int8)
 
@@ -173,7 +177,8 @@ def test_int8_features_have_their_own_cache_key_and_reuse_one_backbone(int8_and_
     monkeypatch.setattr(features_module, "quantize_backbone", lambda *a, **k: pytest.fail("built it twice"))
     again = extract(model, synthetic_split, INT8, batch_size=32, cache_dir=tmp_path)  # the same int8 model
     assert torch.allclose(again.features, int8.features, atol=1e-5)
-    assert extract(model, synthetic_split, INT8, batch_size=32, cache_dir=tmp_path).key == int8.key
+    loaded = extract(model, synthetic_split, INT8, batch_size=32, cache_dir=tmp_path)
+    assert loaded.key == int8.key and loaded.number_format == "int8" and torch.equal(loaded.features, again.features)
 
 
 @needs_int8
