@@ -13,7 +13,7 @@ VNNI instructions through oneDNN). The recipe is PyTorch 2's export quantisation
    activation; the ranges become the int8 scales;
    The first convolution stays in float32: it sees the raw pixels (3 channels, so little to
    gain) and rounding there would spread through every later layer; kept in float32, the
-   features' rounding error falls about four-fold;
+   features' rounding error falls to about a third (1 - cosine 9e-5 instead of 2.4e-4);
 4. ``convert_pt2e`` writes the quantise / dequantise steps into the graph, and ``torch.compile``
    (with weight freezing) turns them into oneDNN's int8 convolutions.
 
@@ -170,7 +170,7 @@ def quantize_backbone(backbone: nn.Sequential, calibration: torch.Tensor, batch_
 
     Takes tens of seconds on a small CPU (most of it torch.compile writing and compiling C++);
     pays for itself after a few hundred images. float_first_conv=False quantises the first
-    convolution too: about 20 % faster on a 2-core AVX2 CPU, with about four times the rounding
+    convolution too: 10-25 % faster on a 2-core AVX2 CPU, with about 2.6 times the rounding
     error in the features (measured with a random backbone; see benchmarks/README.md).
     """
     reason = int8_unavailable_reason("cpu")
