@@ -21,7 +21,8 @@ So we split the model in two:
   stored ones), which makes an image's features depend on the other images in its batch;
 * the cache must be thrown away whenever anything that changes the features changes: the
   images, the split, the transform, the backbone's weights or the number format (bfloat16, int8).
-  :func:`feature_cache_key` hashes all of these; a cache file with another key is recomputed.
+  :func:`feature_cache_key` hashes all of these; a cache file with another key is recomputed
+  (the files themselves are read and written by :mod:`helpers.feature_cache`).
 """
 
 from __future__ import annotations
@@ -35,15 +36,17 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from helpers.feature_cache import (
+    FeatureSet, cache_file, dataset_fingerprint, load_cached, save_atomically, weights_fingerprint,
+)
 from helpers.int8 import CALIBRATION_IMAGES, CALIBRATION_SEED, calibration_images, int8_unavailable_reason
 from helpers.int8 import Int8Backbone, quantize_backbone
 from helpers.model import pick_device
 from helpers.workbook import data_dir
 
-FEATURE_SIZE = 512  # ResNet18's avgpool output, the input of fc
 CACHE_FORMAT = "concrete-crack-workbook/features/1"  # part of the key: bump it when the recipe changes
 INT8_MIN_IMAGES = 2000  # below this, compiling the int8 backbone (about 30 s) costs more than it saves
 INT8_ENV = "WORKBOOK_INT8"  # "0" keeps FastSettings(int8=None) in float32
@@ -215,29 +218,6 @@ def head_logits(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- the cache key
-def weights_fingerprint(model: nn.Module) -> str:
-    """SHA-256 of the backbone's weights and BatchNorm statistics (everything but fc)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        if name.startswith("fc."):
-            continue
-        data = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}|{data.dtype}|{tuple(tensor.shape)}".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def dataset_fingerprint(dataset) -> str:
-    """SHA-256 of what the data set will feed the backbone: files (id, size, mtime), labels, split, transform."""
-    digest = hashlib.sha256()
-    digest.update(f"split={dataset.split}|transform={dataset.transform!r}".encode())
-    digest.update(f"|decoder={getattr(dataset, 'decoder', 'pil')}".encode())
-    for sample in dataset.samples:
-        stat = Path(sample.path).stat()
-        digest.update(f"\n{sample.sample_id}|{sample.label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()
-
-
 def number_format(settings: FastSettings, device: torch.device | str, dataset=None) -> str:
     """How the backbone computes: "float32", "bfloat16" or "int8" (settings resolved for device and data)."""
     if uses_int8(settings, device, dataset):
@@ -254,67 +234,6 @@ def feature_cache_key(dataset, model: nn.Module, settings: FastSettings,
     if uses_int8(settings, device, dataset):
         parts.append(f"int8 calibrated on {CALIBRATION_IMAGES} synthetic images, seed {CALIBRATION_SEED}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-# ----------------------------------------------------------------------------- feature sets
-@dataclass
-class FeatureSet:
-    """Features of a data set, in the data set's order, with their labels and sample ids."""
-
-    features: torch.Tensor  # (N, 512) float32
-    labels: torch.Tensor  # (N,) int64
-    sample_ids: list[str]
-    key: str  # the cache key it was computed under
-    number_format: str = "float32"  # how the backbone computed them: float32, bfloat16 or int8
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def tensor_dataset(self) -> TensorDataset:
-        """(feature, label) pairs, ready for a DataLoader that trains the head."""
-        return TensorDataset(self.features, self.labels)
-
-
-def cache_file(cache_dir: str | Path, name: str) -> Path:
-    """Where the features called `name` are cached: cache_dir/<name>.pt."""
-    return Path(cache_dir) / f"{name}.pt"
-
-
-def load_cached(path: Path, key: str) -> FeatureSet | None:
-    """The FeatureSet stored at `path` if it was computed under `key`, else None (a miss).
-
-    A file that cannot be read is a miss too, with a warning; it will be overwritten.
-    """
-    if not path.is_file():
-        return None
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        stored = FeatureSet(payload["features"], payload["labels"], list(payload["sample_ids"]), payload["key"],
-                            str(payload.get("number_format", "float32")))
-        n = len(stored.sample_ids)
-        if stored.features.shape != (n, FEATURE_SIZE) or stored.labels.shape != (n,):
-            raise ValueError("the arrays in it do not fit together")
-    except Exception as error:  # truncated file, not a torch file, missing entries...
-        warnings.warn(f"Feature cache {path} is unreadable ({type(error).__name__}: {error}); recomputing it.")
-        return None
-    if stored.key != key:
-        print(f"feature cache {path} was computed for other data, weights or settings: recomputing")
-        return None
-    return stored
-
-
-def save_atomically(feature_set: FeatureSet, path: Path) -> None:
-    """Write to a temporary file, then rename it into place: an interrupted save leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    payload = {"key": feature_set.key, "features": feature_set.features,
-               "labels": feature_set.labels, "sample_ids": feature_set.sample_ids,
-               "number_format": feature_set.number_format}
-    try:
-        torch.save(payload, temp_path)
-        os.replace(temp_path, path)
-    finally:
-        temp_path.unlink(missing_ok=True)
 
 
 def compute_features(backbone: nn.Module, loader: DataLoader, settings: FastSettings, device: torch.device,
