@@ -43,6 +43,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 CALIBRATION_IMAGES = 64  # enough for stable activation ranges; a few seconds on a CPU
 CALIBRATION_SEED = 0
+# The int8 features' mean 1 - cosine similarity against float32 must lie in this range: below it
+# nothing was rounded (the graph did not become int8 kernels), above it something went wrong.
+ROUNDING_ERROR_RANGE = (1e-7, 1e-2)
 
 
 def int8_unavailable_reason(device: torch.device | str = "cpu") -> str | None:
@@ -152,6 +155,7 @@ class Int8Backbone:
     def __init__(self, compiled: Callable, batch_size: int):
         self.compiled = compiled
         self.batch_size = batch_size
+        self.rounding_error = float("nan")  # mean 1 - cosine vs float32, measured by quantize_backbone
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         outputs = []
@@ -195,5 +199,28 @@ def quantize_backbone(backbone: nn.Sequential, calibration: torch.Tensor, batch_
         quantized = convert_pt2e(observed)
     int8_backbone = Int8Backbone(torch.compile(quantized, dynamic=False), batch_size)
     with torch.inference_mode(), _quiet_torch_logs():
-        int8_backbone(calibration[:1])  # compile now, not inside the first progress bar
+        int8_features = int8_backbone(calibration[:8])  # compile now, not inside the first progress bar
+        float_features = folded(calibration[:8])
+    int8_backbone.rounding_error = check_rounding(int8_features, float_features)
     return int8_backbone
+
+
+def check_rounding(int8_features: torch.Tensor, float_features: torch.Tensor) -> float:
+    """Mean 1 - cosine similarity of int8 and float32 features; raises or warns when it is implausible.
+
+    Too large (above ROUNDING_ERROR_RANGE): a RuntimeError, since the int8 model is broken.
+    Too small: a warning, since nothing was rounded: this pair of torch and torchao versions did
+    not turn the graph into int8 kernels, so it runs (correctly) at float32's speed.
+    """
+    error = (1 - nn.functional.cosine_similarity(int8_features, float_features, dim=1)).mean().item()
+    low, high = ROUNDING_ERROR_RANGE
+    if not error <= high:  # also catches NaN
+        raise RuntimeError(f"The int8 backbone's features differ too much from float32's (mean 1 - cosine "
+                           f"{error:.1e}, more than {high:.0e}); use FastSettings(int8=False).")
+    if error < low:
+        import torchao
+        warnings.warn(f"The int8 backbone rounds nothing (mean 1 - cosine {error:.1e}): with torch "
+                      f"{torch.__version__} and torchao {torchao.__version__} the graph did not become int8 "
+                      "kernels, so it runs at float32's speed. Install versions made for each other, or use "
+                      "FastSettings(int8=False).")
+    return error

@@ -23,7 +23,13 @@ from helpers.features import (
     number_format,
     uses_int8,
 )
-from helpers.int8 import calibration_images, fold_batchnorm, int8_unavailable_reason
+from helpers.int8 import (
+    ROUNDING_ERROR_RANGE,
+    calibration_images,
+    check_rounding,
+    fold_batchnorm,
+    int8_unavailable_reason,
+)
 from helpers.model import build_resnet18
 from helpers.synthetic import generate_dataset
 from test_features import small_transform, train_logistic_head
@@ -85,6 +91,18 @@ def test_calibration_images_are_synthetic_deterministic_and_transformed():
     assert first.shape == (6, 3, 64, 64) and torch.equal(first, again)
     assert not torch.equal(first, calibration_images(small_transform(), 6, seed=1))
     assert calibration_images(None, 2).shape == (2, 3, 227, 227)  # None: the workbook's default transform
+
+
+def test_the_rounding_check_refuses_broken_and_flags_unrounded_int8():
+    reference = torch.rand(4, 512)
+    assert 0 < check_rounding(reference + 0.01 * torch.rand(4, 512), reference) < ROUNDING_ERROR_RANGE[1]
+    with pytest.raises(RuntimeError, match="differ too much"):
+        check_rounding(torch.rand(4, 512), reference)
+    with pytest.raises(RuntimeError, match="differ too much"):
+        check_rounding(torch.full((4, 512), float("nan")), reference)
+    if int8_unavailable_reason("cpu") is None:  # the warning names torchao's version
+        with pytest.warns(UserWarning, match="rounds nothing"):
+            check_rounding(reference.clone(), reference)
 
 
 # ----------------------------------------------------------------------------- when int8 is used
@@ -184,6 +202,8 @@ def test_int8_features_have_their_own_cache_key_and_reuse_one_backbone(int8_and_
 @needs_int8
 def test_int8_backbone_pads_short_batches_and_splits_long_ones(int8_and_float32, model):
     int8_backbone = next(iter(features_module._INT8_BACKBONES.values()))  # built by the fixture, batch 32
+    low, high = ROUNDING_ERROR_RANGE
+    assert low < int8_backbone.rounding_error < high  # it really rounds, and not too much
     images = calibration_images(small_transform(), 40, seed=3)
     with torch.inference_mode():
         whole = int8_backbone(images)  # 32 + 8 (padded)
