@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.metadata
 import importlib.util
 import logging
 import platform
@@ -218,9 +219,8 @@ def check_rounding(int8_features: torch.Tensor, float_features: torch.Tensor) ->
         raise RuntimeError(f"The int8 backbone's features differ too much from float32's (mean 1 - cosine "
                            f"{error:.1e}, more than {high:.0e}); use FastSettings(int8=False).")
     if error < low:
-        import torchao
         warnings.warn(f"The int8 backbone rounds nothing (mean 1 - cosine {error:.1e}): with torch "
-                      f"{torch.__version__} and torchao {torchao.__version__} the graph did not become int8 "
+                      f"{torch.__version__} and torchao {importlib.metadata.version('torchao')} the graph did not become int8 "
                       "kernels, so it runs at float32's speed. Install versions made for each other, or use "
                       "FastSettings(int8=False).")
     return error
