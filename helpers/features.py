@@ -42,8 +42,7 @@ from tqdm.auto import tqdm
 from helpers.feature_cache import (
     FeatureSet, cache_file, dataset_fingerprint, load_cached, save_atomically, weights_fingerprint,
 )
-from helpers.int8 import CALIBRATION_IMAGES, CALIBRATION_SEED, calibration_images, int8_unavailable_reason
-from helpers.int8 import Int8Backbone, quantize_backbone
+from helpers.int8 import RECIPE, Int8Backbone, calibration_images, int8_unavailable_reason, quantize_backbone
 from helpers.model import pick_device
 from helpers.workbook import data_dir
 
@@ -177,17 +176,17 @@ def prepare_backbone(model: nn.Module, settings: FastSettings, device: torch.dev
 _INT8_BACKBONES: dict[tuple, Int8Backbone] = {}  # the last one built, reused for every split of the data
 
 
-def int8_backbone(model: nn.Module, transform, batch_size: int = 100) -> Int8Backbone:
+def int8_backbone(model: nn.Module, transform) -> Int8Backbone:
     """The int8 backbone of `model` (helpers.int8), calibrated on synthetic images through `transform`.
 
-    Built once per weights, transform and batch size, then reused: the training and validation
-    features come from the very same int8 model.
+    Built once per weights and transform, then reused: the training and validation features come
+    from the very same int8 model.
     """
-    key = (weights_fingerprint(model), repr(transform), batch_size)
+    key = (weights_fingerprint(model), repr(transform))
     if key not in _INT8_BACKBONES:
         print("building the int8 backbone (calibration on synthetic images, then torch.compile): about 30 s, once")
         _INT8_BACKBONES.clear()  # each holds a compiled model: keep only the newest
-        _INT8_BACKBONES[key] = quantize_backbone(backbone_of(model), calibration_images(transform), batch_size)
+        _INT8_BACKBONES[key] = quantize_backbone(backbone_of(model), calibration_images(transform))
     return _INT8_BACKBONES[key]
 
 
@@ -232,7 +231,7 @@ def feature_cache_key(dataset, model: nn.Module, settings: FastSettings,
     parts = [CACHE_FORMAT, dataset_fingerprint(dataset), weights_fingerprint(model),
              f"bf16={uses_bf16(settings, device)}"]
     if uses_int8(settings, device, dataset):
-        parts.append(f"int8 calibrated on {CALIBRATION_IMAGES} synthetic images, seed {CALIBRATION_SEED}")
+        parts.append(RECIPE)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -274,7 +273,7 @@ def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = N
     backbone = None
     if uses_int8(settings, device, dataset):
         try:
-            backbone = int8_backbone(model, getattr(dataset, "transform", None), batch_size)
+            backbone = int8_backbone(model, getattr(dataset, "transform", None))
         except Exception as error:
             if settings.int8:  # asked for explicitly: do not quietly do something else
                 raise

@@ -11,11 +11,16 @@ VNNI instructions through oneDNN). The recipe is PyTorch 2's export quantisation
    the graph should round to int8;
 3. calibration: a few images flow through the graph while observers record the range of every
    activation; the ranges become the int8 scales;
-   The first convolution stays in float32: it sees the raw pixels (3 channels, so little to
-   gain) and rounding there would spread through every later layer; kept in float32, the
-   features' rounding error falls to about a third (1 - cosine 9e-5 instead of 2.4e-4);
 4. ``convert_pt2e`` writes the quantise / dequantise steps into the graph, and ``torch.compile``
    (with weight freezing) turns them into oneDNN's int8 convolutions.
+
+One exception: the first convolution's weights get 7 bits, not 8. Its input is the image itself,
+whose 8-bit values are large everywhere (after ReLU, later layers' inputs are mostly small). On
+CPUs without VNNI (AVX2 only) oneDNN multiplies 8-bit numbers in pairs whose sum must fit in 16
+bits: 2 x 255 x 127 does not, so large pixels times large weights saturate. This is what
+``reduce_range`` in torchao's config is for; with 7-bit weights (2 x 255 x 64 fits) nothing
+saturates, and the features round no more than with a float32 first convolution, which is
+slower (measured: benchmarks/README.md).
 
 The features differ from float32 by rounding only: tests check that their cosine similarity
 stays near 1 and that a head's predictions agree on at least 99 % of the images. Calibration
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import importlib.metadata
 import importlib.util
 import logging
@@ -44,6 +50,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 CALIBRATION_IMAGES = 64  # enough for stable activation ranges; a few seconds on a CPU
 CALIBRATION_SEED = 0
+CHUNK_SIZE = 10  # images per call of the compiled graph: few enough for the activations to stay in cache
+FIRST_CONV_BITS = 7  # see the module's docstring: 8 saturates on CPUs without VNNI
+# What decides the int8 features' numbers: part of the feature cache's key (helpers.features)
+RECIPE = (f"int8 calibrated on {CALIBRATION_IMAGES} synthetic images, seed {CALIBRATION_SEED}, "
+          f"first convolution's weights in {FIRST_CONV_BITS} bits")
 # The int8 features' mean 1 - cosine similarity against float32 must lie in this range: below it
 # nothing was rounded (the graph did not become int8 kernels), above it something went wrong.
 ROUNDING_ERROR_RANGE = (1e-7, 1e-2)
@@ -147,21 +158,22 @@ class Int8Backbone:
     """The compiled int8 backbone, called like the float one: (N, 3, H, W) -> (N, 512) on the CPU.
 
     Not an nn.Module: nothing in it can be trained, moved or switched to train mode.
-    torch.compile specialises on the input's shape, so every batch is padded to `batch_size`
-    (and a longer one split): the last, shorter batch of a data set costs no second compilation.
+    Images go through in chunks of `chunk_size` whatever the batch size: small chunks keep each
+    layer's activations in the CPU's cache, and torch.compile specialises on the input's shape,
+    so the last chunk is padded to full size (no second compilation for a short last batch).
     """
 
     training = False  # like a backbone in eval mode (helpers.features checks this)
 
-    def __init__(self, compiled: Callable, batch_size: int):
+    def __init__(self, compiled: Callable, chunk_size: int = CHUNK_SIZE):
         self.compiled = compiled
-        self.batch_size = batch_size
+        self.chunk_size = chunk_size
         self.rounding_error = float("nan")  # mean 1 - cosine vs float32, measured by quantize_backbone
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         outputs = []
-        for chunk in images.split(self.batch_size):
-            padding = self.batch_size - len(chunk)
+        for chunk in images.split(self.chunk_size):
+            padding = self.chunk_size - len(chunk)
             if padding:
                 chunk = torch.cat([chunk, chunk.new_zeros((padding, *chunk.shape[1:]))])
             with torch._inductor.config.patch(freezing=True):  # weights become constants: int8 kernels
@@ -169,15 +181,17 @@ class Int8Backbone:
         return torch.cat(outputs)
 
 
-def quantize_backbone(backbone: nn.Sequential, calibration: torch.Tensor, batch_size: int = 100,
-                      float_first_conv: bool = True) -> Int8Backbone:
+def quantize_backbone(backbone: nn.Sequential, calibration: torch.Tensor, chunk_size: int = CHUNK_SIZE,
+                      first_conv_bits: int | None = FIRST_CONV_BITS) -> Int8Backbone:
     """An int8 copy of a float ResNet18 backbone, calibrated on `calibration` images, compiled.
 
     Takes tens of seconds on a small CPU (most of it torch.compile writing and compiling C++);
-    pays for itself after a few hundred images. float_first_conv=False quantises the first
-    convolution too: 10-25 % faster on a 2-core AVX2 CPU, with about 2.6 times the rounding
-    error in the features (measured with a random backbone; see benchmarks/README.md).
+    pays for itself after a few hundred images. first_conv_bits: the first convolution's weight
+    bits, 7 by default (see the module's docstring); 8 is the quantiser's default, which saturates
+    on CPUs without VNNI; None keeps the first convolution in float32 (slower, as accurate as 7).
     """
+    if first_conv_bits not in (None, 7, 8):
+        raise ValueError(f"first_conv_bits must be 7, 8 or None (float32), not {first_conv_bits!r}")
     reason = int8_unavailable_reason("cpu")
     if reason:
         raise RuntimeError(f"Cannot build the int8 backbone: {reason}.")
@@ -186,24 +200,32 @@ def quantize_backbone(backbone: nn.Sequential, calibration: torch.Tensor, batch_
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
 
     folded = fold_batchnorm(copy.deepcopy(backbone).cpu())  # a copy: the learner's model stays as it is
-    batch = torch.export.Dim("batch", min=1, max=max(batch_size, len(calibration)))
+    batch = torch.export.Dim("batch", min=1, max=max(chunk_size, len(calibration)))
     with torch.no_grad():
         graph = torch.export.export(folded, (calibration[:2],), dynamic_shapes=({0: batch},)).module()
-        quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
-        if float_first_conv:
-            quantizer.set_module_name_qconfig("0", None)  # the first convolution stays float32: see above
-        with warnings.catch_warnings():  # "The input of maxpool2d is not quantized": that is the plan
+        config = x86.get_default_x86_inductor_quantization_config()
+        quantizer = x86.X86InductorQuantizer().set_global(config)
+        quantizer.set_module_name_qconfig("0", first_conv_config(config, first_conv_bits))  # "0": the first conv
+        with warnings.catch_warnings():  # with a float32 first conv: "The input of maxpool2d is not quantized"
             warnings.filterwarnings("ignore", message="The input of maxpool2d is not quantized")
             observed = prepare_pt2e(graph, quantizer)
         for images in calibration.split(32):
             observed(images)
         quantized = convert_pt2e(observed)
-    int8_backbone = Int8Backbone(torch.compile(quantized, dynamic=False), batch_size)
+    int8_backbone = Int8Backbone(torch.compile(quantized, dynamic=False), chunk_size)
     with torch.inference_mode(), _quiet_torch_logs():
         int8_features = int8_backbone(calibration[:8])  # compile now, not inside the first progress bar
         float_features = folded(calibration[:8])
     int8_backbone.rounding_error = check_rounding(int8_features, float_features)
     return int8_backbone
+
+
+def first_conv_config(config, bits: int | None):
+    """The quantiser's config for the first convolution: its weights in `bits` bits, or None (float32)."""
+    if bits is None:
+        return None
+    weight = dataclasses.replace(config.weight, quant_min=-2 ** (bits - 1), quant_max=2 ** (bits - 1) - 1)
+    return dataclasses.replace(config, weight=weight)
 
 
 def check_rounding(int8_features: torch.Tensor, float_features: torch.Tensor) -> float:

@@ -188,22 +188,30 @@ def test_int8_features_have_their_own_cache_key_and_reuse_one_backbone(int8_and_
     float32, int8, _ = int8_and_float32
     assert int8.key != float32.key
     monkeypatch.setattr(features_module, "quantize_backbone", lambda *a, **k: pytest.fail("built it twice"))
-    again = extract(model, synthetic_split, INT8, batch_size=32, cache_dir=tmp_path)  # the same int8 model
+    again = extract(model, synthetic_split, INT8, batch_size=50, cache_dir=tmp_path)  # any batch size: same model
     assert torch.allclose(again.features, int8.features, atol=1e-5)
     loaded = extract(model, synthetic_split, INT8, batch_size=32, cache_dir=tmp_path)
     assert loaded.key == int8.key and loaded.number_format == "int8" and torch.equal(loaded.features, again.features)
+    monkeypatch.setattr(features_module, "RECIPE", features_module.RECIPE.replace("7 bits", "8 bits"))
+    assert feature_cache_key(synthetic_split, model, INT8, "cpu") != int8.key  # another recipe: computed again
+
+
+def test_first_conv_bits_must_be_7_8_or_none():
+    with pytest.raises(ValueError, match="7, 8 or None"):
+        int8_module.quantize_backbone(nn.Sequential(), torch.zeros(1, 3, 8, 8), first_conv_bits=4)
 
 
 @needs_int8
 def test_int8_backbone_pads_short_batches_and_splits_long_ones(int8_and_float32, model):
-    int8_backbone = next(iter(features_module._INT8_BACKBONES.values()))  # built by the fixture, batch 32
+    int8_backbone = next(iter(features_module._INT8_BACKBONES.values()))  # built by the fixture
     low, high = ROUNDING_ERROR_RANGE
     assert low < int8_backbone.rounding_error < high  # it really rounds, and not too much
-    images = calibration_images(small_transform(), 40, seed=3)
+    assert int8_backbone.chunk_size == 10
+    images = calibration_images(small_transform(), 25, seed=3)
     with torch.inference_mode():
-        whole = int8_backbone(images)  # 32 + 8 (padded)
+        whole = int8_backbone(images)  # 10 + 10 + 5 (padded)
         short = int8_backbone(images[:5])
-    assert whole.shape == (40, 512) and short.shape == (5, 512)
+    assert whole.shape == (25, 512) and short.shape == (5, 512)
     assert torch.allclose(short, whole[:5], atol=1e-5)
 
 
