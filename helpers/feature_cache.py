@@ -28,7 +28,7 @@ def weights_fingerprint(model: nn.Module) -> str:
             continue
         data = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}|{data.dtype}|{tuple(tensor.shape)}".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes())
+        digest.update(data.view(torch.uint8).numpy())  # hashes the buffer in place, no copy
     return digest.hexdigest()
 
 

@@ -176,13 +176,13 @@ def prepare_backbone(model: nn.Module, settings: FastSettings, device: torch.dev
 _INT8_BACKBONES: dict[tuple, Int8Backbone] = {}  # the last one built, reused for every split of the data
 
 
-def int8_backbone(model: nn.Module, transform) -> Int8Backbone:
+def int8_backbone(model: nn.Module, transform, weights: str | None = None) -> Int8Backbone:
     """The int8 backbone of `model` (helpers.int8), calibrated on synthetic images through `transform`.
 
     Built once per weights and transform, then reused: the training and validation features come
-    from the very same int8 model.
+    from the very same int8 model. `weights`: weights_fingerprint(model), when already computed.
     """
-    key = (weights_fingerprint(model), repr(transform))
+    key = (weights or weights_fingerprint(model), repr(transform))
     if key not in _INT8_BACKBONES:
         print("building the int8 backbone (calibration on synthetic images, then torch.compile): about 30 s, once")
         _INT8_BACKBONES.clear()  # each holds a compiled model: keep only the newest
@@ -225,10 +225,13 @@ def number_format(settings: FastSettings, device: torch.device | str, dataset=No
 
 
 def feature_cache_key(dataset, model: nn.Module, settings: FastSettings,
-                      device: torch.device | str | None = None) -> str:
-    """One hash that changes whenever the cached features would: data, weights or number format."""
+                      device: torch.device | str | None = None, weights: str | None = None) -> str:
+    """One hash that changes whenever the cached features would: data, weights or number format.
+
+    `weights`: weights_fingerprint(model), when already computed (hashing 45 MB takes a moment).
+    """
     device = torch.device(device) if device is not None else pick_device()
-    parts = [CACHE_FORMAT, dataset_fingerprint(dataset), weights_fingerprint(model),
+    parts = [CACHE_FORMAT, dataset_fingerprint(dataset), weights or weights_fingerprint(model),
              f"bf16={uses_bf16(settings, device)}"]
     if uses_int8(settings, device, dataset):
         parts.append(RECIPE)
@@ -259,7 +262,8 @@ def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = N
     """
     settings = settings or FastSettings()
     device = torch.device(device) if device is not None else pick_device()
-    key = feature_cache_key(dataset, model, settings, device)
+    weights = weights_fingerprint(model)  # once: the cache key and the int8 backbone both need it
+    key = feature_cache_key(dataset, model, settings, device, weights)
     path = cache_file(cache_dir, name or dataset.split) if cache_dir is not None else None
     if path is not None:
         cached = load_cached(path, key)
@@ -273,14 +277,14 @@ def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = N
     backbone = None
     if uses_int8(settings, device, dataset):
         try:
-            backbone = int8_backbone(model, getattr(dataset, "transform", None))
+            backbone = int8_backbone(model, getattr(dataset, "transform", None), weights)
         except Exception as error:
             if settings.int8:  # asked for explicitly: do not quietly do something else
                 raise
             warnings.warn(f"Could not build the int8 backbone ({type(error).__name__}: {error}); "
                           "computing the features in float32 instead.")
             settings = replace(settings, int8=False)
-            key = feature_cache_key(dataset, model, settings, device)
+            key = feature_cache_key(dataset, model, settings, device, weights)
     if backbone is None:
         backbone = prepare_backbone(model, settings, device)
     threads_before = torch.get_num_threads()
