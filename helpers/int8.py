@@ -172,11 +172,11 @@ class Int8Backbone:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         outputs = []
-        for chunk in images.split(self.chunk_size):
-            padding = self.chunk_size - len(chunk)
-            if padding:
-                chunk = torch.cat([chunk, chunk.new_zeros((padding, *chunk.shape[1:]))])
-            with torch._inductor.config.patch(freezing=True):  # weights become constants: int8 kernels
+        with torch._inductor.config.patch(freezing=True):  # weights become constants: int8 kernels
+            for chunk in images.split(self.chunk_size):
+                padding = self.chunk_size - len(chunk)
+                if padding:
+                    chunk = torch.cat([chunk, chunk.new_zeros((padding, *chunk.shape[1:]))])
                 outputs.append(self.compiled(chunk.contiguous(memory_format=torch.channels_last))[:len(chunk) - padding])
         return torch.cat(outputs)
 
