@@ -40,15 +40,19 @@ from torchvision.transforms import v2
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
 
 from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, CrackDataset, default_transform  # noqa: E402
-from helpers.features import (  # noqa: E402
-    _INT8_BACKBONES, FastSettings, backbone_features, backbone_of, bf16_is_fast, default_num_workers, extract_features,
-    int8_backbone, number_format, prepare_backbone, uses_bf16, uses_int8,
+from helpers.feature_cache import weights_fingerprint  # noqa: E402
+from helpers.features import extract_features  # noqa: E402
+from helpers.int8 import int8_unavailable_reason, quantize_backbone  # noqa: E402
+from helpers.model import build_resnet18  # noqa: E402
+from helpers.settings import pick_device, real_sample_dir  # noqa: E402
+from helpers.speed import (  # noqa: E402
+    Backbone, FastSettings, backbone_of, bf16_is_fast, calibration_images, choose_backbone, choose_number_format,
+    default_num_workers, forget_int8_backbones,
 )
-from helpers.int8 import calibration_images, int8_unavailable_reason, quantize_backbone  # noqa: E402
-from helpers.model import build_resnet18, pick_device  # noqa: E402
-from helpers.synthetic import generate_dataset  # noqa: E402
+from helpers.synthetic_dataset import generate_dataset  # noqa: E402
 
 TRAIN_IMAGES, VAL_IMAGES = 30_000, 10_000  # the capstone's split of the full 40,000-image set
+FULL_SET = TRAIN_IMAGES + VAL_IMAGES
 # Not the workbook's choices, measured to show why: the first convolution in float32 (slower), or
 # with 8-bit weights (saturates on CPUs without VNNI: see helpers/int8.py). Name -> first_conv_bits.
 OTHER_INT8 = {"int8 (conv1 float32), compiled": None, "int8 (conv1 8-bit weights), compiled": 8}
@@ -86,7 +90,7 @@ def describe_machine(device: torch.device) -> str:
 
 def benchmark_dataset(n_images: int, temp_dir: Path) -> tuple[CrackDataset, str]:
     """The first n_images of the real sample (interleaved, so both classes), or a synthetic set."""
-    real = os.environ.get("WORKBOOK_REAL_SAMPLE")
+    real = real_sample_dir()
     if real:
         dataset, source = CrackDataset(real, split="all", progress=False), f"real sample {real}"
     else:
@@ -122,22 +126,25 @@ def rates_taking_turns(timers: dict, repeats: int) -> dict[str, float]:
     return {name: images[name] / statistics.median(seconds[name]) for name in timers}
 
 
+def number_format(settings: FastSettings, device: torch.device) -> str:
+    """How `settings` compute on `device` for the full set: float32, bfloat16 or int8."""
+    return choose_number_format(settings, device, FULL_SET)[0]
+
+
 def forward_timer(name: str, model: nn.Module, images: torch.Tensor, settings: FastSettings, device: torch.device,
                   batch_size: int):
     """Times one batch through the backbone alone (eval mode, inference mode), images in memory."""
+    backbone = choose_backbone(model, device, settings, FULL_SET, weights_fingerprint(model))
     if name in OTHER_INT8:
-        backbone = quantize_backbone(backbone_of(model), calibration_images(default_transform()),
-                                     first_conv_bits=OTHER_INT8[name])
-    elif uses_int8(settings, device):
-        backbone = int8_backbone(model, default_transform())
-    else:
-        backbone = prepare_backbone(model, settings, device)
-    first = backbone_features(backbone, images[:8], settings, device)  # warm-up (and compilation, if any)
+        backbone.run = quantize_backbone(backbone_of(model), calibration_images(default_transform()),
+                                         first_conv_bits=OTHER_INT8[name])
+    backbone.prepare(default_transform())
+    first = backbone(images[:8])  # warm-up (and compilation, if any)
     batches = images.split(batch_size)
 
     def run(i: int) -> int:
         batch = batches[i % len(batches)]
-        backbone_features(backbone, batch, settings, device)
+        backbone(batch)
         return len(batch)
     return run, first
 
@@ -244,7 +251,7 @@ def variants(device: torch.device, compile_too: bool) -> list[tuple[str, FastSet
             ("float32, channels_last", FastSettings(channels_last=True, bf16=False, int8=False)),
             ("bf16, channels_last", FastSettings(channels_last=True, bf16=True, int8=False))]
     if compile_too:
-        fastest_format = uses_bf16(FastSettings(), device)
+        fastest_format = number_format(FastSettings(int8=False), device) == "bfloat16"
         rows.append((f"{'bf16' if fastest_format else 'float32'}, channels_last, compiled",
                      FastSettings(channels_last=True, bf16=fastest_format, int8=False, compile=True)))
     if int8_unavailable_reason(device) is None:
@@ -256,8 +263,9 @@ def variants(device: torch.device, compile_too: bool) -> list[tuple[str, FastSet
 def workbook_settings(device: torch.device) -> FastSettings:
     """FastSettings() resolved as the notebooks resolve it for the full 40,000-image set."""
     auto = FastSettings()
-    return FastSettings(channels_last=auto.channels_last, bf16=uses_bf16(auto, device),
-                        int8=uses_int8(auto, device), compile=auto.compile)
+    chosen = number_format(auto, device)
+    return FastSettings(channels_last=auto.channels_last, bf16=chosen == "bfloat16", int8=chosen == "int8",
+                        compile=auto.compile)
 
 
 def int8_build_seconds(model: nn.Module) -> float:
@@ -266,9 +274,10 @@ def int8_build_seconds(model: nn.Module) -> float:
     torch.compile keeps what it compiled in a cache on disk, so a second run of the benchmark
     (or of the notebooks) builds faster than the first.
     """
-    _INT8_BACKBONES.clear()
+    forget_int8_backbones()
     start = time.perf_counter()
-    int8_backbone(model, default_transform())
+    choose_backbone(model, "cpu", FastSettings(bf16=False, int8=True), weights=weights_fingerprint(model)).prepare(
+        default_transform())
     return time.perf_counter() - start
 
 
@@ -300,7 +309,7 @@ def main() -> None:
                 if workbook.int8:
                     notes[name] += f"; building it took {build_seconds:.0f} s"
             n = batch_size
-            if uses_bf16(settings, device) and not bf16_is_fast(device):
+            if number_format(settings, device) == "bfloat16" and not bf16_is_fast(device):
                 n = min(batch_size, 8)  # emulated bfloat16 is slow: a small batch is enough to see it
                 notes[name] = f"batches of {n}: bfloat16 is emulated on this CPU"
             start = time.perf_counter()

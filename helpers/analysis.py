@@ -17,9 +17,11 @@ unlike a position, does not change when the split does.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -29,9 +31,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from helpers.dataset import TENSOR_EXTENSION, load_image, load_tensor
-from helpers.features import FeatureSet, default_num_workers, head_logits
+from helpers.feature_cache import FeatureSet
+from helpers.features import head_logits
 from helpers.plots import denormalize
-from helpers.training import accuracy_interval, predict
+from helpers.speed import default_num_workers
+from helpers.training import predict_logits
 
 CRACK = 1  # label of the "Positive" class in the binary data set
 
@@ -98,7 +102,7 @@ def predict_dataset(model: nn.Module, dataset, features: FeatureSet | None = Non
         return predictions_from_logits(head_logits(model.fc, features.features).float().cpu(), dataset)
     workers = default_num_workers() if num_workers is None else num_workers
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    logits, _ = predict(model, loader, device=device, progress=progress)
+    logits, _ = predict_logits(model, loader, device=device, progress=progress)
     return predictions_from_logits(logits, dataset)
 
 
@@ -169,6 +173,25 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes:
     return counts.reshape(num_classes, num_classes)
 
 
+def accuracy_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for an accuracy of correct/total, e.g. 9944/10000 -> (0.9927, 0.9957).
+
+    Unlike "p +- 1.96 * standard error" it stays within [0, 1] and behaves near 0% and 100%.
+    """
+    if total <= 0 or not 0 <= correct <= total:
+        raise ValueError(f"need 0 <= correct <= total and total > 0; got {correct}/{total}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)  # 1.96 for 95%
+    p = correct / total
+    denominator = 1 + z**2 / total
+    centre = (p + z**2 / (2 * total)) / denominator
+    half_width = z * math.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / denominator
+    lower = 0.0 if correct == 0 else centre - half_width      # exactly 0 and 1 at the edges,
+    upper = 1.0 if correct == total else centre + half_width  # without rounding leftovers
+    return lower, upper
+
+
 @dataclass
 class Metrics:
     """Accuracy with its 95% interval, precision / recall / F1 per class, and the confusion matrix.
@@ -182,7 +205,7 @@ class Metrics:
     accuracy: float
     correct: int
     total: int
-    interval: tuple[float, float]              # 95% Wilson interval (helpers.training.accuracy_interval)
+    interval: tuple[float, float]              # 95% Wilson interval (accuracy_interval)
     per_class: dict[str, dict[str, float]]
     confusion: torch.Tensor
     class_names: list[str]

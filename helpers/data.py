@@ -18,7 +18,6 @@ Command line, for teachers preparing a classroom:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -30,10 +29,14 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files, write_json_atomically
-from helpers.download import ArchiveError, DownloadError, download_first, extract_zip, sha256sum
-from helpers.synthetic import generate_dataset
-from helpers.workbook import data_dir, quick_mode
+from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files
+from helpers.download import ArchiveError, DownloadError, download_first, extract_zip
+from helpers.files import file_digest, read_json, write_json_atomically
+from helpers.settings import (
+    DATA_URL, DEFAULT_SYNTHETIC_PER_CLASS, OFFLINE, QUICK, SOURCE_FILE, data_url, downloads_dir, offline, quick_mode,
+    real_dir, synthetic_dir, synthetic_per_class, tensors_dir,
+)
+from helpers.synthetic_dataset import generate_dataset
 
 ARCHIVE_NAME = "concrete_crack_images_for_classification.zip"
 TENSOR_ARCHIVES = ("Positive_tensors.zip", "Negative_tensors.zip")
@@ -46,41 +49,13 @@ BASE_URLS = (
     "https://cf-courses-data.s3.us.cloud-object-storage.appdomain.cloud/CognitiveClass/DL0321EN/data/images/",
     "https://cf-courses-data.s3.us.cloud-object-storage.appdomain.cloud/IBMDeveloperSkillsNetwork-DL0321EN-SkillsNetwork/images/",
 )
-URL_ENV = "WORKBOOK_DATA_URL"
-OFFLINE_ENV = "WORKBOOK_OFFLINE"
-SYNTHETIC_PER_CLASS_ENV = "WORKBOOK_SYNTHETIC_PER_CLASS"
-
 EXPECTED_PER_CLASS = 20_000        # the full real set
-SYNTHETIC_PER_CLASS = 1_000        # offline stand-in for a full run
-QUICK_PER_CLASS = 50               # WORKBOOK_QUICK=1
-SOURCE_FILE = "workbook_source.json"
 VERIFIED_FILE = ".verified.json"
-
-
-def real_dir() -> Path:
-    """Where the downloaded JPEGs live: `data/concrete_crack_images/{Positive,Negative}`."""
-    return data_dir() / "concrete_crack_images"
-
-
-def tensors_dir() -> Path:
-    """Where the capstone's optional `.pt` format lives: `data/concrete_crack_tensors/`."""
-    return data_dir() / "concrete_crack_tensors"
-
-
-def synthetic_dir(quick: bool | None = None) -> Path:
-    """Where generated images live: `data/synthetic_cracks/` (or `synthetic_quick/` in quick mode)."""
-    quick = quick_mode() if quick is None else quick
-    return data_dir() / ("synthetic_quick" if quick else "synthetic_cracks")
-
-
-def downloads_dir() -> Path:
-    """Where archives are downloaded to before extraction."""
-    return data_dir() / "downloads"
 
 
 def candidate_urls(file_name: str = ARCHIVE_NAME, url: str | None = None) -> list[str]:
     """The addresses to try for `file_name`: the user's own (argument or $WORKBOOK_DATA_URL) only, else the known ones."""
-    url = url or os.environ.get(URL_ENV, "").strip() or None
+    url = url or data_url()
     if url:
         return [url]
     return [base + file_name for base in BASE_URLS]
@@ -133,7 +108,7 @@ def download_dataset(dest: str | Path | None = None, url: str | None = None, sha
     _move_class_folders_up(dest, CLASS_NAMES[::-1])
     write_json_atomically({
         "source": "download", "url": used_url, "archive": archive.name,
-        "archive_sha256": sha256sum(archive), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "archive_sha256": file_digest(archive), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }, dest / SOURCE_FILE)
     return dest
 
@@ -241,24 +216,19 @@ def verify_dataset(root: str | Path, expected_per_class: int | None = None, deco
 def is_verified(root: str | Path) -> bool:
     """True when `root` passed `verify_dataset` and its files have not changed since."""
     root = Path(root)
-    stamp = root / VERIFIED_FILE
-    if not stamp.is_file():
+    recorded = read_json(root / VERIFIED_FILE)
+    if not recorded:
         return False
     try:
-        recorded = json.loads(stamp.read_text(encoding="utf-8"))
         files = [p for name in CLASS_NAMES for p in list_class_files(root, name)]
-    except (OSError, ValueError):
+    except OSError:
         return False
     return {k: recorded.get(k) for k in ("n_files", "total_bytes")} == _fingerprint(files)
 
 
 def read_source(root: str | Path) -> dict:
     """The `workbook_source.json` record of how a data folder was made ({} when unknown)."""
-    path = Path(root) / SOURCE_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    return read_json(Path(root) / SOURCE_FILE)
 
 
 @dataclass
@@ -277,13 +247,6 @@ class DataChoice:
         return f"Using {self.source} data from {self.path}: {self.reason}"
 
 
-def synthetic_per_class() -> int:
-    """Images per class for the synthetic stand-in: small in quick mode, else $WORKBOOK_SYNTHETIC_PER_CLASS or 1,000."""
-    if quick_mode():
-        return QUICK_PER_CLASS
-    return int(os.environ.get(SYNTHETIC_PER_CLASS_ENV, SYNTHETIC_PER_CLASS))
-
-
 def make_synthetic(progress: bool = True) -> Path:
     """Generate (or reuse) the synthetic stand-in for this mode and return its folder."""
     return generate_dataset(synthetic_dir(), per_class=synthetic_per_class(), seed=0,
@@ -297,7 +260,7 @@ def locate_dataset(progress: bool = True) -> DataChoice:
     downloaded and verified it, else the synthetic stand-in (generated now if missing).
     """
     if quick_mode():
-        return DataChoice(make_synthetic(progress), "synthetic", "quick mode (WORKBOOK_QUICK=1) uses a tiny synthetic set.")
+        return DataChoice(make_synthetic(progress), "synthetic", f"quick mode ({QUICK}=1) uses a tiny synthetic set.")
     if is_verified(real_dir()):
         return DataChoice(real_dir(), "real", "the downloaded and verified Concrete Crack Images set.")
     return DataChoice(make_synthetic(progress), "synthetic",
@@ -311,9 +274,9 @@ def prepare_data(url: str | None = None, progress: bool = True) -> DataChoice:
     if is_verified(real_dir()):
         return DataChoice(real_dir(), "real", "already downloaded and verified.")
     urls = candidate_urls(ARCHIVE_NAME, url)
-    offline = os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-    if offline or not any_host_reachable(urls):
-        why = "WORKBOOK_OFFLINE is set" if offline else "none of its addresses can be reached from this machine"
+    told_offline = offline()
+    if told_offline or not any_host_reachable(urls):
+        why = f"{OFFLINE} is set" if told_offline else "none of its addresses can be reached from this machine"
         print(f"The real dataset cannot be downloaded ({why}), so this run uses synthetic crack images instead.")
         return DataChoice(make_synthetic(progress), "synthetic", f"the real set could not be downloaded ({why}).")
     try:
@@ -328,18 +291,19 @@ def prepare_data(url: str | None = None, progress: bool = True) -> DataChoice:
     return DataChoice(real_dir(), "real", "downloaded and verified.")
 
 
-def _cli(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module's docstring); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m helpers.data", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     download = commands.add_parser("download", help="download and extract the real dataset")
-    download.add_argument("--url", help=f"an address or a local zip to use instead of the known ones (or set ${URL_ENV})")
+    download.add_argument("--url", help=f"an address or a local zip to use instead of the known ones (or set ${DATA_URL})")
     download.add_argument("--dest", type=Path, help="folder for the images (default: data/concrete_crack_images, "
                                                      "or data/concrete_crack_tensors with --format tensors)")
     download.add_argument("--sha256", help="expected SHA-256 of the archive")
     download.add_argument("--format", choices=("jpeg", "tensors"), default="jpeg",
                           help="jpeg: the 40,000 images (default); tensors: the capstone's preprocessed .pt files")
     synthetic = commands.add_parser("synthetic", help="generate synthetic crack images (works offline)")
-    synthetic.add_argument("--per-class", type=int, default=SYNTHETIC_PER_CLASS)
+    synthetic.add_argument("--per-class", type=int, default=DEFAULT_SYNTHETIC_PER_CLASS)
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.add_argument("--dest", type=Path, help="default: data/synthetic_cracks")
     synthetic.add_argument("--overwrite", action="store_true", help="replace a folder made with other settings")
@@ -377,4 +341,4 @@ def _cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_cli())
+    sys.exit(main())

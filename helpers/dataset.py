@@ -17,10 +17,6 @@ folders of ``.pt`` files, each holding one image already preprocessed as a float
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +29,9 @@ from torchvision import transforms
 from torchvision.transforms.functional import to_pil_image
 from tqdm.auto import tqdm
 
+from helpers.files import content_hashes
+
+TILE_SIZE = 227  # the images' width and height, and so the input size the model learns from
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLASS_NAMES = ("Negative", "Positive")  # label 0 = no crack, 1 = crack
@@ -121,70 +120,6 @@ def split_index(n: int, train_fraction: float = 0.75) -> int:
     if not 0.0 <= train_fraction <= 1.0:
         raise ValueError(f"train_fraction must lie between 0 and 1, got {train_fraction}")
     return int(n * train_fraction + 1e-9)  # the small term guards against 100 * 0.29 = 28.999...
-
-
-# ----------------------------------------------------------------------------- content hashes
-def sha1_of_file(path: Path) -> str:
-    """The SHA-1 of a file's bytes: equal hashes mean byte-identical files."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def relative_name(path: Path, base: Path) -> str:
-    """``path`` relative to ``base`` when it lies inside it (else absolute), with / separators."""
-    try:
-        return path.absolute().relative_to(base.absolute()).as_posix()
-    except ValueError:
-        return path.absolute().as_posix()
-
-
-def read_json(path: Path) -> dict:
-    """A JSON object from ``path``, or an empty dict if the file is missing or damaged."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def write_json_atomically(data: dict, path: Path) -> None:
-    """Write a temporary file, then rename it over ``path``: readers never see half a file.
-
-    Failures (a read-only folder, a full disk) are ignored: the cache only saves time.
-    """
-    temp_path = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        temp_path.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(temp_path, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temp_path.unlink(missing_ok=True)
-
-
-def content_hashes(
-    paths: Sequence[Path], cache_file: Path | None = None, progress: bool = False
-) -> list[str]:
-    """SHA-1 of each file, in order. With ``cache_file`` earlier results are reused.
-
-    The cache maps "<relative name>|<size>|<mtime_ns>" to a hash, so a file that changes
-    (new size or modification time) gets a new key and is hashed again.
-    """
-    cache = read_json(Path(cache_file)) if cache_file is not None else {}
-    base = Path(cache_file).parent if cache_file is not None else Path.cwd()
-    hashes, changed = [], False
-    for path in tqdm(paths, desc="Hashing files", disable=not progress):
-        stat = Path(path).stat()
-        key = f"{relative_name(Path(path), base)}|{stat.st_size}|{stat.st_mtime_ns}"
-        if not isinstance(cache.get(key), str):
-            cache[key] = sha1_of_file(Path(path))
-            changed = True
-        hashes.append(cache[key])
-    if cache_file is not None and changed:
-        write_json_atomically(cache, Path(cache_file))
-    return hashes
 
 
 # ----------------------------------------------------------------------------- reading files
@@ -284,6 +219,7 @@ class CrackDataset(SampleSplit):
             raise ValueError(f"bad_images must be 'raise' or 'skip'; got {bad_images!r}")
         self.root = Path(root)
         self.split = split
+        self.dedupe = dedupe
         if isinstance(transform, str) and transform != "default":
             raise ValueError(f"transform must be a callable, None or 'default'; got {transform!r}")
         self.uses_default_transform = isinstance(transform, str)
@@ -354,6 +290,84 @@ class CrackDataset(SampleSplit):
         """SHA-1 of every sample's file, cached in ``root/.content_hashes.json``."""
         paths = [sample.path for sample in self.samples]
         return content_hashes(paths, self.root / HASH_CACHE_NAME, progress)
+
+
+# ----------------------------------------------------------------------------- your own classes
+def class_folders(root: Path) -> list[str]:
+    """The class names of an ImageFolder layout: the sorted names of root's visible sub-folders."""
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"Dataset folder {root} does not exist: expected root/<class name>/<images>.")
+    names = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    if len(names) < 2:
+        raise DatasetNotFoundError(f"Dataset folder {root} has {len(names)} class folder(s) ({', '.join(names)}); "
+                                   "a classifier needs at least 2: root/<class name>/<images>.")
+    return names
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files of one class folder, sorted by name; .DS_Store, .pt and other files are ignored."""
+    files = sorted((path for path in folder.iterdir()
+                    if is_data_file(path) and path.suffix.lower() in IMAGE_EXTENSIONS), key=lambda p: p.name)
+    if not files:
+        raise DatasetNotFoundError(f"Class folder {folder} holds no images "
+                                   f"({', '.join(IMAGE_EXTENSIONS)}): add some, or remove the folder.")
+    return files
+
+
+def take_in_turn(groups: Sequence[Sequence]) -> list:
+    """One item from each group in turn: [[a1, a2], [b1], [c1, c2]] -> [a1, b1, c1, a2, c2]."""
+    longest = max((len(group) for group in groups), default=0)
+    return [group[i] for i in range(longest) for group in groups if i < len(group)]
+
+
+class FolderDataset(SampleSplit):
+    """Images in root/<class name>/ folders (the ImageFolder layout): labels 0, 1, 2... by sorted folder name.
+
+    Your own classes, as many as you like (crack, stain, no_defect...), with the same rules as
+    CrackDataset: sorted files, stable ids such as "crack/00007.jpg", RGB conversion, clear
+    errors and the same `samples` list, so features and analysis work on it unchanged.
+    For every class separately, the first `train_fraction` of its sorted files go to training
+    and the rest to validation, so both splits keep the class balance; the chosen files are then
+    taken in turn from each class (round robin), like the capstone's interleaving.
+
+    split "train" holds the first `train_fraction` of each class's sorted files, "val" the rest,
+    "all" everything. `transform` is "default" (ToTensor and ImageNet normalisation), None
+    (PIL images) or any callable.
+    """
+
+    def __init__(self, root: str | Path, split: Literal["train", "val", "all"] = "train",
+                 transform: Callable | None | Literal["default"] = "default", train_fraction: float = 0.75):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}; got {split!r}")
+        if isinstance(transform, str) and transform != "default":
+            raise ValueError(f"transform must be a callable, None or 'default'; got {transform!r}")
+        self.root = Path(root)
+        self.split = split
+        self.transform = default_transform() if transform == "default" else transform
+        self.classes = class_folders(self.root)
+        per_class, self.source_size = [], 0  # source_size: images in the folder, both splits
+        for label, name in enumerate(self.classes):
+            files = image_files(self.root / name)
+            self.source_size += len(files)
+            per_class.append([(path, label) for path in self._choose(files, train_fraction)])
+        self.samples = [Sample(index=i, sample_id=f"{path.parent.name}/{path.name}", path=path, label=label)
+                        for i, (path, label) in enumerate(take_in_turn(per_class))]
+        if not self.samples:
+            raise DatasetNotFoundError(f"The {split!r} split of {self.root} is empty: each class needs more images.")
+
+    def _choose(self, files: list[Path], train_fraction: float) -> list[Path]:
+        """This split's share of one class's sorted files."""
+        cut = split_index(len(files), train_fraction)
+        if self.split == "all":
+            return files
+        return files[:cut] if self.split == "train" else files[cut:]
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
+        sample = self.samples[idx]
+        image = load_image(sample.path)  # RGB; a BadImageError names the file when it cannot be read
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, sample.label
 
 
 # ----------------------------------------------------------------------------- leakage check

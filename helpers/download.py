@@ -24,7 +24,6 @@ copy of the data with a whole classroom.
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import re
 import shutil
@@ -40,6 +39,9 @@ from urllib.request import url2pathname
 
 import requests
 from tqdm.auto import tqdm
+
+from helpers.files import file_digest
+
 
 class DownloadError(RuntimeError):
     """A file could not be fetched. ``reason`` holds a short description of why."""
@@ -65,15 +67,6 @@ class _RetryableError(Exception):
     """Internal: this attempt failed in a way that another attempt may fix."""
 
 
-def sha256sum(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Return the SHA-256 of a file as 64 lowercase hex digits, reading it in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _local_source(url: str) -> Path | None:
     """The local file a source names (plain path or ``file://``), or None for http(s)."""
     if url.lower().startswith(("http://", "https://")):
@@ -94,7 +87,7 @@ def download_file(url: str, dest: str | Path, *, sha256: str | None = None,
     """
     dest = Path(dest)
     expected = sha256.strip().lower() if sha256 else None
-    if dest.is_file() and (expected is None or sha256sum(dest) == expected):
+    if dest.is_file() and (expected is None or file_digest(dest) == expected):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")       # same folder, so the rename is atomic
@@ -107,7 +100,7 @@ def download_file(url: str, dest: str | Path, *, sha256: str | None = None,
                             chunk_size=chunk_size, progress=progress, session=session)
 
     if expected is not None:
-        actual = sha256sum(part)
+        actual = file_digest(part)
         if actual != expected:
             part.unlink()
             raise ChecksumError(

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from helpers.workbook import has_widget_frontend
+
 FRONTEND_MESSAGE = ("The interactive explorer needs JupyterLab (or Jupyter Notebook / VS Code) "
                     "with ipywidgets; showing a static summary instead.")
 
@@ -36,17 +38,6 @@ FILTERS = (
 )
 CACHE_SIZE = 64  # PNG pictures kept in memory, so stepping back and forth is quick
 GAP_PIXELS = 6   # white gap between the photo and its heat map
-
-
-def has_widget_frontend() -> bool:
-    """True inside a Jupyter kernel where ipywidgets imports; False in plain Python."""
-    try:
-        from IPython import get_ipython
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and hasattr(shell, "kernel")
 
 
 def _as_numpy(values: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:

@@ -26,13 +26,15 @@ What to know:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 from torch.export import Dim
+
+from helpers.dataset import TILE_SIZE
+from helpers.files import atomic_path, write_json_atomically
 
 EXPORT_FORMAT = "torch.export"
 INPUT_DESCRIPTION = ("Nx3x{height}x{width} float32, RGB scaled to [0, 1] then ImageNet-normalised "
@@ -42,16 +44,6 @@ INPUT_DESCRIPTION = ("Nx3x{height}x{width} float32, RGB scaled to [0, 1] then Im
 def metadata_path(path: str | Path) -> Path:
     """Where the class names of an exported model are kept: the same name with .json."""
     return Path(path).with_suffix(".json")
-
-
-def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Call write(temporary path), then rename the temporary file to `path`."""
-    temp_path = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(temp_path)
-        os.replace(temp_path, path)
-    finally:
-        temp_path.unlink(missing_ok=True)
 
 
 def export_model(model: nn.Module, path: str | Path, example: torch.Tensor | None = None,
@@ -69,7 +61,7 @@ def export_model(model: nn.Module, path: str | Path, example: torch.Tensor | Non
     if path.suffix != ".pt2":
         raise ValueError(f"An exported program is a .pt2 file; got {path.name}.")
     model = model.cpu().eval()
-    example = torch.randn(2, 3, 227, 227) if example is None else example.cpu()
+    example = torch.randn(2, 3, TILE_SIZE, TILE_SIZE) if example is None else example.cpu()
     batch = Dim("batch", min=1, max=4096)
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     num_classes = model(example[:1]).shape[1]
@@ -80,9 +72,9 @@ def export_model(model: nn.Module, path: str | Path, example: torch.Tensor | Non
     info = {"class_names": names, "input": INPUT_DESCRIPTION.format(height=height, width=width),
             "output": f"Nx{num_classes} logits (softmax gives probabilities)", "format": EXPORT_FORMAT,
             "torch": str(torch.__version__)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda temp: torch.export.save(program, temp))
-    write_atomically(metadata_path(path), lambda temp: temp.write_text(json.dumps(info, indent=2) + "\n"))
+    with atomic_path(path) as temp:
+        torch.export.save(program, temp)
+    write_json_atomically(info, metadata_path(path))
     return path
 
 

@@ -8,7 +8,6 @@ and the number format (float32, bfloat16, int8) the backbone used.
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
+
+from helpers.files import atomic_path
 
 FEATURE_SIZE = 512  # ResNet18's avgpool output, the input of fc
 
@@ -91,14 +92,9 @@ def load_cached(path: Path, key: str) -> FeatureSet | None:
 
 
 def save_atomically(feature_set: FeatureSet, path: Path) -> None:
-    """Write to a temporary file, then rename it into place: an interrupted save leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write the feature set to `path` through helpers.files.atomic_path: no half file, ever."""
     payload = {"key": feature_set.key, "features": feature_set.features,
                "labels": feature_set.labels, "sample_ids": feature_set.sample_ids,
                "number_format": feature_set.number_format}
-    try:
-        torch.save(payload, temp_path)
-        os.replace(temp_path, path)
-    finally:
-        temp_path.unlink(missing_ok=True)
+    with atomic_path(path) as temp:
+        torch.save(payload, temp)

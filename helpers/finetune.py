@@ -1,22 +1,10 @@
-"""Beyond the capstone: more than two classes, and fine-tuning the last block of the backbone.
+"""Beyond the fixed feature extractor: fine-tuning the last block of the backbone (notebook 06).
 
-The capstone freezes all of ResNet18 and trains only a new `fc` head on two folders of
-photos. Two natural next steps, used by notebook 06:
-
-* **Any number of classes.** :class:`FolderDataset` reads the usual ``ImageFolder`` layout,
-  ``root/<class name>/<images>``, with as many class folders as you like (crack, stain,
-  no_defect...). It follows the same rules as :class:`helpers.dataset.CrackDataset`: sorted
-  files, stable ids such as ``"crack/00007.jpg"``, RGB conversion, clear errors, and the same
-  ``samples`` list, so helpers.features and helpers.analysis work on it unchanged.
-* **Fine-tuning.** Frozen ImageNet features are general; the last block (``layer4``) holds
-  the most ImageNet-specific ones. :func:`unfreeze` lets that block learn too, and
-  :func:`fine_tune` trains it with a *smaller* learning rate than the new head
-  (:func:`parameter_groups`), so the pretrained weights are adjusted, not overwritten.
-
-The split. For every class separately, the first 75% of its sorted files go to training and
-the rest to validation, so both splits keep the class balance and every machine gets the
-same split. The chosen files are then taken in turn from each class (round robin), like the
-capstone's positive/negative interleaving, so even an unshuffled loader sees mixed batches.
+The capstone freezes all of ResNet18 and trains only a new `fc` head. Frozen ImageNet features
+are general; the last block (``layer4``) holds the most ImageNet-specific ones. :func:`unfreeze`
+lets that block learn too, and :func:`fine_tune` trains it with a *smaller* learning rate than
+the new head (:func:`parameter_groups`), so the pretrained weights are adjusted, not overwritten.
+(Your own classes, any number of them, are read by :class:`helpers.dataset.FolderDataset`.)
 
 BatchNorm after unfreezing. :func:`helpers.training.set_train_mode` puts back into eval mode
 every module whose parameters are *all* frozen. After ``unfreeze(model, ("layer4",))`` the
@@ -31,98 +19,15 @@ backbone's weights have changed, and its features must be computed again.
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from helpers.dataset import (
-    IMAGE_EXTENSIONS,
-    SPLITS,
-    DatasetNotFoundError,
-    Sample,
-    SampleSplit,
-    default_transform,
-    is_data_file,
-    load_image,
-    split_index,
-)
 from helpers.model import count_parameters, trainable_parameter_names
-from helpers.training import History, evaluate, resolve_device, set_train_mode, training_step
-
-
-# ----------------------------------------------------------------------------- the dataset
-def class_folders(root: Path) -> list[str]:
-    """The class names of an ImageFolder layout: the sorted names of root's visible sub-folders."""
-    if not root.is_dir():
-        raise DatasetNotFoundError(f"Dataset folder {root} does not exist: expected root/<class name>/<images>.")
-    names = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
-    if len(names) < 2:
-        raise DatasetNotFoundError(f"Dataset folder {root} has {len(names)} class folder(s) ({', '.join(names)}); "
-                                   "a classifier needs at least 2: root/<class name>/<images>.")
-    return names
-
-
-def image_files(folder: Path) -> list[Path]:
-    """The image files of one class folder, sorted by name; .DS_Store, .pt and other files are ignored."""
-    files = sorted((path for path in folder.iterdir()
-                    if is_data_file(path) and path.suffix.lower() in IMAGE_EXTENSIONS), key=lambda p: p.name)
-    if not files:
-        raise DatasetNotFoundError(f"Class folder {folder} holds no images "
-                                   f"({', '.join(IMAGE_EXTENSIONS)}): add some, or remove the folder.")
-    return files
-
-
-def take_in_turn(groups: Sequence[Sequence]) -> list:
-    """One item from each group in turn: [[a1, a2], [b1], [c1, c2]] -> [a1, b1, c1, a2, c2]."""
-    longest = max((len(group) for group in groups), default=0)
-    return [group[i] for i in range(longest) for group in groups if i < len(group)]
-
-
-class FolderDataset(SampleSplit):
-    """Images in root/<class name>/ folders: labels 0, 1, 2... in the sorted order of the folder names.
-
-    split "train" holds the first `train_fraction` of each class's sorted files, "val" the rest,
-    "all" everything. `transform` is "default" (ToTensor and ImageNet normalisation), None
-    (PIL images) or any callable.
-    """
-
-    def __init__(self, root: str | Path, split: Literal["train", "val", "all"] = "train",
-                 transform: Callable | None | Literal["default"] = "default", train_fraction: float = 0.75):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}; got {split!r}")
-        if isinstance(transform, str) and transform != "default":
-            raise ValueError(f"transform must be a callable, None or 'default'; got {transform!r}")
-        self.root = Path(root)
-        self.split = split
-        self.transform = default_transform() if transform == "default" else transform
-        self.classes = class_folders(self.root)
-        per_class, self.source_size = [], 0  # source_size: images in the folder, both splits
-        for label, name in enumerate(self.classes):
-            files = image_files(self.root / name)
-            self.source_size += len(files)
-            per_class.append([(path, label) for path in self._choose(files, train_fraction)])
-        self.samples = [Sample(index=i, sample_id=f"{path.parent.name}/{path.name}", path=path, label=label)
-                        for i, (path, label) in enumerate(take_in_turn(per_class))]
-        if not self.samples:
-            raise DatasetNotFoundError(f"The {split!r} split of {self.root} is empty: each class needs more images.")
-
-    def _choose(self, files: list[Path], train_fraction: float) -> list[Path]:
-        """This split's share of one class's sorted files."""
-        cut = split_index(len(files), train_fraction)
-        if self.split == "all":
-            return files
-        return files[:cut] if self.split == "train" else files[cut:]
-
-    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
-        sample = self.samples[idx]
-        image = load_image(sample.path)  # RGB; a BadImageError names the file when it cannot be read
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, sample.label
-
+from helpers.settings import pick_device
+from helpers.training import History, evaluate, set_train_mode, training_step
 
 
 # ----------------------------------------------------------------------------- unfreezing
@@ -185,7 +90,7 @@ def fine_tune(model: nn.Module, train_loader, val_loader=None, epochs: int = 1, 
     builds its optimiser from a single lr, so this function builds its own. The model is
     left in eval mode.
     """
-    device = resolve_device(device)
+    device = pick_device(device)
     torch.manual_seed(seed)
     model.to(device)
     optimizer = torch.optim.Adam(parameter_groups(model, head_lr=head_lr, backbone_lr=backbone_lr))

@@ -23,9 +23,9 @@ saturates, and the features round no more than with a float32 first convolution,
 slower (measured: benchmarks/README.md).
 
 The features differ from float32 by rounding only: tests check that their cosine similarity
-stays near 1 and that a head's predictions agree on at least 99 % of the images. Calibration
-uses synthetic concrete images drawn by :mod:`helpers.synthetic` with a fixed seed, never the
-data being measured, so the training and validation features come from the same int8 model.
+stays near 1 and that a head's predictions agree on at least 99 % of the images. The caller
+passes the calibration images (:func:`helpers.speed.calibration_images`: synthetic concrete
+drawn with a fixed seed, never the data being measured).
 
 It needs an x86-64 CPU, torchao and a C++ compiler (torch.compile writes C++); elsewhere
 :func:`int8_unavailable_reason` says why and the workbook stays in float32.
@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import importlib.metadata
 import importlib.util
 import logging
@@ -43,7 +44,6 @@ import platform
 import warnings
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -60,6 +60,39 @@ RECIPE = (f"int8 calibrated on {CALIBRATION_IMAGES} synthetic images, seed {CALI
 ROUNDING_ERROR_RANGE = (1e-7, 1e-2)
 
 
+# torch and torchao pairs (major.minor of each) whose int8 path was measured. Auto mode builds the
+# int8 backbone only for a known-good pair: a pair not made for each other may export a graph that
+# never becomes int8 kernels, and the build (15-30 s) would be wasted.
+KNOWN_GOOD_VERSIONS = {((2, 14), (0, 18))}  # 2-core AMD EPYC: 2-3x float32's speed, agreement tests pass
+KNOWN_BAD_VERSIONS = {((2, 11), (0, 18))}   # a lent Xeon: the graph stayed float (rounds nothing)
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    """'2.14.1+cu130' -> (2, 14)."""
+    parts = (version.split("+")[0].split(".") + ["0", "0"])[:2]
+    return tuple(int("".join(ch for ch in part if ch.isdigit()) or 0) for part in parts)  # type: ignore[return-value]
+
+
+def torchao_version() -> str | None:
+    """The installed torchao's version (read from its metadata, without importing it), or None."""
+    try:
+        return importlib.metadata.version("torchao")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@functools.cache
+def torchao_import_error() -> str | None:
+    """None when torchao's quantisation modules import, else what went wrong (asked once per process)."""
+    try:
+        with _quiet_torch_logs():
+            import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
+            from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer  # noqa: F401
+    except Exception as error:  # ImportError, but also whatever a mismatched build raises
+        return f"{type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"
+    return None
+
+
 def int8_unavailable_reason(device: torch.device | str = "cpu") -> str | None:
     """None when the int8 backbone can run on `device`, else a sentence saying why not."""
     device = torch.device(device)
@@ -69,14 +102,38 @@ def int8_unavailable_reason(device: torch.device | str = "cpu") -> str | None:
         return f"the int8 kernels need an x86-64 CPU, and this one is {platform.machine()}"
     if not torch.backends.mkldnn.is_available():
         return "this PyTorch build has no oneDNN (mkldnn), which runs the int8 convolutions"
-    if importlib.util.find_spec("torchao") is None:
+    version = torchao_version()
+    if version is None or importlib.util.find_spec("torchao") is None:
         return "torchao is not installed (pip install torchao)"
+    pair = (_major_minor(torch.__version__), _major_minor(version))
+    if pair in KNOWN_BAD_VERSIONS:
+        return (f"torch {torch.__version__} with torchao {version} does not turn the graph into int8 kernels "
+                "(install versions made for each other)")
+    problem = torchao_import_error()
+    if problem:
+        return f"torchao {version} is installed but cannot be imported with torch {torch.__version__} ({problem})"
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # torch < 2.5: its export gives aten.convolution, which torchao's quantiser refuses
+        return f"the int8 backbone needs torch 2.5 or newer, and this is {torch.__version__}"
+    try:
         get_cpp_compiler()
     except Exception as error:  # no g++ / clang++ / MSVC on the PATH
         return f"torch.compile needs a C++ compiler and found none ({type(error).__name__}: {error})"
     return None
+
+
+def int8_untested_reason() -> str | None:
+    """None when this torch and torchao pair is known to give int8 kernels, else a sentence saying so.
+
+    Auto mode picks int8 only for a known pair; FastSettings(int8=True) still tries any other.
+    """
+    version = torchao_version() or "(none)"
+    if (_major_minor(torch.__version__), _major_minor(version)) in KNOWN_GOOD_VERSIONS:
+        return None
+    known = ", ".join(f"torch {t[0]}.{t[1]} + torchao {a[0]}.{a[1]}" for t, a in sorted(KNOWN_GOOD_VERSIONS))
+    return (f"torch {torch.__version__} with torchao {version} has not been checked with the int8 path "
+            f"(known to work: {known}); FastSettings(int8=True) tries it anyway")
 
 
 @contextlib.contextmanager
@@ -138,19 +195,6 @@ def fold_batchnorm(backbone: nn.Sequential) -> nn.Sequential:
             raise ValueError(f"fold_batchnorm knows ResNet18's layers only, not {type(layer).__name__}")
         i += 1
     return nn.Sequential(*folded).eval()
-
-
-# ----------------------------------------------------------------------------- calibration
-def calibration_images(transform: Callable | None, count: int = CALIBRATION_IMAGES,
-                       seed: int = CALIBRATION_SEED) -> torch.Tensor:
-    """`count` synthetic concrete photos (half cracked), through `transform`: (count, 3, 227, 227)."""
-    from helpers.dataset import default_transform
-    from helpers.synthetic import make_image
-
-    transform = transform or default_transform()
-    rng = np.random.default_rng(seed)
-    recipes = ["crack", "no_crack"] * (count // 2) + ["crack"] * (count % 2)
-    return torch.stack([transform(make_image(rng, recipe)[0]) for recipe in recipes])
 
 
 # ----------------------------------------------------------------------------- quantise

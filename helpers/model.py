@@ -8,7 +8,6 @@ checkpoints that say what they hold.
 
 from __future__ import annotations
 
-import os
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,14 +17,12 @@ import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-from helpers.workbook import data_dir, quick_mode
+from helpers.files import atomic_path
+from helpers.settings import quick_mode, random_weights_allowed, weights_url
 
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1     # what the capstone's `pretrained=True` meant
 WEIGHTS_URL = IMAGENET_WEIGHTS.url
 WEIGHTS_FILE = WEIGHTS_URL.rsplit("/", 1)[-1]          # resnet18-f37072fd.pth
-WEIGHTS_URL_ENV = "WORKBOOK_WEIGHTS_URL"              # a classroom mirror of the weights file
-RANDOM_WEIGHTS_ENV = "WORKBOOK_ALLOW_RANDOM_WEIGHTS"
-DEVICE_ENV = "WORKBOOK_DEVICE"
 CHECKPOINT_FORMAT = "concrete-crack-workbook/1"
 
 
@@ -48,7 +45,7 @@ def load_imagenet_state_dict(url: str | None = None, progress: bool = True) -> d
     The address is torchvision's, unless `url` or `$WORKBOOK_WEIGHTS_URL` names a mirror. The
     file's SHA-256 must start with the `f37072fd` in its name, whoever serves it.
     """
-    url = url or os.environ.get(WEIGHTS_URL_ENV, "").strip() or WEIGHTS_URL
+    url = url or weights_url() or WEIGHTS_URL
     target = imagenet_weights_path()
     try:
         return torch.hub.load_state_dict_from_url(url, model_dir=str(target.parent), file_name=WEIGHTS_FILE,
@@ -104,14 +101,13 @@ def resolve_weights(allow_random: bool | None = None) -> tuple[str | None, str]:
     """For the notebooks: ("imagenet", description) when the weights can be had, else a loud fallback.
 
     Falling back to a random backbone is allowed only in quick mode or when the learner opts in
-    (`WORKBOOK_ALLOW_RANDOM_WEIGHTS=1` or `allow_random=True`); otherwise the error stands.
+    (WORKBOOK_ALLOW_RANDOM_WEIGHTS=1 or `allow_random=True`); otherwise the error stands.
     """
     try:
         load_imagenet_state_dict()
         return "imagenet", "ImageNet (torchvision IMAGENET1K_V1)"
     except WeightsUnavailableError as exc:
-        opted_in = os.environ.get(RANDOM_WEIGHTS_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-        if not (allow_random if allow_random is not None else (quick_mode() or opted_in)):
+        if not (allow_random if allow_random is not None else (quick_mode() or random_weights_allowed())):
             raise
         print("!" * 88)
         print("WARNING: no ImageNet weights; the backbone is RANDOMLY INITIALISED, not pretrained.")
@@ -133,27 +129,10 @@ def trainable_parameter_names(model: nn.Module) -> list[str]:
     return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
-def pick_device(preference: str | None = None) -> torch.device:
-    """CUDA, else Apple's MPS, else the CPU; `preference` or `$WORKBOOK_DEVICE` overrides ("cpu", "cuda:1")."""
-    preference = preference or os.environ.get(DEVICE_ENV, "").strip() or None
-    if preference:
-        return torch.device(preference)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def software_versions() -> dict[str, str]:
     """Versions worth recording next to a result."""
     return {"python": platform.python_version(), "torch": str(torch.__version__),
             "torchvision": str(torchvision.__version__)}
-
-
-def default_checkpoint_path() -> Path:
-    """Where notebook 04 saves the trained model and notebook 05 looks for it (quick mode keeps its own)."""
-    return data_dir() / "checkpoints" / ("resnet18_cracks_quick.pt" if quick_mode() else "resnet18_cracks.pt")
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, class_names: list[str], metadata: dict | None = None) -> Path:
@@ -163,19 +142,14 @@ def save_checkpoint(path: str | Path, model: nn.Module, class_names: list[str], 
     never leaves a half-written checkpoint where a good one was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT, "architecture": "resnet18", "num_classes": len(class_names),
         "class_names": list(class_names), "state_dict": model.state_dict(),
         "metadata": {**(metadata or {}), "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "versions": software_versions()},
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as temp:
+        torch.save(payload, temp)
     return path
 
 

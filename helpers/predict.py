@@ -29,10 +29,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from helpers.dataset import BadImageError, default_transform
-from helpers.model import CheckpointMismatchError, default_checkpoint_path, load_checkpoint, pick_device
-
-TILE_SIZE = 227  # the size of the dataset's images, and so of what the model has learned from
+from helpers.dataset import TILE_SIZE, BadImageError, default_transform
+from helpers.model import CheckpointMismatchError, load_checkpoint
+from helpers.settings import default_checkpoint_path, pick_device
+from helpers.workbook import has_widget_frontend
 
 
 @dataclass
@@ -71,14 +71,14 @@ def load_image_tensor(path: str | Path) -> torch.Tensor:
     return default_transform()(image)
 
 
-def predict_images(model: nn.Module, paths: Sequence[str | Path], class_names: Sequence[str],
+def classify_images(model: nn.Module, paths: Sequence[str | Path], class_names: Sequence[str],
                    device: torch.device | str | None = None, batch_size: int = 32) -> list[Prediction]:
     """The model's prediction for each photo in `paths`, in the same order.
 
     The model is put in eval mode (BatchNorm uses its learned statistics) and runs without
     gradients, `batch_size` photos at a time.
     """
-    device = pick_device() if device is None else torch.device(device)
+    device = pick_device(device)
     model = model.to(device).eval()
     paths = [Path(p) for p in paths]
     predictions = []
@@ -103,11 +103,9 @@ def _prediction(path: Path, probabilities: torch.Tensor, class_names: Sequence[s
 
 def upload_classifier(model: nn.Module, class_names: Sequence[str]):
     """A widget to classify a photo the learner uploads (JupyterLab); None, with a message, elsewhere."""
-    from helpers.explorer import has_widget_frontend  # ipywidgets only where a notebook needs it
-
     if not has_widget_frontend():
         print("The upload widget needs JupyterLab (or Jupyter Notebook / VS Code); "
-              "call predict_files([...], checkpoint) or `python -m helpers.predict` instead.")
+              "call classify_files([...], checkpoint) or `python -m helpers.predict` instead.")
         return None
     import ipywidgets as widgets
 
@@ -121,7 +119,7 @@ def upload_classifier(model: nn.Module, class_names: Sequence[str]):
                 path = Path(folder) / Path(item["name"]).name
                 path.write_bytes(bytes(item["content"]))
                 try:
-                    prediction = predict_images(model, [path], class_names)[0]
+                    prediction = classify_images(model, [path], class_names)[0]
                     print(f"{item['name']}: {prediction.label} ({prediction.probability:.1%})")
                 except (BadImageError, FileNotFoundError) as error:
                     print(f"error: {error}")
@@ -149,10 +147,10 @@ def load_model(checkpoint: str | Path | None = None) -> tuple[nn.Module, list[st
     return model, list(info["class_names"])
 
 
-def predict_files(paths: Sequence[str | Path], checkpoint: str | Path | None = None) -> list[Prediction]:
+def classify_files(paths: Sequence[str | Path], checkpoint: str | Path | None = None) -> list[Prediction]:
     """Load the checkpoint (default_checkpoint_path() when None) and predict each photo."""
     model, class_names = load_model(checkpoint)
-    return predict_images(model, paths, class_names)
+    return classify_images(model, paths, class_names)
 
 
 def format_prediction(prediction: Prediction) -> str:
@@ -175,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 when all went well, 1 on an error)."""
     args = parse_args(argv)
     try:
-        predictions = predict_files(args.images, args.checkpoint)
+        predictions = classify_files(args.images, args.checkpoint)
     except (FileNotFoundError, BadImageError, CheckpointMismatchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -27,10 +27,8 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from helpers.dataset import default_transform
-from helpers.model import pick_device
-
-TILE_SIZE = 227  # the size of the dataset's images
+from helpers.dataset import TILE_SIZE, default_transform
+from helpers.settings import pick_device
 
 
 @dataclass
@@ -102,7 +100,7 @@ def scan(model: nn.Module, image, tile: int = TILE_SIZE, stride: int | None = No
     mode and without gradients. `progress` shows a bar over the batches.
     """
     stride = tile if stride is None else stride
-    device = pick_device() if device is None else torch.device(device)
+    device = pick_device(device)
     photo = as_rgb_image(image)
     height, width = photo.height, photo.width
     tops, lefts = tile_positions(height, width, tile, stride)

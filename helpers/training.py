@@ -17,28 +17,21 @@ The capstone calls `model.train()`, so its "frozen" backbone drifts a little at 
 `set_train_mode` (used by `train(freeze_batchnorm=True)`) puts the frozen parts back into
 eval mode, so the backbone really is the pretrained network, and cached features stay valid.
 
-`accuracy_interval` turns "9,944 of 10,000 right" into a 95% interval, so two accuracies
-can be compared fairly.
+How good the result is (`helpers.analysis.accuracy_interval`, metrics) and the orchestration
+that later notebooks need (`helpers.pipeline.ensure_checkpoint`) live elsewhere.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from statistics import NormalDist
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from helpers.data import DataChoice
-from helpers.dataset import CrackDataset
-from helpers.features import default_cache_dir, extract_features
-from helpers.model import (build_resnet18, default_checkpoint_path, load_checkpoint, pick_device, resolve_weights,
-                           save_checkpoint)
-from helpers.workbook import quick_mode
+from helpers.feature_cache import FeatureSet
+from helpers.settings import pick_device
 
 
 @dataclass
@@ -63,11 +56,6 @@ class History:
 
 
 # ----------------------------------------------------------------------------- small pieces
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """The device to use: the one given, else helpers.model.pick_device() (CUDA, MPS or CPU)."""
-    return pick_device() if device is None else torch.device(device)
-
-
 def set_train_mode(model: nn.Module, frozen_backbone: bool = True) -> None:
     """Put the model in training mode, but keep its frozen parts in eval mode.
 
@@ -117,13 +105,13 @@ def row_batches(features: torch.Tensor, labels: torch.Tensor, batch_size: int,
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def predict(model: nn.Module, loader, device: str | torch.device | None = None,
+def predict_logits(model: nn.Module, loader, device: str | torch.device | None = None,
             progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the model (moved to `device`, in eval mode) over a loader of (inputs, labels) batches.
 
     Returns (logits of shape (N, classes) as float32, labels of shape (N,)), both on the CPU.
     """
-    device = resolve_device(device)
+    device = pick_device(device)
     model.to(device)
     model.eval()
     all_logits, all_labels = [], []
@@ -140,28 +128,9 @@ def predict(model: nn.Module, loader, device: str | torch.device | None = None,
 def evaluate(model: nn.Module, loader, device: str | torch.device | None = None,
              progress: bool = False) -> float:
     """Accuracy (between 0 and 1) of the model, in eval mode, on a loader of (inputs, labels)."""
-    logits, labels = predict(model, loader, device=device, progress=progress)
+    logits, labels = predict_logits(model, loader, device=device, progress=progress)
     predicted = logits.argmax(dim=1)
     return (predicted == labels).float().mean().item()
-
-
-def accuracy_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for an accuracy of correct/total, e.g. 9944/10000 -> (0.9927, 0.9957).
-
-    Unlike "p +- 1.96 * standard error" it stays within [0, 1] and behaves near 0% and 100%.
-    """
-    if total <= 0 or not 0 <= correct <= total:
-        raise ValueError(f"need 0 <= correct <= total and total > 0; got {correct}/{total}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)  # 1.96 for 95%
-    p = correct / total
-    denominator = 1 + z**2 / total
-    centre = (p + z**2 / (2 * total)) / denominator
-    half_width = z * math.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / denominator
-    lower = 0.0 if correct == 0 else centre - half_width      # exactly 0 and 1 at the edges,
-    upper = 1.0 if correct == total else centre + half_width  # without rounding leftovers
-    return lower, upper
 
 
 # ----------------------------------------------------------------------------- training
@@ -177,7 +146,7 @@ def train(model: nn.Module, train_loader, val_loader=None, *, epochs: int = 1, l
     statistics drift. With val_loader, the validation accuracy is measured after each epoch.
     The model is left in eval mode, ready for predictions.
     """
-    device = resolve_device(device)
+    device = pick_device(device)
     torch.manual_seed(seed)
     model.to(device)
     optimizer = torch.optim.Adam(trainable_parameters(model), lr=lr)
@@ -205,33 +174,34 @@ def train(model: nn.Module, train_loader, val_loader=None, *, epochs: int = 1, l
     return history
 
 
-def _check_features(features: torch.Tensor, labels: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features as float32 (N, D) and labels as int64 (N,), or a clear error."""
+def _rows(feature_set: FeatureSet, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A feature set's features as float32 (N, D) and labels as int64 (N,), or a clear error."""
+    features, labels = getattr(feature_set, "features", None), getattr(feature_set, "labels", None)
+    if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{name}: need a FeatureSet (helpers.features.extract_features), "
+                        f"not {type(feature_set).__name__}")
     if features.dim() != 2 or labels.dim() != 1 or len(features) != len(labels) or len(labels) == 0:
         raise ValueError(f"{name}: need features of shape (N, D) and labels of shape (N,) with N > 0; "
                          f"got {tuple(features.shape)} and {tuple(labels.shape)}")
     return features.float(), labels.long()
 
 
-def train_head(head: nn.Module, train_features: torch.Tensor, train_labels: torch.Tensor,
-               val_features: torch.Tensor | None = None, val_labels: torch.Tensor | None = None, *,
+def train_head(head: nn.Module, train_set: FeatureSet, val_set: FeatureSet | None = None, *,
                epochs: int = 1, lr: float = 1e-3, batch_size: int = 100, shuffle: bool = False, seed: int = 0,
                device: str | torch.device | None = None, progress: bool = True) -> History:
     """The fast path: the same optimisation as `train`, on precomputed backbone features.
 
-    Batches are consecutive rows (like a DataLoader without shuffling), or, with shuffle=True,
-    rows in a new random order each epoch drawn from a generator seeded with `seed`.
-    With the same seed, head, order and batch size, and features from the backbone in eval
-    mode, the head ends with the same weights as after `train(..., freeze_batchnorm=True)`.
-    The head is left in eval mode.
+    train_set, val_set: FeatureSets (helpers.features.extract_features), or anything with
+    `features` (N, 512) and `labels` (N,) tensors. Batches are consecutive rows (like a
+    DataLoader without shuffling), or, with shuffle=True, rows in a new random order each epoch
+    drawn from a generator seeded with `seed`. With the same seed, head, order and batch size,
+    and features from the backbone in eval mode, the head ends with the same weights as after
+    `train(..., freeze_batchnorm=True)`. The head is left in eval mode.
     """
-    train_features, train_labels = _check_features(train_features, train_labels, "training data")
-    if (val_features is None) != (val_labels is None):
-        raise ValueError("Give both val_features and val_labels, or neither.")
-    if val_features is not None:
-        val_features, val_labels = _check_features(val_features, val_labels, "validation data")
-        val_batches = row_batches(val_features, val_labels, batch_size)
-    device = resolve_device(device)
+    train_features, train_labels = _rows(train_set, "training data")
+    if val_set is not None:
+        val_batches = row_batches(*_rows(val_set, "validation data"), batch_size)
+    device = pick_device(device)
     torch.manual_seed(seed)
     order_generator = torch.Generator().manual_seed(seed)
     head.to(device)
@@ -252,58 +222,9 @@ def train_head(head: nn.Module, train_features: torch.Tensor, train_labels: torc
             history.iteration_loss.append(loss)
             loss_sum += loss * len(labels)
         history.epoch_loss.append(loss_sum / len(train_labels))
-        if val_features is not None:
+        if val_set is not None:
             history.val_accuracy.append(evaluate(head, val_batches, device=device))
         bar.set_postfix(loss=f"{history.epoch_loss[-1]:.4f}")
     head.eval()
     history.seconds = time.perf_counter() - start
     return history
-
-
-def checkpoint_metadata(choice: DataChoice, train_set: CrackDataset, val_set: CrackDataset, weights: str | None,
-                        weights_description: str, history: History, feature_format: str = "float32") -> dict:
-    """What a checkpoint records about its training: weights, data, split, accuracy, settings.
-
-    feature_format: how the backbone computed the features the head was trained on
-    (FeatureSet.number_format: float32, bfloat16 or int8).
-    """
-    return {
-        "weights": weights or "random", "weights_description": weights_description,
-        "data_source": choice.source, "data_path": str(choice.path),
-        "n_train": len(train_set), "n_val": len(val_set), "split": "capstone: interleaved, first 75% train",
-        "val_accuracy": history.final_accuracy, "training": history.settings, "quick_mode": quick_mode(),
-        "features": feature_format,
-    }
-
-
-def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> tuple[nn.Module, dict]:
-    """The model notebook 04 trained on this data, or, when there is none, one trained now the same way.
-
-    Later notebooks run on their own: when the checkpoint is missing or was trained on other data
-    (another folder or size), this says so and trains the head through the fast path with the
-    capstone's settings (1 epoch, Adam, lr 0.001, batches of 100), then saves it.
-    """
-    path = default_checkpoint_path()
-    train_set, val_set = CrackDataset(choice.path, "train"), CrackDataset(choice.path, "val")
-    if path.is_file():
-        model, info = load_checkpoint(path, num_classes=len(train_set.classes))
-        meta = info["metadata"]
-        if meta.get("data_path") == str(choice.path) and meta.get("n_val") == len(val_set):
-            print(f"Loaded {path} (trained by notebook 04 on {meta.get('n_train'):,} images, "
-                  f"weights: {meta.get('weights_description')}).")
-            return model, info
-        print(f"{path} was trained on other data ({meta.get('data_path')}); training a new head for {choice.path}.")
-    else:
-        print(f"No checkpoint at {path}: training one now through the fast path, as notebook 04 does.")
-    weights, weights_description = resolve_weights()
-    torch.manual_seed(0)
-    model = build_resnet18(num_classes=len(train_set.classes), weights=weights, progress=progress)
-    name = choice.path.name
-    train_features = extract_features(model, train_set, default_cache_dir(), name=f"{name}-train", progress=progress)
-    val_features = extract_features(model, val_set, default_cache_dir(), name=f"{name}-val", progress=progress)
-    history = train_head(model.fc, train_features.features, train_features.labels, val_features.features,
-                         val_features.labels, epochs=1, lr=1e-3, batch_size=100, seed=0, progress=progress)
-    save_checkpoint(path, model, train_set.classes,
-                    checkpoint_metadata(choice, train_set, val_set, weights, weights_description, history,
-                                        train_features.number_format))
-    return load_checkpoint(path, num_classes=len(train_set.classes))

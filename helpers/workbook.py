@@ -1,40 +1,36 @@
-"""Where the workbook keeps things, and how it runs.
+"""How the workbook runs: the version check every notebook starts with, saving figures, and the commands.
 
-Every notebook starts with the same three questions: where is the project, is this a
-quick run (CI, a first look) or a full one, and are the installed packages recent enough?
-This module answers them in one place so the notebooks stay short.
+Every notebook starts by checking that the installed packages are recent enough
+(:func:`check_versions`). The same module is the workbook's command line, so that a learner
+without `make` (Windows) runs exactly what the Makefile runs::
+
+    python -m helpers.workbook run      # every notebook in order, headless (make run)
+    python -m helpers.workbook test     # unit tests + every notebook in quick mode (make test)
+    python -m helpers.workbook lab      # JupyterLab on notebooks/ (make lab)
+    python -m helpers.workbook bench    # the speed benchmark (make bench)
+    python -m helpers.workbook strip    # remove outputs before committing (make strip)
 """
 
 from __future__ import annotations
 
-import os
+import argparse
 import platform
 import re
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-IMAGES_DIR = PROJECT_ROOT / "images"
-QUICK_ENV = "WORKBOOK_QUICK"
-DATA_DIR_ENV = "WORKBOOK_DATA_DIR"
+from helpers.files import atomic_path
+from helpers.settings import PROJECT_ROOT, QUICK, environment_with, images_dir, notebooks
 
 # The packages a learner's version check lists, in the order they matter to the lesson.
 CHECKED_PACKAGES = (
     "torch", "torchvision", "numpy", "pillow", "matplotlib",
-    "requests", "tqdm", "ipywidgets", "jupyterlab", "nbval", "pytest",
+    "requests", "tqdm", "ipywidgets", "jupyterlab",
 )
-
-
-def data_dir() -> Path:
-    """The folder downloads and generated data land in: `data/`, or `$WORKBOOK_DATA_DIR`."""
-    override = os.environ.get(DATA_DIR_ENV, "").strip()
-    return Path(override).expanduser().resolve() if override else PROJECT_ROOT / "data"
-
-
-def quick_mode() -> bool:
-    """True when `WORKBOOK_QUICK=1`: tiny synthetic data and the shortest training (CI, a first look)."""
-    return os.environ.get(QUICK_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+TEST_COMMAND = ("-m", "pytest", "tests", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=900",
+                "-p", "no:cacheprovider")
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -91,9 +87,54 @@ def check_versions(packages: tuple[str, ...] = CHECKED_PACKAGES) -> dict[str, st
 
 def save_figure(fig, name: str, dpi: int = 110) -> Path:
     """Save a matplotlib figure under `images/` (as well as showing it) and return the path."""
-    IMAGES_DIR.mkdir(parents=True, exist_ok=True)
-    path = IMAGES_DIR / name
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, path)
+    path = images_dir() / name
+    with atomic_path(path) as temp:
+        fig.savefig(temp, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def has_widget_frontend() -> bool:
+    """True inside a Jupyter kernel where ipywidgets imports; False in plain Python (a terminal, a script)."""
+    try:
+        from IPython import get_ipython
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+# ----------------------------------------------------------------------------- the commands
+def main(argv: list[str] | None = None) -> int:
+    """`python -m helpers.workbook run|test|lab|bench|strip`; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.workbook", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="execute every notebook in order (headless), figures to images/")
+    run.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/NN_*.ipynb in order")
+    commands.add_parser("test", help="unit tests and every notebook in quick mode (nbval); "
+                                     "more arguments go to pytest, e.g. -k download")
+    commands.add_parser("lab", help="open JupyterLab on notebooks/")
+    commands.add_parser("bench", help="measure the fast path against the capstone's training loop")
+    commands.add_parser("strip", help="remove outputs from the notebooks before committing")
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "test":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+
+    if args.command == "run":
+        from helpers.run_notebooks import run_all
+        return run_all(args.notebooks or notebooks())
+    if args.command == "strip":
+        from helpers.run_notebooks import strip_notebook
+        for path in notebooks():
+            print(f"{'stripped' if strip_notebook(path) else 'clean   '} {path.relative_to(PROJECT_ROOT)}")
+        return 0
+    if args.command == "test":
+        command = [sys.executable, *TEST_COMMAND, *map(str, notebooks()), *extra]
+        return subprocess.call(command, cwd=PROJECT_ROOT, env=environment_with(**{QUICK: "1"}))
+    if args.command == "lab":
+        return subprocess.call([sys.executable, "-m", "jupyter", "lab", "notebooks"], cwd=PROJECT_ROOT)
+    return subprocess.call([sys.executable, str(PROJECT_ROOT / "benchmarks" / "bench_training.py")], cwd=PROJECT_ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

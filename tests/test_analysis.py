@@ -31,8 +31,8 @@ from helpers.analysis import (
 from helpers.dataset import CrackDataset
 from helpers.features import FastSettings, FeatureSet, extract_features
 from helpers.model import build_resnet18
-from helpers.synthetic import generate_dataset
-from helpers.training import accuracy_interval
+from helpers.synthetic_dataset import generate_dataset
+from helpers.analysis import accuracy_interval
 
 # Ten images with known answers. At the default threshold 0.5 (argmax):
 #   true positives  0, 4, 6        false negatives 2, 8
@@ -266,3 +266,31 @@ def test_plot_confusion_matrix_and_threshold_curve():
     lines = curve_fig.axes[0].get_lines()
     assert len(lines) == 3  # precision, recall and the threshold
     assert list(lines[2].get_xdata()) == [0.7, 0.7]
+
+
+# ----------------------------------------------------------------------------- accuracy_interval
+def test_accuracy_interval_for_the_capstone_result():
+    lower, upper = accuracy_interval(9944, 10000)
+    assert lower == pytest.approx(0.99274, abs=1e-5) and upper == pytest.approx(0.99568, abs=1e-5)
+    assert 0.0016 < 0.9944 - lower < 0.0017 and 0.0012 < upper - 0.9944 < 0.0013  # not symmetric near 1
+    assert 0.0014 < (upper - lower) / 2 < 0.0015  # about +-0.15 points
+
+
+def test_accuracy_interval_edges_and_widths():
+    assert accuracy_interval(0, 10) == (0.0, pytest.approx(1.96**2 / (10 + 1.96**2), abs=1e-4))  # 0.2775
+    lower, upper = accuracy_interval(10, 10)
+    assert upper == 1.0 and lower == pytest.approx(10 / (10 + 1.96**2), abs=1e-4)
+    lower, upper = accuracy_interval(5, 10)
+    assert lower == pytest.approx(1 - upper) and lower < 0.5 < upper  # symmetric around one half
+
+    def width(correct: int, total: int, confidence: float = 0.95) -> float:
+        low, high = accuracy_interval(correct, total, confidence)
+        return high - low
+
+    assert width(994, 1000) > 2 * width(9940, 10000)  # 10x the data: about 1/sqrt(10) the width
+    assert width(9940, 10000, confidence=0.99) > width(9940, 10000)
+    for correct, total in [(0, 0), (11, 10), (-1, 10)]:
+        with pytest.raises(ValueError):
+            accuracy_interval(correct, total)
+    with pytest.raises(ValueError):
+        accuracy_interval(5, 10, confidence=1.0)

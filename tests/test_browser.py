@@ -19,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import nbformat
+
+from helpers.settings import browser_required
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +46,7 @@ def _missing_requirement() -> str | None:
 
 
 # CI sets WORKBOOK_REQUIRE_BROWSER=1: there a missing Chromium fails the tests instead of skipping them.
-REQUIRED = os.environ.get("WORKBOOK_REQUIRE_BROWSER", "").strip() == "1"
+REQUIRED = browser_required()
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not REQUIRED and _missing_requirement() is not None,
                                  reason=str(_missing_requirement()))]

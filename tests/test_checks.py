@@ -255,6 +255,16 @@ def test_tensor_answers_are_accepted(capsys):
                      capsys)[0]
 
 
+def test_a_right_answer_that_changes_its_inputs_still_passes(capsys):
+    """The check judges the answer against its own cases, not against inputs the answer changed in place."""
+    def tiles_then_clear(probabilities, threshold):
+        tiles = [tuple(rc) for rc in (probabilities >= threshold).nonzero().tolist()]
+        probabilities.zero_()
+        return tiles
+
+    assert run_check("check_tiles_above", tiles_then_clear, capsys)[0]
+
+
 # ----------------------------------------------------------------------------- the notebooks
 def notebook_code_cells(stem: str) -> list[dict]:
     notebook = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text(encoding="utf-8"))

@@ -18,14 +18,14 @@ import pytest
 from http_server import FileServer
 from PIL import Image
 
-from helpers import data as data_module
+from helpers.settings import QUICK_SYNTHETIC_PER_CLASS
 from helpers.data import (
     DataChoice,
-    _cli,
     candidate_urls,
     download_dataset,
     is_verified,
     locate_dataset,
+    main,
     prepare_data,
     read_source,
     verify_dataset,
@@ -137,7 +137,7 @@ def test_quick_mode_uses_the_tiny_synthetic_set(workbook_env, monkeypatch):
     choice = locate_dataset(progress=False)
     assert choice.path == workbook_env / "synthetic_quick"
     assert verify_dataset(choice.path, progress=False).counts == {
-        "Positive": data_module.QUICK_PER_CLASS, "Negative": data_module.QUICK_PER_CLASS}
+        "Positive": QUICK_SYNTHETIC_PER_CLASS, "Negative": QUICK_SYNTHETIC_PER_CLASS}
 
 
 def test_verify_names_each_problem(tmp_path):
@@ -172,20 +172,20 @@ def test_verification_stamp_is_invalidated_by_a_change(tmp_path):
 
 def test_cli_synthetic_then_verify(tmp_path, capsys):
     dest = tmp_path / "synthetic"
-    assert _cli(["synthetic", "--per-class", "4", "--seed", "3", "--dest", str(dest)]) == 0
-    assert _cli(["verify", str(dest), "--expected-per-class", "4"]) == 0
+    assert main(["synthetic", "--per-class", "4", "--seed", "3", "--dest", str(dest)]) == 0
+    assert main(["verify", str(dest), "--expected-per-class", "4"]) == 0
     assert "4 Positive, 4 Negative" in capsys.readouterr().out
     assert json.loads((dest / "workbook_source.json").read_text())["seed"] == 3
 
 
 def test_cli_errors_are_one_clear_sentence(workbook_env, tmp_path, file_server, capsys):
-    assert _cli(["synthetic", "--per-class", "0", "--dest", str(tmp_path / "s")]) == 1
+    assert main(["synthetic", "--per-class", "0", "--dest", str(tmp_path / "s")]) == 1
     assert "--per-class must be at least 1" in capsys.readouterr().err
-    assert _cli(["verify", str(tmp_path / "nowhere")]) == 1
+    assert main(["verify", str(tmp_path / "nowhere")]) == 1
     assert "does not exist" in capsys.readouterr().out
 
     dest = tmp_path / "real"
-    code = _cli(["download", "--url", file_server.url("/missing.zip"), "--dest", str(dest)])
+    code = main(["download", "--url", file_server.url("/missing.zip"), "--dest", str(dest)])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: ") and "404" in err
     assert not dest.exists()

@@ -4,7 +4,6 @@ Set WORKBOOK_REAL_SAMPLE to a folder with Positive/ and Negative/ to run the rea
 """
 
 import hashlib
-import os
 import pickle
 import random
 import warnings
@@ -17,6 +16,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from helpers import dataset as ds
+from helpers import files as files_module
+from helpers.files import content_hashes
 from helpers.dataset import (
     CLASS_NAMES,
     BadImageError,
@@ -24,7 +25,6 @@ from helpers.dataset import (
     DatasetNotFoundError,
     LeakageReport,
     Sample,
-    content_hashes,
     default_transform,
     find_split_leakage,
     interleave,
@@ -223,15 +223,15 @@ def test_hash_cache_used_and_invalidated(root40, monkeypatch):
     assert first == [sha1(p) for p in paths]
     assert cache.is_file()
 
-    def no_hashing(path):
+    def no_hashing(path, algorithm="sha256"):
         raise AssertionError(f"{path} was hashed again although the cache holds it")
 
-    monkeypatch.setattr(ds, "sha1_of_file", no_hashing)
+    monkeypatch.setattr(files_module, "file_digest", no_hashing)
     assert content_hashes(paths, cache) == first  # served from the cache
 
     noise_image(999).save(paths[2], quality=50)  # change one file (new bytes, new size)
     hashed = []
-    monkeypatch.setattr(ds, "sha1_of_file", lambda p: hashed.append(p.name) or sha1(p))
+    monkeypatch.setattr(files_module, "file_digest", lambda p, algorithm="sha256": hashed.append(p.name) or sha1(p))
     second = content_hashes(paths, cache)
     assert hashed == [paths[2].name]
     assert second[2] == sha1(paths[2]) != first[2]
@@ -240,7 +240,8 @@ def test_hash_cache_used_and_invalidated(root40, monkeypatch):
 
 def test_hash_cache_write_failure_ignored(root40):
     paths = list_class_files(root40, "Negative")[:2]
-    cache = root40 / "no_such_folder" / "cache.json"
+    (root40 / "a_file").write_text("not a folder")
+    cache = root40 / "a_file" / "cache.json"  # cannot be written: its "folder" is a file
     assert content_hashes(paths, cache) == [sha1(p) for p in paths]
     assert not cache.exists()
 
@@ -392,14 +393,9 @@ def test_dataloader_batch_and_pickle(root40):
 
 # ----------------------------------------------------------------------------- the real sample
 @pytest.fixture
-def real_root(tmp_path):
-    source = os.environ.get("WORKBOOK_REAL_SAMPLE")
-    if not source:
-        pytest.skip("WORKBOOK_REAL_SAMPLE is not set")
-    # Link the class folders, so the hash cache lands in tmp_path, not in the shared sample.
-    for cls in ("Positive", "Negative"):
-        (tmp_path / cls).symlink_to(Path(source) / cls, target_is_directory=True)
-    return tmp_path
+def real_root(real_sample):
+    """The real sample, linked into tmp_path so the hash cache lands there (conftest.real_sample)."""
+    return real_sample
 
 
 def test_real_sample(real_root):

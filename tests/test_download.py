@@ -12,7 +12,8 @@ import zipfile
 import pytest
 
 from helpers.download import (ArchiveError, ChecksumError, DownloadError, UnsafeArchiveError,
-                              download_file, download_first, extract_zip, sha256sum)
+                              download_file, download_first, extract_zip)
+from helpers.files import file_digest
 from http_server import FileServer
 
 PAYLOAD = os.urandom(300_000)
@@ -33,12 +34,12 @@ def part_of(dest):
     return dest.with_name(dest.name + ".part")
 
 
-# --- sha256sum ---------------------------------------------------------------------------
+# --- file_digest -------------------------------------------------------------------------
 
-def test_sha256sum_matches_hashlib(tmp_path):
+def test_file_digest_matches_hashlib(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(PAYLOAD)
-    assert sha256sum(path, chunk_size=4096) == PAYLOAD_SHA
+    assert file_digest(path, chunk_size=4096) == PAYLOAD_SHA
 
 
 # --- download_file over HTTP -------------------------------------------------------------

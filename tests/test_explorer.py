@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from helpers import explorer as explorer_module
-from helpers.explorer import FRONTEND_MESSAGE, build_explorer, has_widget_frontend, show_explorer
+from helpers.explorer import FRONTEND_MESSAGE, build_explorer, show_explorer
+from helpers.workbook import has_widget_frontend
 
 # 20 samples: 0-9 have cracks, 10-19 do not. At threshold 0.5: samples 8 and 9 are missed
 # cracks (false negatives), 18 and 19 are false alarms (false positives).

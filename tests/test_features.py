@@ -9,33 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from torchvision import transforms
 
-import helpers.features as features_module
-from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, CrackDataset
-from helpers.features import (
-    FastSettings,
-    FeatureSet,
-    backbone_features,
-    backbone_of,
-    bf16_is_fast,
-    default_cache_dir,
-    default_num_workers,
-    extract_features,
-    feature_cache_key,
-    head_logits,
-)
+import helpers.speed as speed_module
+from helpers.dataset import CrackDataset
+from helpers.feature_cache import FeatureSet
+from helpers.features import cache_name, extract_features, feature_cache_key, head_logits
 from helpers.model import build_resnet18
-from helpers.synthetic import generate_dataset
+from helpers.settings import feature_cache_dir
+from helpers.speed import (
+    Backbone, FastSettings, backbone_of, bf16_is_fast, choose_backbone, choose_number_format, default_num_workers,
+)
+from helpers.synthetic_dataset import generate_dataset
 
 FLOAT32 = FastSettings(channels_last=True, bf16=False)
 BF16 = FastSettings(channels_last=True, bf16=True)
-
-
-def small_transform(size: int = 64):
-    """Shrink the images: bfloat16 is emulated (slow) on CPUs without bf16 instructions."""
-    return transforms.Compose([transforms.Resize(size), transforms.ToTensor(),
-                               transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +46,9 @@ def copy_root(tmp_path, synthetic_root) -> Path:
     return tmp_path / "data"
 
 
-def fake_backbone_features(calls: list):
-    """Stands in for the backbone in cache tests: records each call, returns numbered features."""
-    def fake(backbone, images, settings=None, device=None):
+def fake_backbone(calls: list):
+    """Stands in for Backbone.__call__ in cache tests: records each call, returns numbered features."""
+    def fake(backbone, images):
         calls.append(len(images))
         return torch.arange(len(images) * 512, dtype=torch.float32).reshape(len(images), 512)
     return fake
@@ -71,39 +58,36 @@ def no_backbone(*args, **kwargs):
     raise AssertionError("the backbone ran although the features were cached")
 
 
+def float32_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The backbone's float32 features of a batch, through the workbook's one door."""
+    return choose_backbone(model, "cpu", FLOAT32).prepare()(images)
+
+
 def extract(model, dataset, cache_dir, settings=FLOAT32, **kwargs) -> FeatureSet:
     return extract_features(model, dataset, cache_dir, settings=settings, device="cpu",
                             num_workers=0, progress=False, **kwargs)
-
-
-def train_logistic_head(features: torch.Tensor, labels: torch.Tensor, steps: int = 300) -> nn.Linear:
-    """A quick Linear(512, 2) fitted to features, so that agreement tests use a meaningful head."""
-    torch.manual_seed(0)
-    head = nn.Linear(features.shape[1], 2)
-    mean, std = features.mean(0), features.std(0) + 1e-6
-    optimizer = torch.optim.Adam(head.parameters(), lr=0.01)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(head((features - mean) / std), labels).backward()
-        optimizer.step()
-    with torch.no_grad():  # fold the standardisation into the layer: head(features) directly
-        head.weight /= std
-        head.bias -= head.weight @ mean
-    return head
 
 
 # ----------------------------------------------------------------------------- the same model
 def test_backbone_of_shares_layers_and_gives_512_features(model):
     backbone = backbone_of(model)
     assert backbone[0] is model.conv1 and not any(layer is model.fc for layer in backbone)
-    out = backbone_features(backbone, torch.randn(3, 3, 64, 64), FLOAT32)
+    out = float32_features(model, torch.randn(3, 3, 64, 64))
     assert out.shape == (3, 512) and out.dtype == torch.float32 and out.device.type == "cpu"
 
 
-def test_training_mode_backbone_refused(model):
-    backbone = backbone_of(build_resnet18(weights=None))  # a fresh model is in training mode
-    with pytest.raises(ValueError, match="eval"):
-        backbone_features(backbone, torch.randn(2, 3, 64, 64))
+def test_a_model_in_training_mode_still_gives_eval_mode_features(model):
+    """BatchNorm in training mode would use each batch's statistics: the backbone always runs in eval mode."""
+    training = build_resnet18(weights=None)
+    training.load_state_dict(model.state_dict())
+    training.train()
+    images = torch.randn(4, 3, 64, 64)
+    with torch.inference_mode():
+        expected = backbone_of(model)(images)  # `model` is in eval mode
+        one_image = float32_features(training, images[:1])
+    assert torch.allclose(float32_features(training, images), expected, atol=1e-5)
+    assert torch.allclose(one_image, expected[:1], atol=1e-5)  # an image's features do not depend on its batch
+    assert training.training  # the learner's model keeps its mode
 
 
 def test_cached_path_equals_direct_path(model, synthetic_root, tmp_path):
@@ -119,7 +103,7 @@ def test_cached_path_equals_direct_path(model, synthetic_root, tmp_path):
     assert next(model.parameters()).is_contiguous()  # the learner's model was not converted
 
 
-def test_feature_set_shapes_labels_and_order(model, synthetic_root):
+def test_feature_set_shapes_labels_and_order(model, synthetic_root, small_transform):
     dataset = CrackDataset(synthetic_root, split="train", transform=small_transform(), progress=False)
     feature_set = extract_features(model, dataset, None, settings=FLOAT32, device="cpu",
                                    batch_size=5, num_workers=1, progress=False)  # a worker keeps the order
@@ -129,40 +113,24 @@ def test_feature_set_shapes_labels_and_order(model, synthetic_root):
     assert torch.equal(feature_set.labels, dataset.labels())
     assert feature_set.labels.tolist()[:4] == [1, 0, 1, 0]
     assert feature_set.sample_ids == [sample.sample_id for sample in dataset.samples]
-    one_by_one = torch.cat([backbone_features(backbone_of(model), dataset[i][0][None], FLOAT32)
-                            for i in (0, 7)])
+    one_by_one = torch.cat([float32_features(model, dataset[i][0][None]) for i in (0, 7)])
     assert torch.allclose(feature_set.features[[0, 7]], one_by_one, atol=1e-4)
     assert len(feature_set.tensor_dataset()) == 12
 
 
 # ----------------------------------------------------------------------------- bfloat16
-def assert_agrees_with_float32(float32: FeatureSet, rounded: FeatureSet, what: str, min_cosine: float) -> None:
-    """Rounded features (bf16, int8) stay close to float32's, and a trained head keeps >= 99% of its predictions."""
-    cosine = nn.functional.cosine_similarity(float32.features, rounded.features, dim=1)
-    assert cosine.min() > min_cosine, f"lowest cosine similarity {cosine.min():.4f}"
-    head = train_logistic_head(float32.features, float32.labels)
-    same = head_logits(head, float32.features).argmax(1) == head_logits(head, rounded.features).argmax(1)
-    print(f"{what} changed {int((~same).sum())} of {len(same)} predictions; lowest cosine {cosine.min():.5f}")
-    assert same.float().mean() >= 0.99, f"{what} changed {int((~same).sum())} of {len(same)} predictions"
-
-
-def assert_bf16_agrees(model, dataset):
-    assert_agrees_with_float32(extract(model, dataset, None, FLOAT32), extract(model, dataset, None, BF16),
-                               "bf16", min_cosine=0.99)
-
-
-def test_bf16_agrees_with_float32_on_synthetic_images(model, tmp_path):
+def test_bf16_agrees_with_float32_on_synthetic_images(model, tmp_path, small_transform, assert_agrees_with_float32):
     root = generate_dataset(tmp_path / "data", per_class=32, seed=5, progress=False)
-    assert_bf16_agrees(model, CrackDataset(root, split="all", transform=small_transform(), progress=False))
+    dataset = CrackDataset(root, split="all", transform=small_transform(), progress=False)
+    assert_agrees_with_float32(extract(model, dataset, None, FLOAT32), extract(model, dataset, None, BF16),
+                               "bf16", 0.99)
 
 
-def test_bf16_agrees_with_float32_on_the_real_sample(model, tmp_path):
-    source = os.environ.get("WORKBOOK_REAL_SAMPLE")
-    if not source:
-        pytest.skip("WORKBOOK_REAL_SAMPLE is not set")
-    for cls in ("Positive", "Negative"):  # link, never copy, the real sample
-        (tmp_path / cls).symlink_to(Path(source) / cls, target_is_directory=True)
-    assert_bf16_agrees(model, CrackDataset(tmp_path, split="val", transform=small_transform(), progress=False))
+def test_bf16_agrees_with_float32_on_the_real_sample(model, real_sample, small_transform,
+                                                     assert_agrees_with_float32):
+    dataset = CrackDataset(real_sample, split="val", transform=small_transform(), progress=False)
+    assert_agrees_with_float32(extract(model, dataset, None, FLOAT32), extract(model, dataset, None, BF16),
+                               "bf16", 0.99)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -179,22 +147,22 @@ def test_cuda_features_match_cpu(model, synthetic_root):
 def test_bf16_auto_resolves_per_device():
     assert isinstance(bf16_is_fast("cpu"), bool)
     assert bf16_is_fast("meta") is False
-    assert features_module.uses_bf16(FastSettings(bf16=True), "cpu") is True
-    assert features_module.uses_bf16(FastSettings(bf16=None), "cpu") == bf16_is_fast("cpu")
+    assert choose_number_format(FastSettings(bf16=True), "cpu")[0] == "bfloat16"
+    assert (choose_number_format(FastSettings(bf16=None, int8=False), "cpu")[0] == "bfloat16") == bf16_is_fast("cpu")
 
 
 # ----------------------------------------------------------------------------- the cache
 def test_cache_miss_then_hit(model, copy_root, tmp_path, monkeypatch, capsys):
     dataset = CrackDataset(copy_root, split="all", progress=False)
     calls = []
-    monkeypatch.setattr(features_module, "backbone_features", fake_backbone_features(calls))
+    monkeypatch.setattr(Backbone, "__call__", fake_backbone(calls))
     first = extract(model, dataset, tmp_path / "cache", batch_size=10)
     assert calls == [10, 6]  # a miss: every batch went through the backbone
-    path = tmp_path / "cache" / "all.pt"
-    assert path.is_file()
-    assert [p.name for p in path.parent.iterdir()] == ["all.pt"]  # no temporary file left behind
+    path = tmp_path / "cache" / "data-all.pt"  # named after the data set's folder and split
+    assert cache_name(dataset) == "data-all" and path.is_file()
+    assert [p.name for p in path.parent.iterdir()] == ["data-all.pt"]  # no temporary file left behind
 
-    monkeypatch.setattr(features_module, "backbone_features", no_backbone)
+    monkeypatch.setattr(Backbone, "__call__", no_backbone)
     capsys.readouterr()
     second = extract(model, dataset, tmp_path / "cache", batch_size=10)
     assert f"features loaded from cache: {path}" in capsys.readouterr().out
@@ -202,9 +170,15 @@ def test_cache_miss_then_hit(model, copy_root, tmp_path, monkeypatch, capsys):
     assert second.sample_ids == first.sample_ids and torch.equal(second.labels, first.labels)
 
 
+def test_a_dedupe_split_has_its_own_cache_file(copy_root):
+    names = {cache_name(CrackDataset(copy_root, split, dedupe=dedupe, progress=False))
+             for split in ("train", "val") for dedupe in (False, True)}
+    assert names == {"data-train", "data-val", "data-train-dedupe", "data-val-dedupe"}
+
+
 def test_cache_name_picks_the_file(model, copy_root, tmp_path, monkeypatch):
     dataset = CrackDataset(copy_root, split="all", progress=False)
-    monkeypatch.setattr(features_module, "backbone_features", fake_backbone_features([]))
+    monkeypatch.setattr(Backbone, "__call__", fake_backbone([]))
     extract(model, dataset, tmp_path / "cache", name="synthetic_all")
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["synthetic_all.pt"]
 
@@ -227,7 +201,7 @@ def test_key_changes_with_files(model, copy_root):
     assert key_of(model, CrackDataset(copy_root, split="all", progress=False)) not in (before, after_change)
 
 
-def test_key_changes_with_weights_transform_and_bf16(model, copy_root):
+def test_key_changes_with_weights_transform_and_bf16(model, copy_root, small_transform):
     dataset = CrackDataset(copy_root, split="all", progress=False)
     before = key_of(model, dataset)
     smaller = CrackDataset(copy_root, split="all", transform=small_transform(), progress=False)
@@ -249,7 +223,7 @@ def test_key_changes_with_weights_transform_and_bf16(model, copy_root):
 
 def test_stale_cache_recomputed(model, copy_root, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(features_module, "backbone_features", fake_backbone_features(calls))
+    monkeypatch.setattr(Backbone, "__call__", fake_backbone(calls))
     cache = tmp_path / "cache"
     extract(model, CrackDataset(copy_root, split="all", progress=False), cache)
     new_file = copy_root / "Positive" / "09999.jpg"
@@ -259,14 +233,14 @@ def test_stale_cache_recomputed(model, copy_root, tmp_path, monkeypatch):
     assert "Positive/09999.jpg" in grown.sample_ids
     extract(model, CrackDataset(copy_root, split="all", progress=False), cache, settings=BF16)
     assert calls == [16, 17, 17]
-    assert torch.load(cache / "all.pt", weights_only=True)["key"] == key_of(
+    assert torch.load(cache / "data-all.pt", weights_only=True)["key"] == key_of(
         model, CrackDataset(copy_root, split="all", progress=False), BF16)
 
 
 @pytest.mark.parametrize("content", [b"", b"not a torch file at all", "missing_labels", "wrong_length"])
 def test_corrupt_cache_is_a_miss_with_a_warning(model, copy_root, tmp_path, monkeypatch, content):
     dataset = CrackDataset(copy_root, split="all", progress=False)
-    path = tmp_path / "cache" / "all.pt"
+    path = tmp_path / "cache" / "data-all.pt"
     path.parent.mkdir()
     if content == "missing_labels":
         torch.save({"key": "x", "features": torch.zeros(3, 512)}, path)
@@ -277,25 +251,25 @@ def test_corrupt_cache_is_a_miss_with_a_warning(model, copy_root, tmp_path, monk
     else:
         path.write_bytes(content)
     calls = []
-    monkeypatch.setattr(features_module, "backbone_features", fake_backbone_features(calls))
+    monkeypatch.setattr(Backbone, "__call__", fake_backbone(calls))
     with pytest.warns(UserWarning, match="unreadable"):
         rewritten = extract(model, dataset, tmp_path / "cache")
     assert calls == [16]
-    monkeypatch.setattr(features_module, "backbone_features", no_backbone)
+    monkeypatch.setattr(Backbone, "__call__", no_backbone)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert torch.equal(extract(model, dataset, tmp_path / "cache").features, rewritten.features)
-    assert [p.name for p in path.parent.iterdir()] == ["all.pt"]
+    assert [p.name for p in path.parent.iterdir()] == ["data-all.pt"]
 
 
 def test_failed_save_warns_and_leaves_no_temporary_file(model, copy_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(features_module, "backbone_features", fake_backbone_features([]))
+    monkeypatch.setattr(Backbone, "__call__", fake_backbone([]))
 
     def broken_save(obj, file):
         Path(file).write_bytes(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(features_module.torch, "save", broken_save)
+    monkeypatch.setattr(torch, "save", broken_save)
     with pytest.warns(UserWarning, match="disk full"):
         feature_set = extract(model, CrackDataset(copy_root, split="all", progress=False), tmp_path / "cache")
     assert len(feature_set) == 16  # the computed features are returned all the same
@@ -303,7 +277,7 @@ def test_failed_save_warns_and_leaves_no_temporary_file(model, copy_root, tmp_pa
 
 
 def test_defaults():
-    assert default_cache_dir().parts[-2:] == ("cache", "features")
+    assert feature_cache_dir().parts[-2:] == ("cache", "features")
     workers = default_num_workers()
     assert 0 <= workers <= 4 and (workers == 0 or workers < (os.cpu_count() or 1))
     assert workers <= default_num_workers("cuda") <= 8
@@ -311,5 +285,5 @@ def test_defaults():
 
 @pytest.mark.parametrize("cores, cpu, gpu", [(1, 0, 0), (2, 0, 1), (4, 0, 3), (8, 1, 7), (16, 2, 8), (64, 4, 8)])
 def test_cpus_decode_in_the_main_process_until_eight_cores(monkeypatch, cores, cpu, gpu):
-    monkeypatch.setattr(features_module.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(speed_module.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert (default_num_workers("cpu"), default_num_workers("cuda")) == (cpu, gpu)

@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from helpers.analysis import compute_metrics, predictions_from_logits
-from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, BadImageError, DatasetNotFoundError
+from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, BadImageError, DatasetNotFoundError, FolderDataset
 from helpers.features import extract_features
-from helpers.finetune import FolderDataset, compare_runs, fine_tune, parameter_groups, run_row, unfreeze
+from helpers.finetune import compare_runs, fine_tune, parameter_groups, run_row, unfreeze
 from helpers.model import build_resnet18, load_checkpoint, save_checkpoint
-from helpers.synthetic import generate_dataset
+from helpers.synthetic_dataset import generate_dataset
 from helpers.training import set_train_mode, train_head
 
 CLASSES = {"no_defect": "plain", "crack": "crack", "stain": "stain"}
@@ -116,7 +116,7 @@ def test_a_three_class_head_learns_and_its_checkpoint_names_the_classes(root, tm
     train = FolderDataset(root, "train", transform=SMALL)
     model = small_model().eval()
     features = extract_features(model, train, cache_dir=None, num_workers=0, device="cpu", progress=False)
-    history = train_head(model.fc, features.features, features.labels, epochs=30, lr=1e-2, batch_size=6,
+    history = train_head(model.fc, features, epochs=30, lr=1e-2, batch_size=6,
                          device="cpu", progress=False)
     assert history.epoch_loss[-1] < history.epoch_loss[0] * 0.5
     path = save_checkpoint(tmp_path / "three.pt", model, train.classes, {"data": "synthetic"})

@@ -1,42 +1,42 @@
-"""Tests for helpers.int8 and the int8 setting of helpers.features: faster, and the same predictions."""
+"""Tests for helpers.int8 and the int8 choice of helpers.speed: faster, and the same predictions."""
 
 from __future__ import annotations
 
-import os
+import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-import helpers.features as features_module
 import helpers.int8 as int8_module
+import helpers.speed as speed_module
 from helpers.dataset import CrackDataset
-from helpers.features import (
-    INT8_MIN_IMAGES,
-    FastSettings,
-    backbone_of,
-    extract_features,
-    feature_cache_key,
-    number_format,
-    uses_int8,
-)
+from helpers.feature_cache import weights_fingerprint
+from helpers.features import extract_features, feature_cache_key
 from helpers.int8 import (
+    KNOWN_BAD_VERSIONS,
     ROUNDING_ERROR_RANGE,
-    calibration_images,
     check_rounding,
     fold_batchnorm,
     int8_unavailable_reason,
+    int8_untested_reason,
 )
 from helpers.model import build_resnet18
-from helpers.synthetic import generate_dataset
-from test_features import assert_agrees_with_float32, small_transform
+from helpers.speed import (
+    INT8_MIN_IMAGES, FastSettings, backbone_of, calibration_images, choose_backbone, choose_number_format,
+    forget_int8_backbones,
+)
+from helpers.synthetic_dataset import generate_dataset
 
 FLOAT32 = FastSettings(bf16=False, int8=False)
 INT8 = FastSettings(bf16=False, int8=True)
-needs_int8 = pytest.mark.skipif(int8_unavailable_reason("cpu") is not None,
-                                reason=f"int8 cannot run here: {int8_unavailable_reason('cpu')}")
+INT8_REASON = int8_unavailable_reason("cpu") or int8_untested_reason()
+needs_int8 = pytest.mark.skipif(INT8_REASON is not None, reason=f"int8 cannot run here: {INT8_REASON}")
+
+
+def uses_int8(settings: FastSettings, device: str, source_size: int | None = None) -> bool:
+    return choose_number_format(settings, device, source_size)[0] == "int8"
 
 
 def model_with_trained_batchnorm(seed: int = 0) -> nn.Module:
@@ -58,7 +58,7 @@ def model() -> nn.Module:
 
 
 @pytest.fixture(scope="module")
-def synthetic_split(tmp_path_factory):
+def synthetic_split(tmp_path_factory, small_transform):
     root = generate_dataset(tmp_path_factory.mktemp("int8") / "data", per_class=50, seed=7, progress=False)
     return CrackDataset(root, split="all", transform=small_transform(), progress=False)
 
@@ -85,7 +85,7 @@ def test_folding_refuses_layers_it_does_not_know():
         fold_batchnorm(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Dropout()))
 
 
-def test_calibration_images_are_synthetic_deterministic_and_transformed():
+def test_calibration_images_are_synthetic_deterministic_and_transformed(small_transform):
     first, again = calibration_images(small_transform(), 6), calibration_images(small_transform(), 6)
     assert first.shape == (6, 3, 64, 64) and torch.equal(first, again)
     assert not torch.equal(first, calibration_images(small_transform(), 6, seed=1))
@@ -112,33 +112,68 @@ def test_int8_needs_an_x86_cpu_torchao_and_a_compiler(monkeypatch):
     assert "x86-64" in int8_unavailable_reason("cpu")
 
 
-def test_auto_uses_int8_only_for_big_folders_and_explicit_int8_says_why_not(monkeypatch, synthetic_split):
-    can = int8_unavailable_reason("cpu") is None
-    assert synthetic_split.source_size < INT8_MIN_IMAGES
-    assert uses_int8(FastSettings(bf16=False), "cpu", synthetic_split) is False  # too few images to pay
+def test_without_torchao_the_workbook_runs_in_float32_and_says_why(monkeypatch, model, synthetic_split, capsys):
+    monkeypatch.setattr(int8_module, "torchao_version", lambda: None)  # as if torchao were not installed
+    monkeypatch.setitem(sys.modules, "torchao", None)  # and importing it fails
     monkeypatch.setattr(synthetic_split, "source_size", INT8_MIN_IMAGES)
-    assert uses_int8(FastSettings(bf16=False), "cpu", synthetic_split) is can
-    assert uses_int8(FastSettings(bf16=False), "cuda", synthetic_split) is False
+    assert "torchao is not installed" in int8_unavailable_reason("cpu")
+    number_format, why = choose_number_format(FastSettings(bf16=False), "cpu", INT8_MIN_IMAGES)
+    assert number_format == "float32" and "torchao is not installed" in why
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        features = extract(model, synthetic_split, FastSettings(bf16=False))
+    assert features.number_format == "float32"
+    assert "in float32 (int8 is off: torchao is not installed" in capsys.readouterr().out
+
+
+def test_torchao_that_cannot_be_imported_or_does_not_fit_torch_falls_back(monkeypatch):
+    monkeypatch.setattr(int8_module, "torchao_version", lambda: "0.18.0")
+    monkeypatch.setattr(int8_module, "torchao_import_error", lambda: "ImportError: undefined symbol")
+    assert "cannot be imported" in int8_unavailable_reason("cpu") and "undefined symbol" in int8_unavailable_reason("cpu")
+    (torch_version, torchao_version), = KNOWN_BAD_VERSIONS
+    monkeypatch.setattr(int8_module.torch, "__version__", f"{torch_version[0]}.{torch_version[1]}.0")
+    monkeypatch.setattr(int8_module, "torchao_version", lambda: f"{torchao_version[0]}.{torchao_version[1]}.0")
+    assert "does not turn the graph into int8 kernels" in int8_unavailable_reason("cpu")
+    monkeypatch.setattr(int8_module.torch, "__version__", "2.99.0")  # a pair nobody has measured
+    assert "has not been checked" in int8_untested_reason()
+    monkeypatch.setattr(int8_module, "int8_unavailable_reason", lambda device: None)
+    monkeypatch.setattr(speed_module, "int8_unavailable_reason", lambda device: None)
+    number_format, why = choose_number_format(FastSettings(bf16=False), "cpu", INT8_MIN_IMAGES)
+    assert number_format == "float32" and "has not been checked" in why  # auto does not build it
+    assert choose_number_format(FastSettings(bf16=False, int8=True), "cpu")[0] == "int8"  # asked for: it tries
+
+
+def test_auto_uses_int8_only_for_big_folders_and_explicit_int8_says_why_not(monkeypatch, synthetic_split):
+    can = INT8_REASON is None
+    size = synthetic_split.source_size
+    assert size < INT8_MIN_IMAGES
+    assert uses_int8(FastSettings(bf16=False), "cpu", size) is False  # too few images to pay
+    assert uses_int8(FastSettings(bf16=False), "cpu", None) is False  # unknown: never built by surprise
+    assert uses_int8(FastSettings(bf16=False), "cpu", INT8_MIN_IMAGES) is can
+    assert uses_int8(FastSettings(bf16=False), "cuda", INT8_MIN_IMAGES) is False
     monkeypatch.setenv("WORKBOOK_INT8", "0")
-    assert uses_int8(FastSettings(bf16=False), "cpu", synthetic_split) is False  # turned off by the learner
+    assert uses_int8(FastSettings(bf16=False), "cpu", INT8_MIN_IMAGES) is False  # turned off by the learner
+    assert "WORKBOOK_INT8=0" in choose_number_format(FastSettings(bf16=False), "cpu", INT8_MIN_IMAGES)[1]
     monkeypatch.delenv("WORKBOOK_INT8")
-    assert number_format(FLOAT32, "cpu", synthetic_split) == "float32"
+    assert choose_number_format(FLOAT32, "cpu", INT8_MIN_IMAGES)[0] == "float32"
     with pytest.raises(ValueError, match="not both"):
         uses_int8(FastSettings(bf16=True, int8=True), "cpu")
-    monkeypatch.setattr(features_module, "int8_unavailable_reason", lambda device: "no int8 on this test CPU")
+    monkeypatch.setattr(speed_module, "int8_unavailable_reason", lambda device: "no int8 on this test CPU")
     with pytest.raises(RuntimeError, match="no int8 on this test CPU"):
         uses_int8(INT8, "cpu")
-    assert uses_int8(FastSettings(bf16=False), "cpu", synthetic_split) is False
+    assert uses_int8(FastSettings(bf16=False), "cpu", INT8_MIN_IMAGES) is False
 
 
-def test_a_failed_int8_build_falls_back_to_float32_with_a_warning(monkeypatch, model, synthetic_split):
+def test_a_failed_int8_build_falls_back_to_float32_with_a_warning(monkeypatch, model, synthetic_split,
+                                                                  small_transform):
     monkeypatch.setattr(synthetic_split, "source_size", INT8_MIN_IMAGES)
-    monkeypatch.setattr(features_module, "int8_unavailable_reason", lambda device: None)
+    monkeypatch.setattr(speed_module, "int8_unavailable_reason", lambda device: None)
+    monkeypatch.setattr(speed_module, "int8_untested_reason", lambda: None)
 
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler after all")
-    monkeypatch.setattr(features_module, "quantize_backbone", broken)
-    features_module._INT8_BACKBONES.clear()
+    monkeypatch.setattr(speed_module, "quantize_backbone", broken)
+    forget_int8_backbones()
     few = CrackDataset(synthetic_split.root, split="val", transform=small_transform(), progress=False)
     monkeypatch.setattr(few, "source_size", INT8_MIN_IMAGES)
     with pytest.warns(UserWarning, match="no C\\+\\+ compiler after all.*float32"):
@@ -157,7 +192,7 @@ def int8_and_float32(model, synthetic_split):
     The int8 features are extracted from a model left in training mode, to check that building
     the int8 copy changes neither its mode nor its weights.
     """
-    features_module._INT8_BACKBONES.clear()
+    forget_int8_backbones()
     float32 = extract(model, synthetic_split, FLOAT32)
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     model.train()
@@ -169,17 +204,13 @@ def int8_and_float32(model, synthetic_split):
     return float32, int8, untouched
 
 
-def assert_int8_agrees(float32, int8):
-    assert_agrees_with_float32(float32, int8, "int8", min_cosine=0.98)
-
-
 @needs_int8
-def test_int8_predictions_agree_with_float32_on_synthetic_images(int8_and_float32):
+def test_int8_predictions_agree_with_float32_on_synthetic_images(int8_and_float32, assert_agrees_with_float32):
     float32, int8, _ = int8_and_float32
     assert not torch.equal(float32.features, int8.features)  # it really ran in int8
     assert (float32.number_format, int8.number_format) == ("float32", "int8")
     assert int8.labels.tolist() == float32.labels.tolist() and int8.sample_ids == float32.sample_ids
-    assert_int8_agrees(float32, int8)
+    assert_agrees_with_float32(float32, int8, "int8", 0.98)
 
 
 @needs_int8
@@ -187,12 +218,12 @@ def test_int8_features_have_their_own_cache_key_and_reuse_one_backbone(int8_and_
                                                                        tmp_path, monkeypatch):
     float32, int8, _ = int8_and_float32
     assert int8.key != float32.key
-    monkeypatch.setattr(features_module, "quantize_backbone", lambda *a, **k: pytest.fail("built it twice"))
+    monkeypatch.setattr(speed_module, "quantize_backbone", lambda *a, **k: pytest.fail("built it twice"))
     again = extract(model, synthetic_split, INT8, batch_size=50, cache_dir=tmp_path)  # any batch size: same model
     assert torch.allclose(again.features, int8.features, atol=1e-5)
     loaded = extract(model, synthetic_split, INT8, batch_size=32, cache_dir=tmp_path)
     assert loaded.key == int8.key and loaded.number_format == "int8" and torch.equal(loaded.features, again.features)
-    monkeypatch.setattr(features_module, "RECIPE", features_module.RECIPE.replace("7 bits", "8 bits"))
+    monkeypatch.setattr(speed_module, "RECIPE", speed_module.RECIPE.replace("7 bits", "8 bits"))
     assert feature_cache_key(synthetic_split, model, INT8, "cpu") != int8.key  # another recipe: computed again
 
 
@@ -202,8 +233,11 @@ def test_first_conv_bits_must_be_7_8_or_none():
 
 
 @needs_int8
-def test_int8_backbone_pads_short_batches_and_splits_long_ones(int8_and_float32, model):
-    int8_backbone = next(iter(features_module._INT8_BACKBONES.values()))  # built by the fixture
+def test_int8_backbone_pads_short_batches_and_splits_long_ones(int8_and_float32, model, synthetic_split,
+                                                                small_transform, monkeypatch):
+    monkeypatch.setattr(speed_module, "quantize_backbone", lambda *a, **k: pytest.fail("built it twice"))
+    backbone = choose_backbone(model, "cpu", INT8, weights=weights_fingerprint(model))
+    int8_backbone = backbone.prepare(synthetic_split.transform).run  # the one the fixture built
     low, high = ROUNDING_ERROR_RANGE
     assert low < int8_backbone.rounding_error < high  # it really rounds, and not too much
     assert int8_backbone.chunk_size == 10
@@ -216,18 +250,13 @@ def test_int8_backbone_pads_short_batches_and_splits_long_ones(int8_and_float32,
 
 
 @needs_int8
-def test_int8_agrees_with_float32_on_the_real_sample(model, tmp_path):
-    source = os.environ.get("WORKBOOK_REAL_SAMPLE")
-    if not source:
-        pytest.skip("WORKBOOK_REAL_SAMPLE is not set")
-    for cls in ("Positive", "Negative"):  # link, never copy, the real sample
-        (tmp_path / cls).symlink_to(Path(source) / cls, target_is_directory=True)
-    dataset = CrackDataset(tmp_path, split="val", progress=False)  # full-size images, default transform
+def test_int8_agrees_with_float32_on_the_real_sample(model, real_sample, assert_agrees_with_float32):
+    dataset = CrackDataset(real_sample, split="val", progress=False)  # full-size images, default transform
     float32 = extract(model, dataset, FLOAT32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no deprecation warnings on the int8 path
         int8 = extract(model, dataset, INT8)
-    assert_int8_agrees(float32, int8)
+    assert_agrees_with_float32(float32, int8, "int8", 0.98)
 
 
 @needs_int8

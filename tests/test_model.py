@@ -16,7 +16,6 @@ from helpers.model import (
     count_parameters,
     imagenet_weights_path,
     load_checkpoint,
-    pick_device,
     resolve_weights,
     save_checkpoint,
     trainable_parameter_names,
@@ -121,11 +120,3 @@ def test_wrong_checkpoints_get_clear_errors(tmp_path):
         load_checkpoint(tmp_path / "plain.pt")
     with pytest.raises(FileNotFoundError, match="04"):
         load_checkpoint(tmp_path / "absent.pt")
-
-
-def test_pick_device_honours_the_setting(monkeypatch):
-    monkeypatch.setenv("WORKBOOK_DEVICE", "cpu")
-    assert pick_device() == torch.device("cpu")
-    monkeypatch.delenv("WORKBOOK_DEVICE")
-    expected = "cuda" if torch.cuda.is_available() else None
-    assert pick_device().type in {expected or "cpu", "mps", "cpu"}

@@ -15,8 +15,8 @@ from PIL import Image
 
 from helpers.dataset import BadImageError
 from helpers.model import build_resnet18, save_checkpoint
-from helpers.predict import Prediction, load_image_tensor, main, predict_files, predict_images
-from helpers.workbook import PROJECT_ROOT
+from helpers.predict import Prediction, classify_files, classify_images, load_image_tensor, main
+from helpers.settings import PROJECT_ROOT
 
 
 def write_jpeg(path: Path, size: tuple[int, int], seed: int) -> Path:
@@ -64,7 +64,7 @@ def test_lines_name_the_checkpoints_classes(workdir, capsys):
 def test_json_matches_the_python_api(workdir, capsys):
     assert main([*photos(workdir), "--checkpoint", str(workdir / "three.pt"), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    from_python = predict_files(photos(workdir), checkpoint=workdir / "three.pt")
+    from_python = classify_files(photos(workdir), checkpoint=workdir / "three.pt")
     assert len(printed) == len(from_python) == 3
     for item, prediction in zip(printed, from_python):
         assert isinstance(prediction, Prediction)
@@ -79,8 +79,8 @@ def test_json_matches_the_python_api(workdir, capsys):
 
 def test_batches_give_the_same_numbers(workdir):
     model = build_resnet18(2, weights=None)
-    one_batch = predict_images(model, photos(workdir), ["Negative", "Positive"], device="cpu")
-    one_at_a_time = predict_images(model, photos(workdir), ["Negative", "Positive"], device="cpu", batch_size=1)
+    one_batch = classify_images(model, photos(workdir), ["Negative", "Positive"], device="cpu")
+    one_at_a_time = classify_images(model, photos(workdir), ["Negative", "Positive"], device="cpu", batch_size=1)
     for a, b in zip(one_batch, one_at_a_time):
         assert a.label == b.label and a.probability == pytest.approx(b.probability, abs=1e-5)
 

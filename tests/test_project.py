@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.run_notebooks import strip_notebook
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CONDA_NAMES = {"pytorch": "torch"}  # conda-forge's name -> PyPI's name
@@ -22,10 +24,22 @@ def _name_and_floor(requirement: str) -> tuple[str, str]:
     return match.group(1).lower(), match.group(2) or ""
 
 
-def pyproject_requirements() -> dict[str, str]:
+def pyproject_requirements(list_name: str = "dependencies") -> dict[str, str]:
+    """The runtime dependencies ("dependencies") or an extra ("test") of pyproject.toml: name -> floor."""
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    block = re.search(r"^dependencies\s*=\s*\[(.*?)^\]", text, re.S | re.M).group(1)
+    block = re.search(rf"^{list_name}\s*=\s*\[(.*?)^\]", text, re.S | re.M).group(1)
     return dict(_name_and_floor(item) for item in re.findall(r'"([^"]+)"', block))
+
+
+# Import names that differ from the package that brings them (PyPI name).
+IMPORT_TO_PACKAGE = {"PIL": "pillow", "IPython": "ipykernel", "nbformat": "nbconvert", "nbclient": "nbconvert"}
+STANDARD_LIBRARY = set(sys.stdlib_module_names) | {"helpers"}
+
+
+def third_party_imports(text: str) -> set[str]:
+    """Top-level names of the modules a Python text imports, standard library and helpers left out."""
+    names = set(re.findall(r"^\s*(?:from|import)\s+([A-Za-z_][A-Za-z0-9_]*)", text, re.M))
+    return {name for name in names if name not in STANDARD_LIBRARY and name != "__future__"}
 
 
 def environment_requirements() -> dict[str, str]:
@@ -40,7 +54,19 @@ def environment_requirements() -> dict[str, str]:
 
 
 def test_environment_yml_and_pyproject_name_the_same_packages_and_floors():
-    assert pyproject_requirements() == environment_requirements()
+    assert {**pyproject_requirements(), **pyproject_requirements("test")} == environment_requirements()
+
+
+def test_runtime_dependencies_are_what_the_workbook_imports_and_test_tools_are_an_extra():
+    runtime, test_tools = pyproject_requirements(), pyproject_requirements("test")
+    assert {"pytest", "nbval", "playwright"} <= set(test_tools) and not set(test_tools) & set(runtime)
+    sources = [path.read_text(encoding="utf-8") for path in (ROOT / "helpers").glob("*.py")]
+    for notebook in NOTEBOOKS:
+        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+        sources += ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"]
+    imported = {IMPORT_TO_PACKAGE.get(name, name).lower() for text in sources for name in third_party_imports(text)}
+    assert imported - set(runtime) == set(), "imported by the workbook but not a runtime dependency"
+    assert set(runtime) - imported == {"jupyterlab"}, "declared but never imported (jupyterlab: the learner's editor)"
 
 
 def test_environment_yml_installs_the_project_in_editable_mode():
@@ -62,7 +88,7 @@ def test_committed_notebooks_hold_no_outputs_and_use_python3(path):
     assert notebook["metadata"]["kernelspec"]["name"] == "python3"
 
 
-def test_strip_script_removes_outputs(tmp_path):
+def test_strip_removes_outputs(tmp_path):
     source = NOTEBOOKS[0]
     notebook = json.loads(source.read_text(encoding="utf-8"))
     code = next(cell for cell in notebook["cells"] if cell["cell_type"] == "code")
@@ -70,8 +96,8 @@ def test_strip_script_removes_outputs(tmp_path):
     code["execution_count"] = 7
     dirty = tmp_path / source.name
     dirty.write_text(json.dumps(notebook), encoding="utf-8")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "strip_notebooks.py"), str(dirty)], check=True,
-                   capture_output=True)
+    assert strip_notebook(dirty) is True
+    assert strip_notebook(dirty) is False  # already clean: nothing to write
     cleaned = json.loads(dirty.read_text(encoding="utf-8"))
     assert all(not c.get("outputs") and not c.get("execution_count")
                for c in cleaned["cells"] if c["cell_type"] == "code")
@@ -82,6 +108,15 @@ def test_licence_and_dataset_credit():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for credit in ("10.17632/5y9wdsg2zt.2", "CC BY 4.0", "ISARC", "Özgenel"):
         assert credit in readme
+
+
+def test_the_workbook_command_offers_what_the_makefile_runs():
+    result = subprocess.run([sys.executable, "-m", "helpers.workbook", "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    for command in ("run", "test", "lab", "bench", "strip"):
+        assert command in result.stdout and f"-m helpers.workbook {command}" in makefile
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")

@@ -1,11 +1,11 @@
-"""Tests for helpers.synthetic: the offline stand-in for the concrete crack photos."""
+"""Tests for helpers.synthetic and helpers.synthetic_dataset: the offline stand-in for the
+concrete crack photos."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from helpers import synthetic
+from helpers import synthetic, synthetic_dataset
+from helpers.settings import SOURCE_FILE
 
-REAL_SAMPLE_ENV = "WORKBOOK_REAL_SAMPLE"
 HARD_KINDS = {"stain", "shadow", "pores", "scratch"}
 
 
@@ -23,7 +23,7 @@ def make(dest: Path, **kwargs) -> Path:
     """generate_dataset with a small default size and no progress bar."""
     kwargs.setdefault("per_class", 8)
     kwargs.setdefault("progress", False)
-    return synthetic.generate_dataset(dest, **kwargs)
+    return synthetic_dataset.generate_dataset(dest, **kwargs)
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -33,7 +33,7 @@ def file_hashes(folder: Path) -> dict[str, str]:
 
 
 def read_manifest(folder: Path) -> list[dict]:
-    with open(folder / synthetic.MANIFEST_NAME, newline="") as handle:
+    with open(folder / synthetic_dataset.MANIFEST_NAME, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -51,7 +51,7 @@ def small_set(tmp_path_factory) -> Path:
 
 def test_layout_and_naming(small_set):
     assert sorted(p.name for p in small_set.iterdir()) == [
-        "Negative", "Positive", synthetic.MANIFEST_NAME, synthetic.SOURCE_NAME]
+        "Negative", "Positive", synthetic_dataset.MANIFEST_NAME, SOURCE_FILE]
     for folder in ("Positive", "Negative"):
         names = sorted(p.name for p in (small_set / folder).iterdir())
         assert names == [f"{i:05d}.jpg" for i in range(1, 13)]
@@ -75,7 +75,7 @@ def test_manifest_lists_every_file_with_its_kind(small_set):
 
 
 def test_workbook_source_json(small_set):
-    source = json.loads((small_set / synthetic.SOURCE_NAME).read_text())
+    source = json.loads((small_set / SOURCE_FILE).read_text())
     assert list(source) == ["source", "generator", "seed", "per_class", "classes",
                             "duplicate_fraction", "quality", "created"]
     assert source["source"] == "synthetic" and source["generator"] == "helpers.synthetic"
@@ -128,7 +128,7 @@ def test_zero_disables_duplicates(tmp_path):
     hashes = file_hashes(dest)
     assert len(set(hashes.values())) == len(hashes) == 40
     assert not any(r["duplicate_of"] for r in read_manifest(dest))
-    assert json.loads((dest / synthetic.SOURCE_NAME).read_text())["duplicate_fraction"] == {
+    assert json.loads((dest / SOURCE_FILE).read_text())["duplicate_fraction"] == {
         "Positive": 0.0, "Negative": 0.0}
 
 
@@ -158,7 +158,7 @@ def test_other_settings_raise_unless_overwrite(tmp_path):
         make(dest, per_class=5, seed=1, quality=80)
     (dest / "stale.txt").write_text("from the old set")
     make(dest, per_class=6, seed=2, overwrite=True)
-    assert json.loads((dest / synthetic.SOURCE_NAME).read_text())["seed"] == 2
+    assert json.loads((dest / SOURCE_FILE).read_text())["seed"] == 2
     assert not (dest / "stale.txt").exists()
     assert len(list((dest / "Negative").glob("*.jpg"))) == 6
     assert leftovers(tmp_path) == []
@@ -183,16 +183,16 @@ def test_no_temp_folder_left_after_an_error(tmp_path, monkeypatch, error):
             raise error("stopped half-way")
         return real_make_image(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "make_image", failing_make_image)
+    monkeypatch.setattr(synthetic_dataset, "make_image", failing_make_image)
     with pytest.raises(error):
         make(tmp_path / "new")
     assert not (tmp_path / "new").exists()
     assert leftovers(tmp_path) == []
 
-    monkeypatch.setattr(synthetic, "make_image", real_make_image)
+    monkeypatch.setattr(synthetic_dataset, "make_image", real_make_image)
     old = make(tmp_path / "old", per_class=3, seed=1)
     before = file_hashes(old)
-    monkeypatch.setattr(synthetic, "make_image", failing_make_image)
+    monkeypatch.setattr(synthetic_dataset, "make_image", failing_make_image)
     calls.clear()
     with pytest.raises(error):
         make(old, per_class=4, seed=2, overwrite=True)
@@ -206,7 +206,7 @@ def test_custom_three_classes(tmp_path):
     assert sorted(p.name for p in dest.iterdir() if p.is_dir()) == ["crack", "no_defect", "stain"]
     kinds = {(r["class"], r["kind"]) for r in read_manifest(dest)}
     assert kinds == {("no_defect", "plain"), ("crack", "crack"), ("stain", "stain")}
-    source = json.loads((dest / synthetic.SOURCE_NAME).read_text())
+    source = json.loads((dest / SOURCE_FILE).read_text())
     assert source["classes"] == classes
     assert source["duplicate_fraction"] == {"no_defect": 0.065, "crack": 0.015, "stain": 0.065}
 
@@ -275,7 +275,7 @@ def test_unknown_recipe_is_refused(tmp_path):
 # ----------------------------------------------------------------------------- statistics
 
 def test_image_statistics_keys(small_set):
-    stats = synthetic.image_statistics(small_set, max_per_class=5)
+    stats = synthetic_dataset.image_statistics(small_set, max_per_class=5)
     assert sorted(stats) == ["Negative", "Positive"]
     for entry in stats.values():
         assert entry["n"] == 5
@@ -283,15 +283,12 @@ def test_image_statistics_keys(small_set):
         assert entry["brightness_p05"] <= entry["brightness_p50"] <= entry["brightness_p95"]
 
 
-def test_statistics_close_to_real_sample(tmp_path):
+def test_statistics_close_to_real_sample(tmp_path, real_sample):
     """The generator was tuned on a real sample (250 images per class). Tolerances, per class:
     channel means within 12 grey levels, channel stds within a factor 1.3, and the 5th, 50th
     and 95th percentiles of per-image brightness within 15 grey levels."""
-    real_folder = os.environ.get(REAL_SAMPLE_ENV)
-    if not real_folder:
-        pytest.skip(f"set {REAL_SAMPLE_ENV} to a folder with real Positive/ and Negative/ images")
-    real = synthetic.image_statistics(real_folder)
-    fake = synthetic.image_statistics(make(tmp_path / "stats", per_class=150, seed=0))
+    real = synthetic_dataset.image_statistics(real_sample)
+    fake = synthetic_dataset.image_statistics(make(tmp_path / "stats", per_class=150, seed=0))
     for folder in ("Positive", "Negative"):
         r, f = real[folder], fake[folder]
         assert np.allclose(f["mean_rgb"], r["mean_rgb"], atol=12), (folder, r, f)

@@ -15,13 +15,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from helpers.dataset import CrackDataset
+from helpers.feature_cache import FeatureSet
 from helpers.model import build_resnet18
-from helpers.synthetic import generate_dataset
+from helpers.synthetic_dataset import generate_dataset
 from helpers.training import (
     History,
-    accuracy_interval,
     evaluate,
-    predict,
+    predict_logits,
     set_train_mode,
     train,
     train_head,
@@ -42,6 +42,11 @@ def fresh_model(seed: int = 0) -> nn.Module:
     """A ResNet18 with random weights, a frozen backbone and a new Linear(512, 2) head."""
     torch.manual_seed(seed)
     return build_resnet18(weights=None)
+
+
+def rows(features: torch.Tensor, labels: torch.Tensor) -> FeatureSet:
+    """A FeatureSet of given rows, as extract_features would return it."""
+    return FeatureSet(features, labels, [f"row {i}" for i in range(len(labels))], key="test")
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
@@ -145,7 +150,7 @@ def test_train_head_learns_a_separable_problem():
     val_x, val_y = separable_features(200, seed=2)
     torch.manual_seed(0)
     head = nn.Linear(512, 2)
-    history = train_head(head, train_x, train_y, val_x, val_y, epochs=10, batch_size=50,
+    history = train_head(head, rows(train_x, train_y), rows(val_x, val_y), epochs=10, batch_size=50,
                          device=DEVICE, progress=False)
     assert len(history.iteration_loss) == 10 * 8 and len(history.epoch_loss) == 10
     assert history.epoch_loss[-1] < 0.2 * history.epoch_loss[0]
@@ -198,7 +203,7 @@ def test_direct_training_and_training_on_features_give_the_same_head():
     val_x, val_y = eval_features(model, val_loader)
 
     direct = train(model, train_loader, val_loader, epochs=2, seed=0, device=DEVICE, progress=False)
-    fast = train_head(head, train_x, train_y, val_x, val_y, epochs=2, batch_size=8, seed=0,
+    fast = train_head(head, rows(train_x, train_y), rows(val_x, val_y), epochs=2, batch_size=8, seed=0,
                       device=DEVICE, progress=False)
 
     torch.testing.assert_close(head.weight, model.fc.weight, atol=1e-5, rtol=0)
@@ -221,7 +226,7 @@ def test_train_head_is_deterministic_for_a_seed():
     def run(seed: int, shuffle: bool) -> tuple[History, nn.Module]:
         torch.manual_seed(0)
         head = nn.Linear(512, 2)
-        history = train_head(head, features, labels, epochs=2, batch_size=25, shuffle=shuffle, seed=seed,
+        history = train_head(head, rows(features, labels), epochs=2, batch_size=25, shuffle=shuffle, seed=seed,
                              device=DEVICE, progress=False)
         return history, head
 
@@ -256,9 +261,12 @@ def test_train_refuses_a_model_with_nothing_to_train():
 def test_train_head_checks_its_inputs():
     features, labels = separable_features(10, seed=0)
     with pytest.raises(ValueError, match="shape"):
-        train_head(nn.Linear(512, 2), features, labels[:9], device=DEVICE, progress=False)
-    with pytest.raises(ValueError, match="both"):
-        train_head(nn.Linear(512, 2), features, labels, val_features=features, device=DEVICE, progress=False)
+        train_head(nn.Linear(512, 2), rows(features, labels[:9]), device=DEVICE, progress=False)
+    with pytest.raises(ValueError, match="validation data: need features of shape"):
+        train_head(nn.Linear(512, 2), rows(features, labels), rows(features[:0], labels[:0]), device=DEVICE,
+                   progress=False)
+    with pytest.raises(TypeError, match="need a FeatureSet"):
+        train_head(nn.Linear(512, 2), features, device=DEVICE, progress=False)  # the old four-tensor call
 
 
 # ----------------------------------------------------------------------------- evaluate and predict
@@ -277,7 +285,7 @@ def test_predict_and_evaluate_on_a_model_with_known_answers():
     model = sign_model().train()                    # predict must switch to eval itself
     loader = DataLoader(TensorDataset(inputs, labels), batch_size=2)  # batches of 2, 2, 1
 
-    logits, got_labels = predict(model, loader, device=DEVICE)
+    logits, got_labels = predict_logits(model, loader, device=DEVICE)
     assert logits.dtype == torch.float32 and logits.device.type == "cpu"
     assert torch.equal(logits, torch.cat([-inputs, inputs], dim=1))
     assert torch.equal(got_labels, labels)
@@ -286,9 +294,9 @@ def test_predict_and_evaluate_on_a_model_with_known_answers():
     assert not model.training
 
 
-def test_predict_refuses_an_empty_loader():
+def test_predict_logits_refuses_an_empty_loader():
     with pytest.raises(ValueError, match="no batches"):
-        predict(sign_model(), [], device=DEVICE)
+        predict_logits(sign_model(), [], device=DEVICE)
 
 
 def test_history_final_accuracy():
@@ -296,37 +304,9 @@ def test_history_final_accuracy():
     assert History(val_accuracy=[0.5, 0.9]).final_accuracy == 0.9
 
 
-# ----------------------------------------------------------------------------- accuracy_interval
-def test_accuracy_interval_for_the_capstone_result():
-    lower, upper = accuracy_interval(9944, 10000)
-    assert lower == pytest.approx(0.99274, abs=1e-5) and upper == pytest.approx(0.99568, abs=1e-5)
-    assert 0.0016 < 0.9944 - lower < 0.0017 and 0.0012 < upper - 0.9944 < 0.0013  # not symmetric near 1
-    assert 0.0014 < (upper - lower) / 2 < 0.0015  # about +-0.15 points
-
-
-def test_accuracy_interval_edges_and_widths():
-    assert accuracy_interval(0, 10) == (0.0, pytest.approx(1.96**2 / (10 + 1.96**2), abs=1e-4))  # 0.2775
-    lower, upper = accuracy_interval(10, 10)
-    assert upper == 1.0 and lower == pytest.approx(10 / (10 + 1.96**2), abs=1e-4)
-    lower, upper = accuracy_interval(5, 10)
-    assert lower == pytest.approx(1 - upper) and lower < 0.5 < upper  # symmetric around one half
-
-    def width(correct: int, total: int, confidence: float = 0.95) -> float:
-        low, high = accuracy_interval(correct, total, confidence)
-        return high - low
-
-    assert width(994, 1000) > 2 * width(9940, 10000)  # 10x the data: about 1/sqrt(10) the width
-    assert width(9940, 10000, confidence=0.99) > width(9940, 10000)
-    for correct, total in [(0, 0), (11, 10), (-1, 10)]:
-        with pytest.raises(ValueError):
-            accuracy_interval(correct, total)
-    with pytest.raises(ValueError):
-        accuracy_interval(5, 10, confidence=1.0)
-
-
 def test_progress_bars_show_the_loss(capsys):
     features, labels = separable_features(20, seed=5)
-    train_head(nn.Linear(512, 2), features, labels, epochs=2, batch_size=10, device=DEVICE, progress=True)
+    train_head(nn.Linear(512, 2), rows(features, labels), epochs=2, batch_size=10, device=DEVICE, progress=True)
     train(fresh_model(), DataLoader(tiny_images(4), batch_size=2), device=DEVICE, progress=True)
     shown = capsys.readouterr().err
     assert "epochs" in shown and "loss=" in shown and "epoch 1/1" in shown

@@ -1,4 +1,4 @@
-"""Run every notebook in order, headless, each in a fresh kernel (`make run`).
+"""Run every notebook in order, headless, each in a fresh kernel (`make run`); strip outputs (`make strip`).
 
 Executed copies go to `build/executed/` (git-ignored), figures to `images/`. The data question
 is settled first, so that an offline machine says so in the first lines of the output; a short
@@ -7,9 +7,7 @@ summary closes the run: which data, how many images, which weights, how long it 
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
+import json
 import time
 from pathlib import Path
 
@@ -19,13 +17,14 @@ from nbclient.exceptions import CellExecutionError
 from tqdm.auto import tqdm
 
 from helpers.data import prepare_data, read_source, verify_dataset
-from helpers.model import RANDOM_WEIGHTS_ENV, WeightsUnavailableError, imagenet_weights_path, load_imagenet_state_dict
-from helpers.workbook import IMAGES_DIR, PROJECT_ROOT, quick_mode
+from helpers.files import atomic_path
+from helpers.model import WeightsUnavailableError, imagenet_weights_path, load_imagenet_state_dict
+from helpers.settings import ALLOW_RANDOM_WEIGHTS, PROJECT_ROOT, QUICK, environment_with, images_dir, quick_mode
 
 EXECUTED_DIR = PROJECT_ROOT / "build" / "executed"
 
 
-def run_notebook(path: Path, timeout: int = 3600) -> float:
+def run_notebook(path: Path, kernel_env: dict[str, str] | None = None, timeout: int = 3600) -> float:
     """Execute one notebook in a fresh `python3` kernel, cell by cell with a progress bar; return seconds."""
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
@@ -34,7 +33,8 @@ def run_notebook(path: Path, timeout: int = 3600) -> float:
     EXECUTED_DIR.mkdir(parents=True, exist_ok=True)
     log_path = EXECUTED_DIR / f"{path.stem}.kernel.log"  # the kernel's own chatter, kept out of the way
     try:
-        with open(log_path, "w", encoding="utf-8") as kernel_log, client.setup_kernel(stderr=kernel_log):
+        with open(log_path, "w", encoding="utf-8") as kernel_log, \
+                client.setup_kernel(stderr=kernel_log, env=kernel_env or environment_with()):
             for index, cell in enumerate(tqdm(notebook.cells, desc=path.name, unit="cell", leave=False)):
                 client.execute_cell(cell, index)
     finally:
@@ -42,36 +42,33 @@ def run_notebook(path: Path, timeout: int = 3600) -> float:
     return time.perf_counter() - start
 
 
-def prepare_weights() -> str:
-    """Fetch the ImageNet weights now, or allow the notebooks a random backbone and say so in one sentence."""
+def prepare_weights() -> tuple[str, dict[str, str]]:
+    """(what the run uses, the kernels' environment): the ImageNet weights, or a random backbone said in one sentence."""
     try:
         load_imagenet_state_dict()
-        return f"ImageNet (torchvision IMAGENET1K_V1) from {imagenet_weights_path()}"
+        return f"ImageNet (torchvision IMAGENET1K_V1) from {imagenet_weights_path()}", environment_with()
     except WeightsUnavailableError:
         print("The ImageNet weights for ResNet18 cannot be had on this machine, so this run trains on a "
               "randomly initialised backbone and its accuracies mean little (see notebook 03 for how to get them).")
-        os.environ[RANDOM_WEIGHTS_ENV] = "1"  # the notebooks' kernels inherit it, and say so loudly
-        return f"random initialisation, NOT pretrained (no file at {imagenet_weights_path()})"
+        # the notebooks' kernels may use a random backbone, and say so loudly
+        return (f"random initialisation, NOT pretrained (no file at {imagenet_weights_path()})",
+                environment_with(**{ALLOW_RANDOM_WEIGHTS: "1"}))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/NN_*.ipynb in order")
-    args = parser.parse_args(argv)
-    notebooks = args.notebooks or sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+def run_all(paths: list[Path]) -> int:
+    """Run `paths` in order and print the summary; 0 when every notebook ran, else 1."""
     start = time.perf_counter()
     run_started = time.time()
-
     choice = prepare_data()  # prints one plain sentence when it falls back to synthetic data
-    weights = prepare_weights()  # the same for the pretrained weights
+    weights, kernel_env = prepare_weights()  # the same for the pretrained weights
     print(choice)
-    print(f"Mode: {'quick (WORKBOOK_QUICK=1)' if quick_mode() else 'full'}; "
+    print(f"Mode: {f'quick ({QUICK}=1)' if quick_mode() else 'full'}; "
           f"executed copies go to {EXECUTED_DIR.relative_to(PROJECT_ROOT)}/\n")
 
     failed = None
-    for path in notebooks:
+    for path in paths:
         try:
-            seconds = run_notebook(path)
+            seconds = run_notebook(path, kernel_env)
         except CellExecutionError as exc:
             failed = path
             print(f"FAILED  {path.name}: a cell raised an error; the executed copy in "
@@ -81,16 +78,33 @@ def main(argv: list[str] | None = None) -> int:
 
     report = verify_dataset(choice.path, decode=False, progress=False)
     source = read_source(choice.path)
-    figures = sorted(p.name for p in IMAGES_DIR.glob("*.png") if p.stat().st_mtime >= run_started)
+    figures = sorted(p.name for p in images_dir().glob("*.png") if p.stat().st_mtime >= run_started)
     print("\nSummary")
     print(f"  data:    {choice.source}" + (f" (seed {source.get('seed')})" if choice.source == "synthetic" else "")
           + f", {report.total:,} images ({', '.join(f'{n:,} {c}' for c, n in report.counts.items())}) in {choice.path}")
     print(f"  weights: {weights}")
-    print(f"  figures: {', '.join(figures) if figures else 'none'} in {IMAGES_DIR.relative_to(PROJECT_ROOT)}/")
-    print(f"  time:    {time.perf_counter() - start:.0f} s for {len(notebooks)} notebook(s)"
+    print(f"  figures: {', '.join(figures) if figures else 'none'} in {images_dir().relative_to(PROJECT_ROOT)}/")
+    print(f"  time:    {time.perf_counter() - start:.0f} s for {len(paths)} notebook(s)"
           + (f"; stopped at {failed.name}" if failed else ""))
     return 1 if failed else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def strip_notebook(path: Path) -> bool:
+    """Remove outputs, execution counts and widget state from one notebook, in place; True when it changed.
+
+    Notebooks are committed without outputs (a test checks it).
+    """
+    text = path.read_text(encoding="utf-8")
+    notebook = json.loads(text)
+    for cell in notebook.get("cells", []):
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
+        cell.get("metadata", {}).pop("execution", None)
+    notebook.get("metadata", {}).pop("widgets", None)
+    new_text = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+    if new_text == text:
+        return False
+    with atomic_path(path) as temp:
+        temp.write_text(new_text, encoding="utf-8")
+    return True

@@ -1,0 +1,243 @@
+"""Every setting of the workbook in one place: environment variables, folders, the device.
+
+The notebooks, the command-line tools and the tests all ask this module, and no other module
+reads a ``WORKBOOK_*`` variable. Each variable is read when it is asked for (so a test or a
+notebook cell can change it), through one parser per kind of value, and a value that cannot be
+understood stops with one sentence that names the variable and what it accepts.
+
+| variable | what it does |
+| --- | --- |
+| WORKBOOK_QUICK | 1: tiny synthetic data and the shortest training (CI, a first look) |
+| WORKBOOK_DATA_DIR | keep downloads, generated data, caches and checkpoints there instead of data/ |
+| WORKBOOK_DATA_URL | an address or a local zip to download instead of the known addresses |
+| WORKBOOK_OFFLINE | 1: do not try to download; use synthetic data |
+| WORKBOOK_SYNTHETIC_PER_CLASS | images per class of the synthetic stand-in in a full run (default 1,000) |
+| WORKBOOK_WEIGHTS_URL | a mirror of the ImageNet weights file (its SHA-256 is still checked) |
+| WORKBOOK_ALLOW_RANDOM_WEIGHTS | 1: carry on with a random backbone when the ImageNet weights are missing |
+| WORKBOOK_INT8 | 0: compute features in float32 where the workbook would use int8 |
+| WORKBOOK_DEVICE | cpu, cuda, cuda:1, mps: the device to run on (default: the best there is) |
+| WORKBOOK_REAL_SAMPLE | a folder with a real Positive/ + Negative/ sample (tests, notebook 01, benchmark) |
+| WORKBOOK_REQUIRE_BROWSER | 1: the browser test fails instead of skipping without Chromium (CI) |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported only where the device is chosen
+    import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_FILE = "workbook_source.json"  # how a data folder was made (download or synthetic), in that folder
+
+QUICK = "WORKBOOK_QUICK"
+DATA_DIR = "WORKBOOK_DATA_DIR"
+DATA_URL = "WORKBOOK_DATA_URL"
+OFFLINE = "WORKBOOK_OFFLINE"
+SYNTHETIC_PER_CLASS = "WORKBOOK_SYNTHETIC_PER_CLASS"
+WEIGHTS_URL = "WORKBOOK_WEIGHTS_URL"
+ALLOW_RANDOM_WEIGHTS = "WORKBOOK_ALLOW_RANDOM_WEIGHTS"
+INT8 = "WORKBOOK_INT8"
+DEVICE = "WORKBOOK_DEVICE"
+REAL_SAMPLE = "WORKBOOK_REAL_SAMPLE"
+REQUIRE_BROWSER = "WORKBOOK_REQUIRE_BROWSER"
+
+DEFAULT_SYNTHETIC_PER_CLASS = 1_000  # offline stand-in for a full run
+QUICK_SYNTHETIC_PER_CLASS = 50       # WORKBOOK_QUICK=1
+
+_YES = {"1", "true", "yes", "on"}
+_NO = {"0", "false", "no", "off"}
+
+
+class SettingsError(ValueError):
+    """A WORKBOOK_* variable (or a setting given in code) holds a value the workbook cannot use."""
+
+
+# ----------------------------------------------------------------------------- parsers
+def env_text(name: str) -> str | None:
+    """The variable's value without surrounding spaces, or None when it is unset or empty."""
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """A yes/no variable: 1, true, yes, on / 0, false, no, off (any case); unset means `default`."""
+    value = env_text(name)
+    if value is None:
+        return default
+    if value.lower() in _YES:
+        return True
+    if value.lower() in _NO:
+        return False
+    raise SettingsError(f"{name}={value!r} is not understood: use 1 (or yes, true, on) or 0 (or no, false, off).")
+
+
+def env_int(name: str, default: int, minimum: int = 1) -> int:
+    """A whole-number variable of at least `minimum`; unset means `default`."""
+    value = env_text(name)
+    if value is None:
+        return default
+    try:
+        number = int(value.replace("_", "").replace(",", ""))
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        raise SettingsError(f"{name}={value!r} is not understood: use a whole number of at least {minimum}, "
+                            f"e.g. {name}={default}.")
+    return number
+
+
+def env_path(name: str) -> Path | None:
+    """A folder or file named by the variable (~ expanded, made absolute), or None when unset."""
+    value = env_text(name)
+    return Path(value).expanduser().resolve() if value else None
+
+
+# ----------------------------------------------------------------------------- the settings
+def quick_mode() -> bool:
+    """True when WORKBOOK_QUICK=1: tiny synthetic data and the shortest training (CI, a first look)."""
+    return env_flag(QUICK)
+
+
+def offline() -> bool:
+    """True when WORKBOOK_OFFLINE=1: no download is tried."""
+    return env_flag(OFFLINE)
+
+
+def data_url() -> str | None:
+    """The learner's own address (or local zip) of the data set, from WORKBOOK_DATA_URL."""
+    return env_text(DATA_URL)
+
+
+def weights_url() -> str | None:
+    """A mirror of the ImageNet weights file, from WORKBOOK_WEIGHTS_URL."""
+    return env_text(WEIGHTS_URL)
+
+
+def random_weights_allowed() -> bool:
+    """True when WORKBOOK_ALLOW_RANDOM_WEIGHTS=1: a random backbone may stand in, loudly."""
+    return env_flag(ALLOW_RANDOM_WEIGHTS)
+
+
+def int8_allowed() -> bool:
+    """False when WORKBOOK_INT8=0: the automatic choice never picks int8."""
+    return env_flag(INT8, default=True)
+
+
+def synthetic_per_class() -> int:
+    """Images per class for the synthetic stand-in: 50 in quick mode, else WORKBOOK_SYNTHETIC_PER_CLASS or 1,000."""
+    if quick_mode():
+        return QUICK_SYNTHETIC_PER_CLASS
+    return env_int(SYNTHETIC_PER_CLASS, DEFAULT_SYNTHETIC_PER_CLASS)
+
+
+def real_sample_dir() -> Path | None:
+    """The folder of a real sample (Positive/ + Negative/) named by WORKBOOK_REAL_SAMPLE, or None."""
+    return env_path(REAL_SAMPLE)
+
+
+def browser_required() -> bool:
+    """True when WORKBOOK_REQUIRE_BROWSER=1 (CI): a missing Chromium fails the browser test."""
+    return env_flag(REQUIRE_BROWSER)
+
+
+def environment_with(**overrides: str) -> dict[str, str]:
+    """This process's environment plus `overrides`, for a child process (a kernel, pytest, JupyterLab)."""
+    return {**os.environ, **overrides}
+
+
+# ----------------------------------------------------------------------------- folders
+def images_dir() -> Path:
+    """Where the notebooks save their figures: images/."""
+    return PROJECT_ROOT / "images"
+
+
+def notebooks() -> list[Path]:
+    """The workbook's notebooks, notebooks/NN_*.ipynb, in order."""
+    return sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def data_dir() -> Path:
+    """The folder downloads and generated data land in: data/, or WORKBOOK_DATA_DIR."""
+    return env_path(DATA_DIR) or PROJECT_ROOT / "data"
+
+
+def real_dir() -> Path:
+    """Where the downloaded JPEGs live: data/concrete_crack_images/{Positive,Negative}."""
+    return data_dir() / "concrete_crack_images"
+
+
+def tensors_dir() -> Path:
+    """Where the capstone's optional .pt format lives: data/concrete_crack_tensors/."""
+    return data_dir() / "concrete_crack_tensors"
+
+
+def synthetic_dir(quick: bool | None = None) -> Path:
+    """Where generated images live: data/synthetic_cracks/ (data/synthetic_quick/ in quick mode)."""
+    quick = quick_mode() if quick is None else quick
+    return data_dir() / ("synthetic_quick" if quick else "synthetic_cracks")
+
+
+def downloads_dir() -> Path:
+    """Where archives are downloaded to before extraction: data/downloads/."""
+    return data_dir() / "downloads"
+
+
+def feature_cache_dir() -> Path:
+    """Where the backbone's features are cached: data/cache/features/."""
+    return data_dir() / "cache" / "features"
+
+
+def checkpoints_dir() -> Path:
+    """Where trained models are saved: data/checkpoints/."""
+    return data_dir() / "checkpoints"
+
+
+def default_checkpoint_path() -> Path:
+    """Where notebook 04 saves the trained model and notebook 05 looks for it (quick mode keeps its own)."""
+    return checkpoints_dir() / ("resnet18_cracks_quick.pt" if quick_mode() else "resnet18_cracks.pt")
+
+
+# ----------------------------------------------------------------------------- the device
+def available_devices() -> list[str]:
+    """The devices this machine can run on, e.g. ["cpu"] or ["cpu", "cuda:0", "cuda:1"]."""
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def pick_device(preference: str | torch.device | None = None) -> torch.device:
+    """The device to run on: `preference`, else WORKBOOK_DEVICE, else CUDA, then Apple's MPS, then the CPU.
+
+    A device this machine does not have (cuda without a driver, cuda:7 on one GPU, mps on Linux,
+    a misspelling) raises SettingsError with one sentence that lists the devices it does have.
+    """
+    import torch
+
+    source = "the device" if preference is not None else DEVICE
+    preference = preference if preference is not None else env_text(DEVICE)
+    if preference is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    available = available_devices()
+    shown = f"{source}={str(preference)!r}" if source == DEVICE else f"device {str(preference)!r}"
+    try:
+        device = torch.device(preference)
+    except (RuntimeError, ValueError, TypeError):
+        raise SettingsError(f"{shown} is not a device name; this machine has: {', '.join(available)}.") from None
+    index = 0 if device.index is None else device.index
+    known = device.type == "cpu" or (device.type == "mps" and "mps" in available) \
+        or (device.type == "cuda" and f"cuda:{index}" in available)
+    if not known:
+        raise SettingsError(f"{shown} is not available on this machine, which has: {', '.join(available)}.")
+    return device

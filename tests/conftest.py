@@ -1,0 +1,73 @@
+"""Fixtures shared by the test modules: the real sample, a small transform, the float32 agreement check.
+
+Tests that need real images take the `real_sample` fixture: a folder that links (never copies)
+the Positive/ and Negative/ folders named by WORKBOOK_REAL_SAMPLE, in the test's own tmp_path
+so that caches written beside the images land there; without the variable the test skips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torchvision import transforms
+
+from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD
+from helpers.feature_cache import FeatureSet
+from helpers.features import head_logits
+from helpers.settings import REAL_SAMPLE, real_sample_dir
+
+
+@pytest.fixture
+def real_sample(tmp_path) -> Path:
+    """A folder whose Positive/ and Negative/ link to the real sample; skips when WORKBOOK_REAL_SAMPLE is unset."""
+    source = real_sample_dir()
+    if source is None:
+        pytest.skip(f"{REAL_SAMPLE} is not set")
+    root = tmp_path / "real_sample"
+    root.mkdir()
+    for cls in ("Positive", "Negative"):
+        (root / cls).symlink_to(source / cls, target_is_directory=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_transform() -> Callable[..., Callable]:
+    """small_transform(size=64): shrink the images (bfloat16 is emulated, and slow, on most CPUs)."""
+    def make(size: int = 64) -> Callable:
+        return transforms.Compose([transforms.Resize(size), transforms.ToTensor(),
+                                   transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return make
+
+
+def train_logistic_head(features: torch.Tensor, labels: torch.Tensor, steps: int = 300) -> nn.Linear:
+    """A quick Linear(512, 2) fitted to features, so that agreement tests use a meaningful head."""
+    torch.manual_seed(0)
+    head = nn.Linear(features.shape[1], 2)
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.01)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(head((features - mean) / std), labels).backward()
+        optimizer.step()
+    with torch.no_grad():  # fold the standardisation into the layer: head(features) directly
+        head.weight /= std
+        head.bias -= head.weight @ mean
+    return head
+
+
+@pytest.fixture(scope="session")
+def assert_agrees_with_float32() -> Callable[[FeatureSet, FeatureSet, str, float], None]:
+    """assert_agrees_with_float32(float32, rounded, what, min_cosine): rounded features (bf16, int8) stay
+    close to float32's, and a head trained on float32 features keeps >= 99% of its predictions."""
+    def check(float32: FeatureSet, rounded: FeatureSet, what: str, min_cosine: float) -> None:
+        cosine = nn.functional.cosine_similarity(float32.features, rounded.features, dim=1)
+        assert cosine.min() > min_cosine, f"lowest cosine similarity {cosine.min():.4f}"
+        head = train_logistic_head(float32.features, float32.labels)
+        same = head_logits(head, float32.features).argmax(1) == head_logits(head, rounded.features).argmax(1)
+        print(f"{what} changed {int((~same).sum())} of {len(same)} predictions; lowest cosine {cosine.min():.5f}")
+        assert same.float().mean() >= 0.99, f"{what} changed {int((~same).sum())} of {len(same)} predictions"
+    return check

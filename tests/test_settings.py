@@ -1,0 +1,110 @@
+"""helpers.settings: every WORKBOOK_* variable, its parser, the folders and the device choice."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import settings
+from helpers.settings import (
+    SettingsError, data_dir, default_checkpoint_path, env_flag, env_int, feature_cache_dir, int8_allowed, pick_device,
+    quick_mode, synthetic_per_class,
+)
+
+HELPERS = Path(__file__).resolve().parent.parent / "helpers"
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("yes", True), ("ON", True), (" true ", True),
+                                             ("0", False), ("no", False), ("Off", False), ("", False)])
+def test_yes_no_values(monkeypatch, value, expected):
+    monkeypatch.setenv("WORKBOOK_OFFLINE", value)
+    assert env_flag("WORKBOOK_OFFLINE") is expected
+
+
+def test_a_bad_yes_no_value_names_the_variable_and_what_it_accepts(monkeypatch):
+    monkeypatch.setenv("WORKBOOK_QUICK", "maybe")
+    with pytest.raises(SettingsError, match=r"WORKBOOK_QUICK='maybe' .* use 1 .* or 0"):
+        quick_mode()
+
+
+def test_synthetic_size_is_a_whole_number_and_a_bad_one_says_so(monkeypatch):
+    monkeypatch.delenv("WORKBOOK_QUICK", raising=False)
+    monkeypatch.setenv("WORKBOOK_SYNTHETIC_PER_CLASS", "20_000")
+    assert synthetic_per_class() == 20_000
+    for bad in ("abc", "0", "-5", "1.5"):
+        monkeypatch.setenv("WORKBOOK_SYNTHETIC_PER_CLASS", bad)
+        with pytest.raises(SettingsError) as error:
+            synthetic_per_class()
+        message = str(error.value)
+        assert "WORKBOOK_SYNTHETIC_PER_CLASS" in message and "whole number of at least 1" in message
+        assert "\n" not in message
+    monkeypatch.setenv("WORKBOOK_QUICK", "1")
+    assert synthetic_per_class() == settings.QUICK_SYNTHETIC_PER_CLASS  # quick mode wins
+
+
+def test_env_int_default_and_minimum(monkeypatch):
+    monkeypatch.delenv("WORKBOOK_SYNTHETIC_PER_CLASS", raising=False)
+    assert env_int("WORKBOOK_SYNTHETIC_PER_CLASS", 7) == 7
+    monkeypatch.setenv("WORKBOOK_SYNTHETIC_PER_CLASS", "3")
+    with pytest.raises(SettingsError, match="at least 5"):
+        env_int("WORKBOOK_SYNTHETIC_PER_CLASS", 7, minimum=5)
+
+
+def test_int8_is_on_unless_turned_off(monkeypatch):
+    monkeypatch.delenv("WORKBOOK_INT8", raising=False)
+    assert int8_allowed() is True
+    monkeypatch.setenv("WORKBOOK_INT8", "0")
+    assert int8_allowed() is False
+
+
+def test_every_folder_follows_the_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORKBOOK_DATA_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("WORKBOOK_QUICK", "0")
+    root = data_dir()
+    assert root == (tmp_path / "elsewhere").resolve()
+    for path in (settings.real_dir(), settings.synthetic_dir(), settings.downloads_dir(), feature_cache_dir(),
+                 settings.checkpoints_dir(), default_checkpoint_path()):
+        assert root in path.parents
+    assert default_checkpoint_path().name == "resnet18_cracks.pt"
+    monkeypatch.setenv("WORKBOOK_QUICK", "1")
+    assert default_checkpoint_path().name == "resnet18_cracks_quick.pt"
+    assert settings.synthetic_dir().name == "synthetic_quick"
+
+
+def test_pick_device_honours_the_setting(monkeypatch):
+    monkeypatch.setenv("WORKBOOK_DEVICE", "cpu")
+    assert pick_device() == torch.device("cpu")
+    assert pick_device("cpu") == torch.device("cpu")
+    monkeypatch.delenv("WORKBOOK_DEVICE")
+    expected = "cuda" if torch.cuda.is_available() else None
+    assert pick_device().type in {expected or "cpu", "mps", "cpu"}
+
+
+@pytest.mark.parametrize("value", ["banana", "cuda:7", "mps", "cuda"])
+def test_a_device_this_machine_lacks_is_one_sentence_with_the_devices_it_has(monkeypatch, value):
+    available = settings.available_devices()
+    if value in available or (value == "cuda" and torch.cuda.is_available()):
+        pytest.skip(f"{value} exists on this machine")
+    monkeypatch.setenv("WORKBOOK_DEVICE", value)
+    with pytest.raises(SettingsError) as error:
+        pick_device()
+    message = str(error.value)
+    assert message.startswith(f"WORKBOOK_DEVICE={value!r}") and "\n" not in message
+    assert all(device in message for device in available)
+    with pytest.raises(SettingsError, match=f"device {value!r}"):
+        pick_device(value)  # given in code: named as an argument, not as the variable
+
+
+def test_no_other_module_reads_workbook_variables():
+    """Every WORKBOOK_* variable is read in helpers/settings.py, and os.environ nowhere else."""
+    for path in HELPERS.glob("*.py"):
+        if path.name == "settings.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert "os.environ" not in text and "os.getenv" not in text, f"{path.name} reads the environment"
+    documented = set(re.findall(r"\| (WORKBOOK_[A-Z0-9_]+) \|", settings.__doc__))
+    defined = {value for value in vars(settings).values() if isinstance(value, str) and value.startswith("WORKBOOK_")}
+    assert documented == defined
