@@ -18,6 +18,7 @@ Command line, for teachers preparing a classroom:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -26,12 +27,16 @@ from pathlib import Path
 
 import requests
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
-from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files
-from helpers.download import ArchiveError, DownloadError, download_first, extract_zip
-from helpers.files import file_digest, read_json, write_json_atomically
+from helpers.dataset import (
+    CLASS_NAMES, TILE_SIZE, DatasetNotFoundError, list_class_files, open_image, size_problem,
+)
+from helpers.archive import ArchiveError, extract_zip
+from helpers.download import DownloadError, download_first
+from helpers.files import (
+    DIGEST_CACHE_NAME, content_hashes, file_digest, read_json, relative_name, write_json_atomically,
+)
 from helpers.settings import (
     DATA_URL, DEFAULT_SYNTHETIC_PER_CLASS, OFFLINE, QUICK, SOURCE_FILE, data_url, downloads_dir, offline, quick_mode,
     real_dir, synthetic_dir, synthetic_per_class, tensors_dir,
@@ -40,6 +45,12 @@ from helpers.synthetic_dataset import generate_dataset
 
 ARCHIVE_NAME = "concrete_crack_images_for_classification.zip"
 TENSOR_ARCHIVES = ("Positive_tensors.zip", "Negative_tensors.zip")
+# The most an archive may weigh, and separately the most it may unpack to: far above the real
+# images archive (~250 MB, 40,000 JPEGs of 10-20 kB), so that a wrong address or a zip bomb stops
+# early. The tensor archives' sizes are not recorded here (20,000 float32 3x224x224 tensors would
+# be 12 GB), so their limit is generous.
+ARCHIVE_MAX_BYTES = 2 * 1024**3
+TENSOR_ARCHIVE_MAX_BYTES = 16 * 1024**3
 
 # Known homes of the capstone's files, tried in order. Add a mirror by adding a line.
 # The first is the address the capstone's notebooks use; the others are the same bucket on
@@ -98,13 +109,16 @@ def download_dataset(dest: str | Path | None = None, url: str | None = None, sha
     """Download the capstone's JPEG archive, extract it safely into `dest` and verify it.
 
     `url` may be an address or a local zip (a teacher's mirror); by default the known addresses
-    are tried in order. Nothing half-written is left behind: the archive is downloaded to a
-    `.part` file (resumed on the next call) and extracted through a temporary folder.
+    are tried in order. Each address's archive is kept under its own name in the downloads folder,
+    so another address is really fetched. Nothing half-written is left behind: the archive is
+    downloaded to a `.part` file (resumed on the next call if the server's file is unchanged)
+    and extracted through a temporary folder.
     """
     dest = Path(dest) if dest else real_dir()
     urls = candidate_urls(ARCHIVE_NAME, url)
-    archive, used_url = download_first(urls, downloads_dir() / ARCHIVE_NAME, sha256=sha256, progress=progress)
-    extract_zip(archive, dest, progress=progress)
+    archive, used_url = download_first(urls, downloads_dir() / ARCHIVE_NAME, sha256=sha256, progress=progress,
+                                       max_bytes=ARCHIVE_MAX_BYTES)
+    extract_zip(archive, dest, progress=progress, max_bytes=ARCHIVE_MAX_BYTES)
     _move_class_folders_up(dest, CLASS_NAMES[::-1])
     write_json_atomically({
         "source": "download", "url": used_url, "archive": archive.name,
@@ -122,18 +136,23 @@ def download_tensors(dest: str | Path | None = None, base_url: str | None = None
     dest = Path(dest) if dest else tensors_dir()
     for name in TENSOR_ARCHIVES:
         urls = [base_url.rstrip("/") + "/" + name] if base_url else candidate_urls(name)
-        archive, _ = download_first(urls, downloads_dir() / name, progress=progress)
-        extract_zip(archive, dest, progress=progress)
+        archive, _ = download_first(urls, downloads_dir() / name, progress=progress, max_bytes=TENSOR_ARCHIVE_MAX_BYTES)
+        extract_zip(archive, dest, progress=progress, max_bytes=TENSOR_ARCHIVE_MAX_BYTES)
     return dest
 
 
 @dataclass
 class VerifyReport:
-    """What `verify_dataset` found: images per class and every problem, file by file."""
+    """What `verify_dataset` found: images per class, every problem file by file, and images of other sizes.
+
+    `other_sizes` maps an image's name ("Positive/x.jpg") to its (width, height) when that is not
+    227x227: not a problem (the datasets resize such images), but worth a note.
+    """
 
     root: Path
     counts: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    other_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -142,6 +161,16 @@ class VerifyReport:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def notes(self) -> list[str]:
+        """Findings that are not problems: the images that are not 227x227, counted, with an example."""
+        if not self.other_sizes:
+            return []
+        n = len(self.other_sizes)
+        name, (width, height) = next(iter(self.other_sizes.items()))
+        return [f"{n:,} image{'s are' if n > 1 else ' is'} not {TILE_SIZE}x{TILE_SIZE} (e.g. {name} is "
+                f"{width}x{height}); the datasets resize them to {TILE_SIZE}x{TILE_SIZE}."]
 
     def __str__(self) -> str:
         counts = ", ".join(f"{n:,} {name}" for name, n in self.counts.items())
@@ -153,26 +182,47 @@ class VerifyReport:
             lines += [f"  - {problem}" for problem in self.problems[:20]]
             if len(self.problems) > 20:
                 lines.append(f"  ... and {len(self.problems) - 20} more")
+        lines += [f"Note: {note}" for note in self.notes]
         return "\n".join(line for line in lines if line)
 
 
-def _check_file(path: Path) -> str | None:
-    """None when `path` decodes as an image (or a `.pt` image tensor), else the reason."""
+def _check_file(path: Path) -> tuple[str | None, tuple[int, int] | None]:
+    """(reason, size): reason is None when `path` decodes as an image (or a `.pt` image tensor).
+
+    size is the image's (width, height) from its header (None for a tensor or an unreadable file).
+    An image above helpers.dataset.MAX_IMAGE_PIXELS is refused from that header, never decoded.
+    """
+    size = None
     try:
         if path.suffix.lower() == ".pt":
             tensor = torch.load(path, weights_only=True, map_location="cpu")
             if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3:
-                return "not an image tensor of shape (C, H, W)"
+                return "not an image tensor of shape (C, H, W)", None
         else:
-            with Image.open(path) as image:
+            with open_image(path) as image:  # reads the header only
+                size = image.size
+                problem = size_problem(size)
+                if problem is not None:
+                    return problem, size
                 image.load()
     except Exception as exc:  # any decoding failure is reported, not raised
-        return f"cannot be decoded ({type(exc).__name__}: {exc})"
-    return None
+        return f"cannot be decoded ({type(exc).__name__}: {exc})", size
+    return None, size
 
 
-def _fingerprint(files: list[Path]) -> dict:
-    """Cheap identity of a file list (names and sizes) to know whether a verification still holds."""
+def _fingerprint(root: Path, files: list[Path], progress: bool = False) -> dict:
+    """Identity of a folder's data files by content: their count and one SHA-256 over names and SHA-1s.
+
+    The SHA-1s come from helpers.files.content_hashes (root/.content_hashes.json): each file is
+    read once, then its digest is reused while its size, mtime, inode and ctime stay the same.
+    """
+    hashes = content_hashes(files, root / DIGEST_CACHE_NAME, progress)
+    lines = sorted(f"{relative_name(path, root)}|{digest}" for path, digest in zip(files, hashes))
+    return {"n_files": len(files), "files_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest()}
+
+
+def _old_fingerprint(files: list[Path]) -> dict:
+    """The record of a verification made before digests were kept: file count and total bytes."""
     return {"n_files": len(files), "total_bytes": sum(p.stat().st_size for p in files)}
 
 
@@ -180,8 +230,10 @@ def verify_dataset(root: str | Path, expected_per_class: int | None = None, deco
                    progress: bool = True) -> VerifyReport:
     """Check a data folder: both class folders present, how many images each, every file decodable.
 
-    A clean result is remembered in `root/.verified.json` (keyed by file count and total size)
-    so that later notebooks can trust the folder without decoding 40,000 images again.
+    Images that are not 227x227 are listed in the report's notes (the datasets resize them);
+    images above 40 megapixels are problems, found from their header without decoding them.
+    A clean result is remembered in `root/.verified.json`, keyed by the files' contents (see
+    is_verified), so that later notebooks can trust the folder without decoding 40,000 images again.
     """
     root = Path(root)
     report = VerifyReport(root=root)
@@ -201,29 +253,50 @@ def verify_dataset(root: str | Path, expected_per_class: int | None = None, deco
         report.counts[name] = len(folder_files)
         files += folder_files
     if decode:
+        # Hashed before decoding: a file changed in between then fails is_verified, never passes it.
+        fingerprint = _fingerprint(root, files, progress) if files else None
         for path in tqdm(files, desc="Checking images", unit="img", disable=not progress):
-            reason = _check_file(path)
+            reason, size = _check_file(path)
             if reason:
                 report.problems.append(f"{path.relative_to(root)} {reason}")
+            elif size is not None and size != (TILE_SIZE, TILE_SIZE):
+                report.other_sizes[path.relative_to(root).as_posix()] = size
     if report.ok and decode:
         try:
-            write_json_atomically({**_fingerprint(files), "counts": report.counts}, root / VERIFIED_FILE)
+            write_json_atomically({**fingerprint, "counts": report.counts}, root / VERIFIED_FILE)
         except OSError:
             pass  # a read-only mirror is fine; we just verify again next time
     return report
 
 
 def is_verified(root: str | Path) -> bool:
-    """True when `root` passed `verify_dataset` and its files have not changed since."""
+    """True when `root` passed `verify_dataset` and its files have not changed since.
+
+    "Not changed" is judged by content: the record holds a SHA-256 over every file's name and
+    SHA-1, and the SHA-1s are recomputed for any file whose size, mtime, inode or ctime moved (see
+    helpers.files.content_hashes, which also says what remains metadata-based). So an edit that
+    keeps the size and sets the modification time back is caught; a warm check costs one stat
+    per file. A record written before digests were kept (count and total bytes) is upgraded once,
+    when those still match, by hashing the files now.
+    """
     root = Path(root)
     recorded = read_json(root / VERIFIED_FILE)
     if not recorded:
         return False
     try:
         files = [p for name in CLASS_NAMES for p in list_class_files(root, name)]
+        if "files_sha256" not in recorded:  # the old record: trust it once, if it still fits, and upgrade it
+            if {k: recorded.get(k) for k in ("n_files", "total_bytes")} != _old_fingerprint(files):
+                return False
+            try:
+                write_json_atomically({**_fingerprint(root, files), "counts": recorded.get("counts")},
+                                      root / VERIFIED_FILE)
+            except OSError:
+                pass  # a read-only mirror: upgraded another time
+            return True
+        return {k: recorded.get(k) for k in ("n_files", "files_sha256")} == _fingerprint(root, files)
     except OSError:
         return False
-    return {k: recorded.get(k) for k in ("n_files", "total_bytes")} == _fingerprint(files)
 
 
 def read_source(root: str | Path) -> dict:
@@ -306,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     synthetic.add_argument("--per-class", type=int, default=DEFAULT_SYNTHETIC_PER_CLASS)
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.add_argument("--dest", type=Path, help="default: data/synthetic_cracks")
-    synthetic.add_argument("--overwrite", action="store_true", help="replace a folder made with other settings")
+    synthetic.add_argument("--overwrite", action="store_true", help="replace a synthetic set made with other settings "
+                           "(never a folder the workbook did not make)")
     verify = commands.add_parser("verify", help="check a data folder: class folders, counts, every image decodable")
     verify.add_argument("dir", type=Path)
     verify.add_argument("--expected-per-class", type=int)
@@ -336,6 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     except (DownloadError, ArchiveError, FileExistsError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:  # Ctrl+C: one line, and the .part is kept for resuming
+        if args.command != "download":
+            raise
+        part = getattr(exc, "part", None)
+        resume = f" to resume from {part}" if part else ""
+        print(f"Download interrupted; run the same command again{resume}.", file=sys.stderr)
+        return 130
     print(report)
     return 0 if report.ok else 1
 

@@ -8,6 +8,8 @@ validation (30,000 / 10,000 on the full set). Unlike the capstone it:
 * sorts the file names, so every machine gets the same split (``os.listdir`` has no order);
 * gives every image a stable id such as ``"Positive/00162.jpg"``;
 * turns every image into RGB and names the file when one cannot be read;
+* resizes an image of another size to 227x227 (bilinear, as helpers.predict does), so a batch
+  never mixes sizes, and refuses one above 40 megapixels by reading only its header;
 * can keep byte-identical images on one side of the split (``dedupe=True``), because the
   dataset holds exact duplicates, and :func:`find_split_leakage` counts how many leak.
 
@@ -29,9 +31,10 @@ from torchvision import transforms
 from torchvision.transforms.functional import to_pil_image
 from tqdm.auto import tqdm
 
-from helpers.files import content_hashes
+from helpers.files import DIGEST_CACHE_NAME, content_hashes
 
 TILE_SIZE = 227  # the images' width and height, and so the input size the model learns from
+MAX_IMAGE_PIXELS = 40_000_000  # larger images are refused from their header: 120 MB to decode, for one tile
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLASS_NAMES = ("Negative", "Positive")  # label 0 = no crack, 1 = crack
@@ -40,7 +43,7 @@ SPLITS = ("train", "val", "all")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 TENSOR_EXTENSION = ".pt"
 IGNORED_FILE_NAMES = ("thumbs.db", "desktop.ini", ".ds_store")  # compared in lower case
-HASH_CACHE_NAME = ".content_hashes.json"
+HASH_CACHE_NAME = DIGEST_CACHE_NAME  # root/.content_hashes.json: the files' SHA-1s (helpers.files.content_hashes)
 DOWNLOAD_HINT = (
     "Run notebooks/01_download_data.ipynb, or `python -m helpers.data download` (real data) "
     "/ `python -m helpers.data synthetic` (offline) to create it."
@@ -66,7 +69,7 @@ class Sample:
 
 
 def default_transform() -> Callable:
-    """ToTensor then ImageNet normalisation, at the images' own 227x227 size (no resize)."""
+    """ToTensor then ImageNet normalisation, with no resize: the datasets hand it 227x227 images."""
     normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     return transforms.Compose([transforms.ToTensor(), normalize])
 
@@ -131,13 +134,44 @@ def bad_image_error(path: Path, problem: object) -> BadImageError:
     )
 
 
-def load_image(path: Path) -> Image.Image:
-    """Open and fully decode an image as RGB (grayscale, palette and RGBA images too)."""
+def size_problem(size: tuple[int, int]) -> str | None:
+    """Why an image of `size` (width, height) is refused, or None when it may be decoded."""
+    width, height = size
+    if width * height <= MAX_IMAGE_PIXELS:
+        return None
+    return (f"is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), more than the "
+            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels an image may have here: shrink it, "
+            f"or cut it into {TILE_SIZE}x{TILE_SIZE} tiles")
+
+
+def open_image(path: Path) -> Image.Image:
+    """Image.open (which reads only the header), without PIL's warning about very large images:
+    size_problem refuses those with a clearer message before anything is decoded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
+def load_image(path: Path, size: int | None = None) -> Image.Image:
+    """Open and fully decode an image as RGB (grayscale, palette and RGBA images too).
+
+    The width and height in the file's header are checked before any pixel is decoded: an image
+    above MAX_IMAGE_PIXELS raises BadImageError. With `size`, an image of another size is resized
+    to size x size (bilinear, as helpers.predict.load_image_tensor does); one that has it already
+    is returned as decoded, with no resize.
+    """
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        with open_image(path) as image:
+            problem = size_problem(image.size)
+            if problem is None:
+                rgb = image.convert("RGB")
     except Exception as error:  # PIL raises several kinds of error for broken files
         raise bad_image_error(path, error) from error
+    if problem is not None:
+        raise BadImageError(f"{path} {problem}.")
+    if size is not None and rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return rgb
 
 
 def load_tensor(path: Path) -> torch.Tensor:
@@ -269,7 +303,7 @@ class CrackDataset(SampleSplit):
         sample = self.samples[idx]
         if sample.path.suffix.lower() == TENSOR_EXTENSION:
             return self._transform_tensor(load_tensor(sample.path)), sample.label
-        image = load_image(sample.path)
+        image = load_image(sample.path, TILE_SIZE)
         if self.transform is not None:
             image = self.transform(image)
         return image, sample.label
@@ -324,8 +358,9 @@ class FolderDataset(SampleSplit):
     """Images in root/<class name>/ folders (the ImageFolder layout): labels 0, 1, 2... by sorted folder name.
 
     Your own classes, as many as you like (crack, stain, no_defect...), with the same rules as
-    CrackDataset: sorted files, stable ids such as "crack/00007.jpg", RGB conversion, clear
-    errors and the same `samples` list, so features and analysis work on it unchanged.
+    CrackDataset: sorted files, stable ids such as "crack/00007.jpg", RGB conversion, 227x227
+    images (other sizes are resized, images above 40 megapixels refused), clear errors and the
+    same `samples` list, so features and analysis work on it unchanged.
     For every class separately, the first `train_fraction` of its sorted files go to training
     and the rest to validation, so both splits keep the class balance; the chosen files are then
     taken in turn from each class (round robin), like the capstone's interleaving.
@@ -364,7 +399,7 @@ class FolderDataset(SampleSplit):
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[idx]
-        image = load_image(sample.path)  # RGB; a BadImageError names the file when it cannot be read
+        image = load_image(sample.path, TILE_SIZE)  # RGB, 227x227; a BadImageError names a file it cannot read
         if self.transform is not None:
             image = self.transform(image)
         return image, sample.label

@@ -1,21 +1,27 @@
-"""Download a large file safely, and unpack a zip archive safely.
+"""Download a large file safely (unpacking it safely is :mod:`helpers.archive`'s job).
 
-The crack data set is a zip of a few hundred megabytes. Downloads that size fail in
-ordinary ways: the Wi-Fi drops half-way, a server is briefly overloaded, a mirror serves an
-old version. This module handles those cases so that a learner can simply run the cell again.
+The crack data set is a zip of a few hundred megabytes. Downloads that size fail in ordinary
+ways: the Wi-Fi drops half-way, a server is briefly overloaded, a mirror serves an old version,
+an address serves something else. This module handles those cases so that a learner can simply
+run the cell again.
 
-* **Nothing half-done gets the final name.** Bytes are written to ``<dest>.part`` and renamed
-  to ``<dest>`` with :func:`os.replace` only once the file is complete and its SHA-256 matches.
-  A rename within one folder is atomic: other code sees either no file or the whole file.
-* **Resume instead of restart.** If a ``.part`` file is already there, we ask the server for
-  the rest only (HTTP ``Range: bytes=<size>-``). Servers that do not support this answer with
-  the whole file, and we start again from zero.
+* **Nothing half-done gets the final name.** Bytes go to ``<dest>.part``, renamed to ``<dest>``
+  (atomic within one folder) only once the file is complete and its SHA-256 matches.
+* **One file per address.** :func:`download_first` keeps each address's file under a name with
+  a short hash of the address (:func:`path_for`): a new address is really fetched, and a
+  ``.part`` is only ever resumed from the address it came from.
+* **Resume only the same version.** The ``ETag`` (else ``Last-Modified``) of the first answer is
+  kept in ``<dest>.part.json``; a resume asks for the rest (``Range``) only if the file is still
+  that version (``If-Range``), otherwise the server sends it whole and we start from zero. When
+  the server gave neither, the ``.part`` cannot be checked: we start from zero, and say so.
+* **Bounded sizes.** A download stops, deleting its ``.part``, once it goes past its announced
+  size or ``max_bytes`` (2 GiB by default).
 * **Retry what may pass, stop at once on what will not.** Dropped connections, time-outs and
   server errors (5xx, 429) are retried with exponential back-off (``backoff * 2**attempt``
   seconds); "not found" or "forbidden" will not change by waiting, so they fail straight away.
-* **Extract beside the target, then move into place.** :func:`extract_zip` checks every member
-  name first (a malicious zip could write to ``../../.bashrc``), unpacks into a temporary
-  sibling folder, and moves the result into place only when every member was read correctly.
+* **Say what happened.** A 404 is reported as a 404, a wrong SHA-256 as a wrong SHA-256, and
+  "check your internet connection" only when nothing could be reached. Ctrl+C raises
+  :class:`DownloadInterrupted` (a ``KeyboardInterrupt``) naming the ``.part`` kept for resuming.
 
 A source may also be a local path or a ``file://`` address, so that a teacher can share one
 copy of the data with a whole classroom.
@@ -23,15 +29,11 @@ copy of the data with a whole classroom.
 
 from __future__ import annotations
 
-import glob
+import hashlib
 import os
 import re
-import shutil
-import stat
+import sys
 import time
-import uuid
-import zipfile
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
@@ -40,31 +42,40 @@ from urllib.request import url2pathname
 import requests
 from tqdm.auto import tqdm
 
-from helpers.files import file_digest
+from helpers.files import file_digest, read_json, write_json_atomically
+
+DEFAULT_MAX_BYTES = 2 * 1024**3  # the images archive is ~250 MB: a response past this is not it
 
 
 class DownloadError(RuntimeError):
-    """A file could not be fetched. ``reason`` holds a short description of why."""
+    """A file could not be fetched. ``reason`` holds a short description of why;
+    ``unreachable`` is True when the address could not be reached at all."""
 
-    def __init__(self, message: str, reason: str | None = None):
+    def __init__(self, message: str, reason: str | None = None, unreachable: bool = False):
         super().__init__(message)
         self.reason = reason or message
+        self.unreachable = unreachable
 
 
 class ChecksumError(DownloadError):
     """The file arrived, but its SHA-256 is not the one expected."""
 
 
-class ArchiveError(RuntimeError):
-    """A zip archive could not be read: it is corrupt or incomplete."""
+class DownloadInterrupted(KeyboardInterrupt):
+    """Ctrl+C during a download. ``part`` is the partial file kept for resuming, or None."""
 
-
-class UnsafeArchiveError(ArchiveError):
-    """A zip member would be written outside the destination folder."""
+    def __init__(self, part: Path | None):
+        super().__init__(f"Download interrupted; run it again to resume from {part}." if part
+                         else "Download interrupted; run it again.")
+        self.part = part
 
 
 class _RetryableError(Exception):
     """Internal: this attempt failed in a way that another attempt may fix."""
+
+    def __init__(self, reason: str, connection: bool = False):
+        super().__init__(reason)
+        self.connection = connection      # the network failed, rather than the server
 
 
 def _local_source(url: str) -> Path | None:
@@ -76,18 +87,30 @@ def _local_source(url: str) -> Path | None:
     return Path(url).expanduser()
 
 
+def path_for(url: str, dest: str | Path) -> Path:
+    """``dest`` with a short hash of ``url`` in its name (``data-1a2b3c4d5e6f.zip``)."""
+    dest = Path(dest)
+    return dest.with_name(f"{dest.stem}-{hashlib.sha256(url.encode()).hexdigest()[:12]}{dest.suffix}")
+
+
+def _is_complete(path: Path, sha256: str | None) -> bool:
+    return path.is_file() and (not sha256 or file_digest(path) == sha256.strip().lower())
+
+
 def download_file(url: str, dest: str | Path, *, sha256: str | None = None,
                   timeout: tuple[float, float] = (10.0, 60.0), retries: int = 4,
                   backoff: float = 1.0, chunk_size: int = 1 << 20, progress: bool = True,
+                  max_bytes: int = DEFAULT_MAX_BYTES,
                   session: requests.Session | None = None) -> Path:
     """Fetch ``url`` (http(s), ``file://`` or a local path) to ``dest`` and return ``dest``.
 
     If ``dest`` already exists (and matches ``sha256`` when given), nothing is fetched.
-    Raises :class:`DownloadError`, or :class:`ChecksumError` when the digest does not match.
+    Raises :class:`DownloadError`, :class:`ChecksumError` when the digest does not match, or
+    :class:`DownloadInterrupted` on Ctrl+C.
     """
     dest = Path(dest)
     expected = sha256.strip().lower() if sha256 else None
-    if dest.is_file() and (expected is None or file_digest(dest) == expected):
+    if _is_complete(dest, expected):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")       # same folder, so the rename is atomic
@@ -96,19 +119,26 @@ def download_file(url: str, dest: str | Path, *, sha256: str | None = None,
     if source is not None:
         _copy_local(source, part, chunk_size=chunk_size, progress=progress, label=dest.name)
     else:
-        _fetch_with_retries(url, part, timeout=timeout, retries=retries, backoff=backoff,
-                            chunk_size=chunk_size, progress=progress, session=session)
+        try:
+            _fetch_with_retries(url, part, timeout=timeout, retries=retries, backoff=backoff,
+                                chunk_size=chunk_size, progress=progress, session=session,
+                                max_bytes=max_bytes)
+        except KeyboardInterrupt:
+            _remove_if_empty(part)
+            raise DownloadInterrupted(part if part.exists() else None) from None
 
     if expected is not None:
         actual = file_digest(part)
         if actual != expected:
-            part.unlink()
+            _discard(part)
             raise ChecksumError(
                 f"The file from {url} does not have the expected SHA-256; the file may be "
                 f"corrupt or the mirror serves another version, so try another address.\n"
                 f"  expected: {expected}\n  actual:   {actual}",
-                reason=f"SHA-256 mismatch (expected {expected}, got {actual})")
+                reason=f"the file does not have the expected SHA-256 (expected {expected}, "
+                       f"got {actual})")
     os.replace(part, dest)
+    _record_of(part).unlink(missing_ok=True)
     return dest
 
 
@@ -127,7 +157,7 @@ def _copy_local(source: Path, part: Path, *, chunk_size: int, progress: bool, la
 
 
 def _fetch_with_retries(url: str, part: Path, *, timeout: tuple[float, float], retries: int,
-                        backoff: float, chunk_size: int, progress: bool,
+                        backoff: float, chunk_size: int, progress: bool, max_bytes: int,
                         session: requests.Session | None) -> None:
     """Call :func:`_fetch_once` until it succeeds, waiting longer after each failure."""
     own_session = session is None
@@ -138,11 +168,11 @@ def _fetch_with_retries(url: str, part: Path, *, timeout: tuple[float, float], r
             if attempt > 0:                   # wait 1 s, 2 s, 4 s... (with backoff=1)
                 time.sleep(backoff * 2 ** (attempt - 1))
             try:
-                _fetch_once(url, part, session=session, timeout=timeout,
-                            chunk_size=chunk_size, progress=progress)
+                _fetch_once(url, part, session=session, timeout=timeout, chunk_size=chunk_size,
+                            progress=progress, max_bytes=max_bytes)
                 return
             except _RetryableError as error:
-                last_reason = str(error)
+                last = error
     except DownloadError:
         _remove_if_empty(part)
         raise
@@ -152,16 +182,37 @@ def _fetch_with_retries(url: str, part: Path, *, timeout: tuple[float, float], r
     _remove_if_empty(part)
     tries = f"{attempts} attempt" if attempts == 1 else f"{attempts} attempts"
     kept = f" The partial file {part} is kept, so the next run resumes." if part.exists() else ""
+    if last.connection:
+        raise DownloadError(
+            f"Could not reach {url} after {tries}; check your internet connection and run "
+            f"this again.\nLast error: {last}.{kept}",
+            reason=f"could not be reached ({last}, {tries})", unreachable=True)
     raise DownloadError(
-        f"Could not download {url} after {tries}; check your internet connection and run "
-        f"this again.\nLast error: {last_reason}.{kept}",
-        reason=f"{last_reason} (after {tries})")
+        f"Could not download {url} after {tries}: {last}, a problem on the server's side; "
+        f"try again later or use another address.{kept}", reason=f"{last} ({tries})")
+
+
+def _record_of(part: Path) -> Path:
+    """``<part>.json``: the address, ETag and Last-Modified of the answer that started ``part``."""
+    return part.with_name(part.name + ".json")
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _record_of(part).unlink(missing_ok=True)
 
 
 def _remove_if_empty(part: Path) -> None:
     """Delete a ``.part`` file that holds no bytes: there is nothing in it to resume."""
     if part.exists() and part.stat().st_size == 0:
-        part.unlink()
+        _discard(part)
+
+
+def _validators(response: requests.Response) -> dict:
+    """The ETag (a strong one: If-Range may not use a weak ``W/`` one) and Last-Modified."""
+    etag = response.headers.get("ETag")
+    return {"etag": etag if etag and not etag.startswith("W/") else None,
+            "last_modified": response.headers.get("Last-Modified")}
 
 
 def _total_from_content_range(header: str | None) -> int | None:
@@ -170,16 +221,35 @@ def _total_from_content_range(header: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _fetch_once(url: str, part: Path, *, session: requests.Session,
-                timeout: tuple[float, float], chunk_size: int, progress: bool) -> None:
-    """One request: resume ``part`` if it exists, stream the body into it, check its size."""
+def _resume_point(url: str, part: Path, progress: bool) -> tuple[int, dict]:
+    """How many bytes of ``part`` to keep, and the record of the answer that started it. Without
+    an ETag or Last-Modified recorded for ``url``, nothing shows that those bytes belong to the
+    version served now, so ``part`` is deleted and the download starts again from zero."""
+    size = part.stat().st_size if part.exists() else 0
+    record = read_json(_record_of(part)) if size else {}
+    if record.get("url") == url and (record.get("etag") or record.get("last_modified")):
+        return size, record
+    if size and progress:
+        tqdm.write(f"Downloading {part.stem} again from the start: no ETag or Last-Modified was "
+                   f"recorded to check that the {size:,} bytes kept in {part} belong to the same "
+                   f"version of the file.", file=sys.stderr)
+    _discard(part)
+    return 0, {}
+
+
+def _fetch_once(url: str, part: Path, *, session: requests.Session, timeout: tuple[float, float],
+                chunk_size: int, progress: bool, max_bytes: int) -> None:
+    """One request: resume ``part`` if it is still the same version, stream the body into it
+    (never past the announced size or ``max_bytes``), check its size."""
+    resume_from, record = _resume_point(url, part, progress)
+
     def request(resume_from: int) -> requests.Response:
         headers = {"Accept-Encoding": "identity"}   # the raw bytes, so sizes add up
-        if resume_from:
+        if resume_from:                             # the rest, if it is still the same version
             headers["Range"] = f"bytes={resume_from}-"
+            headers["If-Range"] = record.get("etag") or record["last_modified"]
         return session.get(url, headers=headers, stream=True, timeout=timeout)
 
-    resume_from = part.stat().st_size if part.exists() else 0
     try:
         response = request(resume_from)
         if response.status_code == 416:     # "range not satisfiable": nothing after that byte
@@ -187,46 +257,73 @@ def _fetch_once(url: str, part: Path, *, session: requests.Session,
             response.close()
             if full_size == resume_from:
                 return                       # the .part was already complete
-            part.unlink()                    # it is bigger than the file, or unknown: restart
+            _discard(part)                   # it is bigger than the file, or unknown: restart
             resume_from = 0
             response = request(0)
         with response:
             _check_status(url, response)
-            if response.status_code == 206:
+            if response.status_code == 206:  # the rest; from the right byte, of the right version?
                 content_range = response.headers.get("Content-Range", "")
-                if not content_range.startswith(f"bytes {resume_from}-"):
-                    part.unlink()
-                    raise _RetryableError("the server resumed from the wrong byte")
+                now = _validators(response)
+                if not content_range.startswith(f"bytes {resume_from}-") or any(
+                        now[key] and record.get(key) and now[key] != record[key] for key in now):
+                    _discard(part)
+                    raise _RetryableError("the server resumed from the wrong byte or version")
                 total = _total_from_content_range(content_range)
-                mode = "ab"
             else:                            # 200: the server sent the whole file from byte 0
                 resume_from = 0
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
-                mode = "wb"
-            with open(part, mode) as file, \
-                    tqdm(total=total, initial=resume_from, unit="B", unit_scale=True,
-                         unit_divisor=1024, desc=part.stem,   # the name without .part
-                         disable=not progress) as bar:
-                for chunk in response.iter_content(chunk_size=chunk_size):
-                    file.write(chunk)
-                    bar.update(len(chunk))
+            if total is not None and total > max_bytes:
+                _discard(part)
+                raise DownloadError(
+                    f"The file at {url} is {total:,} bytes, more than {max_bytes:,} bytes, the "
+                    f"most expected for it; it was not downloaded. Check the address.",
+                    reason=f"it is {total:,} bytes, more than the {max_bytes:,} expected")
+            if resume_from == 0:
+                write_json_atomically({"url": url, **_validators(response)}, _record_of(part))
+            size = _write_body(response, part, resume_from, total, max_bytes,
+                               chunk_size=chunk_size, progress=progress)
     except requests.Timeout as error:
-        raise _RetryableError("the server did not answer in time") from error
+        raise _RetryableError("the server did not answer in time", connection=True) from error
     except requests.exceptions.ChunkedEncodingError as error:
-        raise _RetryableError("the connection dropped during the transfer") from error
+        raise _RetryableError("the connection dropped during the transfer", connection=True) from error
     except requests.ConnectionError as error:
-        raise _RetryableError(f"the connection failed ({_short_reason(error)})") from error
+        raise _RetryableError(f"the connection failed ({_short_reason(error)})", connection=True) from error
     except requests.RequestException as error:
         raise DownloadError(f"Could not download {url}: {error}. Check the address.",
                             reason=str(error)) from error
 
-    size = part.stat().st_size
+    if size is None:                         # it went on past the limit: nothing more was written
+        _discard(part)
+        stopped = f"the download was stopped and the partial file {part} deleted."
+        if total is None:
+            raise DownloadError(
+                f"The file at {url} is larger than {max_bytes:,} bytes, the most expected for "
+                f"it; {stopped} Check the address.", reason=f"larger than {max_bytes:,} bytes")
+        raise DownloadError(
+            f"The server at {url} sent more than the {total:,} bytes it announced; {stopped} "
+            f"Try again later or use another address.",
+            reason=f"it sent more than the {total:,} bytes it announced")
     if total is not None and size < total:
-        raise _RetryableError(f"the connection closed after {size} of {total} bytes")
-    if total is not None and size > total:
-        part.unlink()
-        raise _RetryableError(f"received {size} bytes but {total} were announced")
+        raise _RetryableError(f"the connection closed after {size} of {total} bytes", connection=True)
+
+
+def _write_body(response: requests.Response, part: Path, start: int, total: int | None,
+                max_bytes: int, *, chunk_size: int, progress: bool) -> int | None:
+    """Write the body to ``part`` (appended after ``start`` bytes); its size then, or None as
+    soon as the body goes past ``total`` (or ``max_bytes`` when no size was announced)."""
+    limit, size = (max_bytes if total is None else total), start
+    with open(part, "ab" if start else "wb") as file, \
+            tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+                 desc=part.stem, disable=not progress) as bar:       # the name without .part
+        for chunk in response.iter_content(chunk_size=chunk_size):
+            if size + len(chunk) > limit:
+                return None
+            file.write(chunk)
+            size += len(chunk)
+            bar.update(len(chunk))
+    return size
 
 
 def _short_reason(error: Exception) -> str:
@@ -249,89 +346,30 @@ def _check_status(url: str, response: requests.Response) -> None:
 
 
 def download_first(urls: Sequence[str], dest: str | Path, **kwargs) -> tuple[Path, str]:
-    """Try each address in turn with :func:`download_file` (which gets ``kwargs``) and return
-    ``(path, url that worked)``; if ``dest`` is already there and verified, that is ``urls[0]``."""
+    """Try each address in turn with :func:`download_file` (which gets ``kwargs``), each into its
+    own ``path_for(url, dest)``, and return ``(path, url that worked)``.
+
+    A file already fetched from one of the addresses (and matching ``sha256`` when given) is
+    returned without asking anyone. When every address fails, a single address's own error is
+    raised; for several, one :class:`DownloadError` lists each address with its reason.
+    """
     if not urls:
         raise ValueError("download_first needs at least one address")
-    failures = []
+    for url in urls:
+        if _is_complete(path_for(url, dest), kwargs.get("sha256")):
+            return path_for(url, dest), url
+    failures: list[tuple[str, DownloadError]] = []
     for url in urls:
         try:
-            return download_file(url, dest, **kwargs), url
+            return download_file(url, path_for(url, dest), **kwargs), url
         except DownloadError as error:
-            failures.append(f"  - {url}: {error.reason}")
+            failures.append((url, error))
+    if len(failures) == 1:
+        raise failures[0][1]
+    unreachable = all(error.unreachable for _, error in failures)
+    advice = ("could be reached; check your internet connection," if unreachable
+              else "gave the file; check the addresses,")
     raise DownloadError(
-        f"None of the {len(urls)} addresses could be reached; check your internet connection, "
-        f"or download the file by hand and pass its path.\n" + "\n".join(failures),
-        reason="no address worked")
-
-
-def _unsafe_reason(member: zipfile.ZipInfo) -> str | None:
-    """Why this member could escape the destination folder, or None if it is safe."""
-    name = member.filename
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        return "it has an absolute path"
-    if ".." in re.split(r"[\\/]", name):
-        return "its path contains '..'"
-    if stat.S_ISLNK(member.external_attr >> 16):
-        return "it is a symbolic link"
-    return None
-
-
-def extract_zip(zip_path: str | Path, dest_dir: str | Path, *, progress: bool = True) -> Path:
-    """Unpack ``zip_path`` into ``dest_dir`` (created if needed) and return ``dest_dir``.
-
-    Raises :class:`ArchiveError` for a corrupt archive and :class:`UnsafeArchiveError` for a
-    member that would land outside ``dest_dir``; in both cases nothing is left half-written.
-    """
-    zip_path, dest_dir = Path(zip_path), Path(dest_dir)
-    not_valid = (f"{zip_path.name} is not a valid zip archive (corrupt or incomplete "
-                 f"download): delete it and download again.")
-    if not zip_path.is_file():
-        raise ArchiveError(f"{zip_path} does not exist: download it first.")
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except zipfile.BadZipFile as error:
-        raise ArchiveError(not_valid) from error
-
-    with archive:
-        members = [m for m in archive.infolist() if not m.filename.startswith("__MACOSX/")]
-        for member in members:                # check everything before writing anything
-            reason = _unsafe_reason(member)
-            if reason:
-                raise UnsafeArchiveError(
-                    f"Refusing to extract {zip_path.name}: member '{member.filename}' would "
-                    f"be written outside {dest_dir} because {reason}; use an archive from a "
-                    f"trusted source.")
-
-        dest_dir.parent.mkdir(parents=True, exist_ok=True)
-        for stale in dest_dir.parent.glob(f".{glob.escape(dest_dir.name)}.extracting-*"):
-            shutil.rmtree(stale, ignore_errors=True)     # left by an interrupted run
-        temp_dir = dest_dir.parent / f".{dest_dir.name}.extracting-{uuid.uuid4().hex[:8]}"
-        temp_dir.mkdir()
-        try:
-            for member in tqdm(members, desc=f"Extracting {zip_path.name}", unit="file",
-                               disable=not progress):
-                archive.extract(member, temp_dir)
-            _move_into_place(temp_dir, dest_dir)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-            raise ArchiveError(not_valid) from error
-        except BaseException:                 # also Ctrl+C: leave nothing half-written
-            shutil.rmtree(temp_dir, ignore_errors=True)
-            raise
-    return dest_dir
-
-
-def _move_into_place(temp_dir: Path, dest_dir: Path) -> None:
-    """Rename ``temp_dir`` to ``dest_dir``, or move its top-level entries into an existing one."""
-    if not dest_dir.exists():
-        os.replace(temp_dir, dest_dir)
-        return
-    for entry in temp_dir.iterdir():
-        target = dest_dir / entry.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-        os.replace(entry, target)
-    temp_dir.rmdir()
+        f"None of the {len(urls)} addresses {advice} or download the file by hand and pass its "
+        f"path:" + "".join(f"\n  - {url}: {error.reason}" for url, error in failures),
+        reason="no address worked", unreachable=unreachable)

@@ -21,24 +21,43 @@ What to know:
 * Both files are written under a temporary name and renamed into place, so an interrupted
   export never leaves half a file where a good one was.
 * `check_export` compares the exported program's logits with the original model's.
+* An exported model is a program: load only files that come from a trusted source.
+  `load_exported` refuses a .pt2 that carries pickled Python objects (which
+  `torch.export.load` would unpickle, and unpickling can run code), but the program itself
+  still runs whatever operations it holds.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 from torch.export import Dim
+from torch.export.pt2_archive import PT2ArchiveReader
 
 from helpers.dataset import TILE_SIZE
 from helpers.files import atomic_path, write_json_atomically
 
 EXPORT_FORMAT = "torch.export"
+# What torch.export.save writes for one program named "model", and nothing else. Only the sample
+# inputs are a pickle (checked with weights_only=True); weights and constants are raw bytes.
+SAMPLE_INPUTS = "data/sample_inputs/model.pt"
+PAYLOAD_CONFIGS = ("data/weights/model_weights_config.json", "data/constants/model_constants_config.json")
+ARCHIVE_MEMBERS = re.compile(r"archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
+                             r"|models/model\.json|data/weights/weight_\d+|data/constants/tensor_\d+|"
+                             + "|".join(re.escape(name) for name in (SAMPLE_INPUTS, *PAYLOAD_CONFIGS)))
 INPUT_DESCRIPTION = ("Nx3x{height}x{width} float32, RGB scaled to [0, 1] then ImageNet-normalised "
                      "(mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225)")
+
+
+class ExportFileError(ValueError):
+    """A .pt2 file load_exported will not load: not an export, or carrying parts that could run code."""
 
 
 def metadata_path(path: str | Path) -> Path:
@@ -79,11 +98,50 @@ def export_model(model: nn.Module, path: str | Path, example: torch.Tensor | Non
 
 
 def load_exported(path: str | Path) -> nn.Module:
-    """The exported program at `path` as a callable module: logits = module(images)."""
+    """The exported program at `path` as a callable module: logits = module(images).
+
+    An exported model is a program: load only files from a trusted source. A file that is not
+    a torch.export archive, or that carries pickled Python objects (a crafted file could run
+    code when they are unpickled), raises ExportFileError before anything in it is unpickled.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No exported model at {path}: make one with helpers.export.export_model.")
-    return torch.export.load(path).module()
+    data = path.read_bytes()  # checked and loaded from the same bytes
+    check_archive(data, path)
+    return torch.export.load(io.BytesIO(data)).module()
+
+
+def check_archive(data: bytes, path: Path) -> None:
+    """Raise ExportFileError unless `data` holds only what export_model writes, with no pickled object in it."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:  # what torch's fallback for old files reads
+            names = archive.namelist()
+        reader = PT2ArchiveReader(io.BytesIO(data))  # what torch.export.load reads
+        members = reader.get_file_names()
+        configs = [json.loads(reader.read_string(name))["config"] for name in PAYLOAD_CONFIGS]
+        pickled = [name for config in configs for name, item in config.items()
+                   if not isinstance(item, dict) or item.get("use_pickle")]
+    except Exception as error:
+        raise ExportFileError(f"{path} is not a model exported with torch.export "
+                              f"({type(error).__name__}): export it again with helpers.export.export_model.") from None
+
+    def refuse(reason: str) -> ExportFileError:
+        return ExportFileError(f"{path} is refused because it could run code when loaded ({reason}): "
+                               "load exported models only from a trusted source, or export this one again.")
+
+    root = names[0].split("/")[0] + "/" if names else ""
+    if len(set(names)) != len(names) or not all(name.startswith(root) for name in names):
+        raise refuse("its zip holds repeated names or files outside the archive folder")
+    unknown = [name for name in members if not ARCHIVE_MEMBERS.fullmatch(name)]
+    if unknown:
+        raise refuse(f"it holds {unknown[0]!r}, which torch.export.save does not write")
+    if pickled:
+        raise refuse(f"its {pickled[0]!r} is stored as a pickle")
+    try:
+        torch.load(io.BytesIO(reader.read_bytes(SAMPLE_INPUTS)), weights_only=True)
+    except Exception:
+        raise refuse(f"{SAMPLE_INPUTS} holds Python objects other than tensors") from None
 
 
 def load_class_names(path: str | Path) -> list[str]:

@@ -1,10 +1,13 @@
-"""Files the workbook writes and reads back: one atomic writer, one hashing helper, small JSON records.
+"""Files the workbook writes and reads back: one atomic writer, content hashes, small JSON records.
 
 Everything the workbook writes (checkpoints, feature caches, JSON records, figures, exported
 models) goes through :func:`atomic_path`: the bytes go to a temporary file with a unique name
 beside the target, which is renamed over the target only once it is complete. A rename within
 one folder is atomic, so a reader sees the old file or the new one, never half of one, and two
 writers of the same file do not trip over each other's temporary files.
+
+:func:`content_hashes` is the one place that decides whether a data file is still the file it
+was: the feature cache's key, the duplicate check and the "verified" record all ask it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,23 +25,66 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 
+DIGEST_CACHE_NAME = ".content_hashes.json"  # one per data folder: every file's SHA-1 and the stat it was taken at
+DIGEST_CACHE_FORMAT = "concrete-crack-workbook/digests/1"
+SETTLE_NS = 2_000_000_000  # a file changed less than 2 s before it was hashed is hashed again next time
+
+_live_temporaries: set[Path] = set()  # this process's temporary files, still being written
+
+
+def _temporary_pattern(path: Path) -> re.Pattern:
+    """What atomic_path names the temporary files of `path`: .<name>.<pid>-<8 hex>.tmp<suffix>."""
+    return re.compile(rf"\.{re.escape(path.name)}\.\d+-[0-9a-f]{{8}}\.tmp{re.escape(path.suffix)}")
+
+
+def remove_stale_temporaries(path: str | Path, older_than_s: float = 60) -> list[Path]:
+    """Delete the temporary files an interrupted atomic_path left beside `path`; return those deleted.
+
+    A save killed outright (SIGKILL, a power cut) cannot clean up after itself, so its
+    `.<name>.<pid>-<hex>.tmp<suffix>` file would stay forever. One untouched for `older_than_s`
+    seconds is taken to be such a leftover (a save in progress keeps writing to its file, so its
+    modification time stays fresh); this process's own saves in progress are never touched.
+    Errors are ignored: this only tidies up.
+    """
+    path = Path(path)
+    pattern = _temporary_pattern(path)
+    removed: list[Path] = []
+    cutoff = time.time() - older_than_s
+    try:
+        candidates = [entry for entry in path.parent.iterdir() if pattern.fullmatch(entry.name)]
+    except OSError:
+        return removed
+    for entry in candidates:
+        try:
+            if entry not in _live_temporaries and entry.stat().st_mtime < cutoff:
+                entry.unlink()
+                removed.append(entry)
+        except OSError:
+            continue
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A unique temporary path beside `path` to write to; renamed over `path` when the block succeeds.
 
     The temporary file keeps `path`'s suffix (matplotlib and torch.export read it) and is removed
-    whatever happens in the block::
+    whatever happens in the block; leftovers of earlier saves that were killed are removed first
+    (:func:`remove_stale_temporaries`)::
 
         with atomic_path("data/checkpoints/model.pt") as temp:
             torch.save(payload, temp)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     temp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
+    _live_temporaries.add(temp)
     try:
         yield temp
         os.replace(temp, path)
     finally:
+        _live_temporaries.discard(temp)
         temp.unlink(missing_ok=True)
 
 
@@ -72,26 +120,89 @@ def relative_name(path: Path, base: Path) -> str:
         return path.absolute().as_posix()
 
 
-def content_hashes(paths: Sequence[Path], cache_file: Path | None = None, progress: bool = False) -> list[str]:
-    """SHA-1 of each file, in order. With `cache_file`, earlier results are reused.
+def _relative_names(base: Path):
+    """A fast relative_name(path, base) for many paths (a warm check of 40,000 files is mostly this and stat)."""
+    prefix = os.path.join(os.path.abspath(base), "")
+    cwd = os.getcwd()
 
-    The cache maps "<relative name>|<size>|<mtime_ns>" to a hash, so a file that changes
-    (new size or modification time) gets a new key and is hashed again. The cache only saves
-    time: when it cannot be written (a read-only folder), the hashes are still returned.
+    def name_of(path: str) -> str:
+        text = path if os.path.isabs(path) else os.path.join(cwd, path)
+        if text.startswith(prefix) and os.sep + ".." not in text and os.sep + "." + os.sep not in text:
+            return text[len(prefix):].replace(os.sep, "/")
+        return relative_name(Path(path), base)
+    return name_of
+
+
+def _stat_key(stat: os.stat_result) -> list[int]:
+    """What must stay equal for a stored digest to be reused: size, mtime, inode and ctime (ns)."""
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
+
+
+def _read_digest_cache(cache_file: Path) -> dict[str, list]:
+    """{relative name: [size, mtime_ns, inode, ctime_ns, sha1]} from a digest cache ({} if missing or old)."""
+    data = read_json(cache_file)
+    entries = data.get("files") if data.get("format") == DIGEST_CACHE_FORMAT else None
+    return entries if isinstance(entries, dict) else {}
+
+
+def _hash_file(path: Path, before: os.stat_result) -> tuple[str, bool]:
+    """(SHA-1 of the file, whether it may be stored): not when the file changed while being read,
+    nor when it changed less than SETTLE_NS before (a second change within the file system's
+    timestamp resolution would leave the same stat behind)."""
+    started = time.time_ns()
+    digest = file_digest(path, "sha1")
+    settled = started - max(before.st_mtime_ns, before.st_ctime_ns) >= SETTLE_NS
+    return digest, settled and _stat_key(os.stat(path)) == _stat_key(before)
+
+
+def content_hashes(paths: Sequence[Path], cache_file: Path | None = None, progress: bool = False) -> list[str]:
+    """SHA-1 of each file's bytes, in order. With `cache_file` (one per data folder), digests are reused.
+
+    Each file is read and hashed once; its digest is stored with the file's size, modification
+    time, inode and change time (ctime) and reused only while all four are unchanged. A file edited
+    in place gets a new ctime, which, unlike the modification time, no user can set back (os.utime
+    cannot), and a file replaced by another gets a new inode; either way it is hashed again. So a
+    same-size edit whose modification time was set back is still seen, and a warm check costs one
+    stat per file. What stays metadata-based, and why: reading 40,000 files at every check would
+    cost seconds to minutes, while the stat fields only miss an edit made behind the file system's
+    back (changing the clock, or raw writes to the disk) or on a file system without real inodes
+    or ctimes (FAT, some network shares; Windows reports the creation time as ctime); files changed
+    within SETTLE_NS of being hashed are hashed again, as their timestamps may not have ticked yet.
+    The cache only saves time: when it cannot be written (a read-only folder), every check hashes
+    every file again, and the hashes are still returned.
     """
-    cache = read_json(cache_file) if cache_file is not None else {}
-    base = Path(cache_file).parent if cache_file is not None else Path.cwd()
-    hashes, changed = [], False
+    cache_file = Path(cache_file) if cache_file is not None else None
+    stored = _read_digest_cache(cache_file) if cache_file is not None else {}
+    base = cache_file.parent if cache_file is not None else Path.cwd()
+    name_of = _relative_names(base)
+    hashes, new = [], {}
     for path in tqdm(paths, desc="Hashing files", disable=not progress):
-        stat = Path(path).stat()
-        key = f"{relative_name(Path(path), base)}|{stat.st_size}|{stat.st_mtime_ns}"
-        if not isinstance(cache.get(key), str):
-            cache[key] = file_digest(path, "sha1")
-            changed = True
-        hashes.append(cache[key])
-    if cache_file is not None and changed:
-        try:
-            write_json_atomically(cache, cache_file)
-        except OSError:
-            pass  # hashed again next time
+        path = os.fspath(path)
+        stat = os.stat(path)
+        name = name_of(path)
+        entry = stored.get(name)
+        if isinstance(entry, list) and len(entry) == 5 and entry[:4] == _stat_key(stat):
+            hashes.append(entry[4])
+            continue
+        digest, keep = _hash_file(Path(path), stat)
+        if keep:
+            new[name] = [*_stat_key(stat), digest]
+        hashes.append(digest)
+    if cache_file is not None and new:
+        _update_digest_cache(cache_file, new)
     return hashes
+
+
+def _update_digest_cache(cache_file: Path, new: dict[str, list]) -> None:
+    """Add `new` entries to the digest cache (read again first: another process may have added some)
+    and drop the entries of files that no longer exist."""
+    entries = _read_digest_cache(cache_file)
+    entries = {name: entry for name, entry in entries.items()
+               if name not in new and (cache_file.parent / name).exists()}
+    entries.update(new)
+    text = json.dumps({"format": DIGEST_CACHE_FORMAT, "algorithm": "sha1", "files": entries}, separators=(",", ":"))
+    try:
+        with atomic_path(cache_file) as temp:
+            temp.write_text(text + "\n", encoding="utf-8")
+    except OSError:
+        pass  # hashed again next time

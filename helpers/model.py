@@ -9,6 +9,8 @@ checkpoints that say what they hold.
 from __future__ import annotations
 
 import platform
+import re
+import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,6 +26,9 @@ IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1     # what the capstone's `pre
 WEIGHTS_URL = IMAGENET_WEIGHTS.url
 WEIGHTS_FILE = WEIGHTS_URL.rsplit("/", 1)[-1]          # resnet18-f37072fd.pth
 CHECKPOINT_FORMAT = "concrete-crack-workbook/1"
+CHECKPOINT_KEYS = ("architecture", "num_classes", "class_names", "state_dict")  # besides "format"
+MAX_CLASSES = 10_000          # a checkpoint claiming more is refused before a model is built
+ESCAPE_SEQUENCE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b]*(\x07|\x1b\\)?|.?)", re.DOTALL)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -31,7 +36,7 @@ class WeightsUnavailableError(RuntimeError):
 
 
 class CheckpointMismatchError(ValueError):
-    """A checkpoint holds another architecture or another number of classes than asked for."""
+    """A file that is not a usable workbook checkpoint (damaged, not one, other classes); the message says why."""
 
 
 def imagenet_weights_path() -> Path:
@@ -135,11 +140,27 @@ def software_versions() -> dict[str, str]:
             "torchvision": str(torchvision.__version__)}
 
 
+def printable(text: str) -> str:
+    """`text` safe to print in a terminal: escape sequences and control characters removed, line breaks made spaces.
+
+    Class names come from a checkpoint file, which anyone may have written: printed raw, a name
+    like "\\x1b[2J" would clear the learner's screen, and "\\n" would fake another line.
+    """
+    def shown(char: str) -> str:
+        category = unicodedata.category(char)
+        if char in "\t\n\r\v\f" or category in ("Zl", "Zp"):
+            return " "
+        return "" if category.startswith("C") else char
+    return "".join(map(shown, ESCAPE_SEQUENCE.sub("", str(text))))
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, class_names: list[str], metadata: dict | None = None) -> Path:
     """Save the model and what it is (classes, weights source, data, accuracy...) atomically.
 
-    The file is written under a temporary name and renamed into place, so an interrupted save
-    never leaves a half-written checkpoint where a good one was.
+    The file is written under a unique temporary name and renamed into place, so an interrupted
+    save never leaves a half-written checkpoint where a good one was, and saves running at the
+    same time do not clash. Temporary files that a killed save of this checkpoint left behind
+    (untouched for a minute) are removed first (helpers.files.atomic_path does both).
     """
     path = Path(path)
     payload = {
@@ -157,26 +178,90 @@ def load_checkpoint(path: str | Path, num_classes: int | None = None,
                     map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model saved by `save_checkpoint`; returns (model in eval mode, checkpoint info).
 
-    Loaded with `weights_only=True` (no code runs from the file). A checkpoint for another
-    architecture or another number of classes than `num_classes` raises CheckpointMismatchError.
+    Loaded with `weights_only=True` (no code runs from the file). A file that is damaged, is not
+    a workbook checkpoint, holds values of the wrong kind, weights that do not fit, or another
+    number of classes than `num_classes` raises CheckpointMismatchError with one sentence. The
+    classes are checked (2 to 10,000) before a model is built.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}: run notebooks/04_training.ipynb to make one.")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointMismatchError(f"{path} is not a checkpoint saved by this workbook (helpers.model.save_checkpoint).")
-    if payload["architecture"] != "resnet18":
-        raise CheckpointMismatchError(f"{path} holds a {payload['architecture']}, not a resnet18.")
-    if num_classes is not None and payload["num_classes"] != num_classes:
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # RuntimeError, EOFError, UnpicklingError...: their text suggests unsafe loading
+        raise CheckpointMismatchError(_why_unreadable(path, error)) from None
+    _check_payload(payload, path)
+    found = payload["num_classes"]
+    if num_classes is not None and found != num_classes:
+        names = ", ".join(printable(name) for name in payload["class_names"][:10]) + (", ..." if found > 10 else "")
         raise CheckpointMismatchError(
-            f"{path} has a {payload['num_classes']}-class head ({', '.join(payload['class_names'])}), "
-            f"but {num_classes} classes were asked for: train a model for these classes or pick the matching checkpoint.")
-    model = build_resnet18(payload["num_classes"], weights=None)
-    model.load_state_dict(payload["state_dict"])
+            f"{path} has a {found}-class head ({names}), but {num_classes} classes were asked for: "
+            f"train a model for these classes or pick the matching checkpoint.")
+    model = build_resnet18(found, weights=None)
+    _load_weights(model, payload["state_dict"], path)
     model.eval()
-    info = {k: v for k, v in payload.items() if k != "state_dict"}
+    info = {"metadata": {}, **{k: v for k, v in payload.items() if k != "state_dict"}}
     return model, info
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """One sentence on why torch.load(weights_only=True) could not read the file at `path`."""
+    with open(path, "rb") as file:
+        start = file.read(4)
+    if len(start) == 4 and not start.startswith((b"PK\x03\x04", b"\x80")):  # torch.save: a zip (long ago, a pickle)
+        return f"{path} is not a checkpoint saved by this workbook: it is not a file written by torch.save."
+    if "Weights only load failed" in str(error):
+        return (f"{path} is not a checkpoint saved by this workbook: it holds Python objects other than "
+                "weights, which are not loaded because loading them could run code.")
+    return f"{path} is damaged or incomplete (a save or a copy cut short?): save or copy it again."
+
+
+def _check_payload(payload: object, path: Path) -> None:
+    """Raise CheckpointMismatchError unless `payload` has every key of a workbook checkpoint, of the right kind."""
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(
+            f"{path} is not a checkpoint saved by this workbook (helpers.model.save_checkpoint).")
+    missing = [key for key in CHECKPOINT_KEYS if key not in payload]
+    if missing:
+        raise CheckpointMismatchError(f"{path} is not a complete workbook checkpoint: it has no {', '.join(missing)}.")
+    bad = f"{path} is not a usable workbook checkpoint: "
+    if payload["architecture"] != "resnet18":
+        raise CheckpointMismatchError(f"{path} holds a {printable(payload['architecture'])[:40]}, not a resnet18.")
+    count, names, state = payload["num_classes"], payload["class_names"], payload["state_dict"]
+    if type(count) is not int or not 2 <= count <= MAX_CLASSES:
+        raise CheckpointMismatchError(bad + f"num_classes must be a whole number from 2 to {MAX_CLASSES:,}, "
+                                            f"not {printable(repr(count))[:40]}.")
+    wanted = f"class_names must be a list of {count} strings (one per class)"
+    if not isinstance(names, list):
+        raise CheckpointMismatchError(bad + f"{wanted}, not a {type(names).__name__}.")
+    if len(names) != count:
+        raise CheckpointMismatchError(bad + f"{wanted}, but it holds {len(names)}.")
+    odd = [name for name in names if not isinstance(name, str)]
+    if odd:
+        raise CheckpointMismatchError(bad + f"{wanted}, but it holds a {type(odd[0]).__name__}.")
+    if not isinstance(state, dict) or not all(isinstance(key, str) and isinstance(value, torch.Tensor)
+                                              for key, value in state.items()):
+        raise CheckpointMismatchError(bad + "its state_dict must map parameter names to tensors.")
+    if not isinstance(payload.get("metadata", {}), dict):
+        raise CheckpointMismatchError(bad + "its metadata must be a dict.")
+
+
+def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load `state` into `model`, or raise CheckpointMismatchError saying which weights do not fit."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    misshaped = [key for key in expected if key in state and state[key].shape != expected[key].shape]
+    problems = missing + unexpected + misshaped
+    if not problems:
+        try:
+            model.load_state_dict(state)
+            return
+        except RuntimeError as error:  # a tensor that cannot be copied into the parameter
+            problems = [str(error).splitlines()[-1].strip()]
+    raise CheckpointMismatchError(
+        f"{path}'s weights do not fit a ResNet18 with a {model.fc.out_features}-class head ({len(missing)} missing, "
+        f"{len(unexpected)} unexpected, {len(misshaped)} of another shape, e.g. {printable(problems[0])[:80]}).")
 
 
 def layer_summary(model: nn.Module) -> list[tuple[str, str, int, int]]:

@@ -10,6 +10,10 @@ From the command line::
     python -m helpers.predict photo1.jpg photo2.jpg --checkpoint data/checkpoints/resnet18_cracks.pt
     python -m helpers.predict photo1.jpg --json
 
+A photo that cannot be read is reported on stderr (`error: <file>: <reason>`) and the others are
+still classified; the exit status is then 1. Class names and file names are printed without
+control characters (a checkpoint could hold "\\x1b[2J" in a name); --json escapes them.
+
 The model was trained on 227x227 tiles. A photo of another size is resized to 227x227, which
 is right for a tile-sized crop but not for a whole 4032x3024 photo: a thin crack shrunk 18
 times disappears. Scan a large photo tile by tile instead (helpers.scan).
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -30,7 +35,7 @@ from PIL import Image
 from torch import nn
 
 from helpers.dataset import TILE_SIZE, BadImageError, default_transform
-from helpers.model import CheckpointMismatchError, load_checkpoint
+from helpers.model import CheckpointMismatchError, load_checkpoint, printable
 from helpers.settings import default_checkpoint_path, pick_device
 from helpers.workbook import has_widget_frontend
 
@@ -49,6 +54,23 @@ class Prediction:
         return {**asdict(self), "path": str(self.path)}
 
 
+def open_photo(path: str | Path) -> Image.Image:
+    """The photo at `path`, fully decoded, as an RGB image.
+
+    A missing file raises FileNotFoundError, a file that is not an image (or is truncated)
+    BadImageError; both messages start with the file: "photo.jpg: <reason>."
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file.")
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB")  # also decodes the whole file, so damage shows here
+    except Exception as error:  # PIL raises several kinds of error for broken files
+        reason = (str(error).splitlines() or [""])[0].replace(repr(str(path)), "").strip(" :")
+        raise BadImageError(f"{path}: not readable as an image ({reason or type(error).__name__}).") from error
+
+
 def load_image_tensor(path: str | Path) -> torch.Tensor:
     """One photo as a normalised (3, 227, 227) tensor, ready for the model.
 
@@ -57,36 +79,40 @@ def load_image_tensor(path: str | Path) -> torch.Tensor:
     scan it tile by tile with helpers.scan instead. A missing file raises FileNotFoundError,
     a file that is not an image BadImageError; both name the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No image file at {path}.")
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")  # also decodes the whole file, so damage shows here
-    except Exception as error:  # PIL raises several kinds of error for broken files
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise BadImageError(f"Cannot read {path} as an image ({reason}).") from error
+    image = open_photo(path)
     if image.size != (TILE_SIZE, TILE_SIZE):
         image = image.resize((TILE_SIZE, TILE_SIZE), Image.Resampling.BILINEAR)
     return default_transform()(image)
 
 
 def classify_images(model: nn.Module, paths: Sequence[str | Path], class_names: Sequence[str],
-                   device: torch.device | str | None = None, batch_size: int = 32) -> list[Prediction]:
+                   device: torch.device | str | None = None, batch_size: int = 32,
+                   errors: list[tuple[Path, Exception]] | None = None) -> list[Prediction]:
     """The model's prediction for each photo in `paths`, in the same order.
 
     The model is put in eval mode (BatchNorm uses its learned statistics) and runs without
-    gradients, `batch_size` photos at a time.
+    gradients, `batch_size` photos at a time. A photo that cannot be read raises
+    FileNotFoundError or BadImageError; given an `errors` list, it is left out instead and
+    (path, error) is appended to the list.
     """
     device = pick_device(device)
     model = model.to(device).eval()
     paths = [Path(p) for p in paths]
     predictions = []
     for start in range(0, len(paths), batch_size):
-        batch_paths = paths[start:start + batch_size]
-        images = torch.stack([load_image_tensor(p) for p in batch_paths]).to(device)
+        batch_paths, images = [], []
+        for path in paths[start:start + batch_size]:
+            try:
+                images.append(load_image_tensor(path))
+                batch_paths.append(path)
+            except (FileNotFoundError, BadImageError) as error:
+                if errors is None:
+                    raise
+                errors.append((path, error))
+        if not images:
+            continue
         with torch.no_grad():
-            probabilities = torch.softmax(model(images), dim=1).cpu()
+            probabilities = torch.softmax(model(torch.stack(images).to(device)), dim=1).cpu()
         for path, row in zip(batch_paths, probabilities):
             predictions.append(_prediction(path, row, class_names))
     return predictions
@@ -120,9 +146,10 @@ def upload_classifier(model: nn.Module, class_names: Sequence[str]):
                 path.write_bytes(bytes(item["content"]))
                 try:
                     prediction = classify_images(model, [path], class_names)[0]
-                    print(f"{item['name']}: {prediction.label} ({prediction.probability:.1%})")
+                    print(f"{printable(item['name'])}: {printable(prediction.label)} "
+                          f"({prediction.probability:.1%})")
                 except (BadImageError, FileNotFoundError) as error:
-                    print(f"error: {error}")
+                    print(f"error: {printable(error)}")
 
     upload.observe(classify, names="value")
     return widgets.VBox([upload, output])
@@ -131,19 +158,11 @@ def upload_classifier(model: nn.Module, class_names: Sequence[str]):
 def load_model(checkpoint: str | Path | None = None) -> tuple[nn.Module, list[str]]:
     """(model, class names) from a workbook checkpoint; by default the one notebook 04 saves.
 
-    A missing file raises FileNotFoundError; a file that is not a workbook checkpoint (or does
-    not fit a ResNet18) raises CheckpointMismatchError.
+    A missing file raises FileNotFoundError; a file that is not a workbook checkpoint (damaged,
+    of the wrong kind, or not fitting a ResNet18) raises CheckpointMismatchError.
     """
     path = default_checkpoint_path() if checkpoint is None else Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint at {path}: run notebooks/04_training.ipynb to make one.")
-    try:
-        model, info = load_checkpoint(path)
-    except (CheckpointMismatchError, FileNotFoundError):
-        raise
-    except Exception as error:  # not a torch file at all, or a state dict that does not fit
-        raise CheckpointMismatchError(f"{path} is not a checkpoint saved by this workbook "
-                                      f"(it could not be loaded: {type(error).__name__}).") from error
+    model, info = load_checkpoint(path)  # checks the file, its classes and its weights
     return model, list(info["class_names"])
 
 
@@ -154,8 +173,8 @@ def classify_files(paths: Sequence[str | Path], checkpoint: str | Path | None = 
 
 
 def format_prediction(prediction: Prediction) -> str:
-    """One line for a person: "photo.jpg: Positive (97.3%)"."""
-    return f"{prediction.path}: {prediction.label} ({100 * prediction.probability:.1f}%)"
+    """One line for a person: "photo.jpg: Positive (97.3%)", without control characters."""
+    return f"{printable(prediction.path)}: {printable(prediction.label)} ({100 * prediction.probability:.1f}%)"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -170,19 +189,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 when all went well, 1 on an error)."""
+    """Run the command line; returns the exit status (0 when all went well, 1 on an error).
+
+    Photos that cannot be read are reported on stderr after the others' predictions. When the
+    reader of the output goes away (`| head`), the command stops quietly with status 141.
+    """
     args = parse_args(argv)
     try:
-        predictions = classify_files(args.images, args.checkpoint)
-    except (FileNotFoundError, BadImageError, CheckpointMismatchError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        model, class_names = load_model(args.checkpoint)
+    except (OSError, CheckpointMismatchError) as error:
+        print(f"error: {printable(error)}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
-    else:
-        for prediction in predictions:
-            print(format_prediction(prediction))
-    return 0
+    errors: list[tuple[Path, Exception]] = []
+    predictions = classify_images(model, args.images, class_names, errors=errors)
+    try:
+        if args.json:
+            print(json.dumps([p.to_dict() for p in predictions], indent=2))
+        else:
+            for prediction in predictions:
+                print(format_prediction(prediction))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit is silent too
+        return 141  # 128 + SIGPIPE, what `cat` would return
+    for _, error in errors:
+        print(f"error: {printable(error)}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from helpers.dataset import TILE_SIZE, default_transform
+from helpers.predict import open_photo
 from helpers.settings import pick_device
 
 
@@ -74,10 +75,13 @@ def tile_positions(height: int, width: int, tile: int = TILE_SIZE,
 
 
 def as_rgb_image(image) -> Image.Image:
-    """A path, a PIL image or an HxWx3 array (uint8 0-255, or float 0-1) -> an RGB PIL image."""
+    """A path, a PIL image or an HxWx3 array (uint8 0-255, or float 0-1) -> an RGB PIL image.
+
+    A path that is missing raises FileNotFoundError, one that is not a readable image
+    (truncated, damaged) BadImageError; both name the file.
+    """
     if isinstance(image, (str, Path)):
-        with Image.open(image) as opened:
-            return opened.convert("RGB")
+        return open_photo(image)
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     array = np.asarray(image)
@@ -95,9 +99,10 @@ def scan(model: nn.Module, image, tile: int = TILE_SIZE, stride: int | None = No
          device: torch.device | str | None = None, progress: bool = True, crack_class: int = 1) -> ScanResult:
     """Classify every tile of a large photo; returns each tile's probability of `crack_class`.
 
-    image: a path, a PIL image or an HxWx3 array. The tiles are normalised as in training
-    (default_transform: ToTensor and the ImageNet mean and std) and run in batches, in eval
-    mode and without gradients. `progress` shows a bar over the batches.
+    image: a path (an unreadable file raises BadImageError), a PIL image or an HxWx3 array.
+    The tiles are normalised as in training (default_transform: ToTensor and the ImageNet mean
+    and std) and run in batches, in eval mode and without gradients. `progress` shows a bar
+    over the batches.
     """
     stride = tile if stride is None else stride
     device = pick_device(device)

@@ -94,6 +94,25 @@ def _same_settings(dest: Path, settings: dict) -> bool:
     return all(json.dumps(recorded.get(key)) == json.dumps(settings[key]) for key in keys)
 
 
+def _made_by_the_generator(dest: Path) -> bool:
+    """True when dest holds this generator's manifest and a workbook_source.json that says "synthetic"."""
+    try:
+        recorded = json.loads((dest / SOURCE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and recorded.get("source") == "synthetic" and (dest / MANIFEST_NAME).is_file()
+
+
+def _check_replaceable(dest: Path) -> None:
+    """Refuse, in one sentence, a dest that is a file or a non-empty folder the generator did not make."""
+    if dest.exists() and not dest.is_dir():
+        raise FileExistsError(f"{dest} is a file, not a folder; choose an empty or new folder.")
+    if not _made_by_the_generator(dest):
+        entries = sorted(dest.iterdir(), key=lambda p: (not p.is_file(), p.name.startswith("."), p.name))
+        raise FileExistsError(f"{dest} holds files the workbook did not make (e.g. {entries[0].name}); "
+                              "choose an empty or new folder.")
+
+
 def _move_into_place(tmp: Path, dest: Path) -> None:
     """Rename the finished tmp folder to dest; an old dest is moved aside first, then deleted."""
     if not dest.exists():
@@ -121,7 +140,9 @@ def generate_dataset(dest: str | Path, per_class: int = 1000, seed: int = 0, *,
     Also writes dest/synthetic_manifest.csv and dest/workbook_source.json. Each image has its
     own seed, so the same seed gives the same bytes whatever per_class or progress are.
     Everything is built in a hidden sibling folder and renamed into place at the end; if dest
-    already holds a set with the same settings it is returned untouched."""
+    already holds a set with the same settings it is returned untouched. overwrite=True replaces
+    only a set this function made (its manifest and a workbook_source.json saying "synthetic");
+    any other non-empty folder, or a file, raises FileExistsError and is left as it is."""
     dest = Path(dest)
     classes = dict(DEFAULT_CLASSES if classes is None else classes)
     if per_class < 1 or not classes or not 1 <= quality <= 100:
@@ -133,9 +154,10 @@ def generate_dataset(dest: str | Path, per_class: int = 1000, seed: int = 0, *,
                 "per_class": int(per_class), "classes": classes,
                 "duplicate_fraction": _duplicate_fractions(classes, duplicate_fraction),
                 "quality": int(quality)}
-    if dest.exists() and any(dest.iterdir()):
-        if _same_settings(dest, settings):
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        if dest.is_dir() and _same_settings(dest, settings):
             return dest
+        _check_replaceable(dest)
         if not overwrite:
             raise FileExistsError(f"{dest} already exists and was not made with these settings. "
                                   "Pass overwrite=True to replace it, or choose another folder.")

@@ -5,19 +5,23 @@ Downloads go to a real HTTP server on 127.0.0.1 (tests/http_server.py) serving s
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from http_server import FileServer
-from PIL import Image
+from PIL import Image, ImageFile
 
+from helpers.archive import ArchiveError
 from helpers.settings import QUICK_SYNTHETIC_PER_CLASS
 from helpers.data import (
     DataChoice,
@@ -97,6 +101,28 @@ def test_download_dataset_unwraps_an_extra_top_folder(workbook_env, tmp_path):
     assert (dest / "Positive" / "00001.jpg").is_file() and (dest / "Negative" / "00002.jpg").is_file()
 
 
+def test_download_dataset_from_another_address_fetches_that_archive(workbook_env, file_server):
+    second = zip_bytes(per_class=3)
+    file_server.add_file("/first.zip", zip_bytes(per_class=2))
+    file_server.add_file("/second.zip", second)
+    download_dataset(url=file_server.url("/first.zip"), progress=False)
+    dest = download_dataset(url=file_server.url("/second.zip"), progress=False)
+    assert [r.path for r in file_server.requests] == ["/first.zip", "/second.zip"]
+    assert verify_dataset(dest, progress=False).counts == {"Positive": 3, "Negative": 3}
+    source = read_source(dest)
+    assert source["url"] == file_server.url("/second.zip")
+    assert source["archive_sha256"] == hashlib.sha256(second).hexdigest()
+
+
+def test_a_corrupt_archive_is_named_by_its_full_path(workbook_env, file_server):
+    file_server.add_file("/broken.zip", b"PK\x03\x04 this is not really a zip")
+    with pytest.raises(ArchiveError) as caught:
+        download_dataset(url=file_server.url("/broken.zip"), progress=False)
+    [archive] = (workbook_env / "downloads").glob("*.zip")
+    assert str(caught.value) == (f"{archive} is not a valid zip archive (corrupt or incomplete "
+                                 f"download): delete it and download again.")
+
+
 def test_prepare_data_offline_says_so_and_uses_synthetic(workbook_env, monkeypatch, capsys):
     monkeypatch.setenv("WORKBOOK_OFFLINE", "1")
     choice = prepare_data(progress=False)
@@ -157,6 +183,38 @@ def test_verify_names_each_problem(tmp_path):
     assert any("holds no images" in p for p in report.problems)
 
 
+def test_verify_lists_other_sizes_and_refuses_enormous_images(tmp_path, monkeypatch):
+    root = tmp_path / "set"
+    for class_name in ("Positive", "Negative"):
+        (root / class_name).mkdir(parents=True)
+        for i in range(2):
+            (root / class_name / f"{i:05d}.jpg").write_bytes(jpeg_bytes(i, size=227))
+    for name in ("Positive/00002.jpg", "Negative/00002.jpg"):
+        Image.new("RGB", (300, 200), (120, 120, 120)).save(root / name)
+    report = verify_dataset(root, progress=False)
+    assert report.ok and report.other_sizes == {"Positive/00002.jpg": (300, 200), "Negative/00002.jpg": (300, 200)}
+    note = "2 images are not 227x227 (e.g. Positive/00002.jpg is 300x200); the datasets resize them to 227x227."
+    assert report.notes == [note] and note in str(report)
+    assert is_verified(root)
+
+    # 10000x10000 in its header: a problem, found without decoding the pixels
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = (10_000).to_bytes(2, "big") * 2
+    (root / "Positive" / "00003.jpg").write_bytes(bytes(data))
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size) or real_load(self))
+    report = verify_dataset(root, progress=False)
+    assert (10_000, 10_000) not in decoded
+    assert report.problems == [f"{os.path.join('Positive', '00003.jpg')} is 10000x10000 pixels (100 megapixels), "
+                               "more than the 40 megapixels an image may have here: shrink it, "
+                               "or cut it into 227x227 tiles"]
+    assert not is_verified(root)
+
+
 def test_verification_stamp_is_invalidated_by_a_change(tmp_path):
     root = tmp_path / "set"
     for class_name in ("Positive", "Negative"):
@@ -168,6 +226,46 @@ def test_verification_stamp_is_invalidated_by_a_change(tmp_path):
     (root / "Negative" / "00009.jpg").write_bytes(jpeg_bytes(9))
     assert not is_verified(root)
     assert not verify_dataset(root, expected_per_class=3, progress=False).ok
+
+
+def test_verification_is_not_trusted_after_a_same_size_edit_with_the_old_mtime(tmp_path, monkeypatch):
+    import helpers.files as files_module
+    monkeypatch.setattr(files_module, "SETTLE_NS", 0)  # trust digests of files written a moment ago
+
+    def bmp(seed: int) -> bytes:  # every 227x227 BMP has the same size
+        buffer = io.BytesIO()
+        Image.fromarray(np.random.default_rng(seed).integers(0, 256, (227, 227, 3), dtype=np.uint8)).save(
+            buffer, format="BMP")
+        return buffer.getvalue()
+
+    root = tmp_path / "set"
+    for class_index, class_name in enumerate(("Positive", "Negative")):
+        (root / class_name).mkdir(parents=True)
+        for i in range(2):
+            (root / class_name / f"{i:05d}.bmp").write_bytes(bmp(10 * class_index + i))
+    assert verify_dataset(root, progress=False).ok and is_verified(root) and is_verified(root)
+    edited = root / "Negative" / "00001.bmp"
+    before = edited.stat()
+    edited.write_bytes(bmp(99)[:54] + b"\xff" * (before.st_size - 54))  # same size, not the verified bytes
+    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert not is_verified(root)
+
+
+def test_a_verification_record_from_before_digests_is_upgraded_once(tmp_path):
+    root = tmp_path / "set"
+    for class_name in ("Positive", "Negative"):
+        (root / class_name).mkdir(parents=True)
+        for i in range(2):
+            (root / class_name / f"{i:05d}.jpg").write_bytes(jpeg_bytes(i))
+    files = sorted(root.glob("*/*.jpg"))
+    old = {"n_files": 4, "total_bytes": sum(p.stat().st_size for p in files), "counts": {"Positive": 2, "Negative": 2}}
+    (root / ".verified.json").write_text(json.dumps({**old, "total_bytes": old["total_bytes"] + 1}))
+    assert not is_verified(root)  # the old record no longer fits
+    (root / ".verified.json").write_text(json.dumps(old))
+    assert is_verified(root)
+    upgraded = json.loads((root / ".verified.json").read_text())
+    assert len(upgraded["files_sha256"]) == 64 and upgraded["counts"] == old["counts"]
+    assert is_verified(root)
 
 
 def test_cli_synthetic_then_verify(tmp_path, capsys):
@@ -185,10 +283,67 @@ def test_cli_errors_are_one_clear_sentence(workbook_env, tmp_path, file_server, 
     assert "does not exist" in capsys.readouterr().out
 
     dest = tmp_path / "real"
-    code = main(["download", "--url", file_server.url("/missing.zip"), "--dest", str(dest)])
+    url = file_server.url("/missing.zip")
+    code = main(["download", "--url", url, "--dest", str(dest)])
     err = capsys.readouterr().err
-    assert code == 1 and err.startswith("error: ") and "404" in err
+    assert code == 1
+    assert err == (f"error: Could not download {url}: the server answered 404 Not Found. Check the "
+                   f"address, or download the file by hand and pass its path.\n")
     assert not dest.exists()
+
+
+def test_cli_synthetic_overwrite_keeps_a_foreign_folder(tmp_path, capsys):
+    dest = tmp_path / "thesis_folder"
+    dest.mkdir()
+    (dest / "thesis.txt").write_text("do not delete")
+    assert main(["synthetic", "--per-class", "2", "--dest", str(dest), "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: {dest} holds files the workbook did not make (e.g. thesis.txt); "
+                   "choose an empty or new folder.\n")
+    assert (dest / "thesis.txt").read_text() == "do not delete"
+    assert sorted(p.name for p in dest.iterdir()) == ["thesis.txt"]
+
+    generated = tmp_path / "generated"  # a folder the workbook made is still replaced
+    assert main(["synthetic", "--per-class", "2", "--dest", str(generated)]) == 0
+    assert main(["synthetic", "--per-class", "3", "--seed", "1", "--dest", str(generated), "--overwrite"]) == 0
+    assert json.loads((generated / "workbook_source.json").read_text())["per_class"] == 3
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to a child process")
+def test_cli_ctrl_c_during_a_download_says_one_line_and_keeps_the_part(tmp_path, file_server):
+    # 1.2 MB at once (more than one 1 MiB chunk, so the .part gets bytes), then 20 kB/s.
+    file_server.add_file("/slow.zip", os.urandom(3 * 2**20), "slow:1200000")
+    downloads = (tmp_path / "data").resolve() / "downloads"
+    env = {**os.environ, "WORKBOOK_DATA_DIR": str(tmp_path / "data")}
+    env.pop("WORKBOOK_DATA_URL", None)
+    command = [sys.executable, "-m", "helpers.data", "download", "--url", file_server.url("/slow.zip"),
+               "--dest", str(tmp_path / "real")]
+    # A child gets Python's Ctrl+C handler only if SIGINT is not ignored here (nohup, CI).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)   # bytes: text mode turns \r into \n
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        deadline, parts = time.monotonic() + 60, []
+        while not parts and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+            parts = [p for p in downloads.glob("*.part") if p.stat().st_size > 0]
+        assert parts, f"no .part file appeared; the command said: {process.communicate(timeout=30)}"
+        process.send_signal(signal.SIGINT)
+        err = process.communicate(timeout=30)[1].decode("utf-8", "replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
+    assert "Traceback" not in err
+    # Apart from the progress bar (redrawn with \r), stderr holds one line.
+    lines = [line for line in err.split("\n") if line.strip() and "\r" not in line]
+    assert lines == [f"Download interrupted; run the same command again to resume from {parts[0]}."]
+    assert parts[0].stat().st_size >= 2**20
+    assert not (tmp_path / "real").exists()
 
 
 def test_cli_runs_as_a_module(tmp_path):

@@ -4,6 +4,7 @@ Set WORKBOOK_REAL_SAMPLE to a folder with Positive/ and Negative/ to run the rea
 """
 
 import hashlib
+import io
 import pickle
 import random
 import warnings
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 from torch.utils.data import DataLoader
 
 from helpers import dataset as ds
@@ -23,6 +24,7 @@ from helpers.dataset import (
     BadImageError,
     CrackDataset,
     DatasetNotFoundError,
+    FolderDataset,
     LeakageReport,
     Sample,
     default_transform,
@@ -31,6 +33,7 @@ from helpers.dataset import (
     list_class_files,
     split_index,
 )
+from helpers.predict import load_image_tensor
 
 SIZE = 227
 
@@ -173,7 +176,8 @@ def copy_bytes(source: Path, target: Path) -> None:
     target.write_bytes(source.read_bytes())
 
 
-def test_dedupe_and_leakage_report(root40):
+def test_dedupe_and_leakage_report(root40, monkeypatch):
+    monkeypatch.setattr(files_module, "SETTLE_NS", 0)  # store digests of files written a moment ago
     pos, neg = root40 / "Positive", root40 / "Negative"
     # The plain split keeps positives 00001-00015 and negatives 00001-00015 in train.
     copy_bytes(pos / "00001.jpg", pos / "00018.jpg")  # crosses the split, same class
@@ -217,6 +221,7 @@ def test_dedupe_and_leakage_report(root40):
 
 
 def test_hash_cache_used_and_invalidated(root40, monkeypatch):
+    monkeypatch.setattr(files_module, "SETTLE_NS", 0)  # store digests of files written a moment ago
     paths = list_class_files(root40, "Positive")[:5]
     cache = root40 / "cache.json"
     first = content_hashes(paths, cache)
@@ -314,6 +319,71 @@ def test_missing_data_messages(tmp_path):
     with pytest.raises(DatasetNotFoundError) as error:
         CrackDataset(tmp_path, progress=False)
     assert "Negative" in str(error.value) and "01_download_data" in str(error.value)
+
+
+# ----------------------------------------------------------------------------- image sizes
+def huge_jpeg(path: Path, width: int = 10_000, height: int = 10_000) -> Path:
+    """A JPEG whose header says width x height, made from a tiny one (no 300 MB image in this test)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 90, 90)).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")  # baseline frame header: length (2), precision (1), height (2), width (2)
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def no_decoding(monkeypatch):
+    """Make any decoding of pixel data fail the test: a check that reads only the header passes."""
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f"{getattr(self, 'filename', 'an image')} was decoded")
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+
+
+def test_other_sizes_are_resized_to_227_like_predict(tmp_path):
+    root = make_dataset(tmp_path / "crack", 2, 2)
+    wide = root / "Positive" / "00003.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (200, 300, 3), dtype=np.uint8)).save(wide)
+    noise_image(6, "L").resize((64, 80)).save(root / "Negative" / "00003.png")
+    folder = tmp_path / "own"
+    for name in ("crack", "stain"):
+        (folder / name).mkdir(parents=True)
+        for source in sorted(root.glob("*/00003.png")) + sorted(root.glob("*/00001.jpg")):
+            copy_bytes(source, folder / name / f"{source.parent.name}_{source.name}")
+    for data in (CrackDataset(root, split="all", progress=False), FolderDataset(folder, split="all")):
+        assert all(data[i][0].shape == (3, SIZE, SIZE) for i in range(len(data)))
+    crack = CrackDataset(root, split="all", progress=False)
+    index = ids(crack).index("Positive/00003.png")
+    assert torch.allclose(crack[index][0], load_image_tensor(wide), atol=1e-6)  # what predict feeds the model
+    raw = FolderDataset(folder, split="all", transform=None)
+    assert {raw[i][0].size for i in range(len(raw))} == {(SIZE, SIZE)}
+
+
+def test_227_images_are_not_resized(root40, monkeypatch):
+    def no_resize(*args, **kwargs):
+        raise AssertionError("a 227x227 image was resized")
+    monkeypatch.setattr(Image.Image, "resize", no_resize)
+    data = CrackDataset(root40, split="all", progress=False)
+    assert data[0][0].shape == (3, SIZE, SIZE)
+
+
+def test_an_enormous_image_is_refused_from_its_header(tmp_path, monkeypatch):
+    root = make_dataset(tmp_path / "crack", 2, 2)
+    huge = huge_jpeg(root / "Positive" / "00003.jpg")
+    folder = tmp_path / "own"
+    for name in ("crack", "stain"):
+        (folder / name).mkdir(parents=True)
+        copy_bytes(huge if name == "crack" else root / "Negative" / "00001.jpg", folder / name / "big.jpg")
+    with pytest.warns(UserWarning, match="Positive/00003.jpg"):
+        assert len(CrackDataset(root, split="all", bad_images="skip", progress=False)) == 4
+    crack = CrackDataset(root, split="all", progress=False)
+    no_decoding(monkeypatch)
+    for data, path in ((crack, huge), (FolderDataset(folder, split="all"), folder / "crack" / "big.jpg")):
+        position = [s.path for s in data.samples].index(path)
+        with pytest.raises(BadImageError) as error:
+            data[position]
+        assert str(error.value) == (f"{path} is 10000x10000 pixels (100 megapixels), more than the 40 "
+                                    "megapixels an image may have here: shrink it, or cut it into 227x227 tiles.")
 
 
 # ----------------------------------------------------------------------------- .pt files

@@ -6,13 +6,25 @@ keeps tracing and running it to a few seconds on a laptop CPU.
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from torch._export.serde.schema import SCHEMA_VERSION
 
-from helpers.export import check_export, export_model, load_class_names, load_exported, metadata_path
+from helpers.export import (
+    ExportFileError,
+    check_export,
+    export_model,
+    load_class_names,
+    load_exported,
+    metadata_path,
+)
 from helpers.model import build_resnet18
 
 CLASS_NAMES = ["crack", "no_defect", "stain"]
@@ -70,3 +82,81 @@ def test_wrong_class_names_and_format_are_refused(model, tmp_path):
     with pytest.raises(FileNotFoundError):
         load_exported(tmp_path / "missing.pt2")
     assert list(tmp_path.iterdir()) == []
+
+
+class TouchOnUnpickle:
+    """Unpickling this creates the marker file: it stands for any code a crafted file could run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path(self.marker).touch, ())
+
+
+def pickled(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def rewrite(source: Path, target: Path, change: Callable[[str, bytes], bytes]) -> None:
+    """Copy the .pt2 zip, passing each member's name (without the root folder) and bytes through `change`."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for name in old.namelist():
+            new.writestr(name, change(name.split("/", 1)[1], old.read(name)))
+
+
+def crafted_archive(kind: str, exported: Path, target: Path, evil: bytes) -> None:
+    """A real export with a pickled object smuggled in, the way `kind` says."""
+    if kind == "sample inputs replaced":  # torch falls back to weights_only=False for these
+        rewrite(exported, target, lambda name, data: evil if name == "data/sample_inputs/model.pt" else data)
+    elif kind == "a weight marked use_pickle":
+        def change(name: str, data: bytes) -> bytes:
+            if name == "data/weights/model_weights_config.json":
+                config = json.loads(data)
+                first = next(iter(config["config"].values()))
+                first["use_pickle"] = True
+                return json.dumps(config).encode()
+            return evil if name == "data/weights/weight_0" else data
+        rewrite(exported, target, change)
+    elif kind == "an extra pickle member":
+        rewrite(exported, target, lambda name, data: data)
+        with zipfile.ZipFile(exported) as old, zipfile.ZipFile(target, "a") as new:
+            new.writestr(old.namelist()[0].split("/")[0] + "/extra/evil.pkl", evil)
+    else:  # the pre-2.8 layout torch.export.load still falls back to
+        with zipfile.ZipFile(exported) as old, zipfile.ZipFile(target, "w") as new:
+            root = old.namelist()[0].split("/")[0]
+            new.writestr("version", ".".join(map(str, SCHEMA_VERSION)))
+            new.writestr("serialized_exported_program.json", old.read(f"{root}/models/model.json"))
+            for name in ("serialized_state_dict.pt", "serialized_constants.pt", "serialized_example_inputs.pt"):
+                new.writestr(name, evil)
+
+
+@pytest.mark.parametrize("kind", ["sample inputs replaced", "a weight marked use_pickle",
+                                  "an extra pickle member", "an old-format archive"])
+def test_a_crafted_archive_is_refused_before_anything_is_unpickled(exported_path, tmp_path, kind):
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "crafted.pt2"
+    crafted_archive(kind, exported_path, crafted, pickled(TouchOnUnpickle(marker)))
+    with pytest.raises(ExportFileError) as error:
+        load_exported(crafted)
+    assert not marker.exists(), "code from the file ran"
+    message = str(error.value)
+    assert "crafted.pt2" in message and message.count(". ") == 0  # one sentence that names the file
+    expected = "not a model exported with torch.export" if kind == "an old-format archive" else "trusted source"
+    assert expected in message
+
+
+def test_a_file_that_is_not_an_export_is_refused(tmp_path):
+    garbage = tmp_path / "garbage.pt2"
+    garbage.write_bytes(b"not a zip at all" * 10)
+    with pytest.raises(ExportFileError, match="garbage.pt2 is not a model exported with torch.export"):
+        load_exported(garbage)
+
+
+def test_load_exported_says_the_file_must_be_trusted():
+    import helpers.export
+
+    for text in (load_exported.__doc__, helpers.export.__doc__):
+        assert "program" in text and "trusted source" in text

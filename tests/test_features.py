@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
+import helpers.files as files_module
 import helpers.speed as speed_module
-from helpers.dataset import CrackDataset
+from helpers.dataset import CrackDataset, FolderDataset
 from helpers.feature_cache import FeatureSet
 from helpers.features import cache_name, extract_features, feature_cache_key, head_logits
 from helpers.model import build_resnet18
@@ -66,6 +70,21 @@ def float32_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 def extract(model, dataset, cache_dir, settings=FLOAT32, **kwargs) -> FeatureSet:
     return extract_features(model, dataset, cache_dir, settings=settings, device="cpu",
                             num_workers=0, progress=False, **kwargs)
+
+
+# ----------------------------------------------------------------------------- your own classes, any size
+def test_features_of_a_folder_dataset_with_mixed_sizes(model, tmp_path):
+    """Notebook 06's "your own classes" with photos that are not 227x227 (issue item 8)."""
+    sizes = {"crack": [(227, 227), (300, 200)], "stain": [(640, 480), (100, 150)]}
+    for name, shapes in sizes.items():
+        (tmp_path / name).mkdir()
+        for i, (width, height) in enumerate(shapes):
+            pixels = np.random.default_rng([i, width]).integers(0, 256, (height, width, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / name / f"{i:05d}.jpg")
+    dataset = FolderDataset(tmp_path, split="all")
+    feature_set = extract(model, dataset, tmp_path / "cache", batch_size=4)
+    assert feature_set.features.shape == (4, 512)
+    assert feature_set.sample_ids == ["crack/00000.jpg", "stain/00000.jpg", "crack/00001.jpg", "stain/00001.jpg"]
 
 
 # ----------------------------------------------------------------------------- the same model
@@ -235,6 +254,37 @@ def test_stale_cache_recomputed(model, copy_root, tmp_path, monkeypatch):
     assert calls == [16, 17, 17]
     assert torch.load(cache / "data-all.pt", weights_only=True)["key"] == key_of(
         model, CrackDataset(copy_root, split="all", progress=False), BF16)
+
+
+def bmp_bytes(seed: int) -> bytes:
+    """A 227x227 noise image as BMP: every such file has the same size, whatever its pixels."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (227, 227, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="BMP")
+    return buffer.getvalue()
+
+
+def test_a_same_size_edit_with_the_old_mtime_recomputes_the_features(model, tmp_path, monkeypatch):
+    """The key hashes the files' bytes: size and modification time alone would serve stale features (item 9)."""
+    monkeypatch.setattr(files_module, "SETTLE_NS", 0)  # trust digests of files written a moment ago
+    root = tmp_path / "data"
+    for class_index, cls in enumerate(("Positive", "Negative")):
+        (root / cls).mkdir(parents=True)
+        for i in range(2):
+            (root / cls / f"{i:05d}.bmp").write_bytes(bmp_bytes(10 * class_index + i))
+    calls = []
+    monkeypatch.setattr(Backbone, "__call__", fake_backbone(calls))
+    first = extract(model, CrackDataset(root, split="all", progress=False), tmp_path / "cache")
+    extract(model, CrackDataset(root, split="all", progress=False), tmp_path / "cache")
+    assert calls == [4]  # the second call was served from the cache
+
+    edited = root / "Positive" / "00001.bmp"
+    before = edited.stat()
+    edited.write_bytes(bmp_bytes(99))
+    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (edited.stat().st_size, edited.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    second = extract(model, CrackDataset(root, split="all", progress=False), tmp_path / "cache")
+    assert calls == [4, 4] and second.key != first.key
 
 
 @pytest.mark.parametrize("content", [b"", b"not a torch file at all", "missing_labels", "wrong_length"])

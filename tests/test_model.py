@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +21,7 @@ from helpers.model import (
     count_parameters,
     imagenet_weights_path,
     load_checkpoint,
+    printable,
     resolve_weights,
     save_checkpoint,
     trainable_parameter_names,
@@ -120,3 +126,142 @@ def test_wrong_checkpoints_get_clear_errors(tmp_path):
         load_checkpoint(tmp_path / "plain.pt")
     with pytest.raises(FileNotFoundError, match="04"):
         load_checkpoint(tmp_path / "absent.pt")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A good 2-class checkpoint (random weights) to damage in the tests below."""
+    return save_checkpoint(tmp_path_factory.mktemp("good") / "good.pt", build_resnet18(2, weights=None),
+                           ["Negative", "Positive"])
+
+
+class NotWeights:
+    """A Python object a weights-only load refuses to create."""
+
+
+def changed(key: str, value: object) -> Callable[[dict], None]:
+    def change(payload: dict) -> None:
+        payload[key] = value
+    return change
+
+
+def remove_weight(payload: dict) -> None:
+    del payload["state_dict"]["layer4.1.bn2.weight"]
+
+
+def misshaped_head(payload: dict) -> None:
+    payload["state_dict"]["fc.weight"] = torch.zeros(3, 512)
+
+
+PAYLOAD_CHANGES = {  # what is wrong -> (how to make it, what the error says)
+    "no class names": (lambda payload: payload.pop("class_names"), "has no class_names"),
+    "no state dict": (lambda payload: payload.pop("state_dict"), "has no state_dict"),
+    "num_classes a string": (changed("num_classes", "2"), "num_classes must be a whole number from 2 to 10,000"),
+    "num_classes a bool": (changed("num_classes", True), "num_classes must be a whole number"),
+    "class names not strings": (changed("class_names", [0, 1]), "class_names must be a list of 2 strings"),
+    "class names of another count": (changed("class_names", ["a", "b", "c"]), "a list of 2 strings .* 3"),
+    "architecture not a string": (changed("architecture", 18), "not a resnet18"),
+    "state dict not a dict": (changed("state_dict", [1, 2]), "state_dict must map"),
+    "a weight missing": (remove_weight, "do not fit a ResNet18 with a 2-class head .*layer4.1.bn2.weight"),
+    "a head of another shape": (misshaped_head, "do not fit .*fc.weight"),
+}
+
+
+@pytest.mark.parametrize("what", PAYLOAD_CHANGES)
+def test_a_wrong_payload_gets_one_plain_sentence(checkpoint, tmp_path, what):
+    change, expected = PAYLOAD_CHANGES[what]
+    payload = torch.load(checkpoint, weights_only=True)
+    change(payload)
+    torch.save(payload, tmp_path / "wrong.pt")
+    with pytest.raises(CheckpointMismatchError, match=expected) as error:
+        load_checkpoint(tmp_path / "wrong.pt")
+    assert "wrong.pt" in str(error.value) and "\n" not in str(error.value)
+
+
+def truncated(data: bytes) -> bytes:
+    return data[:len(data) // 2]
+
+
+def not_weights(data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"format": "concrete-crack-workbook/1", "extra": NotWeights()}, buffer)
+    return buffer.getvalue()
+
+
+FILE_CHANGES = {  # what is wrong -> (the bytes of the file, what the error says)
+    "truncated": (truncated, "damaged or incomplete"),
+    "empty": (lambda data: b"", "damaged or incomplete"),
+    "not a torch file": (lambda data: b"\x00\x01 not a torch file" * 10, "not a file written by torch.save"),
+    "text": (lambda data: b"hello, I am a text file\n", "not a file written by torch.save"),
+    "Python objects": (not_weights, "Python objects other than weights"),
+}
+
+
+@pytest.mark.parametrize("what", FILE_CHANGES)
+def test_a_damaged_file_gets_one_plain_sentence(checkpoint, tmp_path, what):
+    change, expected = FILE_CHANGES[what]
+    (tmp_path / "damaged.pt").write_bytes(change(checkpoint.read_bytes()))
+    with pytest.raises(CheckpointMismatchError, match=expected) as error:
+        load_checkpoint(tmp_path / "damaged.pt")
+    message = str(error.value)
+    assert "damaged.pt" in message and "\n" not in message and "weights_only" not in message
+
+
+def test_ten_million_classes_fail_before_anything_is_built(checkpoint, tmp_path, monkeypatch):
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["num_classes"] = 10**7
+    torch.save(payload, tmp_path / "huge.pt")
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("a model was built for a checkpoint that should have been refused")
+
+    monkeypatch.setattr("helpers.model.build_resnet18", must_not_build)
+    start = time.perf_counter()
+    with pytest.raises(CheckpointMismatchError, match="from 2 to 10,000, not 10000000"):
+        load_checkpoint(tmp_path / "huge.pt")
+    assert time.perf_counter() - start < 10
+
+
+def test_control_characters_in_class_names_are_not_shown(tmp_path):
+    path = save_checkpoint(tmp_path / "odd.pt", build_resnet18(3, weights=None),
+                           ["\x1b[2Jcrack", "no\ncrack", "\x1b]0;title\x07stain\x1b[31m"])
+    with pytest.raises(CheckpointMismatchError) as error:
+        load_checkpoint(path, num_classes=2)
+    message = str(error.value)
+    assert "\x1b" not in message and "\n" not in message and "\x07" not in message
+    assert "(crack, no crack, stain)" in message
+    assert printable("a\tb\r\nc\x1b[2J\x1b[1;31md\u202ee\x00") == "a b  cde"
+    assert printable("Négatif ✓ 裂缝") == "Négatif ✓ 裂缝"
+
+
+def test_thirty_concurrent_saves_of_one_checkpoint(tmp_path):
+    model = build_resnet18(weights=None)
+    path = tmp_path / "shared" / "model.pt"
+
+    def save(writer: int) -> Path:
+        return save_checkpoint(path, model, ["Negative", "Positive"], {"writer": writer})
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        saved = list(pool.map(save, range(30)))
+    assert saved == [path] * 30
+    loaded, info = load_checkpoint(path, num_classes=2)
+    assert info["metadata"]["writer"] in range(30)
+    assert torch.equal(loaded.fc.weight, model.fc.weight)
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # every temporary file was renamed
+
+
+def test_a_temporary_file_left_by_a_killed_save(tmp_path):
+    model = build_resnet18(weights=None)
+    path = save_checkpoint(tmp_path / "model.pt", model, ["Negative", "Positive"])
+    stale = tmp_path / ".model.pt.4242-deadbeef.tmp.pt"     # a save killed two minutes ago
+    fresh = tmp_path / ".model.pt.4343-0badcafe.tmp.pt"     # a save still running in another process
+    other = tmp_path / ".other.pt.4242-deadbeef.tmp.pt"     # another checkpoint's: not ours to remove
+    for temp in (stale, fresh, other):
+        temp.write_bytes(b"half a checkpoint")
+    two_minutes_ago = time.time() - 120
+    for temp in (stale, other):
+        os.utime(temp, (two_minutes_ago, two_minutes_ago))
+    assert load_checkpoint(path)[1]["class_names"] == ["Negative", "Positive"]
+    save_checkpoint(path, model, ["Negative", "Positive"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, fresh.name, other.name])
+    assert load_checkpoint(path)[1]["class_names"] == ["Negative", "Positive"]

@@ -15,7 +15,7 @@ from PIL import Image
 
 from helpers.dataset import BadImageError
 from helpers.model import build_resnet18, save_checkpoint
-from helpers.predict import Prediction, classify_files, classify_images, load_image_tensor, main
+from helpers.predict import Prediction, classify_files, classify_images, format_prediction, load_image_tensor, main
 from helpers.settings import PROJECT_ROOT
 
 
@@ -135,3 +135,64 @@ def test_command_line_in_a_subprocess(workdir):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{workdir / 'a.jpg'}: ")
+
+
+def rewritten_checkpoint(workdir: Path, name: str, **changes: object) -> Path:
+    """A copy of two.pt with some of its keys changed (a value of None removes the key)."""
+    payload = torch.load(workdir / "two.pt", weights_only=True)
+    for key, value in changes.items():
+        payload.pop(key) if value is None else payload.__setitem__(key, value)
+    torch.save(payload, workdir / name)
+    return workdir / name
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"class_names": None}, ("no-names.pt", "has no class_names")),
+    ({"class_names": ["a", "b", "c"]}, ("three-names.pt", "a list of 2 strings", "holds 3")),
+    ({"num_classes": 10**7}, ("huge.pt", "from 2 to 10,000")),
+], ids=["no class names", "three names for two classes", "ten million classes"])
+def test_a_wrong_checkpoint_is_one_line(workdir, capsys, changes, words):
+    path = rewritten_checkpoint(workdir, words[0], **changes)
+    assert main([photos(workdir)[0], "--checkpoint", str(path)]) == 1
+    check_one_error_line(capsys, *words)
+
+
+def test_control_characters_in_class_names_are_not_printed(workdir, capsys):
+    names = ["\x1b[2JNegative\n", "Posi\ntive\x1b[31m"]
+    path = save_checkpoint(workdir / "odd.pt", build_resnet18(2, weights=None), names)
+    assert main([*photos(workdir), "--checkpoint", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "\x1b" not in out + err and err == ""
+    lines = out.strip().split("\n")
+    assert len(lines) == 3 and all(line.split(": ")[1].split(" (")[0] in {"Negative", "Posi tive"} for line in lines)
+    assert main([*photos(workdir), "--checkpoint", str(path), "--json"]) == 0
+    assert {item["label"] for item in json.loads(capsys.readouterr().out)} <= set(names)  # JSON keeps them, escaped
+    odd = Prediction(path=Path("odd\x1b[2J.jpg"), label=names[0], probability=0.5, probabilities={})
+    assert format_prediction(odd) == "odd.jpg: Negative  (50.0%)"
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["lines", "json"])
+def test_a_bad_file_does_not_hide_the_good_ones(workdir, capsys, as_json):
+    good, bad = workdir / "a.jpg", workdir / "not-an-image.jpg"
+    bad.write_bytes(b"no picture here" * 10)
+    assert main([str(good), str(bad), "--checkpoint", str(workdir / "two.pt"), *(["--json"] if as_json else [])]) == 1
+    out, err = capsys.readouterr()
+    if as_json:
+        printed = json.loads(out)
+        assert [item["path"] for item in printed] == [str(good)] and printed[0]["label"] in {"Negative", "Positive"}
+    else:
+        assert out.startswith(f"{good}: ") and len(out.strip().splitlines()) == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: ")
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(workdir):
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "helpers.predict", "--json", *photos(workdir), "--checkpoint", str(workdir / "two.pt")],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    process.stdout.close()  # like `| head -c 10` exiting before the first line is written
+    err = process.stderr.read()
+    assert process.wait(timeout=120) in (0, 1, 141), err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

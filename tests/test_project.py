@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -37,8 +38,13 @@ STANDARD_LIBRARY = set(sys.stdlib_module_names) | {"helpers"}
 
 
 def third_party_imports(text: str) -> set[str]:
-    """Top-level names of the modules a Python text imports, standard library and helpers left out."""
-    names = set(re.findall(r"^\s*(?:from|import)\s+([A-Za-z_][A-Za-z0-9_]*)", text, re.M))
+    """Top-level names of the modules a Python text imports (read with ast), standard library and helpers left out."""
+    names = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
     return {name for name in names if name not in STANDARD_LIBRARY and name != "__future__"}
 
 

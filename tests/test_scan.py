@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import nn
 
-from helpers.dataset import default_transform
+from helpers.dataset import BadImageError, default_transform
 from helpers.model import build_resnet18
 from helpers.scan import ScanResult, plot_scan, probability_map, scan, tile_positions
 from helpers.synthetic import draw_crack, make_surface
@@ -156,3 +156,16 @@ def test_plot_scan_returns_a_figure(crack_photo, result):
         assert len(outlined) == int((result.probabilities > 0.5).sum())
     finally:
         plt.close(fig)
+
+
+def test_an_unreadable_photo_is_named(crack_photo, tmp_path):
+    whole = tmp_path / "whole.jpg"
+    Image.fromarray(crack_photo).save(whole, format="JPEG")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(whole.read_bytes()[:len(whole.read_bytes()) // 2])
+    (tmp_path / "not-a-photo.png").write_bytes(b"just text")
+    for name in ("truncated.jpg", "not-a-photo.png"):
+        with pytest.raises(BadImageError, match=f"{name}: not readable as an image"):
+            scan(nn.Identity(), tmp_path / name, progress=False)
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        scan(nn.Identity(), tmp_path / "missing.jpg", progress=False)

@@ -167,9 +167,53 @@ def test_other_settings_raise_unless_overwrite(tmp_path):
 def test_existing_folder_without_source_file_is_not_overwritten(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="choose another folder"):
+    with pytest.raises(FileExistsError, match="did not make .e.g. notes.txt.; choose an empty or new folder"):
         make(tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_overwrite_refuses_a_folder_the_workbook_did_not_make(tmp_path):
+    """overwrite=True replaces a generated set, never someone's own folder (issue item 2)."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("three years of work")
+    (mine / "Positive").mkdir()                              # looks like a data set, but no record says so
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError) as error:
+            make(mine, overwrite=overwrite)
+        message = str(error.value)
+        assert message == (f"{mine} holds files the workbook did not make (e.g. thesis.txt); "
+                           "choose an empty or new folder.")
+        assert "\n" not in message
+    assert (mine / "thesis.txt").read_text() == "three years of work"
+    assert sorted(p.name for p in mine.iterdir()) == ["Positive", "thesis.txt"]
+    assert leftovers(tmp_path) == []
+
+    # A record that says "download" is not the generator's either.
+    real = tmp_path / "real"
+    (real / "Positive").mkdir(parents=True)
+    (real / SOURCE_FILE).write_text(json.dumps({"source": "download"}))
+    (real / synthetic_dataset.MANIFEST_NAME).write_text("class,filename,kind,duplicate_of\n")
+    with pytest.raises(FileExistsError, match="did not make"):
+        make(real, overwrite=True)
+    assert (real / "Positive").is_dir()
+
+    # A file given as the folder is refused too, and left alone.
+    (tmp_path / "notes.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="is a file"):
+        make(tmp_path / "notes.txt", overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "keep"
+
+
+def test_overwrite_still_replaces_a_generated_set_and_an_empty_folder(tmp_path):
+    dest = make(tmp_path / "set", per_class=3, seed=1)
+    (dest / ".verified.json").write_text("{}")               # what later notebooks add beside the images
+    make(dest, per_class=4, seed=2, overwrite=True)
+    assert json.loads((dest / SOURCE_FILE).read_text())["per_class"] == 4
+    assert not (dest / ".verified.json").exists()
+    (tmp_path / "empty").mkdir()
+    assert len(list((make(tmp_path / "empty", per_class=2, overwrite=True) / "Positive").iterdir())) == 2
+    assert leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])

@@ -1,0 +1,137 @@
+"""Unpack a zip archive safely: every member checked first, nothing half-written, bounded in size.
+
+* **No member escapes.** Every member name is checked before anything is written: an absolute
+  path, a ``..`` or a symbolic link could write to ``../../.bashrc``.
+* **Bounded sizes.** An archive whose members add up to more than ``max_bytes`` (a "zip bomb")
+  is refused before writing anything, and a member that holds more bytes than its header
+  declares is stopped while it is written.
+* **Extract beside the target, then move into place.** Members are unpacked into a temporary
+  sibling folder, which replaces the target only once every member was read correctly; a
+  folder left by an interrupted run is removed on the next one.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import stat
+import uuid
+import zipfile
+import zlib
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+DEFAULT_MAX_BYTES = 2 * 1024**3  # the images archive is ~250 MB, and unpacks to about as much
+
+
+class ArchiveError(RuntimeError):
+    """A zip archive could not be read: it is corrupt or incomplete."""
+
+
+class UnsafeArchiveError(ArchiveError):
+    """A zip member would be written outside the destination folder."""
+
+
+def _unsafe_reason(member: zipfile.ZipInfo) -> str | None:
+    """Why this member could escape the destination folder, or None if it is safe."""
+    name = member.filename
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "it has an absolute path"
+    if ".." in re.split(r"[\\/]", name):
+        return "its path contains '..'"
+    if stat.S_ISLNK(member.external_attr >> 16):
+        return "it is a symbolic link"
+    return None
+
+
+def extract_zip(zip_path: str | Path, dest_dir: str | Path, *, progress: bool = True,
+                max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
+    """Unpack ``zip_path`` into ``dest_dir`` (created if needed) and return ``dest_dir``.
+
+    Raises :class:`ArchiveError` for a corrupt archive or one that would unpack to more than
+    ``max_bytes``, and :class:`UnsafeArchiveError` for a member that would land outside
+    ``dest_dir``; in every case nothing is left half-written.
+    """
+    zip_path, dest_dir = Path(zip_path).absolute(), Path(dest_dir)
+    not_valid = (f"{zip_path} is not a valid zip archive (corrupt or incomplete "
+                 f"download): delete it and download again.")
+    if not zip_path.is_file():
+        raise ArchiveError(f"{zip_path} does not exist: download it first.")
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile as error:
+        raise ArchiveError(not_valid) from error
+
+    with archive:
+        members = [m for m in archive.infolist() if not m.filename.startswith("__MACOSX/")]
+        for member in members:                # check everything before writing anything
+            reason = _unsafe_reason(member)
+            if reason:
+                raise UnsafeArchiveError(
+                    f"Refusing to extract {zip_path.name}: member '{member.filename}' would "
+                    f"be written outside {dest_dir} because {reason}; use an archive from a "
+                    f"trusted source.")
+        files = [m for m in members if not m.is_dir()]
+        declared = sum(m.file_size for m in files)
+        if declared > max_bytes:
+            raise ArchiveError(
+                f"Refusing to extract {zip_path}: its {len(files)} files would take "
+                f"{declared:,} bytes, more than {max_bytes:,} bytes, the most expected; it is "
+                f"not the expected data set.")
+
+        dest_dir.parent.mkdir(parents=True, exist_ok=True)
+        for stale in dest_dir.parent.glob(f".{glob.escape(dest_dir.name)}.extracting-*"):
+            shutil.rmtree(stale, ignore_errors=True)     # left by an interrupted run
+        temp_dir = dest_dir.parent / f".{dest_dir.name}.extracting-{uuid.uuid4().hex[:8]}"
+        temp_dir.mkdir()
+        try:
+            for member in tqdm(members, desc=f"Extracting {zip_path.name}", unit="file",
+                               disable=not progress):
+                _extract_member(archive, member, temp_dir, zip_path)
+            _move_into_place(temp_dir, dest_dir)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise ArchiveError(not_valid) from error
+        except BaseException:                 # also Ctrl+C: leave nothing half-written
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise
+    return dest_dir
+
+
+def _extract_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, root: Path,
+                    zip_path: Path) -> None:
+    """Write one (already checked) member under ``root``, stopping if it holds more bytes than
+    its header declares (zipfile cuts such a member short itself, then fails its CRC)."""
+    target = root.joinpath(*[part for part in member.filename.split("/") if part not in ("", ".")])
+    if member.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with archive.open(member) as source, open(target, "wb") as out:
+        while chunk := source.read(1 << 20):
+            written += len(chunk)
+            if written > member.file_size:
+                raise ArchiveError(
+                    f"Refusing to extract {zip_path}: its member '{member.filename}' holds more "
+                    f"than the {member.file_size:,} bytes its header declares; it is corrupt or "
+                    f"malicious, so delete it and download again.")
+            out.write(chunk)
+
+
+def _move_into_place(temp_dir: Path, dest_dir: Path) -> None:
+    """Rename ``temp_dir`` to ``dest_dir``, or move its top-level entries into an existing one."""
+    if not dest_dir.exists():
+        os.replace(temp_dir, dest_dir)
+        return
+    for entry in temp_dir.iterdir():
+        target = dest_dir / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(entry, target)
+    temp_dir.rmdir()
