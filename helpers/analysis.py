@@ -193,6 +193,48 @@ def accuracy_interval(correct: int, total: int, confidence: float = 0.95) -> tup
 
 
 @dataclass
+class Comparison:
+    """Two models' predictions on the same images: where they disagree, and how surprising that split is."""
+
+    names: tuple[str, str]
+    both_right: int
+    only_first_right: int
+    only_second_right: int
+    both_wrong: int
+    p_value: float  # exact McNemar test: chance of a split at least this uneven if both were equally good
+
+    def __str__(self) -> str:
+        first, second = self.names
+        total = self.both_right + self.only_first_right + self.only_second_right + self.both_wrong
+        disagree = self.only_first_right + self.only_second_right
+        text = (f"On the same {total:,} images, {first} and {second} disagree on {disagree:,}: "
+                f"{first} alone is right on {self.only_first_right:,}, {second} alone on {self.only_second_right:,}.")
+        if disagree == 0:
+            return text + " They make the same predictions: no difference to measure."
+        verdict = "a real difference" if self.p_value < 0.05 else "no clear difference (it could be chance)"
+        return text + (f" If both were equally good, a split at least this uneven would happen with probability "
+                       f"{self.p_value:.2g}: {verdict}.")
+
+
+def compare_on_same_images(labels: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
+                           names: tuple[str, str] = ("model A", "model B")) -> Comparison:
+    """Compare two models by the images where exactly one of them is right (an exact McNemar test).
+
+    Overlapping accuracy intervals do not mean two models are alike, nor do separate ones prove a
+    difference when both were measured on the same images: what counts is how the images on which
+    they disagree split between them. `first`, `second`: predicted labels, same order as `labels`.
+    """
+    if not (labels.shape == first.shape == second.shape) or labels.dim() != 1:
+        raise ValueError("labels and both predictions need the same shape (N,)")
+    right_1, right_2 = first == labels, second == labels
+    b, c = int((right_1 & ~right_2).sum()), int((~right_1 & right_2).sum())
+    n = b + c
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n if n else 1.0
+    return Comparison(names, int((right_1 & right_2).sum()), b, c, int((~right_1 & ~right_2).sum()),
+                      min(1.0, 2 * tail))
+
+
+@dataclass
 class Metrics:
     """Accuracy with its 95% interval, precision / recall / F1 per class, and the confusion matrix.
 

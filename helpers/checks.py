@@ -23,12 +23,20 @@ def _try_cases(function: Callable, cases: list, mistake: Callable, *, not_answer
     """Try the learner's `function` on each case; print the one-sentence verdict and return whether it passed.
 
     `cases` holds `(arguments, expected)` pairs: `function(*arguments)` should give `expected`.
-    `mistake(answer, *arguments, expected)` returns the hint for a wrong answer, or None for a right one.
+    `arguments` may also be a function without parameters that builds them, for a case whose objects a
+    right answer changes (a model and its optimiser): it is called afresh just before the answer, which
+    gets those very objects, not copies.
+    `mistake(answer, *arguments, expected)` returns the hint for a wrong answer, or None for a right one;
+    with built arguments it sees them as the answer left them (a model after the answer trained it).
     The sentences' openings ("Well done: ", "Not yet: ", "Not answered yet: ") are added here.
     """
     for arguments, expected in cases:
-        try:  # on copies, so that an answer that changes its inputs cannot change the case
-            answer = function(*[_copy(argument) for argument in arguments])
+        if callable(arguments):  # a builder: fresh objects for this call
+            arguments = given = arguments()
+        else:  # copies, so that an answer that changes its inputs cannot change the case
+            given = [_copy(argument) for argument in arguments]
+        try:
+            answer = function(*given)
         except NotImplementedError:  # the stub, as the notebook gives it
             answer = None
         except Exception as error:  # a learner's bug must never stop the notebook
@@ -248,6 +256,147 @@ def check_count_trainable(function: Callable) -> bool:
 
 
 # ----------------------------------------------------------------------------- notebook 04
+def _epoch(head: nn.Module, batches: list, optimizer: torch.optim.Optimizer, criterion: nn.Module, *,
+           order: str = "zfbs", train: bool = True) -> list[float]:
+    """One epoch as the capstone's loop runs it (helpers.training.training_step), or as a mistake does.
+
+    `order` spells out each batch's calls: z = optimizer.zero_grad(), f = outputs and loss,
+    b = loss.backward(), s = optimizer.step(); "zfbs" is the capstone's loop. train=False leaves out
+    head.train(). Returns the batch losses.
+    """
+    if train:
+        head.train()
+    losses = []
+    for features, labels in batches:
+        for call in order:
+            if call == "z":
+                optimizer.zero_grad()
+            elif call == "f":
+                loss = criterion(head(features), labels)
+            elif call == "b":
+                loss.backward()
+            else:
+                optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _epoch_case(steps: list | None = None) -> tuple:
+    """A small seeded case for one epoch, built afresh: (head, batches, optimizer, criterion).
+
+    The head, Dropout(0.5) then Linear(512, 2), comes in eval mode, so an answer that forgets head.train()
+    trains without Dropout; with Adam, gradients that pile up change the steps. The seed is set again
+    last, so every run draws the same Dropout masks. With `steps`, each optimizer.step() appends to it.
+    """
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Dropout(0.5), nn.Linear(512, 2)).eval()
+    batches = [(torch.randn(n, 512), torch.randint(0, 2, (n,))) for n in (8, 8, 8, 5)]  # a smaller last batch
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.01)
+    if steps is not None:
+        optimizer.register_step_post_hook(lambda *_: steps.append(1))
+    torch.manual_seed(1)
+    return head, batches, optimizer, nn.CrossEntropyLoss()
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of the model's parameters and buffers."""
+    return {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
+
+
+def _same_weights(weights: dict, other: dict) -> bool:
+    """Whether two `_weights` hold the same tensors, up to rounding."""
+    return weights.keys() == other.keys() and all(
+        weights[name].shape == other[name].shape
+        and torch.allclose(weights[name].double(), other[name].double(), rtol=1e-5, atol=1e-6) for name in weights)
+
+
+# the common mistakes that still change the head, as (order, train) for `_epoch`, and their hints
+_STEP_TOO_EARLY = ("each step uses the previous batch's gradients (so the first step does nothing, and the "
+                   "last batch's are never used): call `loss.backward()` before `optimizer.step()`.")
+_EPOCH_MISTAKES = {
+    ("fbs", True): "the gradients accumulate from batch to batch, because they are never zeroed: call "
+                   "`optimizer.zero_grad()` (with its brackets) at the start of each batch.",
+    ("szfb", True): _STEP_TOO_EARLY,  # step at the top of the loop
+    ("fszb", True): _STEP_TOO_EARLY,  # step between the loss and zero_grad, backward last
+    ("zfbs", False): "the head stayed in eval mode, so its Dropout was off while it trained: call `head.train()` "
+                     "(with its brackets) before the loop, as the capstone's loop does.",
+}
+
+
+def check_train_one_epoch(function: Callable) -> bool:
+    """`function(head, batches, optimizer, criterion)` trains the head for one epoch and returns the batch losses.
+
+    The answer should give the head the same weights as the capstone's loop (head.train(), then per batch
+    zero_grad, outputs, loss, backward, step) from the same start, and return its losses as floats.
+    """
+    with torch.random.fork_rng(devices=[]):  # the check's seeds leave the notebook's random numbers alone
+        start = _weights(_epoch_case()[0])
+        outcomes = {}  # (order, train) -> (weights after the epoch, losses)
+        for order, train in [("zfbs", True), *_EPOCH_MISTAKES]:
+            head, *rest = _epoch_case()
+            losses = _epoch(head, *rest, order=order, train=train)
+            outcomes[order, train] = (_weights(head), losses)
+        steps: list = []  # one item per step of the optimizer the answer is given
+        cases = [(lambda: _epoch_case(steps), outcomes["zfbs", True])]
+
+        def mistake(answer, head, batches, optimizer, criterion, expected) -> str | None:
+            weights, losses = expected
+            n = len(losses)
+            value = _number(answer)
+            if value is not None:
+                if math.isclose(value, sum(losses) / n, rel_tol=1e-5):
+                    return (f"you returned the mean of the losses, {value:.4f}; return the list of the {n} batch "
+                            "losses itself, one float per batch (`losses.append(loss.item())` in the loop).")
+                return (f"you returned one number, {value!r}; return a list with one loss per batch "
+                        f"({n} here): `losses.append(loss.item())` in the loop, then `return losses`.")
+            if isinstance(answer, torch.Tensor):
+                return ("you returned a tensor; return a plain list of Python floats, one per batch: "
+                        "`losses.append(loss.item())` in the loop.")
+            if not isinstance(answer, (list, tuple)):
+                return f"return a list of the batch losses, not a {type(answer).__name__}."
+            if len(answer) != n:
+                return (f"you returned {len(answer)} loss{'' if len(answer) == 1 else 'es'} for {n} batches: "
+                        "append one loss per batch, inside the loop (`losses.append(loss.item())`).")
+            values = [_number(item) for item in answer]
+            if None in values:
+                return "each item of the list should be one batch's loss, a number: `loss.item()`."
+            trained = _weights(head)
+            if not _same_weights(trained, weights):
+                if _same_weights(trained, start):  # nothing learnt: which call is missing or misplaced?
+                    if not steps:
+                        return ("the head never changed, because `optimizer.step()` is never called (the brackets "
+                                "matter): after `loss.backward()`, the step is what updates the weights.")
+                    if all(p.grad is None or not p.grad.any() for p in head.parameters()):
+                        return ("the head never learnt: each `optimizer.step()` found no gradients, as when "
+                                "`zero_grad()` comes between `loss.backward()` and `optimizer.step()` (or backward "
+                                "is missing); zero them first, at the start of each batch, and step right after "
+                                "backward.")
+                    return ("the head never learnt: `optimizer.step()` runs before `loss.backward()`, just after "
+                            "`zero_grad()`, so each step finds no gradients; the order is zero_grad, outputs, "
+                            "loss, backward, step.")
+                for variant, hint in _EPOCH_MISTAKES.items():
+                    if _same_weights(trained, outcomes[variant][0]):
+                        return hint
+                if not steps:
+                    return ("the head changed, but the `optimizer` your function was given never stepped: "
+                            "use it (`optimizer.step()`) rather than a new one.")
+                return ("after one epoch the head's weights differ from the capstone loop's: `head.train()`, then "
+                        "for each batch `optimizer.zero_grad()`, `outputs = head(features)`, "
+                        "`loss = criterion(outputs, labels)`, `loss.backward()`, `optimizer.step()`, in that order.")
+            if any(isinstance(item, torch.Tensor) for item in answer):
+                return ("the head trained right, but the losses are tensors; return Python floats with "
+                        "`loss.item()` (a tensor also keeps its batch's whole graph in memory).")
+            if not all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6) for a, b in zip(values, losses)):
+                return (f"the head trained right, but the losses should be each batch's `loss.item()`, in order: "
+                        f"{[round(loss, 4) for loss in losses]}, not {[round(v, 4) for v in values]}.")
+            return None
+
+        return _try_cases(function, cases, mistake,
+                          not_answered="fill in `my_train_one_epoch` so that it returns the list of batch losses.",
+                          well_done="head.train(), then for each batch zero_grad, outputs, loss, backward, step: "
+                                    "the same weights and losses as the capstone's loop.")
+
+
 def check_accuracy(function: Callable) -> bool:
     """`function(logits, labels)` returns the share of images whose highest logit is their label."""
     cases = [

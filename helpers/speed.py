@@ -97,7 +97,8 @@ def choose_number_format(settings: FastSettings, device: torch.device | str,
     if settings.bf16 is None and bf16_is_fast(device):
         return "bfloat16", f"this {torch.device(device).type.upper()} computes bfloat16 fast"
     if settings.int8 is False:
-        return "float32", "int8 turned off in the settings"
+        return "float32", ("asked for with FastSettings(bf16=False, int8=False)" if settings.bf16 is False
+                           else "int8 turned off in the settings")
     if source_size is None or source_size < INT8_MIN_IMAGES:
         count = "an unknown number of" if source_size is None else f"{source_size:,}"
         return "float32", f"{count} images are too few to pay for building an int8 backbone"

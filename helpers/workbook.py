@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 
 from helpers.files import atomic_path
-from helpers.settings import PROJECT_ROOT, QUICK, environment_with, images_dir, notebooks
+from helpers.settings import PROJECT_ROOT, QUICK, environment_with, images_dir, notebooks, quick_mode
 
 # The packages a learner's version check lists, in the order they matter to the lesson.
 CHECKED_PACKAGES = (
@@ -85,8 +85,53 @@ def check_versions(packages: tuple[str, ...] = CHECKED_PACKAGES) -> dict[str, st
     return found
 
 
+_run_stamp = ""  # what produced this notebook's figures, e.g. "synthetic data · random backbone"
+NO_MODEL = "no model"
+
+
+def run_stamp(source: str, weights: str | None = NO_MODEL) -> str:
+    """A short label of what a result was computed with: "real data · ImageNet backbone", "synthetic data"...
+
+    source: "real" or "synthetic"; weights: "imagenet", None (random backbone), a path, or NO_MODEL.
+    """
+    parts = [f"{source} data"]
+    if weights != NO_MODEL:
+        parts.append("ImageNet backbone" if weights == "imagenet" else "random backbone" if weights is None
+                     else f"backbone from {Path(str(weights)).name}")
+    if quick_mode():
+        parts.append("quick mode")
+    return " · ".join(parts)
+
+
+def announce_run(choice, weights: str | None = NO_MODEL, weights_description: str = "") -> str:
+    """Print what this notebook runs on, in one line, and stamp every figure saved from now on with it.
+
+    choice: the DataChoice of helpers.data (source, path, reason); weights: as in run_stamp.
+    Returns the stamp, e.g. "synthetic data · random backbone".
+    """
+    global _run_stamp
+    _run_stamp = run_stamp(choice.source, weights)
+    print(f"This notebook runs on: {_run_stamp}")
+    print(f"  data:    {choice.source}, {choice.path}: {choice.reason}")
+    if weights != NO_MODEL:
+        print(f"  weights: {weights_description or ('ImageNet' if weights == 'imagenet' else weights or 'random')}")
+    if choice.source != "real" or weights is None:
+        print("  Results below show how the method works; they say nothing about real concrete or the "
+              "capstone's 99.44%, which need the real data and the ImageNet weights.")
+    return _run_stamp
+
+
 def save_figure(fig, name: str, dpi: int = 110) -> Path:
-    """Save a matplotlib figure under `images/` (as well as showing it) and return the path."""
+    """Save a matplotlib figure under `images/` (as well as showing it) and return the path.
+
+    The figure carries a small grey footer saying what produced it (announce_run's stamp), since
+    saved figures end up on slides.
+    """
+    if _run_stamp and not getattr(fig, "_workbook_stamped", False):
+        below = fig.get_tightbbox(fig.canvas.get_renderer())  # in inches: under everything drawn so far
+        fig.text(below.x1 / fig.get_figwidth(), (below.y0 - 0.04) / fig.get_figheight(), _run_stamp,
+                 ha="right", va="top", fontsize=7, color="0.4")
+        fig._workbook_stamped = True  # saving twice stamps once
     path = images_dir() / name
     with atomic_path(path) as temp:
         fig.savefig(temp, dpi=dpi, bbox_inches="tight")

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from helpers.analysis import (
     Predictions,
+    compare_on_same_images,
     compute_metrics,
     confusion_matrix,
     format_table,
@@ -29,7 +30,9 @@ from helpers.analysis import (
     threshold_curve,
 )
 from helpers.dataset import CrackDataset
-from helpers.features import FastSettings, FeatureSet, extract_features
+from helpers.feature_cache import FeatureSet
+from helpers.features import extract_features
+from helpers.speed import FastSettings
 from helpers.model import build_resnet18
 from helpers.synthetic_dataset import generate_dataset
 from helpers.analysis import accuracy_interval
@@ -294,3 +297,31 @@ def test_accuracy_interval_edges_and_widths():
             accuracy_interval(correct, total)
     with pytest.raises(ValueError):
         accuracy_interval(5, 10, confidence=1.0)
+
+
+# ----------------------------------------------------------------------------- comparing two models
+def test_compare_on_same_images_counts_disagreements_and_tests_them():
+    labels = torch.tensor([1, 0] * 50)
+    first = labels.clone()
+    second = labels.clone()
+    second[:12] = 1 - second[:12]  # the second model is wrong on 12 images the first gets right
+    first[90:92] = 1 - first[90:92]  # and the first on 2 the second gets right
+    comparison = compare_on_same_images(labels, first, second, names=("ten epochs", "one epoch"))
+    assert (comparison.both_right, comparison.only_first_right, comparison.only_second_right,
+            comparison.both_wrong) == (86, 12, 2, 0)
+    # exact McNemar: P(X <= 2) for X ~ Binomial(14, 1/2), two-sided
+    expected = 2 * sum(math.comb(14, k) for k in range(3)) / 2**14
+    assert comparison.p_value == pytest.approx(expected)
+    assert "a real difference" in str(comparison) and "disagree on 14" in str(comparison)
+
+
+def test_compare_on_same_images_without_a_clear_difference():
+    labels = torch.tensor([1, 0, 1, 0, 1, 0])
+    first, second = torch.tensor([1, 0, 1, 0, 0, 1]), torch.tensor([0, 1, 1, 0, 1, 0])
+    comparison = compare_on_same_images(labels, first, second)
+    assert comparison.only_first_right == comparison.only_second_right == 2 and comparison.p_value == 1.0
+    assert "no clear difference" in str(comparison)
+    same = compare_on_same_images(labels, first, first)
+    assert same.p_value == 1.0 and "same predictions" in str(same)
+    with pytest.raises(ValueError, match="same shape"):
+        compare_on_same_images(labels, first[:3], second)

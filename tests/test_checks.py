@@ -35,6 +35,7 @@ EXERCISES = {
     "check_count_leaks": ("ex02_dataset_class", "my_count_leaks"),
     "check_new_head": ("ex03_replace_the_head", "my_new_head"),
     "check_count_trainable": ("ex03_replace_the_head", "my_count_trainable"),
+    "check_train_one_epoch": ("ex04_training", "my_train_one_epoch"),
     "check_accuracy": ("ex04_training", "my_accuracy"),
     "check_iterations_per_epoch": ("ex04_training", "my_iterations_per_epoch"),
     "check_confident_mistakes": ("ex05_misclassification", "my_confident_mistakes"),
@@ -147,6 +148,36 @@ def _trainable_frozen(model):
     return sum(p.numel() for p in model.parameters() if not p.requires_grad)
 
 
+def _epoch(head, batches, optimizer, criterion, *, order="zfbs", train=True, result="floats"):
+    """A configurable answer for check_train_one_epoch. `order` spells each batch's calls: z = zero_grad,
+    f = outputs and loss, b = backward, s = step ("zfbs" is right); `result` is what it returns."""
+    if train:
+        head.train()
+    losses = []
+    for features, labels in batches:
+        for call in order:
+            if call == "z":
+                optimizer.zero_grad()
+            elif call == "f":
+                loss = criterion(head(features), labels)
+            elif call == "b":
+                loss.backward()
+            elif call == "s":
+                optimizer.step()
+        losses.append(loss if result == "tensors" else loss.item())
+    if result == "mean":
+        return sum(losses) / len(losses)
+    if result == "last":
+        return losses[-1:]  # the append after the loop: one loss
+    if result == "stacked":
+        return torch.tensor(losses)
+    return losses
+
+
+def _epoch_own_optimizer(head, batches, optimizer, criterion):
+    return _epoch(head, batches, torch.optim.Adam(head.parameters(), lr=0.001), criterion)
+
+
 def _confident(probabilities, labels, k, *, order="confidence", mistakes_only=True, crack_sort=False):
     """A configurable wrong answer for check_confident_mistakes."""
     confidence, predicted = probabilities.max(dim=1)
@@ -182,6 +213,19 @@ WRONG_ANSWERS = [
     ("check_count_trainable", _trainable_all, "the frozen ones too"),
     ("check_count_trainable", _trainable_tensors, "p.numel()"),
     ("check_count_trainable", _trainable_frozen, "counted the 15 frozen"),
+    ("check_train_one_epoch", lambda *a: _epoch(*a, order="fbs"), "gradients accumulate"),
+    ("check_train_one_epoch", lambda *a: _epoch(*a, order="szfb"), "previous batch's gradients"),
+    ("check_train_one_epoch", lambda *a: _epoch(*a, order="fszb"), "previous batch's gradients"),
+    ("check_train_one_epoch", lambda *a: _epoch(*a, order="fbzs"), "between `loss.backward()` and `optimizer.step()`"),
+    ("check_train_one_epoch", lambda *a: _epoch(*a, order="zfsb"), "runs before `loss.backward()`"),
+    ("check_train_one_epoch", lambda *a: _epoch(*a, order="zfb"), "`optimizer.step()` is never called"),
+    ("check_train_one_epoch", lambda *a: _epoch(*a, train=False), "stayed in eval mode"),
+    ("check_train_one_epoch", lambda *a: _epoch(*a, result="tensors"), "losses are tensors"),
+    ("check_train_one_epoch", lambda *a: _epoch(*a, result="stacked"), "you returned a tensor"),
+    ("check_train_one_epoch", lambda *a: _epoch(*a, result="last"), "1 loss for 4 batches"),
+    ("check_train_one_epoch", lambda *a: _epoch(*a, result="mean"), "the mean of the losses"),
+    ("check_train_one_epoch", _epoch_own_optimizer, "never stepped"),
+    ("check_train_one_epoch", lambda *a: _epoch(*a, order="zfbss"), "differ from the capstone loop's"),
     ("check_accuracy", lambda logits, labels: int((logits.argmax(dim=1) == labels).sum()), "number of right answers"),
     ("check_accuracy", lambda logits, labels: 100 * (logits.argmax(1) == labels).float().mean().item(), "a percentage"),
     ("check_accuracy", lambda logits, labels: (logits.argmax(1) != labels).float().mean().item(), "share of mistakes"),
@@ -253,6 +297,38 @@ def test_tensor_answers_are_accepted(capsys):
     mistakes = load_solution("ex05_misclassification").my_confident_mistakes
     assert run_check("check_confident_mistakes", lambda p, y, k: torch.tensor(mistakes(p, y, k), dtype=torch.long),
                      capsys)[0]
+
+
+def test_train_one_epoch_accepts_right_loops_written_differently(capsys):
+    """zero_grad(set_to_none=False), head.train() in the loop, a tuple of numbers: all the capstone's loop."""
+    def variant(head, batches, optimizer, criterion):
+        losses = ()
+        for features, labels in batches:
+            head.train(True)
+            optimizer.zero_grad(set_to_none=False)
+            loss = nn.functional.cross_entropy(head(features), labels)
+            loss.backward()
+            optimizer.step()
+            losses += (loss.item(),)
+        return losses
+
+    assert run_check("check_train_one_epoch", variant, capsys)[0]
+
+
+def test_train_one_epoch_leaves_the_random_numbers_alone(capsys):
+    """The check seeds its own case, but the notebook's random numbers go on as if it had not run."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    run_check("check_train_one_epoch", load_solution("ex04_training").my_train_one_epoch, capsys)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_train_one_epoch_gives_each_run_a_fresh_head(capsys):
+    """Running the check twice gives the same verdict: the answer never trains a head a previous run trained."""
+    answer = load_solution("ex04_training").my_train_one_epoch
+    assert run_check("check_train_one_epoch", answer, capsys)[0]
+    assert run_check("check_train_one_epoch", answer, capsys)[0]
 
 
 def test_a_right_answer_that_changes_its_inputs_still_passes(capsys):

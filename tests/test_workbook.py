@@ -1,0 +1,55 @@
+"""helpers.workbook: the banner that says what a notebook runs on, and the stamp on saved figures."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from helpers import workbook  # noqa: E402
+from helpers.data import DataChoice  # noqa: E402
+from helpers.workbook import NO_MODEL, announce_run, run_stamp, save_figure  # noqa: E402
+
+
+@pytest.mark.parametrize("source, weights, quick, expected", [
+    ("synthetic", None, False, "synthetic data · random backbone"),
+    ("real", "imagenet", False, "real data · ImageNet backbone"),
+    ("synthetic", NO_MODEL, False, "synthetic data"),
+    ("synthetic", None, True, "synthetic data · random backbone · quick mode"),
+    ("real", "/x/resnet18-mine.pth", False, "real data · backbone from resnet18-mine.pth"),
+])
+def test_run_stamp_names_data_weights_and_mode(monkeypatch, source, weights, quick, expected):
+    monkeypatch.setenv("WORKBOOK_QUICK", "1" if quick else "0")
+    assert run_stamp(source, weights) == expected
+
+
+def test_announce_run_says_what_runs_and_warns_about_stand_ins(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("WORKBOOK_QUICK", "0")
+    monkeypatch.setattr(workbook, "_run_stamp", "")
+    stamp = announce_run(DataChoice(tmp_path, "synthetic", "offline."), None, "random initialisation")
+    out = capsys.readouterr().out
+    assert out.startswith("This notebook runs on: synthetic data · random backbone")
+    assert "say nothing about real concrete" in out and stamp == "synthetic data · random backbone"
+    announce_run(DataChoice(tmp_path, "real", "downloaded."), "imagenet", "ImageNet")
+    assert "say nothing" not in capsys.readouterr().out
+
+
+def test_saved_figures_carry_the_stamp_once(monkeypatch, tmp_path):
+    monkeypatch.setattr(workbook, "images_dir", lambda: tmp_path)
+    monkeypatch.setattr(workbook, "_run_stamp", "synthetic data · random backbone")
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [0, 1])
+    path = save_figure(fig, "line.png")
+    save_figure(fig, "again.png")
+    texts = [t.get_text() for t in fig.texts]
+    assert texts == ["synthetic data · random backbone"]  # stamped once, however often it is saved
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L"))
+    assert (pixels[-12:] < 200).any(), "the footer should be drawn at the bottom of the image"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.png", "line.png"]  # no temporary files left
+    plt.close(fig)
