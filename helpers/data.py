@@ -38,8 +38,8 @@ from helpers.files import (
     DIGEST_CACHE_NAME, content_hashes, file_digest, read_json, relative_name, write_json_atomically,
 )
 from helpers.settings import (
-    DATA_URL, DEFAULT_SYNTHETIC_PER_CLASS, OFFLINE, QUICK, SOURCE_FILE, data_url, downloads_dir, offline, quick_mode,
-    real_dir, synthetic_dir, synthetic_per_class, tensors_dir,
+    DATA_URL, DEFAULT_SYNTHETIC_PER_CLASS, OFFLINE, QUICK, SOURCE_FILE, data_url, download_attempt_file, downloads_dir,
+    offline, quick_mode, real_dir, synthetic_dir, synthetic_per_class, tensors_dir,
 )
 from helpers.synthetic_dataset import generate_dataset
 
@@ -336,8 +336,24 @@ def locate_dataset(progress: bool = True) -> DataChoice:
         return DataChoice(make_synthetic(progress), "synthetic", f"quick mode ({QUICK}=1) uses a tiny synthetic set.")
     if is_verified(real_dir()):
         return DataChoice(real_dir(), "real", "the downloaded and verified Concrete Crack Images set.")
+    attempt = read_json(download_attempt_file())
+    if attempt:  # notebook 01 (or make run) tried already: say what happened, not "run 01"
+        return DataChoice(make_synthetic(progress), "synthetic",
+                          f"the real set could not be downloaded ({attempt.get('why', 'reason unknown')}, "
+                          f"{attempt.get('when', '')[:10]}); to get it later: `python -m helpers.data download` "
+                          "(README, \"Getting the real data\"), then rerun the notebooks.")
     return DataChoice(make_synthetic(progress), "synthetic",
                       "the real set is not downloaded yet; run notebooks/01_download_data.ipynb to fetch it.")
+
+
+def _fall_back(why: str, progress: bool) -> DataChoice:
+    """The synthetic stand-in, with the failed download recorded for the notebooks that follow."""
+    try:
+        write_json_atomically({"why": why, "when": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+                              download_attempt_file())
+    except OSError:
+        pass  # a read-only data folder: later notebooks just say less
+    return DataChoice(make_synthetic(progress), "synthetic", f"the real set could not be downloaded ({why}).")
 
 
 def prepare_data(url: str | None = None, progress: bool = True) -> DataChoice:
@@ -351,16 +367,17 @@ def prepare_data(url: str | None = None, progress: bool = True) -> DataChoice:
     if told_offline or not any_host_reachable(urls):
         why = f"{OFFLINE} is set" if told_offline else "none of its addresses can be reached from this machine"
         print(f"The real dataset cannot be downloaded ({why}), so this run uses synthetic crack images instead.")
-        return DataChoice(make_synthetic(progress), "synthetic", f"the real set could not be downloaded ({why}).")
+        return _fall_back(why, progress)
     try:
         download_dataset(url=url, progress=progress)
     except (DownloadError, ArchiveError) as exc:
         print(f"The real dataset could not be downloaded, so this run uses synthetic crack images instead: {exc}")
-        return DataChoice(make_synthetic(progress), "synthetic", "the download failed (see the message above).")
+        return _fall_back("the download failed: " + str(exc).splitlines()[0], progress)
     report = verify_dataset(real_dir(), progress=progress)
     if not report.ok:
         print(f"The downloaded dataset has problems, so this run uses synthetic crack images instead:\n{report}")
-        return DataChoice(make_synthetic(progress), "synthetic", "the downloaded set did not verify.")
+        return _fall_back("the downloaded set did not verify", progress)
+    download_attempt_file().unlink(missing_ok=True)
     return DataChoice(real_dir(), "real", "downloaded and verified.")
 
 

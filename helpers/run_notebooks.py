@@ -18,8 +18,13 @@ from tqdm.auto import tqdm
 
 from helpers.data import prepare_data, read_source, verify_dataset
 from helpers.files import atomic_path
-from helpers.model import WeightsUnavailableError, imagenet_weights_path, load_imagenet_state_dict
-from helpers.settings import ALLOW_RANDOM_WEIGHTS, PROJECT_ROOT, QUICK, environment_with, images_dir, quick_mode
+from helpers.analysis import accuracy_interval
+from helpers.model import (
+    CheckpointMismatchError, WeightsUnavailableError, imagenet_weights_path, load_checkpoint, load_imagenet_state_dict,
+)
+from helpers.settings import (
+    ALLOW_RANDOM_WEIGHTS, PROJECT_ROOT, QUICK, default_checkpoint_path, environment_with, images_dir, quick_mode,
+)
 
 EXECUTED_DIR = PROJECT_ROOT / "build" / "executed"
 
@@ -35,11 +40,23 @@ def run_notebook(path: Path, kernel_env: dict[str, str] | None = None, timeout: 
     try:
         with open(log_path, "w", encoding="utf-8") as kernel_log, \
                 client.setup_kernel(stderr=kernel_log, env=kernel_env or environment_with()):
-            for index, cell in enumerate(tqdm(notebook.cells, desc=path.name, unit="cell", leave=False)):
+            bar = tqdm(notebook.cells, desc=path.name, unit="cell", leave=False)
+            for index, cell in enumerate(bar):
+                heading = section_heading(cell)
+                if heading:  # say which section of the lesson is running
+                    bar.set_postfix_str(heading[:48])
                 client.execute_cell(cell, index)
     finally:
         nbformat.write(notebook, EXECUTED_DIR / path.name)
     return time.perf_counter() - start
+
+
+def section_heading(cell) -> str | None:
+    """The title of a markdown cell that starts a section ("## The training loop" -> "The training loop")."""
+    if cell.cell_type != "markdown":
+        return None
+    first = cell.source.lstrip().split("\n", 1)[0]
+    return first.lstrip("#").strip() if first.startswith("#") else None
 
 
 def prepare_weights() -> tuple[str, dict[str, str]]:
@@ -65,16 +82,16 @@ def run_all(paths: list[Path]) -> int:
     print(f"Mode: {f'quick ({QUICK}=1)' if quick_mode() else 'full'}; "
           f"executed copies go to {EXECUTED_DIR.relative_to(PROJECT_ROOT)}/\n")
 
-    failed = None
+    failed, times = None, {}
     for path in paths:
         try:
-            seconds = run_notebook(path, kernel_env)
+            times[path.name] = run_notebook(path, kernel_env)
         except CellExecutionError as exc:
             failed = path
             print(f"FAILED  {path.name}: a cell raised an error; the executed copy in "
                   f"{EXECUTED_DIR.relative_to(PROJECT_ROOT)}/{path.name} shows where.\n{str(exc)[-2000:]}")
             break
-        print(f"ok      {path.name:<32} {seconds:6.1f} s")
+        print(f"ok      {path.name:<32} {times[path.name]:6.1f} s")
 
     report = verify_dataset(choice.path, decode=False, progress=False)
     source = read_source(choice.path)
@@ -83,10 +100,32 @@ def run_all(paths: list[Path]) -> int:
     print(f"  data:    {choice.source}" + (f" (seed {source.get('seed')})" if choice.source == "synthetic" else "")
           + f", {report.total:,} images ({', '.join(f'{n:,} {c}' for c, n in report.counts.items())}) in {choice.path}")
     print(f"  weights: {weights}")
+    print(trained_model_summary(choice.is_real and weights.startswith("ImageNet")))
     print(f"  figures: {', '.join(figures) if figures else 'none'} in {images_dir().relative_to(PROJECT_ROOT)}/")
     print(f"  time:    {time.perf_counter() - start:.0f} s for {len(paths)} notebook(s)"
-          + (f"; stopped at {failed.name}" if failed else ""))
+          + (f"; stopped at {failed.name}" if failed else "") + ": "
+          + ", ".join(f"{name[:2]} {seconds:.0f} s" for name, seconds in times.items()))
     return 1 if failed else 0
+
+
+def trained_model_summary(comparable: bool) -> str:
+    """Lines on the checkpoint notebook 04 saved: its split, validation accuracy with its interval, its path."""
+    path = default_checkpoint_path()
+    try:
+        _, info = load_checkpoint(path)
+    except (FileNotFoundError, CheckpointMismatchError) as error:
+        return f"  model:   none saved ({error})"
+    meta = info["metadata"]
+    n_val, accuracy = meta.get("n_val"), meta.get("val_accuracy")
+    lines = [f"  split:   {meta.get('n_train', 0):,} training / {n_val or 0:,} validation images, {meta.get('split')}"]
+    if isinstance(n_val, int) and n_val > 0 and isinstance(accuracy, float):
+        low, high = accuracy_interval(round(accuracy * n_val), n_val)
+        lines.append(f"  result:  validation accuracy {accuracy:.2%} (95% interval {low:.2%} to {high:.2%}), "
+                     f"{meta.get('training', {}).get('epochs', '?')} epoch(s)"
+                     + ("" if comparable else "; with stand-in data or weights it cannot be compared with the "
+                                              "capstone's 99.44%"))
+    lines.append(f"  model:   {path}")
+    return "\n".join(lines)
 
 
 def strip_notebook(path: Path) -> bool:

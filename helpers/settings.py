@@ -180,6 +180,11 @@ def synthetic_dir(quick: bool | None = None) -> Path:
     return data_dir() / ("synthetic_quick" if quick else "synthetic_cracks")
 
 
+def download_attempt_file() -> Path:
+    """Where a failed attempt to download the real set is recorded, so later notebooks do not send the learner back."""
+    return data_dir() / "download_attempt.json"
+
+
 def downloads_dir() -> Path:
     """Where archives are downloaded to before extraction: data/downloads/."""
     return data_dir() / "downloads"

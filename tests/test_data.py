@@ -139,11 +139,23 @@ def test_prepare_data_falls_back_when_no_address_answers(workbook_env, monkeypat
     assert choice.source == "synthetic"
 
 
+def test_after_a_failed_download_later_notebooks_do_not_send_the_learner_back(workbook_env, monkeypatch):
+    assert "run notebooks/01_download_data.ipynb" in locate_dataset(progress=False).reason  # nobody tried yet
+    monkeypatch.setenv("WORKBOOK_OFFLINE", "1")
+    prepare_data(progress=False)  # what notebook 01 and make run do first
+    reason = locate_dataset(progress=False).reason
+    assert "01_download_data" not in reason
+    assert "could not be downloaded (WORKBOOK_OFFLINE is set" in reason and "python -m helpers.data download" in reason
+
+
 def test_prepare_data_downloads_when_a_mirror_answers(workbook_env, file_server, monkeypatch):
     file_server.add_file("/mirror.zip", zip_bytes(per_class=3))
     monkeypatch.setenv("WORKBOOK_DATA_URL", file_server.url("/mirror.zip"))
+    workbook_env.mkdir(parents=True, exist_ok=True)
+    (workbook_env / "download_attempt.json").write_text('{"why": "an earlier failure"}')
     choice = prepare_data(progress=False)
     assert choice == DataChoice(workbook_env / "concrete_crack_images", "real", "downloaded and verified.")
+    assert not (workbook_env / "download_attempt.json").exists()  # the earlier failure is forgotten
     # Later notebooks find it without downloading again.
     monkeypatch.setenv("WORKBOOK_DATA_URL", "http://127.0.0.1:9/gone.zip")
     assert locate_dataset(progress=False).source == "real"

@@ -53,3 +53,27 @@ def test_saved_figures_carry_the_stamp_once(monkeypatch, tmp_path):
     assert (pixels[-12:] < 200).any(), "the footer should be drawn at the bottom of the image"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again.png", "line.png"]  # no temporary files left
     plt.close(fig)
+
+
+def test_make_run_names_each_section_and_sums_up_the_trained_model(monkeypatch, tmp_path):
+    import nbformat
+    import torch
+
+    from helpers.model import build_resnet18, save_checkpoint
+    from helpers.run_notebooks import section_heading, trained_model_summary
+
+    assert section_heading(nbformat.v4.new_markdown_cell("## The training loop\n\nText")) == "The training loop"
+    assert section_heading(nbformat.v4.new_markdown_cell("Plain text")) is None
+    assert section_heading(nbformat.v4.new_code_cell("# a comment")) is None
+
+    monkeypatch.setenv("WORKBOOK_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("WORKBOOK_QUICK", "0")
+    assert "none saved" in trained_model_summary(False)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "checkpoints" / "resnet18_cracks.pt", build_resnet18(weights=None),
+                    ["Negative", "Positive"], {"n_train": 1500, "n_val": 500, "val_accuracy": 0.736,
+                                               "split": "capstone", "training": {"epochs": 1}})
+    summary = trained_model_summary(False)
+    assert "validation accuracy 73.60% (95% interval 69.57% to 77.27%), 1 epoch(s)" in summary
+    assert "cannot be compared with the capstone's 99.44%" in summary and "resnet18_cracks.pt" in summary
+    assert "cannot be compared" not in trained_model_summary(True)
