@@ -41,10 +41,11 @@ class FastSettings:
     """How the backbone pass runs. None of these changes the features beyond float rounding, except bf16 and int8.
 
     channels_last: store images and weights as (N, H, W, C) in memory; faster convolutions on CPUs and GPUs.
-    bf16: compute in bfloat16 (autocast). None = only where the hardware does it fast (see bf16_is_fast).
+    bf16: compute in bfloat16 (autocast). None = where the hardware does it fast (see bf16_is_fast)
+        and int8 is not the better choice (see choose_number_format).
     int8: run a quantised copy of the backbone in 8-bit integers (helpers.int8), 2-3x faster on an
-        x86-64 CPU. None = on a CPU that can (see int8_unavailable_reason), when bfloat16 is not in use
-        and the data set's folder holds at least INT8_MIN_IMAGES images, unless WORKBOOK_INT8=0;
+        x86-64 CPU. None = on a CPU that can (see int8_unavailable_reason) and has no AMX, when the
+        data set's folder holds at least INT8_MIN_IMAGES images, unless WORKBOOK_INT8=0;
         building it takes 15-30 s.
     compile: run the backbone through torch.compile. It takes tens of seconds (and, on a CPU, a C++
         compiler) before the first batch, then runs faster (about 1.2x on a 2-core AVX2 CPU).
@@ -73,8 +74,12 @@ def bf16_is_fast(device: torch.device | str) -> bool:
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return False
     has_avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    return bool(has_avx512_bf16 or has_amx)
+    return bool(has_avx512_bf16 or has_amx())
+
+
+def has_amx() -> bool:
+    """True on a CPU with AMX tiles (recent Xeons), where bfloat16 was measured faster than int8 here."""
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def choose_number_format(settings: FastSettings, device: torch.device | str,
@@ -82,8 +87,12 @@ def choose_number_format(settings: FastSettings, device: torch.device | str,
     """(number format, why): the settings with None ("auto") resolved for the device and the data's size.
 
     The format is "float32", "bfloat16" or "int8"; `why` is one sentence for the learner.
-    source_size: images in the data set's folder (both splits, so train and val decide alike);
-    None (unknown) never picks int8 automatically. int8=True where int8 cannot run raises a RuntimeError that says why.
+    GPUs, and CPUs with AMX, take bfloat16 where it is fast (measured: 4.5x the capstone's loop on
+    an AMX Xeon). Other CPUs take int8 where it can run, for a big enough folder: on a CPU with
+    AVX512-BF16 but no AMX (AMD Zen 4) int8 ran 2.6x as fast as bfloat16; else bfloat16 if fast,
+    else float32. source_size: images in the data set's folder (both splits, so train and val
+    decide alike); None (unknown) never picks int8 automatically. int8=True where int8 cannot run
+    raises a RuntimeError that says why.
     """
     if settings.int8 and settings.bf16:
         raise ValueError("Choose bf16 or int8, not both.")
@@ -94,20 +103,30 @@ def choose_number_format(settings: FastSettings, device: torch.device | str,
         return "int8", "asked for with FastSettings(int8=True)"
     if settings.bf16:
         return "bfloat16", "asked for with FastSettings(bf16=True)"
-    if settings.bf16 is None and bf16_is_fast(device):
-        return "bfloat16", f"this {torch.device(device).type.upper()} computes bfloat16 fast"
+    device = torch.device(device)
+    bf16_fast = settings.bf16 is None and bf16_is_fast(device)
+    if bf16_fast and (device.type != "cpu" or has_amx()):
+        return "bfloat16", f"this {device.type.upper()} computes bfloat16 fast"
+    no_int8 = _why_not_int8(settings, device, source_size)
+    if no_int8 is None:
+        return "int8", "the fastest format that keeps the features nearly exact on this CPU"
+    if bf16_fast:
+        return "bfloat16", f"this CPU computes bfloat16 fast, and {no_int8}"
+    return "float32", no_int8
+
+
+def _why_not_int8(settings: FastSettings, device: torch.device, source_size: int | None) -> str | None:
+    """None when the automatic choice may take int8, else why not, in a few words."""
     if settings.int8 is False:
-        return "float32", ("asked for with FastSettings(bf16=False, int8=False)" if settings.bf16 is False
-                           else "int8 turned off in the settings")
+        return ("asked for with FastSettings(bf16=False, int8=False)" if settings.bf16 is False
+                else "int8 turned off in the settings")
     if source_size is None or source_size < INT8_MIN_IMAGES:
         count = "an unknown number of" if source_size is None else f"{source_size:,}"
-        return "float32", f"{count} images are too few to pay for building an int8 backbone"
+        return f"{count} images are too few to pay for building an int8 backbone"
     if not int8_allowed():
-        return "float32", "WORKBOOK_INT8=0 turns int8 off"
+        return "WORKBOOK_INT8=0 turns int8 off"
     reason = int8_unavailable_reason(device) or int8_untested_reason()
-    if reason:
-        return "float32", f"int8 is off: {reason}"
-    return "int8", "the fastest format that keeps the features nearly exact on this CPU"
+    return f"int8 is off: {reason}" if reason else None
 
 
 def default_num_workers(device: torch.device | str | None = None) -> int:
