@@ -27,7 +27,6 @@ from pathlib import Path
 
 import requests
 import torch
-from tqdm.auto import tqdm
 
 from helpers.dataset import (
     CLASS_NAMES, TILE_SIZE, DatasetNotFoundError, list_class_files, open_image, size_problem,
@@ -37,6 +36,7 @@ from helpers.download import DownloadError, download_first
 from helpers.files import (
     DIGEST_CACHE_NAME, content_hashes, file_digest, read_json, relative_name, write_json_atomically,
 )
+from helpers.progress import tqdm
 from helpers.settings import (
     DATA_URL, DEFAULT_SYNTHETIC_PER_CLASS, OFFLINE, QUICK, SOURCE_FILE, data_url, download_attempt_file, downloads_dir,
     offline, quick_mode, real_dir, synthetic_dir, synthetic_per_class, tensors_dir,

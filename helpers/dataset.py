@@ -29,9 +29,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms.functional import to_pil_image
-from tqdm.auto import tqdm
 
 from helpers.files import DIGEST_CACHE_NAME, content_hashes
+from helpers.progress import tqdm
 
 TILE_SIZE = 227  # the images' width and height, and so the input size the model learns from
 MAX_IMAGE_PIXELS = 40_000_000  # larger images are refused from their header: 120 MB to decode, for one tile

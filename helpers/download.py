@@ -40,9 +40,9 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import requests
-from tqdm.auto import tqdm
 
 from helpers.files import file_digest, read_json, write_json_atomically
+from helpers.progress import tqdm
 
 DEFAULT_MAX_BYTES = 2 * 1024**3  # the images archive is ~250 MB: a response past this is not it
 

@@ -37,11 +37,11 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from helpers.feature_cache import (
     FeatureSet, cache_file, dataset_fingerprint, load_cached, save_atomically, weights_fingerprint,
 )
+from helpers.progress import tqdm
 from helpers.speed import Backbone, FastSettings, choose_backbone, default_num_workers
 
 CACHE_FORMAT = "concrete-crack-workbook/features/2"  # part of the key: bump it when the recipe changes

@@ -8,13 +8,13 @@ summary closes the run: which data, how many images, which weights, how long it 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
-from tqdm.auto import tqdm
 
 from helpers.data import prepare_data, read_source, verify_dataset
 from helpers.files import atomic_path
@@ -23,28 +23,41 @@ from helpers.model import (
     CheckpointMismatchError, WeightsUnavailableError, imagenet_weights_path, load_checkpoint, load_imagenet_state_dict,
 )
 from helpers.settings import (
-    ALLOW_RANDOM_WEIGHTS, PROJECT_ROOT, QUICK, default_checkpoint_path, environment_with, images_dir, quick_mode,
+    ALLOW_RANDOM_WEIGHTS, PLAIN_PROGRESS, PROJECT_ROOT, QUICK, default_checkpoint_path, environment_with, images_dir,
+    quick_mode,
 )
 
 EXECUTED_DIR = PROJECT_ROOT / "build" / "executed"
 
 
+class EchoingClient(NotebookClient):
+    """A NotebookClient that also shows, on this terminal, what the kernel writes to stderr: the text
+    progress bars of long cells (features, training, hashing) and warnings, as they happen."""
+
+    def output(self, outs, msg, display_id, cell_index):
+        content = msg.get("content", {})
+        if msg.get("msg_type") == "stream" and content.get("name") == "stderr":
+            sys.stderr.write(content.get("text", ""))
+            sys.stderr.flush()
+        return super().output(outs, msg, display_id, cell_index)
+
+
 def run_notebook(path: Path, kernel_env: dict[str, str] | None = None, timeout: int = 3600) -> float:
-    """Execute one notebook in a fresh `python3` kernel, cell by cell with a progress bar; return seconds."""
+    """Execute one notebook in a fresh `python3` kernel, cell by cell, naming each section; return seconds."""
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = EchoingClient(notebook, timeout=timeout, kernel_name="python3", coalesce_streams=True,
+                           resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     EXECUTED_DIR.mkdir(parents=True, exist_ok=True)
     log_path = EXECUTED_DIR / f"{path.stem}.kernel.log"  # the kernel's own chatter, kept out of the way
     try:
         with open(log_path, "w", encoding="utf-8") as kernel_log, \
-                client.setup_kernel(stderr=kernel_log, env=kernel_env or environment_with()):
-            bar = tqdm(notebook.cells, desc=path.name, unit="cell", leave=False)
-            for index, cell in enumerate(bar):
+                client.setup_kernel(stderr=kernel_log, env=kernel_env or kernel_environment()):
+            print(path.name, flush=True)
+            for index, cell in enumerate(notebook.cells):
                 heading = section_heading(cell)
                 if heading:  # say which section of the lesson is running
-                    bar.set_postfix_str(heading[:48])
+                    print(f"  · {heading}", flush=True)
                 client.execute_cell(cell, index)
     finally:
         nbformat.write(notebook, EXECUTED_DIR / path.name)
@@ -63,13 +76,19 @@ def prepare_weights() -> tuple[str, dict[str, str]]:
     """(what the run uses, the kernels' environment): the ImageNet weights, or a random backbone said in one sentence."""
     try:
         load_imagenet_state_dict()
-        return f"ImageNet (torchvision IMAGENET1K_V1) from {imagenet_weights_path()}", environment_with()
+        return f"ImageNet (torchvision IMAGENET1K_V1) from {imagenet_weights_path()}", kernel_environment()
     except WeightsUnavailableError:
         print("The ImageNet weights for ResNet18 cannot be had on this machine, so this run trains on a "
               "randomly initialised backbone and its accuracies mean little (see notebook 03 for how to get them).")
         # the notebooks' kernels may use a random backbone, and say so loudly
         return (f"random initialisation, NOT pretrained (no file at {imagenet_weights_path()})",
-                environment_with(**{ALLOW_RANDOM_WEIGHTS: "1"}))
+                kernel_environment(**{ALLOW_RANDOM_WEIGHTS: "1"}))
+
+
+def kernel_environment(**overrides: str) -> dict[str, str]:
+    """The notebooks' kernels' environment: plain-text progress bars (kept as they ended in the executed
+    copies, echoed to this terminal), redrawn at most once a second."""
+    return environment_with(**{PLAIN_PROGRESS: "1", "TQDM_MININTERVAL": "1"}, **overrides)
 
 
 def run_all(paths: list[Path]) -> int:

@@ -25,10 +25,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 from torch import nn
-from tqdm.auto import tqdm
 
 from helpers.dataset import TILE_SIZE, default_transform
 from helpers.predict import open_photo
+from helpers.progress import tqdm
 from helpers.settings import pick_device
 
 

@@ -18,6 +18,7 @@ understood stops with one sentence that names the variable and what it accepts.
 | WORKBOOK_DEVICE | cpu, cuda, cuda:1, mps: the device to run on (default: the best there is) |
 | WORKBOOK_REAL_SAMPLE | a folder with a real Positive/ + Negative/ sample (tests, notebook 01, benchmark) |
 | WORKBOOK_REQUIRE_BROWSER | 1: the browser test fails instead of skipping without Chromium (CI) |
+| WORKBOOK_PLAIN_PROGRESS | 1: plain-text progress bars, never widgets (the kernels `make run` starts set it) |
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ INT8 = "WORKBOOK_INT8"
 DEVICE = "WORKBOOK_DEVICE"
 REAL_SAMPLE = "WORKBOOK_REAL_SAMPLE"
 REQUIRE_BROWSER = "WORKBOOK_REQUIRE_BROWSER"
+PLAIN_PROGRESS = "WORKBOOK_PLAIN_PROGRESS"
 
 DEFAULT_SYNTHETIC_PER_CLASS = 1_000  # offline stand-in for a full run
 QUICK_SYNTHETIC_PER_CLASS = 50       # WORKBOOK_QUICK=1
@@ -136,6 +138,11 @@ def synthetic_per_class() -> int:
 def real_sample_dir() -> Path | None:
     """The folder of a real sample (Positive/ + Negative/) named by WORKBOOK_REAL_SAMPLE, or None."""
     return env_path(REAL_SAMPLE)
+
+
+def plain_progress() -> bool:
+    """True when WORKBOOK_PLAIN_PROGRESS=1: progress bars as text, never as widgets (headless runs)."""
+    return env_flag(PLAIN_PROGRESS)
 
 
 def browser_required() -> bool:

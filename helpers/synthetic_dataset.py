@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
+from helpers.progress import tqdm
 from helpers.settings import SOURCE_FILE
 from helpers.synthetic import DEFAULT_CLASSES, RECIPES, make_image
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from helpers.feature_cache import FeatureSet
+from helpers.progress import tqdm
 from helpers.settings import pick_device
 
 

@@ -85,7 +85,7 @@ def check_versions(packages: tuple[str, ...] = CHECKED_PACKAGES) -> dict[str, st
     return found
 
 
-_run_stamp = ""  # what produced this notebook's figures, e.g. "synthetic data · random backbone"
+figure_stamp = ""  # what produced this notebook's figures, e.g. "synthetic data · random backbone"
 NO_MODEL = "no model"
 
 
@@ -109,16 +109,16 @@ def announce_run(choice, weights: str | None = NO_MODEL, weights_description: st
     choice: the DataChoice of helpers.data (source, path, reason); weights: as in run_stamp.
     Returns the stamp, e.g. "synthetic data · random backbone".
     """
-    global _run_stamp
-    _run_stamp = run_stamp(choice.source, weights)
-    print(f"This notebook runs on: {_run_stamp}")
+    global figure_stamp
+    figure_stamp = run_stamp(choice.source, weights)
+    print(f"This notebook runs on: {figure_stamp}")
     print(f"  data:    {choice.source}, {choice.path}: {choice.reason}")
     if weights != NO_MODEL:
         print(f"  weights: {weights_description or ('ImageNet' if weights == 'imagenet' else weights or 'random')}")
     if choice.source != "real" or weights is None:
         print("  Results below show how the method works; they say nothing about real concrete or the "
               "capstone's 99.44%, which need the real data and the ImageNet weights.")
-    return _run_stamp
+    return figure_stamp
 
 
 def save_figure(fig, name: str, dpi: int = 110) -> Path:
@@ -127,9 +127,9 @@ def save_figure(fig, name: str, dpi: int = 110) -> Path:
     The figure carries a small grey footer saying what produced it (announce_run's stamp), since
     saved figures end up on slides.
     """
-    if _run_stamp and not getattr(fig, "_workbook_stamped", False):
+    if figure_stamp and not getattr(fig, "_workbook_stamped", False):
         below = fig.get_tightbbox(fig.canvas.get_renderer())  # in inches: under everything drawn so far
-        fig.text(below.x1 / fig.get_figwidth(), (below.y0 - 0.04) / fig.get_figheight(), _run_stamp,
+        fig.text(below.x1 / fig.get_figwidth(), (below.y0 - 0.04) / fig.get_figheight(), figure_stamp,
                  ha="right", va="top", fontsize=7, color="0.4")
         fig._workbook_stamped = True  # saving twice stamps once
     path = images_dir() / name

@@ -45,6 +45,15 @@ def jpeg_bytes(seed: int, size: int = 32) -> bytes:
     return buffer.getvalue()
 
 
+def image_folder(root: Path, per_class: int, make_bytes=jpeg_bytes, suffix: str = ".jpg") -> Path:
+    """root/Positive and root/Negative with `per_class` files each, file i of class c from make_bytes(10 * c + i)."""
+    for class_index, class_name in enumerate(("Positive", "Negative")):
+        (root / class_name).mkdir(parents=True)
+        for i in range(per_class):
+            (root / class_name / f"{i:05d}{suffix}").write_bytes(make_bytes(10 * class_index + i))
+    return root
+
+
 def zip_bytes(per_class: int = 4, prefix: str = "") -> bytes:
     """A small archive with the real set's layout: Positive/00001.jpg ..., Negative/00001.jpg ..."""
     buffer = io.BytesIO()
@@ -196,11 +205,7 @@ def test_verify_names_each_problem(tmp_path):
 
 
 def test_verify_lists_other_sizes_and_refuses_enormous_images(tmp_path, monkeypatch):
-    root = tmp_path / "set"
-    for class_name in ("Positive", "Negative"):
-        (root / class_name).mkdir(parents=True)
-        for i in range(2):
-            (root / class_name / f"{i:05d}.jpg").write_bytes(jpeg_bytes(i, size=227))
+    root = image_folder(tmp_path / "set", 2, lambda seed: jpeg_bytes(seed, size=227))
     for name in ("Positive/00002.jpg", "Negative/00002.jpg"):
         Image.new("RGB", (300, 200), (120, 120, 120)).save(root / name)
     report = verify_dataset(root, progress=False)
@@ -228,11 +233,7 @@ def test_verify_lists_other_sizes_and_refuses_enormous_images(tmp_path, monkeypa
 
 
 def test_verification_stamp_is_invalidated_by_a_change(tmp_path):
-    root = tmp_path / "set"
-    for class_name in ("Positive", "Negative"):
-        (root / class_name).mkdir(parents=True)
-        for i in range(3):
-            (root / class_name / f"{i:05d}.jpg").write_bytes(jpeg_bytes(i))
+    root = image_folder(tmp_path / "set", 3)
     report = verify_dataset(root, expected_per_class=3, progress=False)
     assert report.ok and is_verified(root)
     (root / "Negative" / "00009.jpg").write_bytes(jpeg_bytes(9))
@@ -250,11 +251,7 @@ def test_verification_is_not_trusted_after_a_same_size_edit_with_the_old_mtime(t
             buffer, format="BMP")
         return buffer.getvalue()
 
-    root = tmp_path / "set"
-    for class_index, class_name in enumerate(("Positive", "Negative")):
-        (root / class_name).mkdir(parents=True)
-        for i in range(2):
-            (root / class_name / f"{i:05d}.bmp").write_bytes(bmp(10 * class_index + i))
+    root = image_folder(tmp_path / "set", 2, bmp, suffix=".bmp")
     assert verify_dataset(root, progress=False).ok and is_verified(root) and is_verified(root)
     edited = root / "Negative" / "00001.bmp"
     before = edited.stat()
@@ -264,11 +261,7 @@ def test_verification_is_not_trusted_after_a_same_size_edit_with_the_old_mtime(t
 
 
 def test_a_verification_record_from_before_digests_is_upgraded_once(tmp_path):
-    root = tmp_path / "set"
-    for class_name in ("Positive", "Negative"):
-        (root / class_name).mkdir(parents=True)
-        for i in range(2):
-            (root / class_name / f"{i:05d}.jpg").write_bytes(jpeg_bytes(i))
+    root = image_folder(tmp_path / "set", 2)
     files = sorted(root.glob("*/*.jpg"))
     old = {"n_files": 4, "total_bytes": sum(p.stat().st_size for p in files), "counts": {"Positive": 2, "Negative": 2}}
     (root / ".verified.json").write_text(json.dumps({**old, "total_bytes": old["total_bytes"] + 1}))

@@ -23,14 +23,14 @@ from helpers.workbook import NO_MODEL, announce_run, run_stamp, save_figure  # n
     ("synthetic", None, True, "synthetic data · random backbone · quick mode"),
     ("real", "/x/resnet18-mine.pth", False, "real data · backbone from resnet18-mine.pth"),
 ])
-def test_run_stamp_names_data_weights_and_mode(monkeypatch, source, weights, quick, expected):
+def testfigure_stamp_names_data_weights_and_mode(monkeypatch, source, weights, quick, expected):
     monkeypatch.setenv("WORKBOOK_QUICK", "1" if quick else "0")
     assert run_stamp(source, weights) == expected
 
 
 def test_announce_run_says_what_runs_and_warns_about_stand_ins(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("WORKBOOK_QUICK", "0")
-    monkeypatch.setattr(workbook, "_run_stamp", "")
+    monkeypatch.setattr(workbook, "figure_stamp", "")
     stamp = announce_run(DataChoice(tmp_path, "synthetic", "offline."), None, "random initialisation")
     out = capsys.readouterr().out
     assert out.startswith("This notebook runs on: synthetic data · random backbone")
@@ -41,7 +41,7 @@ def test_announce_run_says_what_runs_and_warns_about_stand_ins(monkeypatch, caps
 
 def test_saved_figures_carry_the_stamp_once(monkeypatch, tmp_path):
     monkeypatch.setattr(workbook, "images_dir", lambda: tmp_path)
-    monkeypatch.setattr(workbook, "_run_stamp", "synthetic data · random backbone")
+    monkeypatch.setattr(workbook, "figure_stamp", "synthetic data · random backbone")
     fig, ax = plt.subplots(figsize=(3, 2))
     ax.plot([0, 1], [0, 1])
     path = save_figure(fig, "line.png")
