@@ -299,7 +299,7 @@ def main() -> None:
         print(f"data: {source}; batch size {batch_size}; median of {args.repeats} repeat(s), taking turns\n")
         images = torch.stack([dataset[i][0] for i in range(len(dataset))])
 
-        workbook = workbook_settings(device)  # channels_last; bf16 where fast, else int8 where it runs
+        workbook = workbook_settings(device)  # channels_last; the number format choose_number_format picks
         build_seconds = int8_build_seconds(model) if workbook.int8 else 0.0
         timers, notes, first = {}, {}, {}
         for name, settings in variants(device, not args.no_compile):

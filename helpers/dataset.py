@@ -43,7 +43,6 @@ SPLITS = ("train", "val", "all")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 TENSOR_EXTENSION = ".pt"
 IGNORED_FILE_NAMES = ("thumbs.db", "desktop.ini", ".ds_store")  # compared in lower case
-HASH_CACHE_NAME = DIGEST_CACHE_NAME  # root/.content_hashes.json: the files' SHA-1s (helpers.files.content_hashes)
 DOWNLOAD_HINT = (
     "Run notebooks/01_download_data.ipynb, or `python -m helpers.data download` (real data) "
     "/ `python -m helpers.data synthetic` (offline) to create it."
@@ -157,8 +156,8 @@ def load_image(path: Path, size: int | None = None) -> Image.Image:
 
     The width and height in the file's header are checked before any pixel is decoded: an image
     above MAX_IMAGE_PIXELS raises BadImageError. With `size`, an image of another size is resized
-    to size x size (bilinear, as helpers.predict.load_image_tensor does); one that has it already
-    is returned as decoded, with no resize.
+    to size x size (to_size, which helpers.predict.load_image_tensor uses too); one that has it
+    already is returned as decoded, with no resize.
     """
     try:
         with open_image(path) as image:
@@ -169,9 +168,12 @@ def load_image(path: Path, size: int | None = None) -> Image.Image:
         raise bad_image_error(path, error) from error
     if problem is not None:
         raise BadImageError(f"{path} {problem}.")
-    if size is not None and rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return rgb
+    return rgb if size is None else to_size(rgb, size)
+
+
+def to_size(image: Image.Image, size: int = TILE_SIZE) -> Image.Image:
+    """`image` as size x size (bilinear), or itself when it has that size already (no resize call)."""
+    return image if image.size == (size, size) else image.resize((size, size), Image.Resampling.BILINEAR)
 
 
 def load_tensor(path: Path) -> torch.Tensor:
@@ -290,7 +292,7 @@ class CrackDataset(SampleSplit):
             return pairs
         if not dedupe:
             return pairs[:cut] if self.split == "train" else pairs[cut:]
-        cache_file = self.root / HASH_CACHE_NAME
+        cache_file = self.root / DIGEST_CACHE_NAME
         hashes = content_hashes([path for path, _ in pairs], cache_file, progress)
         first_position = {}  # hash -> position of the first file with that content
         for position, digest in enumerate(hashes):
@@ -323,7 +325,7 @@ class CrackDataset(SampleSplit):
     def content_hashes(self, progress: bool = False) -> list[str]:
         """SHA-1 of every sample's file, cached in ``root/.content_hashes.json``."""
         paths = [sample.path for sample in self.samples]
-        return content_hashes(paths, self.root / HASH_CACHE_NAME, progress)
+        return content_hashes(paths, self.root / DIGEST_CACHE_NAME, progress)
 
 
 # ----------------------------------------------------------------------------- your own classes

@@ -39,7 +39,6 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.export import Dim
-from torch.export.pt2_archive import PT2ArchiveReader
 
 from helpers.dataset import TILE_SIZE
 from helpers.files import atomic_path, write_json_atomically
@@ -114,6 +113,12 @@ def load_exported(path: str | Path) -> nn.Module:
 
 def check_archive(data: bytes, path: Path) -> None:
     """Raise ExportFileError unless `data` holds only what export_model writes, with no pickled object in it."""
+    try:
+        from torch.export.pt2_archive import PT2ArchiveReader  # the archive format torch.export.load reads
+    except ImportError:  # older torch: another format, whose parts are unpickled without checks
+        raise ExportFileError(f"Loading {path} safely needs a PyTorch whose exports use torch.export.pt2_archive "
+                              f"(torch 2.14 was checked; this is {torch.__version__}): upgrade torch, or load it "
+                              "with torch.export.load only if you trust where it came from.") from None
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:  # what torch's fallback for old files reads
             names = archive.namelist()

@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from helpers.dataset import TILE_SIZE, BadImageError, default_transform
+from helpers.dataset import TILE_SIZE, BadImageError, default_transform, to_size
 from helpers.model import CheckpointMismatchError, load_checkpoint, printable
 from helpers.settings import default_checkpoint_path, pick_device
 from helpers.workbook import has_widget_frontend
@@ -79,10 +79,7 @@ def load_image_tensor(path: str | Path) -> torch.Tensor:
     scan it tile by tile with helpers.scan instead. A missing file raises FileNotFoundError,
     a file that is not an image BadImageError; both name the file.
     """
-    image = open_photo(path)
-    if image.size != (TILE_SIZE, TILE_SIZE):
-        image = image.resize((TILE_SIZE, TILE_SIZE), Image.Resampling.BILINEAR)
-    return default_transform()(image)
+    return default_transform()(to_size(open_photo(path), TILE_SIZE))
 
 
 def classify_images(model: nn.Module, paths: Sequence[str | Path], class_names: Sequence[str],

@@ -1,7 +1,7 @@
 """How the frozen backbone runs on this machine: one door to the speed path.
 
 A frozen backbone may compute its features in whatever way is fastest, as long as the numbers
-stay (nearly) the same: float32 everywhere, bfloat16 where the hardware does it fast, int8 on
+stay (nearly) the same: float32 everywhere, bfloat16 on GPUs and CPUs with AMX, int8 on other
 x86 CPUs for big folders (:mod:`helpers.int8`), channels_last memory layout, torch.compile.
 :func:`choose_backbone` decides this once, for a device and a data set, and returns a
 :class:`Backbone` that carries its number format, its part of the feature cache's key, and the
