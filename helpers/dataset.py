@@ -380,7 +380,8 @@ class FolderDataset(SampleSplit):
             raise ValueError(f"transform must be a callable, None or 'default'; got {transform!r}")
         self.root = Path(root)
         self.split = split
-        self.transform = default_transform() if transform == "default" else transform
+        self.uses_default_transform = isinstance(transform, str)
+        self.transform = default_transform() if self.uses_default_transform else transform
         self.classes = class_folders(self.root)
         per_class, self.source_size = [], 0  # source_size: images in the folder, both splits
         for label, name in enumerate(self.classes):

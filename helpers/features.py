@@ -32,17 +32,20 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
+from helpers.fast_input import Feeder, batches_measuring_workers, can_measure
 from helpers.feature_cache import (
     FeatureSet, cache_file, dataset_fingerprint, load_cached, save_atomically, weights_fingerprint,
 )
 from helpers.progress import tqdm
-from helpers.speed import Backbone, FastSettings, choose_backbone, default_num_workers
+from helpers.speed import (
+    Backbone, FastSettings, choose_backbone, choose_decoding, default_num_workers, worker_candidates,
+)
 
 CACHE_FORMAT = "concrete-crack-workbook/features/2"  # part of the key: bump it when the recipe changes
 
@@ -66,8 +69,9 @@ def head_logits(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
     return head(features.to(device))
 
 
-def _key(data: str, weights: str, backbone: Backbone) -> str:
-    return hashlib.sha256("\n".join([CACHE_FORMAT, data, weights, backbone.key_part]).encode()).hexdigest()
+def _key(data: str, weights: str, backbone: Backbone, on_device: bool = False) -> str:
+    how = backbone.key_part + (f"|decode_jpeg on {backbone.device.type}" if on_device else "")
+    return hashlib.sha256("\n".join([CACHE_FORMAT, data, weights, how]).encode()).hexdigest()
 
 
 def feature_cache_key(dataset, model: nn.Module, settings: FastSettings | None = None,
@@ -78,15 +82,33 @@ def feature_cache_key(dataset, model: nn.Module, settings: FastSettings | None =
     """
     weights = weights or weights_fingerprint(model)
     backbone = choose_backbone(model, device, settings, source_size(dataset), weights)
-    return _key(dataset_fingerprint(dataset), weights, backbone)
+    on_device, _ = choose_decoding(dataset, backbone.device, backbone.settings)
+    return _key(dataset_fingerprint(dataset), weights, backbone, on_device)
 
 
-def compute_features(backbone: Backbone, loader: DataLoader, total: int, desc: str,
+def planned_batches(feeder: Feeder, num_workers: int | str | None, report: Callable[[str], None]) -> Iterable:
+    """The feeder's batches with `num_workers` workers: a number, None (the default), or "measure".
+
+    None on a GPU, and "measure" anywhere, time the candidates (speed.worker_candidates) on the
+    first batches, where the data set is big enough for that to pay; else None means
+    default_num_workers (on a CPU with fewer than 8 cores: the main process decodes).
+    """
+    if num_workers == "measure" or (num_workers is None and feeder.device.type == "cuda"):
+        candidates = worker_candidates(feeder.device)
+        if can_measure(len(feeder), candidates, feeder.batch_size):
+            return batches_measuring_workers(feeder, candidates, report)
+        num_workers = 0 if feeder.decoder is not None else None  # decoding on the device: reading bytes is quick
+    if num_workers is None or num_workers == "measure":
+        num_workers = default_num_workers(feeder.device)
+    return feeder.batches(int(num_workers))
+
+
+def compute_features(backbone: Backbone, batches: Iterable, total: int, desc: str,
                      progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the backbone over every batch of `loader`: (features (N, 512), labels (N,))."""
+    """Run the backbone over every (images, labels) batch of `batches`: (features (N, 512), labels (N,))."""
     features, labels = [], []
     with backbone.threads(), tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
-        for images, batch_labels in loader:
+        for images, batch_labels in batches:
             features.append(backbone(images))
             labels.append(batch_labels)
             bar.update(len(batch_labels))
@@ -94,35 +116,40 @@ def compute_features(backbone: Backbone, loader: DataLoader, total: int, desc: s
 
 
 def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = None, *, name: str | None = None,
-                     batch_size: int = 100, num_workers: int | None = None, settings: FastSettings | None = None,
+                     batch_size: int = 100, num_workers: int | str | None = None, settings: FastSettings | None = None,
                      device: torch.device | str | None = None, progress: bool = True) -> FeatureSet:
     """The backbone features of every image of `dataset` (a CrackDataset), from the cache when possible.
 
     With `cache_dir`, the features live in cache_dir/<name>.pt (by default cache_name(dataset),
     e.g. "synthetic_cracks-train") together with the key they were computed under; a file with
-    the same key is loaded instead of recomputed. `device` defaults to pick_device(), `num_workers`
-    to default_num_workers(device); the images go through the backbone in `batch_size` batches,
-    in the data set's order.
+    the same key is loaded instead of recomputed. `device` defaults to pick_device(); the images
+    go through the backbone in `batch_size` batches, in the data set's order, read by
+    `num_workers` DataLoader workers (see planned_batches: a number, None or "measure").
+    On a GPU the JPEGs are decoded there (settings.decode_on_device, helpers.fast_input).
     """
     weights = weights_fingerprint(model)  # once: the cache key and the int8 backbone both need it
     backbone = choose_backbone(model, device, settings, source_size(dataset), weights)
+    on_device, decode_why = choose_decoding(dataset, backbone.device, backbone.settings)
     data = dataset_fingerprint(dataset)
     name = name or cache_name(dataset)
     path = cache_file(cache_dir, name) if cache_dir is not None else None
     if path is not None:
-        cached = load_cached(path, _key(data, weights, backbone))
+        cached = load_cached(path, _key(data, weights, backbone, on_device))
         if cached is not None:
             print(f"features loaded from cache: {path}")
             return cached
 
     backbone.prepare(getattr(dataset, "transform", None))  # may fall back from int8 to float32
     print(f"computing the features of {len(dataset):,} images in {backbone.number_format} ({backbone.why})")
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                        num_workers=default_num_workers(backbone.device) if num_workers is None else num_workers,
-                        pin_memory=backbone.device.type == "cuda")  # pinned memory only speeds up copies to a GPU
-    features, labels = compute_features(backbone, loader, len(dataset), f"features ({name})", progress)
+    if on_device:
+        print(f"the JPEGs are decoded on the {backbone.device.type.upper()}, in batches ({decode_why})")
+    notes: list[str] = []  # what measuring the workers found: printed once the progress bar is done
+    batches = planned_batches(Feeder(dataset, backbone.device, batch_size, on_device), num_workers, notes.append)
+    features, labels = compute_features(backbone, batches, len(dataset), f"features ({name})", progress)
+    for note in notes:
+        print(note)
     feature_set = FeatureSet(features, labels, [sample.sample_id for sample in dataset.samples],
-                             _key(data, weights, backbone), backbone.number_format)
+                             _key(data, weights, backbone, on_device), backbone.number_format)
     if path is not None:
         try:
             save_atomically(feature_set, path)

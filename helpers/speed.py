@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from helpers.dataset import default_transform
+from helpers.fast_input import can_decode_on_device
 from helpers.int8 import (
     CALIBRATION_IMAGES, CALIBRATION_SEED, RECIPE, Int8Backbone, int8_unavailable_reason, int8_untested_reason,
     quantize_backbone,
@@ -47,6 +48,9 @@ class FastSettings:
         x86-64 CPU. None = on a CPU that can (see int8_unavailable_reason) and has no AMX, when the
         data set's folder holds at least INT8_MIN_IMAGES images, unless WORKBOOK_INT8=0;
         building it takes 15-30 s.
+    decode_on_device: decode the JPEGs on the device, in batches (helpers.fast_input): the same
+        pixels, read by nvJPEG on a GPU. None = on a CUDA GPU, where PIL's decoding is the slow part,
+        when the data set can (see helpers.fast_input.can_decode_on_device).
     compile: run the backbone through torch.compile. It takes tens of seconds (and, on a CPU, a C++
         compiler) before the first batch, then runs faster (about 1.2x on a 2-core AVX2 CPU).
     num_threads: CPU threads for the backbone (torch.set_num_threads) while extracting; None = torch's default.
@@ -57,6 +61,7 @@ class FastSettings:
     int8: bool | None = None
     compile: bool = False
     num_threads: int | None = None
+    decode_on_device: bool | None = None
 
 
 def bf16_is_fast(device: torch.device | str) -> bool:
@@ -129,6 +134,45 @@ def _why_not_int8(settings: FastSettings, device: torch.device, source_size: int
     return f"int8 is off: {reason}" if reason else None
 
 
+def choose_decoding(dataset, device: torch.device | str, settings: FastSettings) -> tuple[bool, str]:
+    """(decode on the device?, why): where the JPEGs of `dataset` are decoded for the backbone.
+
+    Auto (settings.decode_on_device None): on a CUDA GPU, when the data set can. True where the
+    data set cannot raises a ValueError that says why.
+    """
+    reason = can_decode_on_device(dataset)
+    if settings.decode_on_device:
+        if reason:
+            raise ValueError(f"FastSettings(decode_on_device=True) cannot run here: {reason}. "
+                             "Use decode_on_device=None or False.")
+        return True, "asked for with FastSettings(decode_on_device=True)"
+    if settings.decode_on_device is False:
+        return False, "decoding on the device turned off in the settings"
+    if torch.device(device).type != "cuda":
+        return False, "on a CPU the main process decodes with PIL while the backbone waits a little"
+    if reason:
+        return False, reason
+    return True, "on a GPU, decoding with PIL would be the slow part"
+
+
+def _cores() -> int:
+    """The cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))  # Linux
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def worker_candidates(device: torch.device | str | None = None) -> list[int]:
+    """The numbers of DataLoader workers worth measuring: 0, then powers of two below the core count, up to 8.
+
+    (1 is left out where 4 or more can run.) One core: [0]; 2 cores: [0, 1]; 16 cores: [0, 2, 4, 8].
+    """
+    limit = min(8, _cores() - 1)
+    counts = [n for n in (1, 2, 4, 8) if n <= limit]
+    return [0] + [n for n in counts if not (n == 1 and limit >= 4)]
+
+
 def default_num_workers(device: torch.device | str | None = None) -> int:
     """DataLoader worker processes that decode the JPEGs while the backbone runs.
 
@@ -136,12 +180,10 @@ def default_num_workers(device: torch.device | str | None = None) -> int:
     per cent of its work: with fewer than 8 cores the main process decodes (measured on 2 cores
     with int8: one worker process competing with the backbone's threads cut 55 images/s to 39);
     with more, one worker per 8 cores, up to 4. With a GPU (or MPS) decoding is the slow part:
-    up to 8 workers.
+    up to 8 workers. (On a GPU, extract_features measures instead, for a big enough data set:
+    see helpers.fast_input.batches_measuring_workers.)
     """
-    try:
-        cores = len(os.sched_getaffinity(0))  # the cores this process may use (Linux)
-    except AttributeError:
-        cores = os.cpu_count() or 1
+    cores = _cores()
     accelerator = device is not None and torch.device(device).type in ("cuda", "mps")
     if accelerator:
         return 0 if cores <= 1 else min(8, cores - 1)

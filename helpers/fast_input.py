@@ -1,0 +1,230 @@
+"""Feeding the backbone on a GPU: JPEGs decoded on the device, worker processes chosen by measuring.
+
+Optional material: nothing here changes what the model learns. On a CPU the backbone is the
+slow part, and PIL decodes each JPEG (in the main process where there are fewer than 8 cores):
+about 1 ms of the backbone's 3-20 ms per image. On a GPU the backbone runs at thousands of images a second,
+and decoding becomes the slow part: measured on an H200, the backbone alone ran at 7,342
+images/s but the whole pass at 362-588, slower than the capstone's own loop. Two remedies:
+
+* **Decode on the device.** The DataLoader only reads each file's bytes; the main process
+  hands a whole batch of them to ``torchvision.io.decode_jpeg(..., device="cuda")`` (nvJPEG)
+  and normalises on the GPU. A file that is not a plain 227x227 RGB JPEG (a PNG, a grayscale or
+  odd-sized photo) is decoded as before, with PIL, so the pixels follow the data set's rules.
+  On a CPU, ``decode_jpeg`` gives the very same pixels as PIL (both use libjpeg-turbo; checked
+  by a test), which is how this path is tested on machines without a GPU.
+* **Choose the number of worker processes by measuring.** :func:`batches_measuring_workers`
+  computes the first batches with each candidate number of workers in turn (nothing is thrown
+  away: those batches are part of the pass), then the rest with the fastest, start-up included.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms.functional import pil_to_tensor
+
+from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, TENSOR_EXTENSION, TILE_SIZE, bad_image_error, load_image
+
+PROBE_BATCHES = 4  # batches computed with each candidate number of workers before choosing
+
+
+# ----------------------------------------------------------------------------- decoding on the device
+def can_decode_on_device(dataset) -> str | None:
+    """None when `dataset`'s images can be decoded on the device, else why not (a few words).
+
+    That needs the data set's default transform (ToTensor, ImageNet normalisation), which the
+    device repeats exactly, and image files (not the capstone's preprocessed .pt tensors).
+    """
+    if not getattr(dataset, "uses_default_transform", False):
+        return "the data set has its own transform"
+    if any(sample.path.suffix.lower() == TENSOR_EXTENSION for sample in dataset.samples):
+        return "the data set holds preprocessed .pt tensors"
+    return None
+
+
+def is_plain_jpeg(data: bytes) -> bool:
+    """True for a 227x227 RGB JPEG: nvJPEG decodes it to exactly what the data set would hand over.
+
+    Reads the header only (a few hundred bytes).
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format == "JPEG" and image.mode == "RGB" and image.size == (TILE_SIZE, TILE_SIZE)
+    except Exception:  # not an image PIL knows: load_image will name the file and the problem
+        return False
+
+
+class EncodedImages(Dataset):
+    """`dataset`'s images as they will reach the device: (bytes or pixels, label, index).
+
+    A plain JPEG (see is_plain_jpeg) comes as its file's bytes, a 1-D uint8 tensor; any other
+    image decoded here with the data set's rules (RGB, resized to 227x227), as a (3, 227, 227)
+    uint8 tensor. The index lets the decoder name a file it cannot decode.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int, int]:
+        sample = self.dataset.samples[idx]
+        try:
+            data = sample.path.read_bytes()
+        except OSError as error:  # gone or unreadable since the data set was listed: say which file
+            raise bad_image_error(sample.path, error) from error
+        if is_plain_jpeg(data):
+            return torch.frombuffer(bytearray(data), dtype=torch.uint8), sample.label, idx
+        return pil_to_tensor(load_image(sample.path, TILE_SIZE)), sample.label, idx
+
+
+def collate_encoded(batch: list[tuple[torch.Tensor, int, int]]) -> tuple[list[torch.Tensor], torch.Tensor, list[int]]:
+    """A batch of EncodedImages items: (bytes or pixels per image, labels, indices); nothing stacked."""
+    items, labels, indices = zip(*batch)
+    return list(items), torch.tensor(labels, dtype=torch.long), list(indices)
+
+
+def _decode_jpegs(encoded: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """decode_jpeg on a list, on `device`.
+
+    On a GPU, the caller's stream is drained first: nvJPEG's hardware engine may write its output
+    before work already queued on that stream has run, into memory that work still reads
+    (pytorch/vision#9606, meta-pytorch/torchcodec#1634). torchvision 0.29 marks its image decoding
+    deprecated (in favour of TorchCodec) with a warning at every call; the function works unchanged.
+    """
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+
+
+class DeviceDecoder:
+    """Turns a batch of EncodedImages items into the normalised (N, 3, 227, 227) tensor, on `device`.
+
+    The same numbers as the data set's default transform: pixels / 255, minus the ImageNet mean,
+    divided by its standard deviation. A batch that nvJPEG refuses is decoded with PIL instead,
+    image by image, so that a broken file raises the data set's BadImageError naming it.
+    """
+
+    def __init__(self, dataset, device: torch.device | str):
+        self.dataset, self.device = dataset, torch.device(device)
+        self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self.fallbacks = 0  # batches decoded with PIL because the device's decoder failed
+
+    def pixels(self, items: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
+        """(N, 3, 227, 227) uint8 pixels on the device."""
+        encoded = [i for i, item in enumerate(items) if item.dim() == 1]
+        decoded = dict.fromkeys(range(len(items)))
+        if encoded:
+            try:
+                decoded.update(zip(encoded, _decode_jpegs([items[i] for i in encoded], self.device)))
+            except RuntimeError:
+                self.fallbacks += 1
+                for i in encoded:  # raises BadImageError, naming the file, where PIL cannot decode it either
+                    decoded[i] = pil_to_tensor(load_image(self.dataset.samples[indices[i]].path, TILE_SIZE))
+        for i, item in enumerate(items):
+            if item.dim() == 3:
+                decoded[i] = item
+        return torch.stack([decoded[i].to(self.device, non_blocking=True) for i in range(len(items))])
+
+    def __call__(self, items: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
+        return (self.pixels(items, indices).float() / 255 - self.mean) / self.std
+
+
+# ----------------------------------------------------------------------------- batches
+class Feeder:
+    """The batches of `dataset`, in order, ready for the backbone: (images, labels).
+
+    `on_device`: decode the JPEGs on `device` (DeviceDecoder); else the DataLoader's workers (or
+    the main process) decode them with PIL through the data set itself.
+    """
+
+    def __init__(self, dataset, device: torch.device | str, batch_size: int, on_device: bool = False):
+        self.dataset, self.device, self.batch_size = dataset, torch.device(device), batch_size
+        self.decoder = DeviceDecoder(dataset, self.device) if on_device else None
+        self.source = EncodedImages(dataset) if on_device else dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, num_workers: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of images start..stop-1, read by `num_workers` worker processes (0: the main process)."""
+        stop = len(self.dataset) if stop is None else stop
+        part = self.source if (start, stop) == (0, len(self.dataset)) else Subset(self.source, range(start, stop))
+        loader = DataLoader(part, batch_size=self.batch_size, shuffle=False, num_workers=num_workers,
+                            collate_fn=collate_encoded if self.decoder else None,
+                            pin_memory=self.decoder is None and self.device.type == "cuda")
+        for batch in loader:
+            if self.decoder is None:
+                yield batch
+            else:
+                items, labels, indices = batch
+                yield self.decoder(items, indices), labels
+
+
+# ----------------------------------------------------------------------------- workers, by measuring
+@dataclass
+class WorkerTrial:
+    """How one number of worker processes did on its share of the first batches."""
+
+    workers: int
+    images: int
+    start_seconds: float  # from creating the DataLoader until its first batch is ready
+    rate: float  # images per second after the first batch
+
+    def seconds_for(self, images: int) -> float:
+        """The time this choice would take for `images` more images, start-up included."""
+        return self.start_seconds + images / self.rate
+
+
+def fastest(trials: list[WorkerTrial], remaining: int) -> int:
+    """The number of workers that would finish `remaining` images soonest; fewer workers on a tie."""
+    return min(trials, key=lambda trial: (trial.seconds_for(remaining), trial.workers)).workers
+
+
+def can_measure(total: int, candidates: list[int], batch_size: int) -> bool:
+    """Measuring pays when the trials take at most half the images: each gets PROBE_BATCHES batches."""
+    return len(candidates) > 1 and 2 * len(candidates) * PROBE_BATCHES * batch_size <= total
+
+
+def batches_measuring_workers(feeder: Feeder, candidates: list[int],
+                              report: Callable[[str], None] = print) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every batch of `feeder`, in order; the first ones with each of `candidates` workers in turn.
+
+    The time between batches includes what the caller does with each (the backbone), so a trial
+    measures the whole pass. After the trials, the remaining images go through with the number of
+    workers that `fastest` picks, and `report` gets one line that says what was measured.
+    """
+    total, probe = len(feeder), PROBE_BATCHES * feeder.batch_size
+    position, trials = 0, []
+    for workers in candidates:
+        stop = min(position + probe, total)
+        started, first_ready, after_first, first_images, images = time.perf_counter(), None, None, 0, 0
+        for batch in feeder.batches(workers, position, stop):
+            if first_ready is None:  # start-up: workers started, first batch read (not yet computed)
+                first_ready = time.perf_counter()
+            yield batch  # the caller computes this batch's features before the loop goes on
+            images += len(batch[1])
+            if after_first is None:  # the rate leaves out the first batch, and so the backbone's warm-up
+                after_first, first_images = time.perf_counter(), images
+        elapsed = time.perf_counter() - after_first
+        trials.append(WorkerTrial(workers, images, first_ready - started,
+                                  (images - first_images) / max(elapsed, 1e-9)))
+        position = stop
+    best = fastest(trials, total - position)
+    measured = ", ".join(f"{trial.workers} -> {trial.rate:,.0f} img/s (start {trial.start_seconds:.1f} s)"
+                         for trial in trials)
+    report(f"DataLoader workers, measured on the first {position:,} images: {measured}; "
+           f"the other {total - position:,} images with {best}")
+    yield from feeder.batches(best, position, total)

@@ -1,0 +1,199 @@
+"""Tests for helpers.fast_input: JPEGs decoded in batches give the data set's very pixels, and the
+number of DataLoader workers is chosen by measuring, without losing or reordering a batch.
+
+The device's decoder is nvJPEG on a GPU; here, without one, the same code runs with
+decode_jpeg on the CPU, which must give exactly what PIL gives.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import helpers.speed as speed_module
+from helpers.dataset import BadImageError, CrackDataset, FolderDataset
+from helpers.fast_input import (
+    PROBE_BATCHES, DeviceDecoder, EncodedImages, Feeder, WorkerTrial, batches_measuring_workers, can_decode_on_device,
+    can_measure, collate_encoded, fastest, is_plain_jpeg,
+)
+from helpers.features import extract_features, feature_cache_key
+from helpers.model import build_resnet18
+from helpers.speed import FastSettings, choose_decoding, worker_candidates
+from helpers.synthetic_dataset import generate_dataset
+
+FLOAT32 = FastSettings(bf16=False, int8=False)
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory) -> Path:
+    return generate_dataset(tmp_path_factory.mktemp("synthetic") / "data", per_class=20, seed=5, progress=False)
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return build_resnet18(weights=None).eval()
+
+
+def jpeg_bytes(width: int = 227, height: int = 227, mode: str = "RGB", seed: int = 0, fmt: str = "JPEG") -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def odd_root(tmp_path) -> Path:
+    """A crack data set with every kind of file the device path must hand to PIL instead."""
+    files = {
+        "Positive/a_plain.jpg": jpeg_bytes(seed=1),
+        "Positive/b_gray.jpg": jpeg_bytes(mode="L", seed=2),
+        "Positive/c_wide.jpg": jpeg_bytes(300, 200, seed=3),
+        "Negative/a_plain.jpg": jpeg_bytes(seed=4),
+        "Negative/b_png_named_jpg.jpg": jpeg_bytes(fmt="PNG", seed=5),
+        "Negative/c_cmyk.jpg": jpeg_bytes(mode="CMYK", seed=6),
+    }
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    return tmp_path
+
+
+# ----------------------------------------------------------------------------- the same pixels
+def test_plain_jpegs_are_recognised_from_their_header():
+    assert is_plain_jpeg(jpeg_bytes())
+    assert not is_plain_jpeg(jpeg_bytes(mode="L"))
+    assert not is_plain_jpeg(jpeg_bytes(300, 200))
+    assert not is_plain_jpeg(jpeg_bytes(fmt="PNG"))
+    assert not is_plain_jpeg(b"not an image at all")
+
+
+def test_decoding_in_batches_gives_the_data_sets_exact_tensors(odd_root):
+    dataset = CrackDataset(odd_root, split="all", progress=False)
+    items, labels, indices = collate_encoded([EncodedImages(dataset)[i] for i in range(len(dataset))])
+    assert [item.dim() for item in items] == [1, 1, 3, 3, 3, 3]  # two plain JPEGs go as bytes, the rest as pixels
+    decoded = DeviceDecoder(dataset, "cpu")(items, indices)
+    expected = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    assert decoded.shape == (6, 3, 227, 227)
+    assert torch.equal(decoded, expected)
+    assert torch.equal(labels, dataset.labels())
+
+
+def test_features_are_the_same_whichever_way_the_jpegs_are_decoded(model, synthetic_root):
+    dataset = CrackDataset(synthetic_root, split="val", progress=False)
+    on_device = FastSettings(bf16=False, int8=False, decode_on_device=True)
+    with_pil = extract_features(model, dataset, None, settings=FLOAT32, device="cpu", num_workers=0, progress=False)
+    batched = extract_features(model, dataset, None, settings=on_device, device="cpu", num_workers=1, progress=False)
+    assert torch.equal(batched.features, with_pil.features)
+    assert torch.equal(batched.labels, with_pil.labels) and batched.sample_ids == with_pil.sample_ids
+    # Another decoder may round differently (nvJPEG), so the cache keeps the two apart.
+    assert feature_cache_key(dataset, model, on_device, "cpu") != feature_cache_key(dataset, model, FLOAT32, "cpu")
+
+
+def test_a_broken_jpeg_is_named_as_with_pil(synthetic_root, tmp_path):
+    for cls in ("Positive", "Negative"):
+        (tmp_path / cls).mkdir()
+        for file in sorted((synthetic_root / cls).iterdir())[:2]:
+            (tmp_path / cls / file.name).write_bytes(file.read_bytes())
+    broken = sorted((tmp_path / "Negative").iterdir())[1]
+    broken.write_bytes(broken.read_bytes()[:3000])  # the header is intact, the pixels are cut off
+    dataset = CrackDataset(tmp_path, split="all", progress=False)
+    items, _, indices = collate_encoded([EncodedImages(dataset)[i] for i in range(len(dataset))])
+    assert all(item.dim() == 1 for item in items)  # its header looks plain: the decoder meets the damage
+    decoder = DeviceDecoder(dataset, "cpu")
+    with pytest.raises(BadImageError, match=broken.name):
+        decoder(items, indices)
+    assert decoder.fallbacks == 1
+    broken.unlink()
+    with pytest.raises(BadImageError, match=broken.name):  # and a file gone since listing
+        EncodedImages(dataset)[3]
+
+
+# ----------------------------------------------------------------------------- when to decode on the device
+def test_the_device_decodes_on_a_gpu_only_when_the_data_set_can(synthetic_root, small_transform):
+    default = CrackDataset(synthetic_root, split="val", progress=False)
+    own_transform = CrackDataset(synthetic_root, split="val", transform=small_transform(), progress=False)
+    auto = FastSettings()
+    assert choose_decoding(default, "cuda", auto)[0] is True  # only decided here: nothing runs on the GPU
+    assert choose_decoding(default, "cpu", auto)[0] is False
+    assert choose_decoding(default, "cuda", FastSettings(decode_on_device=False))[0] is False
+    on, why = choose_decoding(own_transform, "cuda", auto)
+    assert not on and why == "the data set has its own transform"
+    with pytest.raises(ValueError, match="its own transform.*decode_on_device=None or False"):
+        choose_decoding(own_transform, "cpu", FastSettings(decode_on_device=True))
+
+
+def test_folder_datasets_and_tensor_files(tmp_path, synthetic_root):
+    for name in ("crack", "stain"):
+        (tmp_path / "own" / name).mkdir(parents=True)
+        (tmp_path / "own" / name / "0.jpg").write_bytes(jpeg_bytes())
+    assert can_decode_on_device(FolderDataset(tmp_path / "own", split="all")) is None
+    assert can_decode_on_device(FolderDataset(tmp_path / "own", split="all", transform=None)) is not None
+    for cls in ("Positive", "Negative"):
+        (tmp_path / "pt" / f"{cls}_tensors").mkdir(parents=True)
+        torch.save(torch.zeros(3, 8, 8), tmp_path / "pt" / f"{cls}_tensors" / "0.pt")
+    tensors = CrackDataset(tmp_path / "pt", split="all", progress=False)
+    assert can_decode_on_device(tensors) == "the data set holds preprocessed .pt tensors"
+
+
+# ----------------------------------------------------------------------------- workers, by measuring
+def test_the_fastest_choice_counts_start_up_against_the_images_left():
+    quick_start = WorkerTrial(workers=0, images=400, start_seconds=0.05, rate=600.0)
+    fast_running = WorkerTrial(workers=8, images=400, start_seconds=1.5, rate=3000.0)
+    assert fastest([quick_start, fast_running], remaining=500) == 0  # 0.9 s against 1.7 s
+    assert fastest([quick_start, fast_running], remaining=30_000) == 8  # 50 s against 11.5 s
+    same = WorkerTrial(workers=2, images=400, start_seconds=0.05, rate=600.0)
+    assert fastest([same, quick_start], remaining=1000) == 0  # a tie: fewer processes
+
+
+@pytest.mark.parametrize("cores, expected", [(1, [0]), (2, [0, 1]), (3, [0, 1, 2]), (8, [0, 2, 4]),
+                                             (16, [0, 2, 4, 8]), (64, [0, 2, 4, 8])])
+def test_worker_candidates_follow_the_cores(monkeypatch, cores, expected):
+    monkeypatch.setattr(speed_module.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert worker_candidates("cuda") == expected
+
+
+def test_measuring_needs_twice_the_images_the_trials_take():
+    assert can_measure(2 * 2 * PROBE_BATCHES * 100, [0, 1], 100)
+    assert not can_measure(2 * 2 * PROBE_BATCHES * 100 - 1, [0, 1], 100)
+    assert not can_measure(10**6, [0], 100)  # nothing to choose from
+
+
+def test_measured_batches_cover_every_image_once_in_order(synthetic_root):
+    dataset = CrackDataset(synthetic_root, split="all", progress=False)  # 40 images
+    feeder = Feeder(dataset, "cpu", batch_size=2, on_device=True)
+    reports: list[str] = []
+    batches = list(batches_measuring_workers(feeder, [0, 1], reports.append))
+    images = torch.cat([images for images, _ in batches])
+    labels = torch.cat([labels for _, labels in batches])
+    assert torch.equal(images, torch.stack([dataset[i][0] for i in range(len(dataset))]))
+    assert torch.equal(labels, dataset.labels())
+    assert len(reports) == 1
+    assert reports[0].startswith(f"DataLoader workers, measured on the first {2 * PROBE_BATCHES * 2} images: 0 -> ")
+    assert "1 -> " in reports[0] and reports[0].endswith((" with 0", " with 1"))
+
+
+def test_extract_features_reports_what_it_measured(model, synthetic_root, capsys):
+    dataset = CrackDataset(synthetic_root, split="all", progress=False)
+    measured = extract_features(model, dataset, None, batch_size=2, settings=FLOAT32, device="cpu",
+                                num_workers="measure", progress=False)
+    assert "DataLoader workers, measured on the first" in capsys.readouterr().out
+    plain = extract_features(model, dataset, None, batch_size=2, settings=FLOAT32, device="cpu",
+                             num_workers=0, progress=False)
+    assert torch.allclose(measured.features, plain.features, atol=1e-5)  # batches of 2 either way
+    assert measured.sample_ids == plain.sample_ids
+
+
+def test_the_real_samples_jpegs_decode_to_pils_exact_pixels(real_sample):
+    dataset = CrackDataset(real_sample, split="all", progress=False)
+    feeder = Feeder(dataset, "cpu", batch_size=100, on_device=True)
+    assert all(EncodedImages(dataset)[i][0].dim() == 1 for i in range(0, len(dataset), 50))  # plain JPEGs: bytes
+    for start, (images, labels) in zip(range(0, len(dataset), 100), feeder.batches(0)):
+        expected = torch.stack([dataset[i][0] for i in range(start, start + len(labels))])
+        assert torch.equal(images, expected)
