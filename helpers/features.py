@@ -142,7 +142,8 @@ def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = N
     backbone.prepare(getattr(dataset, "transform", None))  # may fall back from int8 to float32
     print(f"computing the features of {len(dataset):,} images in {backbone.number_format} ({backbone.why})")
     if on_device:
-        print(f"the JPEGs are decoded on the {backbone.device.type.upper()}, in batches ({decode_why})")
+        where = "GPU" if backbone.device.type == "cuda" else backbone.device.type.upper()
+        print(f"the JPEGs are decoded on the {where}, in batches ({decode_why})")
     notes: list[str] = []  # what measuring the workers found: printed once the progress bar is done
     batches = planned_batches(Feeder(dataset, backbone.device, batch_size, on_device), num_workers, notes.append)
     features, labels = compute_features(backbone, batches, len(dataset), f"features ({name})", progress)

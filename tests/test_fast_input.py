@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 
 import helpers.speed as speed_module
-from helpers.dataset import BadImageError, CrackDataset, FolderDataset
+from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, BadImageError, CrackDataset, FolderDataset
 from helpers.fast_input import (
     PROBE_BATCHES, DeviceDecoder, EncodedImages, Feeder, WorkerTrial, batches_measuring_workers, can_decode_on_device,
     can_measure, collate_encoded, fastest, is_plain_jpeg,
@@ -197,3 +197,34 @@ def test_the_real_samples_jpegs_decode_to_pils_exact_pixels(real_sample):
     for start, (images, labels) in zip(range(0, len(dataset), 100), feeder.batches(0)):
         expected = torch.stack([dataset[i][0] for i in range(start, start + len(labels))])
         assert torch.equal(images, expected)
+
+
+# ----------------------------------------------------------------------------- on a GPU (skipped without one)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+def test_nvjpeg_gives_nearly_pils_pixels(odd_root, synthetic_root):
+    """nvJPEG may round its inverse DCT and colour conversion differently from libjpeg-turbo, by a level or two."""
+    for root in (odd_root, synthetic_root):
+        dataset = CrackDataset(root, split="all", progress=False)
+        items, _, indices = collate_encoded([EncodedImages(dataset)[i] for i in range(len(dataset))])
+        decoder = DeviceDecoder(dataset, "cuda")
+        pixels = decoder.pixels(items, indices)
+        assert pixels.device.type == "cuda" and decoder.fallbacks == 0
+        expected = torch.stack([(dataset[i][0] * torch.tensor(IMAGENET_STD).view(3, 1, 1)
+                                 + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) * 255 for i in range(len(dataset))])
+        difference = (pixels.cpu().float() - expected).abs()
+        assert difference.mean() < 1.0 and difference.max() <= 16
+
+
+@needs_cuda
+def test_on_a_gpu_the_workers_are_measured(model, synthetic_root, capsys):
+    dataset = CrackDataset(synthetic_root, split="all", progress=False)  # 40 images: enough for batches of 1
+    gpu = extract_features(model, dataset, None, batch_size=1, settings=FLOAT32, device="cuda", progress=False)
+    out = capsys.readouterr().out
+    assert "the JPEGs are decoded on the GPU, in batches" in out
+    assert "DataLoader workers, measured on the first" in out or not can_measure(40, worker_candidates("cuda"), 1)
+    cpu = extract_features(model, dataset, None, batch_size=1, settings=FLOAT32, device="cpu", num_workers=0,
+                           progress=False)
+    assert nn.functional.cosine_similarity(gpu.features, cpu.features, dim=1).min() > 0.99
