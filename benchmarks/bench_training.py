@@ -47,7 +47,7 @@ from helpers.int8 import int8_unavailable_reason, quantize_backbone  # noqa: E40
 from helpers.model import build_resnet18  # noqa: E402
 from helpers.settings import pick_device, real_sample_dir  # noqa: E402
 from helpers.speed import (  # noqa: E402
-    Backbone, FastSettings, backbone_of, bf16_is_fast, calibration_images, choose_backbone, choose_number_format,
+    FastSettings, backbone_of, bf16_is_fast, calibration_images, choose_backbone, choose_number_format,
     default_num_workers, forget_int8_backbones, worker_candidates,
 )
 from helpers.synthetic_dataset import generate_dataset  # noqa: E402

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader
 
-from helpers.dataset import TENSOR_EXTENSION, load_image, load_tensor
+from helpers.images import TENSOR_EXTENSION, load_image, load_tensor
 from helpers.feature_cache import FeatureSet
 from helpers.features import head_logits
 from helpers.plots import denormalize

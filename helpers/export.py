@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from helpers.dataset import TILE_SIZE
+from helpers.images import TILE_SIZE
 from helpers.files import atomic_path, write_json_atomically
 
 EXPORT_FORMAT = "torch.export"

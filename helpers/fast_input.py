@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.functional import pil_to_tensor
 
-from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, TENSOR_EXTENSION, TILE_SIZE, bad_image_error, load_image
+from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD
+from helpers.images import TENSOR_EXTENSION, TILE_SIZE, bad_image_error, load_image
 
 PROBE_BATCHES = 4  # batches computed with each candidate number of workers before choosing
 

@@ -4,7 +4,7 @@ The capstone freezes all of ResNet18 and trains only a new `fc` head. Frozen Ima
 are general; the last block (``layer4``) holds the most ImageNet-specific ones. :func:`unfreeze`
 lets that block learn too, and :func:`fine_tune` trains it with a *smaller* learning rate than
 the new head (:func:`parameter_groups`), so the pretrained weights are adjusted, not overwritten.
-(Your own classes, any number of them, are read by :class:`helpers.dataset.FolderDataset`.)
+(Your own classes, any number of them, are read by :class:`helpers.folder_dataset.FolderDataset`.)
 
 BatchNorm after unfreezing. :func:`helpers.training.set_train_mode` puts back into eval mode
 every module whose parameters are *all* frozen. After ``unfreeze(model, ("layer4",))`` the

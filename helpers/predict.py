@@ -34,7 +34,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from helpers.dataset import TILE_SIZE, BadImageError, default_transform, to_size
+from helpers.dataset import default_transform
+from helpers.images import TILE_SIZE, BadImageError, to_size
 from helpers.model import CheckpointMismatchError, load_checkpoint, printable
 from helpers.settings import default_checkpoint_path, pick_device
 from helpers.workbook import has_widget_frontend

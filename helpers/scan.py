@@ -26,7 +26,8 @@ from matplotlib.patches import Rectangle
 from PIL import Image
 from torch import nn
 
-from helpers.dataset import TILE_SIZE, default_transform
+from helpers.dataset import default_transform
+from helpers.images import TILE_SIZE
 from helpers.predict import open_photo
 from helpers.progress import tqdm
 from helpers.settings import pick_device

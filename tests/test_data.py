@@ -27,13 +27,12 @@ from helpers.data import (
     DataChoice,
     candidate_urls,
     download_dataset,
-    is_verified,
     locate_dataset,
     main,
     prepare_data,
     read_source,
-    verify_dataset,
 )
+from helpers.verify import is_verified, verify_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 

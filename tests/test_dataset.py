@@ -21,10 +21,8 @@ from helpers import files as files_module
 from helpers.files import content_hashes
 from helpers.dataset import (
     CLASS_NAMES,
-    BadImageError,
     CrackDataset,
     DatasetNotFoundError,
-    FolderDataset,
     LeakageReport,
     Sample,
     default_transform,
@@ -33,6 +31,8 @@ from helpers.dataset import (
     list_class_files,
     split_index,
 )
+from helpers.folder_dataset import FolderDataset
+from helpers.images import BadImageError
 from helpers.predict import load_image_tensor
 
 SIZE = 227

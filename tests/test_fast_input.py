@@ -17,7 +17,9 @@ from PIL import Image
 from torch import nn
 
 import helpers.speed as speed_module
-from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, BadImageError, CrackDataset, FolderDataset
+from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, CrackDataset
+from helpers.folder_dataset import FolderDataset
+from helpers.images import BadImageError
 from helpers.fast_input import (
     PROBE_BATCHES, DeviceDecoder, EncodedImages, Feeder, WorkerTrial, batches_measuring_workers, can_decode_on_device,
     can_measure, collate_encoded, fastest, is_plain_jpeg,

@@ -15,7 +15,8 @@ from torch import nn
 
 import helpers.files as files_module
 import helpers.speed as speed_module
-from helpers.dataset import CrackDataset, FolderDataset
+from helpers.dataset import CrackDataset
+from helpers.folder_dataset import FolderDataset
 from helpers.feature_cache import FeatureSet
 from helpers.features import cache_name, extract_features, feature_cache_key, head_logits
 from helpers.model import build_resnet18

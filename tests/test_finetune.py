@@ -15,7 +15,9 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from helpers.analysis import compute_metrics, predictions_from_logits
-from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, BadImageError, DatasetNotFoundError, FolderDataset
+from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, DatasetNotFoundError
+from helpers.folder_dataset import FolderDataset
+from helpers.images import BadImageError
 from helpers.features import extract_features
 from helpers.finetune import compare_runs, fine_tune, parameter_groups, run_row, unfreeze
 from helpers.model import build_resnet18, load_checkpoint, save_checkpoint

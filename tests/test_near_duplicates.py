@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageEnhance
 from torch import nn
 
-from helpers.dataset import FolderDataset
+from helpers.folder_dataset import FolderDataset
 from helpers.feature_cache import FeatureSet
 from helpers.features import extract_features
 from helpers.model import build_resnet18

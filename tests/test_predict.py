@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.dataset import BadImageError
+from helpers.images import BadImageError
 from helpers.model import build_resnet18, save_checkpoint
 from helpers.predict import Prediction, classify_files, classify_images, format_prediction, load_image_tensor, main
 from helpers.settings import PROJECT_ROOT

@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import nn
 
-from helpers.dataset import BadImageError, default_transform
+from helpers.dataset import default_transform
+from helpers.images import BadImageError
 from helpers.model import build_resnet18
 from helpers.scan import ScanResult, plot_scan, probability_map, scan, tile_positions
 from helpers.synthetic import draw_crack, make_surface
