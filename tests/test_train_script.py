@@ -14,7 +14,7 @@ import helpers.train
 from helpers.analysis import accuracy_interval, compute_metrics, predict_dataset
 from helpers.dataset import CrackDataset
 from helpers.model import load_checkpoint
-from helpers.settings import PROJECT_ROOT, real_sample_dir
+from helpers.settings import PROJECT_ROOT
 from helpers.synthetic_dataset import generate_dataset
 from helpers.train import main
 
@@ -135,10 +135,10 @@ def test_ctrl_c_is_one_line_and_exit_130(tiny, tmp_path, capsys, monkeypatch):
     assert err.strip().splitlines()[-1].startswith("interrupted") and "Traceback" not in err
 
 
-@pytest.mark.skipif(real_sample_dir() is None, reason="set WORKBOOK_REAL_SAMPLE to a real Positive/ + Negative/ sample")
-def test_real_sample_one_epoch(tmp_path, capsys):
-    sample, out = real_sample_dir(), tmp_path / "real"
-    assert train_tiny(sample, out) == 0
+def test_real_sample_one_epoch(real_sample, tmp_path, capsys):
+    """On links to the real sample (conftest), so that the digest cache never lands in the shared folder."""
+    out = tmp_path / "real"
+    assert train_tiny(real_sample, out) == 0
     assert "real, " in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     low, high = metrics["interval_95"]
