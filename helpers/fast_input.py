@@ -159,6 +159,13 @@ class Feeder:
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def warm_up(self) -> None:
+        """Decode one image on the device, so that the decoder's one-off start (nvJPEG's handle, a
+        second or so) is not counted against the first number of workers being timed."""
+        if self.decoder is not None and len(self.dataset):
+            item, _, index = self.source[0]
+            self.decoder([item], [index])
+
     def batches(self, num_workers: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of images start..stop-1, read by `num_workers` worker processes (0: the main process)."""
         stop = len(self.dataset) if stop is None else stop
@@ -209,6 +216,7 @@ def batches_measuring_workers(feeder: Feeder, candidates: list[int],
     """
     total, probe = len(feeder), PROBE_BATCHES * feeder.batch_size
     position, trials = 0, []
+    feeder.warm_up()
     for workers in candidates:
         stop = min(position + probe, total)
         started, first_ready, after_first, first_images, images = time.perf_counter(), None, None, 0, 0

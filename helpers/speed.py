@@ -149,7 +149,7 @@ def choose_decoding(dataset, device: torch.device | str, settings: FastSettings)
     if settings.decode_on_device is False:
         return False, "decoding on the device turned off in the settings"
     if torch.device(device).type != "cuda":
-        return False, "on a CPU the main process decodes with PIL while the backbone waits a little"
+        return False, "on a CPU the backbone is the slow part and decoding with PIL costs little"
     if reason:
         return False, reason
     return True, "on a GPU, decoding with PIL would be the slow part"
