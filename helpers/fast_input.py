@@ -20,12 +20,14 @@ images/s but the whole pass at 362-588, slower than the capstone's own loop. Two
 from __future__ import annotations
 
 import io
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.io import ImageReadMode, decode_jpeg
@@ -35,6 +37,8 @@ from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD
 from helpers.images import TENSOR_EXTENSION, TILE_SIZE, bad_image_error, load_image
 
 PROBE_BATCHES = 4  # batches computed with each candidate number of workers before choosing
+# decode_jpeg takes a list (one batched nvJPEG call) from torchvision 0.19; before, one image per call.
+BATCHED_DECODE = tuple(int(part) for part in re.findall(r"\d+", torchvision.__version__)[:2]) >= (0, 19)
 
 
 # ----------------------------------------------------------------------------- decoding on the device
@@ -106,7 +110,9 @@ def _decode_jpegs(encoded: list[torch.Tensor], device: torch.device) -> list[tor
         torch.cuda.current_stream(device).synchronize()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+        if BATCHED_DECODE:
+            return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+        return [decode_jpeg(data, mode=ImageReadMode.RGB, device=device) for data in encoded]
 
 
 class DeviceDecoder:

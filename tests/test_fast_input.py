@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+import helpers.fast_input as fast_input
 import helpers.speed as speed_module
 from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, CrackDataset
 from helpers.folder_dataset import FolderDataset
@@ -85,6 +86,14 @@ def test_decoding_in_batches_gives_the_data_sets_exact_tensors(odd_root):
     assert decoded.shape == (6, 3, 227, 227)
     assert torch.equal(decoded, expected)
     assert torch.equal(labels, dataset.labels())
+
+
+def test_older_torchvision_decodes_one_image_per_call_to_the_same_pixels(odd_root, monkeypatch):
+    dataset = CrackDataset(odd_root, split="all", progress=False)
+    items, _, indices = collate_encoded([EncodedImages(dataset)[i] for i in range(len(dataset))])
+    batched = DeviceDecoder(dataset, "cpu")(items, indices)
+    monkeypatch.setattr(fast_input, "BATCHED_DECODE", False)  # torchvision before 0.19 takes no list
+    assert torch.equal(DeviceDecoder(dataset, "cpu")(items, indices), batched)
 
 
 def test_features_are_the_same_whichever_way_the_jpegs_are_decoded(model, synthetic_root):
