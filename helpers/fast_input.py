@@ -131,19 +131,17 @@ class DeviceDecoder:
 
     def pixels(self, items: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
         """(N, 3, 227, 227) uint8 pixels on the device."""
+        pixels = list(items)  # (3, H, W) items are pixels already; 1-D ones are JPEG bytes
         encoded = [i for i, item in enumerate(items) if item.dim() == 1]
-        decoded = dict.fromkeys(range(len(items)))
         if encoded:
             try:
-                decoded.update(zip(encoded, _decode_jpegs([items[i] for i in encoded], self.device)))
+                for i, image in zip(encoded, _decode_jpegs([items[i] for i in encoded], self.device)):
+                    pixels[i] = image
             except RuntimeError:
                 self.fallbacks += 1
                 for i in encoded:  # raises BadImageError, naming the file, where PIL cannot decode it either
-                    decoded[i] = pil_to_tensor(load_image(self.dataset.samples[indices[i]].path, TILE_SIZE))
-        for i, item in enumerate(items):
-            if item.dim() == 3:
-                decoded[i] = item
-        return torch.stack([decoded[i].to(self.device, non_blocking=True) for i in range(len(items))])
+                    pixels[i] = pil_to_tensor(load_image(self.dataset.samples[indices[i]].path, TILE_SIZE))
+        return torch.stack([image.to(self.device, non_blocking=True) for image in pixels])
 
     def __call__(self, items: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
         return (self.pixels(items, indices).float() / 255 - self.mean) / self.std
@@ -193,7 +191,6 @@ class WorkerTrial:
     """How one number of worker processes did on its share of the first batches."""
 
     workers: int
-    images: int
     start_seconds: float  # from creating the DataLoader until its first batch is ready
     rate: float  # images per second after the first batch
 
@@ -234,7 +231,7 @@ def batches_measuring_workers(feeder: Feeder, candidates: list[int],
             if after_first is None:  # the rate leaves out the first batch, and so the backbone's warm-up
                 after_first, first_images = time.perf_counter(), images
         elapsed = time.perf_counter() - after_first
-        trials.append(WorkerTrial(workers, images, first_ready - started,
+        trials.append(WorkerTrial(workers, first_ready - started,
                                   (images - first_images) / max(elapsed, 1e-9)))
         position = stop
     best = fastest(trials, total - position)

@@ -97,10 +97,9 @@ def planned_batches(feeder: Feeder, num_workers: int | str | None, report: Calla
         candidates = worker_candidates(feeder.device)
         if can_measure(len(feeder), candidates, feeder.batch_size):
             return batches_measuring_workers(feeder, candidates, report)
-        num_workers = 0 if feeder.decoder is not None else None  # decoding on the device: reading bytes is quick
-    if num_workers is None or num_workers == "measure":
-        num_workers = default_num_workers(feeder.device)
-    return feeder.batches(int(num_workers))
+        if feeder.decoder is not None:
+            return feeder.batches(0)  # too few images to measure; decoding on the device, reading bytes is quick
+    return feeder.batches(num_workers if isinstance(num_workers, int) else default_num_workers(feeder.device))
 
 
 def compute_features(backbone: Backbone, batches: Iterable, total: int, desc: str,

@@ -18,6 +18,7 @@ from torchvision import transforms
 from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD
 from helpers.feature_cache import FeatureSet
 from helpers.features import head_logits
+from helpers.model import build_resnet18
 from helpers.settings import REAL_SAMPLE, real_sample_dir
 
 
@@ -32,6 +33,16 @@ def real_sample(tmp_path) -> Path:
     for cls in ("Positive", "Negative"):
         (root / cls).symlink_to(source / cls, target_is_directory=True)
     return root
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    """A ResNet18 with a random backbone (no ImageNet weights here), seed 0, in eval mode; one per test module.
+
+    Modules that need another model (three classes, trained BatchNorm statistics) define their own `model`.
+    """
+    torch.manual_seed(0)
+    return build_resnet18(weights=None).eval()
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,6 @@ from helpers.fast_input import (
     can_measure, collate_encoded, fastest, is_plain_jpeg,
 )
 from helpers.features import extract_features, feature_cache_key
-from helpers.model import build_resnet18
 from helpers.speed import FastSettings, choose_decoding, worker_candidates
 from helpers.synthetic_dataset import generate_dataset
 
@@ -36,12 +35,6 @@ FLOAT32 = FastSettings(bf16=False, int8=False)
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory) -> Path:
     return generate_dataset(tmp_path_factory.mktemp("synthetic") / "data", per_class=20, seed=5, progress=False)
-
-
-@pytest.fixture(scope="module")
-def model() -> nn.Module:
-    torch.manual_seed(0)
-    return build_resnet18(weights=None).eval()
 
 
 def jpeg_bytes(width: int = 227, height: int = 227, mode: str = "RGB", seed: int = 0, fmt: str = "JPEG") -> bytes:
@@ -155,11 +148,11 @@ def test_folder_datasets_and_tensor_files(tmp_path, synthetic_root):
 
 # ----------------------------------------------------------------------------- workers, by measuring
 def test_the_fastest_choice_counts_start_up_against_the_images_left():
-    quick_start = WorkerTrial(workers=0, images=400, start_seconds=0.05, rate=600.0)
-    fast_running = WorkerTrial(workers=8, images=400, start_seconds=1.5, rate=3000.0)
+    quick_start = WorkerTrial(workers=0, start_seconds=0.05, rate=600.0)
+    fast_running = WorkerTrial(workers=8, start_seconds=1.5, rate=3000.0)
     assert fastest([quick_start, fast_running], remaining=500) == 0  # 0.9 s against 1.7 s
     assert fastest([quick_start, fast_running], remaining=30_000) == 8  # 50 s against 11.5 s
-    same = WorkerTrial(workers=2, images=400, start_seconds=0.05, rate=600.0)
+    same = WorkerTrial(workers=2, start_seconds=0.05, rate=600.0)
     assert fastest([same, quick_start], remaining=1000) == 0  # a tie: fewer processes
 
 

@@ -35,12 +35,6 @@ def synthetic_root(tmp_path_factory) -> Path:
     return generate_dataset(tmp_path_factory.mktemp("synthetic") / "data", per_class=8, seed=3, progress=False)
 
 
-@pytest.fixture(scope="module")
-def model() -> nn.Module:
-    torch.manual_seed(0)
-    return build_resnet18(weights=None).eval()  # a random backbone: no ImageNet weights here
-
-
 @pytest.fixture
 def copy_root(tmp_path, synthetic_root) -> Path:
     """A private copy of the synthetic set, for tests that add or change files."""
