@@ -1,6 +1,6 @@
 # One-command set-up: each target creates .venv when missing and installs the project into it
 # (once: a stamp file remembers, and pyproject.toml changing triggers a reinstall).
-# Every target runs `python -m helpers.workbook <command>`, which works without make too (Windows).
+# Every target runs `python -m helpers <command>`, which works without make too (Windows).
 
 PYTHON ?= python3
 VENV := .venv
@@ -27,19 +27,19 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m helpers.workbook run
+	$(BIN)/python -m helpers run
 
 test: $(STAMP)
-	$(BIN)/python -m helpers.workbook test
+	$(BIN)/python -m helpers test
 
 lab: $(STAMP)
-	$(BIN)/python -m helpers.workbook lab
+	$(BIN)/python -m helpers lab
 
 bench: $(STAMP)
-	$(BIN)/python -m helpers.workbook bench
+	$(BIN)/python -m helpers bench
 
 strip: $(STAMP)
-	$(BIN)/python -m helpers.workbook strip
+	$(BIN)/python -m helpers strip
 
 floors:
 	$(PYTHON) scripts/check_floors.py

@@ -43,22 +43,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, CrackDataset, default_transform  # noqa: E402
 from helpers.feature_cache import weights_fingerprint  # noqa: E402
 from helpers.features import extract_features  # noqa: E402
-from helpers.int8 import int8_unavailable_reason, quantize_backbone  # noqa: E402
-from helpers.model import build_resnet18  # noqa: E402
+from helpers.speed.int8 import int8_unavailable_reason, quantize_backbone  # noqa: E402
+from helpers.model import backbone_of, build_resnet18  # noqa: E402
 from helpers.settings import pick_device, real_sample_dir  # noqa: E402
 from helpers.speed import (  # noqa: E402
-    FastSettings, backbone_of, bf16_is_fast, calibration_images, choose_backbone, choose_number_format,
-    default_num_workers, forget_int8_backbones, worker_candidates,
+    FastSettings, bf16_is_fast, choose_backbone, choose_number_format, default_num_workers, forget_int8_backbones,
+    worker_candidates,
 )
+from helpers.speed.backbone import calibration_images  # noqa: E402
 from helpers.synthetic_dataset import generate_dataset  # noqa: E402
 
 TRAIN_IMAGES, VAL_IMAGES = 30_000, 10_000  # the capstone's split of the full 40,000-image set
 FULL_SET = TRAIN_IMAGES + VAL_IMAGES
 # Default sizes. On a GPU 200 images take a fraction of a second and start-up costs would decide;
-# 4,000 leave room for extract_features to measure its worker counts (helpers.fast_input.can_measure).
+# 4,000 leave room for extract_features to measure its worker counts (helpers.speed.workers.can_measure).
 CPU_IMAGES, GPU_IMAGES = 200, 4000
 # Not the workbook's choices, measured to show why: the first convolution in float32 (slower), or
-# with 8-bit weights (saturates on CPUs without VNNI: see helpers/int8.py). Name -> first_conv_bits.
+# with 8-bit weights (saturates on CPUs without VNNI: see helpers/speed/int8.py). Name -> first_conv_bits.
 OTHER_INT8 = {"int8 (conv1 float32), compiled": None, "int8 (conv1 8-bit weights), compiled": 8}
 
 

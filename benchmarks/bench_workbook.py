@@ -1,6 +1,6 @@
 """How long does the whole workbook take at the real data set's size? Seconds per notebook and per long cell.
 
-Runs `python -m helpers.workbook run` (what `make run` does) offline on a synthetic set of the
+Runs `python -m helpers run` (what `make run` does) offline on a synthetic set of the
 real set's size and layout (20,000 images per class by default: 40,000 in all), in its own data
 folder (build/bench-data, so the learner's data/ is left alone), then reads the executed copies
 under build/executed/ and prints the time of each notebook and of every cell that took longer
@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
 
-from helpers.run_notebooks import EXECUTED_DIR  # noqa: E402
+from helpers.tools.run_notebooks import EXECUTED_DIR  # noqa: E402
 from helpers.settings import DATA_DIR, OFFLINE, PROJECT_ROOT, SYNTHETIC_PER_CLASS, environment_with, notebooks  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def main() -> int:
     env = environment_with(**{DATA_DIR: str(args.data_dir), SYNTHETIC_PER_CLASS: str(args.per_class), OFFLINE: "1"})
     print(f"running every notebook on {2 * args.per_class:,} synthetic images in {args.data_dir} ...", flush=True)
     start = time.perf_counter()
-    status = subprocess.call([sys.executable, "-m", "helpers.workbook", "run"], cwd=PROJECT_ROOT, env=env)
+    status = subprocess.call([sys.executable, "-m", "helpers", "run"], cwd=PROJECT_ROOT, env=env)
     wall = time.perf_counter() - start
 
     print(f"\nwhere the time went ({2 * args.per_class:,} images; cells of {args.long:g} s or more):")

@@ -30,12 +30,11 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader
 
-from helpers.images import TENSOR_EXTENSION, load_image, load_tensor
+from helpers.plumbing.images import TENSOR_EXTENSION, load_image, load_tensor
 from helpers.feature_cache import FeatureSet
-from helpers.features import head_logits
 from helpers.plots import denormalize
 from helpers.speed import default_num_workers
-from helpers.training import predict_logits
+from helpers.training import head_logits, predict_logits
 
 CRACK = 1  # label of the "Positive" class in the binary data set
 

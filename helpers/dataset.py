@@ -7,7 +7,7 @@ validation (30,000 / 10,000 on the full set). Unlike the capstone it:
 
 * sorts the file names, so every machine gets the same split (``os.listdir`` has no order);
 * gives every image a stable id such as ``"Positive/00162.jpg"``;
-* reads every image through :func:`helpers.images.load_image`: RGB, an image of another size
+* reads every image through :func:`helpers.plumbing.images.load_image`: RGB, an image of another size
   resized to 227x227 (bilinear, as helpers.predict does) so a batch never mixes sizes, one above
   40 megapixels refused from its header, and the file named when it cannot be read;
 * can keep byte-identical images on one side of the split (``dedupe=True``), because the
@@ -30,9 +30,9 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms.functional import to_pil_image
 
-from helpers.files import DIGEST_CACHE_NAME, content_hashes
-from helpers.images import IMAGE_EXTENSIONS, TENSOR_EXTENSION, TILE_SIZE, is_readable, load_image, load_tensor
-from helpers.progress import tqdm
+from helpers.plumbing.files import DIGEST_CACHE_NAME, content_hashes
+from helpers.plumbing.images import IMAGE_EXTENSIONS, TENSOR_EXTENSION, TILE_SIZE, is_readable, load_image, load_tensor
+from helpers.plumbing.progress import tqdm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,8 +41,8 @@ SPLITS = ("train", "val", "all")
 
 IGNORED_FILE_NAMES = ("thumbs.db", "desktop.ini", ".ds_store")  # compared in lower case
 DOWNLOAD_HINT = (
-    "Run notebooks/01_download_data.ipynb, or `python -m helpers.data download` (real data) "
-    "/ `python -m helpers.data synthetic` (offline) to create it."
+    "Run notebooks/01_download_data.ipynb, or `python -m helpers data download` (real data) "
+    "/ `python -m helpers data synthetic` (offline) to create it."
 )
 
 

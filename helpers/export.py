@@ -40,8 +40,8 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from helpers.images import TILE_SIZE
-from helpers.files import atomic_path, write_json_atomically
+from helpers.plumbing.images import TILE_SIZE
+from helpers.plumbing.files import atomic_path, write_json_atomically
 
 EXPORT_FORMAT = "torch.export"
 # What torch.export.save writes for one program named "model", and nothing else. Only the sample

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from helpers.files import DIGEST_CACHE_NAME, atomic_path, content_hashes
+from helpers.plumbing.files import DIGEST_CACHE_NAME, atomic_path, content_hashes
 
 FEATURE_SIZE = 512  # ResNet18's avgpool output, the input of fc
 
@@ -36,7 +36,7 @@ def weights_fingerprint(model: nn.Module) -> str:
 def dataset_fingerprint(dataset, progress: bool = False) -> str:
     """SHA-256 of what the data set will feed the backbone: files (id, label, SHA-1 of the bytes), split, transform.
 
-    The files' digests come from helpers.files.content_hashes, kept in root/.content_hashes.json
+    The files' digests come from helpers.plumbing.files.content_hashes, kept in root/.content_hashes.json
     beside the images: each file is read once, and its digest reused while its size, modification
     time, inode and change time are unchanged. An edit is seen even when it keeps the size and sets
     the modification time back; what still rests on metadata, and why, is in content_hashes. A
@@ -102,7 +102,7 @@ def load_cached(path: Path, key: str) -> FeatureSet | None:
 
 
 def save_atomically(feature_set: FeatureSet, path: Path) -> None:
-    """Write the feature set to `path` through helpers.files.atomic_path: no half file, ever."""
+    """Write the feature set to `path` through helpers.plumbing.files.atomic_path: no half file, ever."""
     payload = {"key": feature_set.key, "features": feature_set.features,
                "labels": feature_set.labels, "sample_ids": feature_set.sample_ids,
                "number_format": feature_set.number_format}

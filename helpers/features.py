@@ -32,20 +32,17 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from helpers.fast_input import Feeder, batches_measuring_workers, can_measure
 from helpers.feature_cache import (
     FeatureSet, cache_file, dataset_fingerprint, load_cached, save_atomically, weights_fingerprint,
 )
-from helpers.progress import tqdm
-from helpers.speed import (
-    Backbone, FastSettings, choose_backbone, choose_decoding, default_num_workers, worker_candidates,
-)
+from helpers.plumbing.progress import tqdm
+from helpers.speed import Backbone, FastSettings, Feeder, choose_backbone, choose_decoding, planned_batches
 
 CACHE_FORMAT = "concrete-crack-workbook/features/2"  # part of the key: bump it when the recipe changes
 
@@ -60,13 +57,6 @@ def cache_name(dataset) -> str:
     root = getattr(dataset, "root", None)
     name = f"{Path(root).name}-{dataset.split}" if root is not None else str(dataset.split)
     return name + ("-dedupe" if getattr(dataset, "dedupe", False) else "")
-
-
-@torch.inference_mode()
-def head_logits(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    """The head's outputs (logits) for cached features, on the head's device."""
-    device = next(head.parameters()).device
-    return head(features.to(device))
 
 
 def _key(data: str, weights: str, backbone: Backbone, on_device: bool = False) -> str:
@@ -84,22 +74,6 @@ def feature_cache_key(dataset, model: nn.Module, settings: FastSettings | None =
     backbone = choose_backbone(model, device, settings, source_size(dataset), weights)
     on_device, _ = choose_decoding(dataset, backbone.device, backbone.settings)
     return _key(dataset_fingerprint(dataset), weights, backbone, on_device)
-
-
-def planned_batches(feeder: Feeder, num_workers: int | str | None, report: Callable[[str], None]) -> Iterable:
-    """The feeder's batches with `num_workers` workers: a number, None (the default), or "measure".
-
-    None on a GPU, and "measure" anywhere, time the candidates (speed.worker_candidates) on the
-    first batches, where the data set is big enough for that to pay; else None means
-    default_num_workers (on a CPU with fewer than 8 cores: the main process decodes).
-    """
-    if num_workers == "measure" or (num_workers is None and feeder.device.type == "cuda"):
-        candidates = worker_candidates(feeder.device)
-        if can_measure(len(feeder), candidates, feeder.batch_size):
-            return batches_measuring_workers(feeder, candidates, report)
-        if feeder.decoder is not None:
-            return feeder.batches(0)  # too few images to measure; decoding on the device, reading bytes is quick
-    return feeder.batches(num_workers if isinstance(num_workers, int) else default_num_workers(feeder.device))
 
 
 def compute_features(backbone: Backbone, batches: Iterable, total: int, desc: str,
@@ -124,7 +98,7 @@ def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = N
     the same key is loaded instead of recomputed. `device` defaults to pick_device(); the images
     go through the backbone in `batch_size` batches, in the data set's order, read by
     `num_workers` DataLoader workers (see planned_batches: a number, None or "measure").
-    On a GPU the JPEGs are decoded there (settings.decode_on_device, helpers.fast_input).
+    On a GPU the JPEGs are decoded there (settings.decode_on_device, helpers.speed.fast_input).
     """
     weights = weights_fingerprint(model)  # once: the cache key and the int8 backbone both need it
     backbone = choose_backbone(model, device, settings, source_size(dataset), weights)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from helpers.model import count_parameters, trainable_parameter_names
-from helpers.progress import tqdm
+from helpers.plumbing.progress import tqdm
 from helpers.settings import pick_device
 from helpers.training import History, evaluate, set_train_mode, training_step
 

@@ -15,7 +15,7 @@ import torch
 from helpers.dataset import (
     SPLITS, DatasetNotFoundError, Sample, SampleSplit, default_transform, is_data_file, split_index,
 )
-from helpers.images import IMAGE_EXTENSIONS, TILE_SIZE, load_image
+from helpers.plumbing.images import IMAGE_EXTENSIONS, TILE_SIZE, load_image
 
 
 def class_folders(root: Path) -> list[str]:

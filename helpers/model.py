@@ -19,7 +19,7 @@ import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-from helpers.files import atomic_path
+from helpers.plumbing.files import atomic_path
 from helpers.settings import quick_mode, random_weights_allowed, weights_url
 
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1     # what the capstone's `pretrained=True` meant
@@ -122,6 +122,16 @@ def resolve_weights(allow_random: bool | None = None) -> tuple[str | None, str]:
         return None, "random initialisation (NOT pretrained: ImageNet weights unavailable)"
 
 
+def backbone_of(model: nn.Module) -> nn.Module:
+    """Every layer of a torchvision ResNet except `fc`, then a flatten: (N, 3, H, W) -> (N, 512).
+
+    The layers are shared with `model`, not copied: it is the same backbone, in the same mode
+    (train or eval) as `model`.
+    """
+    layers = [module for name, module in model.named_children() if name != "fc"]
+    return nn.Sequential(*layers, nn.Flatten(start_dim=1)).train(model.training)
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(all parameters, trainable parameters). ResNet18 with a 2-class head: (11,177,538, 1,026)."""
     total = sum(p.numel() for p in model.parameters())
@@ -160,7 +170,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, class_names: list[str], 
     The file is written under a unique temporary name and renamed into place, so an interrupted
     save never leaves a half-written checkpoint where a good one was, and saves running at the
     same time do not clash. Temporary files that a killed save of this checkpoint left behind
-    (untouched for a minute) are removed first (helpers.files.atomic_path does both).
+    (untouched for a minute) are removed first (helpers.plumbing.files.atomic_path does both).
     """
     path = Path(path)
     payload = {

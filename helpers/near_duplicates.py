@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from helpers.dataset import Sample, SampleSplit
-from helpers.images import TENSOR_EXTENSION, load_image, load_tensor
+from helpers.plumbing.images import TENSOR_EXTENSION, load_image, load_tensor
 from helpers.feature_cache import FeatureSet
 from helpers.plots import denormalize
 

@@ -3,7 +3,7 @@
 Notebooks 01-04 teach each step: find the data, split it, build ResNet18 with a new head,
 compute the frozen backbone's features, train the head, save a checkpoint. Later notebooks
 need the result, not the lesson: :func:`ensure_checkpoint` loads what notebook 04 saved, or
-makes it the same way when it is missing or was trained on other data. `python -m helpers.train`
+makes it the same way when it is missing or was trained on other data. `python -m helpers train`
 runs the same steps from a terminal (:func:`train_capstone_head`).
 """
 

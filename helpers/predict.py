@@ -5,14 +5,7 @@ checkpoint and says, for each photo you give it, which class the model picks and
 is. The class names come from the checkpoint itself, so a model trained on other folders
 (or on three classes) names its own labels; nothing here assumes "Negative"/"Positive".
 
-From the command line::
-
-    python -m helpers.predict photo1.jpg photo2.jpg --checkpoint data/checkpoints/resnet18_cracks.pt
-    python -m helpers.predict photo1.jpg --json
-
-A photo that cannot be read is reported on stderr (`error: <file>: <reason>`) and the others are
-still classified; the exit status is then 1. Class names and file names are printed without
-control characters (a checkpoint could hold "\\x1b[2J" in a name); --json escapes them.
+From the command line: ``python -m helpers predict photo1.jpg --json`` (helpers.tools.predict).
 
 The model was trained on 227x227 tiles. A photo of another size is resized to 227x227, which
 is right for a tile-sized crop but not for a whole 4032x3024 photo: a thin crack shrunk 18
@@ -21,10 +14,6 @@ times disappears. Scan a large photo tile by tile instead (helpers.scan).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,8 +24,8 @@ from PIL import Image
 from torch import nn
 
 from helpers.dataset import default_transform
-from helpers.images import TILE_SIZE, BadImageError, to_size
-from helpers.model import CheckpointMismatchError, load_checkpoint, printable
+from helpers.plumbing.images import TILE_SIZE, BadImageError, to_size
+from helpers.model import load_checkpoint, printable
 from helpers.settings import default_checkpoint_path, pick_device
 from helpers.workbook import has_widget_frontend
 
@@ -129,7 +118,7 @@ def upload_classifier(model: nn.Module, class_names: Sequence[str]):
     """A widget to classify a photo the learner uploads (JupyterLab); None, with a message, elsewhere."""
     if not has_widget_frontend():
         print("The upload widget needs JupyterLab (or Jupyter Notebook / VS Code); "
-              "call classify_files([...], checkpoint) or `python -m helpers.predict` instead.")
+              "call classify_files([...], checkpoint) or `python -m helpers predict` instead.")
         return None
     import ipywidgets as widgets
 
@@ -173,47 +162,3 @@ def classify_files(paths: Sequence[str | Path], checkpoint: str | Path | None = 
 def format_prediction(prediction: Prediction) -> str:
     """One line for a person: "photo.jpg: Positive (97.3%)", without control characters."""
     return f"{printable(prediction.path)}: {printable(prediction.label)} ({100 * prediction.probability:.1f}%)"
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The command line: images, --checkpoint, --json."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.predict",
-                                     description="Classify 227x227 concrete photos with a trained checkpoint.")
-    parser.add_argument("images", nargs="+", help="image files (227x227; other sizes are resized)")
-    parser.add_argument("--checkpoint", default=None,
-                        help=f"a checkpoint saved by notebook 04 (default: {default_checkpoint_path()})")
-    parser.add_argument("--json", action="store_true", help="print a JSON list instead of one line per image")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 when all went well, 1 on an error).
-
-    Photos that cannot be read are reported on stderr after the others' predictions. When the
-    reader of the output goes away (`| head`), the command stops quietly with status 141.
-    """
-    args = parse_args(argv)
-    try:
-        model, class_names = load_model(args.checkpoint)
-    except (OSError, CheckpointMismatchError) as error:
-        print(f"error: {printable(error)}", file=sys.stderr)
-        return 1
-    errors: list[tuple[Path, Exception]] = []
-    predictions = classify_images(model, args.images, class_names, errors=errors)
-    try:
-        if args.json:
-            print(json.dumps([p.to_dict() for p in predictions], indent=2))
-        else:
-            for prediction in predictions:
-                print(format_prediction(prediction))
-        sys.stdout.flush()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit is silent too
-        return 141  # 128 + SIGPIPE, what `cat` would return
-    for _, error in errors:
-        print(f"error: {printable(error)}", file=sys.stderr)
-    return 1 if errors else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,9 +27,9 @@ from PIL import Image
 from torch import nn
 
 from helpers.dataset import default_transform
-from helpers.images import TILE_SIZE
+from helpers.plumbing.images import TILE_SIZE
 from helpers.predict import open_photo
-from helpers.progress import tqdm
+from helpers.plumbing.progress import tqdm
 from helpers.settings import pick_device
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from helpers.progress import tqdm
+from helpers.plumbing.progress import tqdm
 from helpers.settings import SOURCE_FILE
 from helpers.synthetic import DEFAULT_CLASSES, RECIPES, make_image
 

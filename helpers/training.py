@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from helpers.feature_cache import FeatureSet
-from helpers.progress import tqdm
+from helpers.plumbing.progress import tqdm
 from helpers.settings import pick_device
 
 
@@ -105,6 +105,13 @@ def row_batches(features: torch.Tensor, labels: torch.Tensor, batch_size: int,
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
+@torch.inference_mode()
+def head_logits(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """The head's outputs (logits) for cached features, on the head's device."""
+    device = next(head.parameters()).device
+    return head(features.to(device))
+
+
 def predict_logits(model: nn.Module, loader, device: str | torch.device | None = None,
             progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the model (moved to `device`, in eval mode) over a loader of (inputs, labels) batches.

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files
-from helpers.files import DIGEST_CACHE_NAME, content_hashes, read_json, relative_name, write_json_atomically
-from helpers.images import TILE_SIZE, open_image, size_problem
-from helpers.progress import tqdm
+from helpers.plumbing.files import DIGEST_CACHE_NAME, content_hashes, read_json, relative_name, write_json_atomically
+from helpers.plumbing.images import TILE_SIZE, open_image, size_problem
+from helpers.plumbing.progress import tqdm
 
 VERIFIED_FILE = ".verified.json"
 
@@ -71,7 +71,7 @@ def _check_file(path: Path) -> tuple[str | None, tuple[int, int] | None]:
     """(reason, size): reason is None when `path` decodes as an image (or a `.pt` image tensor).
 
     size is the image's (width, height) from its header (None for a tensor or an unreadable file).
-    An image above helpers.images.MAX_IMAGE_PIXELS is refused from that header, never decoded.
+    An image above helpers.plumbing.images.MAX_IMAGE_PIXELS is refused from that header, never decoded.
     """
     size = None
     try:
@@ -94,7 +94,7 @@ def _check_file(path: Path) -> tuple[str | None, tuple[int, int] | None]:
 def _fingerprint(root: Path, files: list[Path], progress: bool = False) -> dict:
     """Identity of a folder's data files by content: their count and one SHA-256 over names and SHA-1s.
 
-    The SHA-1s come from helpers.files.content_hashes (root/.content_hashes.json): each file is
+    The SHA-1s come from helpers.plumbing.files.content_hashes (root/.content_hashes.json): each file is
     read once, then its digest is reused while its size, mtime, inode and ctime stay the same.
     """
     hashes = content_hashes(files, root / DIGEST_CACHE_NAME, progress)
@@ -120,7 +120,7 @@ def verify_dataset(root: str | Path, expected_per_class: int | None = None, deco
     report = VerifyReport(root=root)
     if not root.is_dir():
         report.problems.append(f"{root} does not exist: run notebooks/01_download_data.ipynb, "
-                               "or `python -m helpers.data download` (real) / `synthetic` (offline).")
+                               "or `python -m helpers data download` (real) / `synthetic` (offline).")
         return report
     files: list[Path] = []
     for name in CLASS_NAMES[::-1]:  # Positive first, as the capstone lists them
@@ -155,7 +155,7 @@ def is_verified(root: str | Path) -> bool:
 
     "Not changed" is judged by content: the record holds a SHA-256 over every file's name and
     SHA-1, and the SHA-1s are recomputed for any file whose size, mtime, inode or ctime moved (see
-    helpers.files.content_hashes, which also says what remains metadata-based). So an edit that
+    helpers.plumbing.files.content_hashes, which also says what remains metadata-based). So an edit that
     keeps the size and sets the modification time back is caught; a warm check costs one stat
     per file. A record written before digests were kept (count and total bytes) is upgraded once,
     when those still match, by hashing the files now.

@@ -1,36 +1,27 @@
-"""How the workbook runs: the version check every notebook starts with, saving figures, and the commands.
+"""What every notebook does first and last: check the versions, say what it runs on, save figures.
 
 Every notebook starts by checking that the installed packages are recent enough
-(:func:`check_versions`). The same module is the workbook's command line, so that a learner
-without `make` (Windows) runs exactly what the Makefile runs::
-
-    python -m helpers.workbook run      # every notebook in order, headless (make run)
-    python -m helpers.workbook test     # unit tests + every notebook in quick mode (make test)
-    python -m helpers.workbook lab      # JupyterLab on notebooks/ (make lab)
-    python -m helpers.workbook bench    # the speed benchmark (make bench)
-    python -m helpers.workbook strip    # remove outputs before committing (make strip)
+(:func:`check_versions`) and saying what it runs on (:func:`announce_run`); its figures are saved
+with a footer that repeats it (:func:`save_figure`). The commands behind ``make`` live in
+:mod:`helpers.tools.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import platform
 import re
-import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
-from helpers.files import atomic_path
-from helpers.settings import PROJECT_ROOT, QUICK, environment_with, images_dir, notebooks, quick_mode
+from helpers.plumbing.files import atomic_path
+from helpers.settings import images_dir, quick_mode
 
 # The packages a learner's version check lists, in the order they matter to the lesson.
 CHECKED_PACKAGES = (
     "torch", "torchvision", "numpy", "pillow", "matplotlib",
     "requests", "tqdm", "ipywidgets", "jupyterlab",
 )
-TEST_COMMAND = ("-m", "pytest", "tests", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=900",
-                "-p", "no:cacheprovider")
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -147,39 +138,3 @@ def has_widget_frontend() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and hasattr(shell, "kernel")
-
-
-# ----------------------------------------------------------------------------- the commands
-def main(argv: list[str] | None = None) -> int:
-    """`python -m helpers.workbook run|test|lab|bench|strip`; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.workbook", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="execute every notebook in order (headless), figures to images/")
-    run.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/NN_*.ipynb in order")
-    commands.add_parser("test", help="unit tests and every notebook in quick mode (nbval); "
-                                     "more arguments go to pytest, e.g. -k download")
-    commands.add_parser("lab", help="open JupyterLab on notebooks/")
-    commands.add_parser("bench", help="measure the fast path against the capstone's training loop")
-    commands.add_parser("strip", help="remove outputs from the notebooks before committing")
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "test":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-
-    if args.command == "run":
-        from helpers.run_notebooks import run_all
-        return run_all(args.notebooks or notebooks())
-    if args.command == "strip":
-        from helpers.run_notebooks import strip_notebook
-        for path in notebooks():
-            print(f"{'stripped' if strip_notebook(path) else 'clean   '} {path.relative_to(PROJECT_ROOT)}")
-        return 0
-    if args.command == "test":
-        command = [sys.executable, *TEST_COMMAND, *map(str, notebooks()), *extra]
-        return subprocess.call(command, cwd=PROJECT_ROOT, env=environment_with(**{QUICK: "1"}))
-    if args.command == "lab":
-        return subprocess.call([sys.executable, "-m", "jupyter", "lab", "notebooks"], cwd=PROJECT_ROOT)
-    return subprocess.call([sys.executable, str(PROJECT_ROOT / "benchmarks" / "bench_training.py")], cwd=PROJECT_ROOT)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

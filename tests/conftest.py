@@ -17,7 +17,7 @@ from torchvision import transforms
 
 from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD
 from helpers.feature_cache import FeatureSet
-from helpers.features import head_logits
+from helpers.training import head_logits
 from helpers.model import build_resnet18
 from helpers.settings import REAL_SAMPLE, real_sample_dir
 

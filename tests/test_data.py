@@ -21,17 +21,17 @@ import pytest
 from http_server import FileServer
 from PIL import Image, ImageFile
 
-from helpers.archive import ArchiveError
+from helpers.plumbing.archive import ArchiveError
 from helpers.settings import QUICK_SYNTHETIC_PER_CLASS
 from helpers.data import (
     DataChoice,
     candidate_urls,
     download_dataset,
     locate_dataset,
-    main,
     prepare_data,
     read_source,
 )
+from helpers.tools.data import main
 from helpers.verify import is_verified, verify_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,7 +153,7 @@ def test_after_a_failed_download_later_notebooks_do_not_send_the_learner_back(wo
     prepare_data(progress=False)  # what notebook 01 and make run do first
     reason = locate_dataset(progress=False).reason
     assert "01_download_data" not in reason
-    assert "could not be downloaded (WORKBOOK_OFFLINE is set" in reason and "python -m helpers.data download" in reason
+    assert "could not be downloaded (WORKBOOK_OFFLINE is set" in reason and "python -m helpers data download" in reason
 
 
 def test_prepare_data_downloads_when_a_mirror_answers(workbook_env, file_server, monkeypatch):
@@ -241,7 +241,7 @@ def test_verification_stamp_is_invalidated_by_a_change(tmp_path):
 
 
 def test_verification_is_not_trusted_after_a_same_size_edit_with_the_old_mtime(tmp_path, monkeypatch):
-    import helpers.files as files_module
+    import helpers.plumbing.files as files_module
     monkeypatch.setattr(files_module, "SETTLE_NS", 0)  # trust digests of files written a moment ago
 
     def bmp(seed: int) -> bytes:  # every 227x227 BMP has the same size
@@ -320,7 +320,7 @@ def test_cli_ctrl_c_during_a_download_says_one_line_and_keeps_the_part(tmp_path,
     downloads = (tmp_path / "data").resolve() / "downloads"
     env = {**os.environ, "WORKBOOK_DATA_DIR": str(tmp_path / "data")}
     env.pop("WORKBOOK_DATA_URL", None)
-    command = [sys.executable, "-m", "helpers.data", "download", "--url", file_server.url("/slow.zip"),
+    command = [sys.executable, "-m", "helpers", "data", "download", "--url", file_server.url("/slow.zip"),
                "--dest", str(tmp_path / "real")]
     # A child gets Python's Ctrl+C handler only if SIGINT is not ignored here (nohup, CI).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -352,7 +352,7 @@ def test_cli_ctrl_c_during_a_download_says_one_line_and_keeps_the_part(tmp_path,
 
 def test_cli_runs_as_a_module(tmp_path):
     env = {**os.environ, "WORKBOOK_DATA_DIR": str(tmp_path / "data")}
-    result = subprocess.run([sys.executable, "-m", "helpers.data", "verify", str(tmp_path / "absent")],
+    result = subprocess.run([sys.executable, "-m", "helpers", "data", "verify", str(tmp_path / "absent")],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "run notebooks/01_download_data.ipynb" in result.stdout

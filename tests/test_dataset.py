@@ -17,8 +17,8 @@ from PIL import Image, ImageFile
 from torch.utils.data import DataLoader
 
 from helpers import dataset as ds
-from helpers import files as files_module
-from helpers.files import content_hashes
+from helpers.plumbing import files as files_module
+from helpers.plumbing.files import content_hashes
 from helpers.dataset import (
     CLASS_NAMES,
     CrackDataset,
@@ -32,7 +32,7 @@ from helpers.dataset import (
     split_index,
 )
 from helpers.folder_dataset import FolderDataset
-from helpers.images import BadImageError
+from helpers.plumbing.images import BadImageError
 from helpers.predict import load_image_tensor
 
 SIZE = 227

@@ -1,4 +1,4 @@
-"""Tests for helpers.download against a local HTTP server (127.0.0.1 only, no internet)."""
+"""Tests for helpers.plumbing.download against a local HTTP server (127.0.0.1 only, no internet)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import zipfile
 
 import pytest
 
-from helpers.archive import ArchiveError, UnsafeArchiveError, extract_zip
-from helpers.download import ChecksumError, DownloadError, download_file, download_first
-from helpers.files import file_digest
+from helpers.plumbing.archive import ArchiveError, UnsafeArchiveError, extract_zip
+from helpers.plumbing.download import ChecksumError, DownloadError, download_file, download_first
+from helpers.plumbing.files import file_digest
 from http_server import FileServer
 
 PAYLOAD = os.urandom(300_000)

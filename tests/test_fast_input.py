@@ -1,4 +1,4 @@
-"""Tests for helpers.fast_input: JPEGs decoded in batches give the data set's very pixels, and the
+"""Tests for helpers.speed.fast_input: JPEGs decoded in batches give the data set's very pixels, and the
 number of DataLoader workers is chosen by measuring, without losing or reordering a batch.
 
 The device's decoder is nvJPEG on a GPU; here, without one, the same code runs with
@@ -16,15 +16,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-import helpers.fast_input as fast_input
-import helpers.speed as speed_module
+import helpers.speed.fast_input as fast_input
+import helpers.speed.workers as workers_module
 from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, CrackDataset
 from helpers.folder_dataset import FolderDataset
-from helpers.images import BadImageError
-from helpers.fast_input import (
-    PROBE_BATCHES, DeviceDecoder, EncodedImages, Feeder, WorkerTrial, batches_measuring_workers, can_decode_on_device,
-    can_measure, collate_encoded, fastest, is_plain_jpeg,
+from helpers.plumbing.images import BadImageError
+from helpers.speed.fast_input import (
+    DeviceDecoder, EncodedImages, Feeder, can_decode_on_device, collate_encoded, is_plain_jpeg,
 )
+from helpers.speed.workers import PROBE_BATCHES, WorkerTrial, batches_measuring_workers, can_measure, fastest
 from helpers.features import extract_features, feature_cache_key
 from helpers.speed import FastSettings, choose_decoding, worker_candidates
 from helpers.synthetic_dataset import generate_dataset
@@ -159,7 +159,7 @@ def test_the_fastest_choice_counts_start_up_against_the_images_left():
 @pytest.mark.parametrize("cores, expected", [(1, [0]), (2, [0, 1]), (3, [0, 1, 2]), (8, [0, 2, 4]),
                                              (16, [0, 2, 4, 8]), (64, [0, 2, 4, 8])])
 def test_worker_candidates_follow_the_cores(monkeypatch, cores, expected):
-    monkeypatch.setattr(speed_module.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(workers_module.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert worker_candidates("cuda") == expected
 
 

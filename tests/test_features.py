@@ -13,16 +13,17 @@ import torch
 from PIL import Image
 from torch import nn
 
-import helpers.files as files_module
-import helpers.speed as speed_module
+import helpers.plumbing.files as files_module
+import helpers.speed.workers as workers_module
 from helpers.dataset import CrackDataset
 from helpers.folder_dataset import FolderDataset
 from helpers.feature_cache import FeatureSet
-from helpers.features import cache_name, extract_features, feature_cache_key, head_logits
-from helpers.model import build_resnet18
+from helpers.features import cache_name, extract_features, feature_cache_key
+from helpers.training import head_logits
+from helpers.model import backbone_of, build_resnet18
 from helpers.settings import feature_cache_dir
 from helpers.speed import (
-    Backbone, FastSettings, backbone_of, bf16_is_fast, choose_backbone, choose_number_format, default_num_workers,
+    Backbone, FastSettings, bf16_is_fast, choose_backbone, choose_number_format, default_num_workers,
 )
 from helpers.synthetic_dataset import generate_dataset
 
@@ -330,5 +331,5 @@ def test_defaults():
 
 @pytest.mark.parametrize("cores, cpu, gpu", [(1, 0, 0), (2, 0, 1), (4, 0, 3), (8, 1, 7), (16, 2, 8), (64, 4, 8)])
 def test_cpus_decode_in_the_main_process_until_eight_cores(monkeypatch, cores, cpu, gpu):
-    monkeypatch.setattr(speed_module.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(workers_module.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert (default_num_workers("cpu"), default_num_workers("cuda")) == (cpu, gpu)

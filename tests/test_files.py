@@ -1,4 +1,4 @@
-"""Tests for helpers.files: content hashes that an edit with the old modification time cannot fool,
+"""Tests for helpers.plumbing.files: content hashes that an edit with the old modification time cannot fool,
 and the leftovers of interrupted atomic saves."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import files as files_module
-from helpers.files import atomic_path, content_hashes, remove_stale_temporaries
+from helpers.plumbing import files as files_module
+from helpers.plumbing.files import atomic_path, content_hashes, remove_stale_temporaries
 
 
 def sha1(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""Tests for helpers.int8 and the int8 choice of helpers.speed: faster, and the same predictions."""
+"""Tests for helpers.speed.int8 and the int8 choice of helpers.speed: faster, and the same predictions."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-import helpers.int8 as int8_module
-import helpers.speed as speed_module
+import helpers.speed.int8 as int8_module
+import helpers.speed.backbone as speed_module
 from helpers.dataset import CrackDataset
 from helpers.feature_cache import weights_fingerprint
 from helpers.features import extract_features, feature_cache_key
-from helpers.int8 import (
+from helpers.speed.int8 import (
     KNOWN_BAD_VERSIONS,
     ROUNDING_ERROR_RANGE,
     check_rounding,
@@ -22,11 +22,9 @@ from helpers.int8 import (
     int8_unavailable_reason,
     int8_untested_reason,
 )
-from helpers.model import build_resnet18
-from helpers.speed import (
-    INT8_MIN_IMAGES, FastSettings, backbone_of, calibration_images, choose_backbone, choose_number_format,
-    forget_int8_backbones,
-)
+from helpers.model import backbone_of, build_resnet18
+from helpers.speed import INT8_MIN_IMAGES, FastSettings, choose_backbone, choose_number_format, forget_int8_backbones
+from helpers.speed.backbone import calibration_images
 from helpers.synthetic_dataset import generate_dataset
 
 FLOAT32 = FastSettings(bf16=False, int8=False)

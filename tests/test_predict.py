@@ -13,9 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.images import BadImageError
+from helpers.plumbing.images import BadImageError
 from helpers.model import build_resnet18, save_checkpoint
-from helpers.predict import Prediction, classify_files, classify_images, format_prediction, load_image_tensor, main
+from helpers.predict import Prediction, classify_files, classify_images, format_prediction, load_image_tensor
+from helpers.tools.predict import main
 from helpers.settings import PROJECT_ROOT
 
 
@@ -130,7 +131,7 @@ def test_not_a_workbook_checkpoint(workdir, capsys, content):
 def test_command_line_in_a_subprocess(workdir):
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "helpers.predict", str(workdir / "a.jpg"), "--checkpoint", str(workdir / "two.pt")],
+        [sys.executable, "-m", "helpers", "predict", str(workdir / "a.jpg"), "--checkpoint", str(workdir / "two.pt")],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -189,7 +190,7 @@ def test_a_bad_file_does_not_hide_the_good_ones(workdir, capsys, as_json):
 def test_a_reader_that_stops_early_gets_no_traceback(workdir):
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "helpers.predict", "--json", *photos(workdir), "--checkpoint", str(workdir / "two.pt")],
+        [sys.executable, "-m", "helpers", "predict", "--json", *photos(workdir), "--checkpoint", str(workdir / "two.pt")],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     process.stdout.close()  # like `| head -c 10` exiting before the first line is written

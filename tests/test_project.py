@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.run_notebooks import strip_notebook
+from helpers.tools.run_notebooks import strip_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -66,7 +66,7 @@ def test_environment_yml_and_pyproject_name_the_same_packages_and_floors():
 def test_runtime_dependencies_are_what_the_workbook_imports_and_test_tools_are_an_extra():
     runtime, test_tools = pyproject_requirements(), pyproject_requirements("test")
     assert {"pytest", "nbval", "playwright"} <= set(test_tools) and not set(test_tools) & set(runtime)
-    sources = [path.read_text(encoding="utf-8") for path in (ROOT / "helpers").glob("*.py")]
+    sources = [path.read_text(encoding="utf-8") for path in (ROOT / "helpers").rglob("*.py")]
     for notebook in NOTEBOOKS:
         cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
         sources += ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"]
@@ -117,12 +117,12 @@ def test_licence_and_dataset_credit():
 
 
 def test_the_workbook_command_offers_what_the_makefile_runs():
-    result = subprocess.run([sys.executable, "-m", "helpers.workbook", "--help"], cwd=ROOT, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "helpers", "--help"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     for command in ("run", "test", "lab", "bench", "strip"):
-        assert command in result.stdout and f"-m helpers.workbook {command}" in makefile
+        assert command in result.stdout and f"-m helpers {command}" in makefile
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")

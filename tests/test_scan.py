@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from helpers.dataset import default_transform
-from helpers.images import BadImageError
+from helpers.plumbing.images import BadImageError
 from helpers.model import build_resnet18
 from helpers.scan import ScanResult, plot_scan, probability_map, scan, tile_positions
 from helpers.synthetic import draw_crack, make_surface

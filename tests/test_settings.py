@@ -100,7 +100,7 @@ def test_a_device_this_machine_lacks_is_one_sentence_with_the_devices_it_has(mon
 
 def test_no_other_module_reads_workbook_variables():
     """Every WORKBOOK_* variable is read in helpers/settings.py, and os.environ nowhere else."""
-    for path in HELPERS.glob("*.py"):
+    for path in HELPERS.rglob("*.py"):
         if path.name == "settings.py":
             continue
         text = path.read_text(encoding="utf-8")

@@ -1,4 +1,4 @@
-"""helpers.train: the capstone's training from a terminal (`python -m helpers.train`), on tiny data."""
+"""helpers.train: the capstone's training from a terminal (`python -m helpers train`), on tiny data."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-import helpers.train
+import helpers.tools.train
 from helpers.analysis import accuracy_interval, compute_metrics, predict_dataset
 from helpers.dataset import CrackDataset
 from helpers.model import load_checkpoint
 from helpers.settings import PROJECT_ROOT
 from helpers.synthetic_dataset import generate_dataset
-from helpers.train import main
+from helpers.tools.train import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -86,10 +86,10 @@ def test_default_out_is_a_timestamped_run_folder(tiny, workbook_dir, capsys):
 
 
 def test_help_runs_as_a_module():
-    result = subprocess.run([sys.executable, "-m", "helpers.train", "--help"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "helpers", "train", "--help"], capture_output=True, text=True,
                             cwd=PROJECT_ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "--dedupe" in result.stdout and "python -m helpers.train" in result.stdout
+    assert "--dedupe" in result.stdout and "python -m helpers train" in result.stdout
     assert "default: 100" in result.stdout and "default: 0.001" in result.stdout
 
 
@@ -117,7 +117,7 @@ def test_missing_imagenet_weights_without_random_is_an_error(tiny, tmp_path):
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "WORKBOOK_WEIGHTS_URL": "http://127.0.0.1:9/none",
            "WORKBOOK_DATA_DIR": str(tmp_path / "wb")}
     env.pop("WORKBOOK_ALLOW_RANDOM_WEIGHTS", None)
-    result = subprocess.run([sys.executable, "-m", "helpers.train", "--data", str(tiny), "--quiet", "--device", "cpu",
+    result = subprocess.run([sys.executable, "-m", "helpers", "train", "--data", str(tiny), "--quiet", "--device", "cpu",
                              "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=PROJECT_ROOT,
                             env=env, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
@@ -129,7 +129,7 @@ def test_ctrl_c_is_one_line_and_exit_130(tiny, tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(helpers.train, "train_capstone_head", interrupted)
+    monkeypatch.setattr(helpers.tools.train, "train_capstone_head", interrupted)
     assert train_tiny(tiny, tmp_path / "out") == 130
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("interrupted") and "Traceback" not in err

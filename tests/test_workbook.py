@@ -60,7 +60,7 @@ def test_make_run_names_each_section_and_sums_up_the_trained_model(monkeypatch, 
     import torch
 
     from helpers.model import build_resnet18, save_checkpoint
-    from helpers.run_notebooks import section_heading, trained_model_summary
+    from helpers.tools.run_notebooks import section_heading, trained_model_summary
 
     assert section_heading(nbformat.v4.new_markdown_cell("## The training loop\n\nText")) == "The training loop"
     assert section_heading(nbformat.v4.new_markdown_cell("Plain text")) is None

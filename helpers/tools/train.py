@@ -5,10 +5,10 @@ backbone, a new Linear(512, 2) head, Adam (lr 0.001, batches of 100, 1 epoch), a
 validation accuracy with its 95% interval. It writes the checkpoint notebook 05 loads
 (resnet18_cracks.pt), the loss plot (loss.png) and every number of the run (metrics.json).
 
-    python -m helpers.train                                 # the data notebook 01 would find or fetch
-    python -m helpers.train --data data/concrete_crack_images --epochs 3 --out data/runs/three
-    python -m helpers.train --data my_photos --dedupe --device cpu --quiet
-    python -m helpers.train --weights random                # no ImageNet weights: accuracies mean little
+    python -m helpers train                                 # the data notebook 01 would find or fetch
+    python -m helpers train --data data/concrete_crack_images --epochs 3 --out data/runs/three
+    python -m helpers train --data my_photos --dedupe --device cpu --quiet
+    python -m helpers train --weights random                # no ImageNet weights: accuracies mean little
     crack-train --help                                      # the same, once `pip install -e .` is done
 """
 
@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt
 from helpers.analysis import compute_metrics, predict_dataset
 from helpers.data import DataChoice, prepare_data, read_source
 from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files
-from helpers.files import atomic_path, write_json_atomically
+from helpers.plumbing.files import atomic_path, write_json_atomically
 from helpers.model import (
     WeightsUnavailableError, build_resnet18, imagenet_weights_path, resolve_weights,
 )
@@ -101,7 +101,7 @@ def _data_folder(text: str) -> Path:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line, with the capstone's settings as defaults."""
-    parser = _Parser(prog="python -m helpers.train", formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = _Parser(prog="python -m helpers train", formatter_class=argparse.RawDescriptionHelpFormatter,
                      description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     parser.add_argument("--data", type=_data_folder, metavar="DIR",
                         help="a folder with Positive/ and Negative/ (default: what notebook 01 would find or fetch)")

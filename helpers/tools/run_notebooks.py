@@ -18,7 +18,7 @@ from nbclient.exceptions import CellExecutionError
 
 from helpers.data import prepare_data, read_source
 from helpers.verify import verify_dataset
-from helpers.files import atomic_path
+from helpers.plumbing.files import atomic_path
 from helpers.analysis import accuracy_interval
 from helpers.model import (
     CheckpointMismatchError, WeightsUnavailableError, imagenet_weights_path, load_checkpoint, load_imagenet_state_dict,

@@ -2,7 +2,7 @@
 
 A frozen backbone may compute its features in whatever way is fastest, as long as the numbers
 stay (nearly) the same: float32 everywhere, bfloat16 on GPUs and CPUs with AMX, int8 on other
-x86 CPUs for big folders (:mod:`helpers.int8`), channels_last memory layout, torch.compile.
+x86 CPUs for big folders (:mod:`helpers.speed.int8`), channels_last memory layout, torch.compile.
 :func:`choose_backbone` decides this once, for a device and a data set, and returns a
 :class:`Backbone` that carries its number format, its part of the feature cache's key, and the
 call that turns images into features. :func:`helpers.features.extract_features` only uses it.
@@ -12,7 +12,6 @@ None of this is needed to understand transfer learning; notebook 07 (optional) l
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -25,8 +24,9 @@ import torch
 from torch import nn
 
 from helpers.dataset import default_transform
-from helpers.fast_input import can_decode_on_device
-from helpers.int8 import (
+from helpers.model import backbone_of
+from helpers.speed.fast_input import can_decode_on_device
+from helpers.speed.int8 import (
     CALIBRATION_IMAGES, CALIBRATION_SEED, RECIPE, Int8Backbone, int8_unavailable_reason, int8_untested_reason,
     quantize_backbone,
 )
@@ -44,13 +44,13 @@ class FastSettings:
     channels_last: store images and weights as (N, H, W, C) in memory; faster convolutions on CPUs and GPUs.
     bf16: compute in bfloat16 (autocast). None = where the hardware does it fast (see bf16_is_fast)
         and int8 is not the better choice (see choose_number_format).
-    int8: run a quantised copy of the backbone in 8-bit integers (helpers.int8), 2-3x faster on an
+    int8: run a quantised copy of the backbone in 8-bit integers (helpers.speed.int8), 2-3x faster on an
         x86-64 CPU. None = on a CPU that can (see int8_unavailable_reason) and has no AMX, when the
         data set's folder holds at least INT8_MIN_IMAGES images, unless WORKBOOK_INT8=0;
         building it takes 15-30 s.
-    decode_on_device: decode the JPEGs on the device, in batches (helpers.fast_input): the same
+    decode_on_device: decode the JPEGs on the device, in batches (helpers.speed.fast_input): the same
         pixels, read by nvJPEG on a GPU. None = on a CUDA GPU, where PIL's decoding is the slow part,
-        when the data set can (see helpers.fast_input.can_decode_on_device).
+        when the data set can (see helpers.speed.fast_input.can_decode_on_device).
     compile: run the backbone through torch.compile. It takes tens of seconds (and, on a CPU, a C++
         compiler) before the first batch, then runs faster (about 1.2x on a 2-core AVX2 CPU).
     num_threads: CPU threads for the backbone (torch.set_num_threads) while extracting; None = torch's default.
@@ -153,51 +153,6 @@ def choose_decoding(dataset, device: torch.device | str, settings: FastSettings)
     if reason:
         return False, reason
     return True, "on a GPU, decoding with PIL would be the slow part"
-
-
-def _cores() -> int:
-    """The cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))  # Linux
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def worker_candidates(device: torch.device | str | None = None) -> list[int]:
-    """The numbers of DataLoader workers worth measuring: 0, then powers of two below the core count, up to 8.
-
-    (1 is left out where 4 or more can run.) One core: [0]; 2 cores: [0, 1]; 16 cores: [0, 2, 4, 8].
-    """
-    limit = min(8, _cores() - 1)
-    counts = [n for n in (1, 2, 4, 8) if n <= limit]
-    return [0] + [n for n in counts if not (n == 1 and limit >= 4)]
-
-
-def default_num_workers(device: torch.device | str | None = None) -> int:
-    """DataLoader worker processes that decode the JPEGs while the backbone runs.
-
-    On a CPU the backbone needs every core, and decoding a 227x227 JPEG (about 1 ms) is a few
-    per cent of its work: with fewer than 8 cores the main process decodes (measured on 2 cores
-    with int8: one worker process competing with the backbone's threads cut 55 images/s to 39);
-    with more, one worker per 8 cores, up to 4. With a GPU (or MPS) decoding is the slow part:
-    up to 8 workers. (On a GPU, extract_features measures instead, for a big enough data set:
-    see helpers.fast_input.batches_measuring_workers.)
-    """
-    cores = _cores()
-    accelerator = device is not None and torch.device(device).type in ("cuda", "mps")
-    if accelerator:
-        return 0 if cores <= 1 else min(8, cores - 1)
-    return min(4, cores // 8)
-
-
-def backbone_of(model: nn.Module) -> nn.Module:
-    """Every layer of a torchvision ResNet except `fc`, then a flatten: (N, 3, H, W) -> (N, 512).
-
-    The layers are shared with `model`, not copied: it is the same backbone, in the same mode
-    (train or eval) as `model`.
-    """
-    layers = [module for name, module in model.named_children() if name != "fc"]
-    return nn.Sequential(*layers, nn.Flatten(start_dim=1)).train(model.training)
 
 
 def calibration_images(transform: Callable | None, count: int = CALIBRATION_IMAGES,

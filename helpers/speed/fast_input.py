@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import io
 import re
-import time
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import torch
 import torchvision
@@ -34,9 +32,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.functional import pil_to_tensor
 
 from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD
-from helpers.images import TENSOR_EXTENSION, TILE_SIZE, bad_image_error, load_image
+from helpers.plumbing.images import TENSOR_EXTENSION, TILE_SIZE, bad_image_error, load_image
 
-PROBE_BATCHES = 4  # batches computed with each candidate number of workers before choosing
 # decode_jpeg takes a list (one batched nvJPEG call) from torchvision 0.19; before, one image per call.
 BATCHED_DECODE = tuple(int(part) for part in re.findall(r"\d+", torchvision.__version__)[:2]) >= (0, 19)
 
@@ -183,60 +180,3 @@ class Feeder:
             else:
                 items, labels, indices = batch
                 yield self.decoder(items, indices), labels
-
-
-# ----------------------------------------------------------------------------- workers, by measuring
-@dataclass
-class WorkerTrial:
-    """How one number of worker processes did on its share of the first batches."""
-
-    workers: int
-    start_seconds: float  # from creating the DataLoader until its first batch is ready
-    rate: float  # images per second after the first batch
-
-    def seconds_for(self, images: int) -> float:
-        """The time this choice would take for `images` more images, start-up included."""
-        return self.start_seconds + images / self.rate
-
-
-def fastest(trials: list[WorkerTrial], remaining: int) -> int:
-    """The number of workers that would finish `remaining` images soonest; fewer workers on a tie."""
-    return min(trials, key=lambda trial: (trial.seconds_for(remaining), trial.workers)).workers
-
-
-def can_measure(total: int, candidates: list[int], batch_size: int) -> bool:
-    """Measuring pays when the trials take at most half the images: each gets PROBE_BATCHES batches."""
-    return len(candidates) > 1 and 2 * len(candidates) * PROBE_BATCHES * batch_size <= total
-
-
-def batches_measuring_workers(feeder: Feeder, candidates: list[int],
-                              report: Callable[[str], None] = print) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Every batch of `feeder`, in order; the first ones with each of `candidates` workers in turn.
-
-    The time between batches includes what the caller does with each (the backbone), so a trial
-    measures the whole pass. After the trials, the remaining images go through with the number of
-    workers that `fastest` picks, and `report` gets one line that says what was measured.
-    """
-    total, probe = len(feeder), PROBE_BATCHES * feeder.batch_size
-    position, trials = 0, []
-    feeder.warm_up()
-    for workers in candidates:
-        stop = min(position + probe, total)
-        started, first_ready, after_first, first_images, images = time.perf_counter(), None, None, 0, 0
-        for batch in feeder.batches(workers, position, stop):
-            if first_ready is None:  # start-up: workers started, first batch read (not yet computed)
-                first_ready = time.perf_counter()
-            yield batch  # the caller computes this batch's features before the loop goes on
-            images += len(batch[1])
-            if after_first is None:  # the rate leaves out the first batch, and so the backbone's warm-up
-                after_first, first_images = time.perf_counter(), images
-        elapsed = time.perf_counter() - after_first
-        trials.append(WorkerTrial(workers, first_ready - started,
-                                  (images - first_images) / max(elapsed, 1e-9)))
-        position = stop
-    best = fastest(trials, total - position)
-    measured = ", ".join(f"{trial.workers} -> {trial.rate:,.0f} img/s (start {trial.start_seconds:.1f} s)"
-                         for trial in trials)
-    report(f"DataLoader workers, measured on the first {position:,} images: {measured}; "
-           f"the other {total - position:,} images with {best}")
-    yield from feeder.batches(best, position, total)

@@ -1,4 +1,4 @@
-"""Download a large file safely (unpacking it safely is :mod:`helpers.archive`'s job).
+"""Download a large file safely (unpacking it safely is :mod:`helpers.plumbing.archive`'s job).
 
 The crack data set is a zip of a few hundred megabytes. Downloads that size fail in ordinary
 ways: the Wi-Fi drops half-way, a server is briefly overloaded, a mirror serves an old version,
@@ -41,8 +41,8 @@ from urllib.request import url2pathname
 
 import requests
 
-from helpers.files import file_digest, read_json, write_json_atomically
-from helpers.progress import tqdm
+from helpers.plumbing.files import file_digest, read_json, write_json_atomically
+from helpers.plumbing.progress import tqdm
 
 DEFAULT_MAX_BYTES = 2 * 1024**3  # the images archive is ~250 MB: a response past this is not it
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from helpers.progress import tqdm
+from helpers.plumbing.progress import tqdm
 
 DIGEST_CACHE_NAME = ".content_hashes.json"  # one per data folder: every file's SHA-1 and the stat it was taken at
 DIGEST_CACHE_FORMAT = "concrete-crack-workbook/digests/1"

@@ -22,7 +22,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from helpers.progress import tqdm
+from helpers.plumbing.progress import tqdm
 
 DEFAULT_MAX_BYTES = 2 * 1024**3  # the images archive is ~250 MB, and unpacks to about as much
 
