@@ -11,7 +11,7 @@ next to its image and answers the questions that come after the number:
 * what if we called an image "crack" only above another probability? (`threshold_curve`)
 
 The capstone's "sample id" is the image's position in the validation set: index i of every
-array in `Predictions`. The file it came from is kept as well ("Positive/00162.jpg"), which,
+array in `Predictions` (helpers.inference). The file it came from is kept as well ("Positive/00162.jpg"), which,
 unlike a position, does not change when the split does.
 """
 
@@ -27,82 +27,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from torch import nn
-from torch.utils.data import DataLoader
 
-from helpers.plumbing.images import TENSOR_EXTENSION, load_image, load_tensor
-from helpers.feature_cache import FeatureSet
+from helpers.inference import CRACK, Predictions
 from helpers.plots import denormalize
-from helpers.speed import default_num_workers
-from helpers.training import head_logits, predict_logits
-
-CRACK = 1  # label of the "Positive" class in the binary data set
-
-
-# ----------------------------------------------------------------------------- predictions
-@dataclass
-class Predictions:
-    """The model's class probabilities for every image of a data set, in the data set's order."""
-
-    sample_ids: list[str]        # "Positive/00162.jpg"
-    paths: list[Path]
-    labels: torch.Tensor         # (N,) int64, the actual classes
-    probabilities: torch.Tensor  # (N, C) float32, softmax of the logits
-    class_names: list[str]       # ["Negative", "Positive"]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def crack_probability(self) -> torch.Tensor:
-        """(N,) probability of class 1 ("Positive", a crack). Binary problems only."""
-        if self.probabilities.shape[1] != 2:
-            raise ValueError(f"crack_probability needs 2 classes, not {self.probabilities.shape[1]}.")
-        return self.probabilities[:, CRACK]
-
-    def predicted(self, threshold: float | None = None) -> torch.Tensor:
-        """(N,) predicted labels: the most probable class, or (binary) crack_probability >= threshold."""
-        if threshold is None:
-            return self.probabilities.argmax(dim=1)
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must lie between 0 and 1, not {threshold}")
-        return (self.crack_probability >= threshold).long()
-
-
-def predictions_from_logits(logits: torch.Tensor, dataset) -> Predictions:
-    """Turn a model's (N, C) logits for `dataset` (a CrackDataset, same order) into Predictions."""
-    if logits.dim() != 2 or len(logits) != len(dataset):
-        raise ValueError(f"need logits of shape ({len(dataset)}, classes), got {tuple(logits.shape)}")
-    return Predictions(
-        sample_ids=[sample.sample_id for sample in dataset.samples],
-        paths=[Path(sample.path) for sample in dataset.samples],
-        labels=dataset.labels(),
-        probabilities=torch.softmax(logits.detach().float().cpu(), dim=1),
-        class_names=list(dataset.classes),
-    )
-
-
-def predict_dataset(model: nn.Module, dataset, features: FeatureSet | None = None,
-                    device: str | torch.device | None = None, batch_size: int = 100,
-                    progress: bool = True, num_workers: int | None = None) -> Predictions:
-    """Predictions of `model` for every image of `dataset`.
-
-    With `features` (helpers.features.extract_features for this dataset and this backbone),
-    only the head runs: logits = model.fc(features), a fraction of a second. Otherwise every
-    image goes through the whole network (eval mode, no gradients), as in the capstone, on
-    `device` (default: helpers.model.pick_device), read by `num_workers` loader processes.
-    """
-    if features is not None:
-        dataset_ids = [sample.sample_id for sample in dataset.samples]
-        if list(features.sample_ids) != dataset_ids:
-            raise ValueError("These features belong to other images (their sample ids differ from the "
-                             "dataset's): extract them for this dataset, in this order.")
-        model.eval()
-        return predictions_from_logits(head_logits(model.fc, features.features).float().cpu(), dataset)
-    workers = default_num_workers() if num_workers is None else num_workers
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    logits, _ = predict_logits(model, loader, device=device, progress=progress)
-    return predictions_from_logits(logits, dataset)
+from helpers.plumbing.images import TENSOR_EXTENSION, load_image, load_tensor
 
 
 # ----------------------------------------------------------------------------- mistakes
@@ -316,7 +244,7 @@ def threshold_curve(predictions: Predictions, thresholds: Sequence[float] | None
 
 
 # ----------------------------------------------------------------------------- figures
-def _image_for_display(path: Path) -> np.ndarray:
+def image_for_display(path: Path) -> np.ndarray:
     """An HxWx3 array to show: a photo, or a capstone .pt tensor (normalised ones are undone)."""
     if path.suffix.lower() != TENSOR_EXTENSION:
         return np.asarray(load_image(path))
@@ -344,7 +272,7 @@ def plot_misclassified(predictions: Predictions, rows: list[dict], n: int = 16, 
         ax.axis("on")  # for the label below the picture; no ticks, no frame
         ax.set(xticks=[], yticks=[])
         ax.spines[:].set_visible(False)
-        ax.imshow(_image_for_display(predictions.paths[row["sample"]]))
+        ax.imshow(image_for_display(predictions.paths[row["sample"]]))
         ax.set_title(f"pred {row['predicted']} /\nactual {row['actual']} / {row['confidence']:.0%}", fontsize=8)
         ax.set_xlabel(f"#{row['sample']} {row['file']}", fontsize=7)
     fig.suptitle(f"{len(shown)} of {len(rows)} misclassified images")

@@ -20,6 +20,7 @@ Your own classes, in any number, are read by :class:`helpers.folder_dataset.Fold
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +143,14 @@ class SampleSplit(Dataset):
         """How many samples of each class this split holds, e.g. {"Negative": 750, "Positive": 750}."""
         labels = [sample.label for sample in self.samples]
         return {name: labels.count(label) for label, name in enumerate(self.classes)}
+
+    def first(self, n: int) -> SampleSplit:
+        """This split cut to its first `n` samples: same folder, transform and classes, e.g. for a quick subset."""
+        if n < 0:
+            raise ValueError(f"n must be 0 or more, not {n}.")
+        part = copy.copy(self)
+        part.samples = self.samples[:n]
+        return part
 
 
 class CrackDataset(SampleSplit):

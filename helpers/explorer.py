@@ -14,7 +14,6 @@ In plain Python (no Jupyter front end) `show_explorer` prints a short static sum
 from __future__ import annotations
 
 import html
-import inspect
 import io
 from collections.abc import Callable, Sequence
 
@@ -22,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from helpers.analysis import image_for_display
+from helpers.inference import Predictions
 from helpers.workbook import has_widget_frontend
 
 FRONTEND_MESSAGE = ("The interactive explorer needs JupyterLab (or Jupyter Notebook / VS Code) "
@@ -233,7 +234,7 @@ class Explorer:
 def build_explorer(crack_probability: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
                    sample_ids: list[str], load_image: Callable[[int], np.ndarray],
                    heatmap: Callable[[int], np.ndarray] | None = None, threshold: float = 0.5,
-                   class_names: Sequence[str] = ("Negative", "Positive")) -> "ipywidgets.VBox":
+                   class_names: Sequence[str] = ("Negative", "Positive")):
     """The explorer's VBox (CSS class "crack-explorer"); `box.explorer` is the `Explorer` behind it."""
     explorer = Explorer(crack_probability, labels, sample_ids, load_image, heatmap, threshold, class_names)
     explorer.widget.explorer = explorer
@@ -249,23 +250,23 @@ def static_summary(crack_probability: torch.Tensor | np.ndarray, labels: torch.T
     return "\n".join(lines)
 
 
-def show_explorer(*args, **kwargs) -> object | None:
-    """Build and display the explorer in Jupyter; elsewhere print a static summary and return None.
+def show_explorer(predictions: Predictions, heatmap: Callable[[int], np.ndarray] | None = None,
+                  threshold: float = 0.5, load_image: Callable[[int], np.ndarray] | None = None) -> Explorer | None:
+    """Show the explorer for `predictions` in Jupyter; elsewhere print a static summary and return None.
 
-    Takes the arguments of `build_explorer`. In Jupyter it returns the `Explorer` (its `widget`
-    is the VBox on show), so `explorer.threshold.value = 0.3` moves the slider from code.
+    predictions: helpers.analysis.Predictions of a two-class model (probabilities, labels, ids, paths).
+    heatmap(i): an overlay to show beside picture i (e.g. Grad-CAM), or None. The pictures are read
+    from predictions.paths; `load_image(i)` replaces that (pictures that are not files).
+    In Jupyter it returns the `Explorer` (its `widget` is the VBox on show), so
+    `explorer.threshold.value = 0.3` moves the slider from code.
     """
     if has_widget_frontend():
         from IPython.display import display
-        box = build_explorer(*args, **kwargs)
+        box = build_explorer(predictions.crack_probability, predictions.labels, predictions.sample_ids,
+                             load_image or (lambda i: image_for_display(predictions.paths[i])), heatmap,
+                             threshold, predictions.class_names)
         display(box)
         return box.explorer
     print(FRONTEND_MESSAGE)
-    try:
-        given = inspect.signature(build_explorer).bind(*args, **kwargs)
-        given.apply_defaults()
-        print(static_summary(given.arguments["crack_probability"], given.arguments["labels"],
-                             given.arguments["threshold"]))
-    except Exception as error:  # the summary is a courtesy: never let it break the notebook
-        print(f"(no summary: {error})")
+    print(static_summary(predictions.crack_probability, predictions.labels, threshold))
     return None

@@ -27,7 +27,7 @@ from torch import nn
 from helpers.model import count_parameters, trainable_parameter_names
 from helpers.plumbing.progress import tqdm
 from helpers.settings import pick_device
-from helpers.training import History, evaluate, set_train_mode, training_step
+from helpers.training import History, evaluate, train_one_epoch
 
 
 # ----------------------------------------------------------------------------- unfreezing
@@ -64,30 +64,14 @@ def parameter_groups(model: nn.Module, head_lr: float = 1e-3, backbone_lr: float
 
 
 # ----------------------------------------------------------------------------- fine-tuning
-def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, loader,
-                    device: torch.device, history: History, desc: str, progress: bool) -> float:
-    """One pass over `loader` with helpers.training.training_step; returns the mean loss."""
-    set_train_mode(model, frozen_backbone=True)  # frozen blocks in eval mode, unfrozen ones learn
-    loss_sum, seen = 0.0, 0
-    batches = tqdm(loader, desc=desc, leave=False, disable=not progress)
-    for inputs, labels in batches:
-        loss = training_step(model, optimizer, criterion, inputs.to(device), labels.to(device))
-        history.iteration_loss.append(loss)
-        loss_sum, seen = loss_sum + loss * len(labels), seen + len(labels)
-        batches.set_postfix(loss=f"{loss_sum / seen:.4f}")
-    if seen == 0:
-        raise ValueError("The training loader gave no batches: nothing to train on.")
-    return loss_sum / seen
-
-
 def fine_tune(model: nn.Module, train_loader, val_loader=None, epochs: int = 1, head_lr: float = 1e-3,
               backbone_lr: float = 1e-4, device: str | torch.device | None = None, seed: int = 0,
               progress: bool = True) -> History:
     """Train every trainable parameter (call unfreeze first): Adam, the head at head_lr, the rest at backbone_lr.
 
-    The same loop as helpers.training.train (cross-entropy, torch.manual_seed(seed) first,
-    validation accuracy after each epoch), with two learning rates instead of one: train()
-    builds its optimiser from a single lr, so this function builds its own. The model is
+    The same loop as helpers.training.train (its train_one_epoch, cross-entropy,
+    torch.manual_seed(seed) first, validation accuracy after each epoch), with two learning rates
+    instead of one: train() builds its optimiser from a single lr, so this function builds its own. The model is
     left in eval mode.
     """
     device = pick_device(device)
@@ -102,8 +86,8 @@ def fine_tune(model: nn.Module, train_loader, val_loader=None, epochs: int = 1, 
     })
     start = time.perf_counter()
     for epoch in tqdm(range(epochs), desc="epochs", disable=not progress):
-        history.epoch_loss.append(train_one_epoch(model, optimizer, criterion, train_loader, device, history,
-                                                  f"epoch {epoch + 1}/{epochs}", progress))
+        history.epoch_loss.append(train_one_epoch(model, optimizer, criterion, train_loader, device, history=history,
+                                                  desc=f"epoch {epoch + 1}/{epochs}", progress=progress))
         if val_loader is not None:
             history.val_accuracy.append(evaluate(model, val_loader, device=device))
     model.eval()

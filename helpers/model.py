@@ -11,6 +11,7 @@ from __future__ import annotations
 import platform
 import re
 import unicodedata
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,6 +38,48 @@ class WeightsUnavailableError(RuntimeError):
 
 class CheckpointMismatchError(ValueError):
     """A file that is not a usable workbook checkpoint (damaged, not one, other classes); the message says why."""
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    """What the backbone starts from: ImageNet's weights, a state-dict file, or random numbers.
+
+    source: "imagenet", the path of a state-dict file, or None (a random backbone).
+    description: what a person reads, e.g. "ImageNet (torchvision IMAGENET1K_V1)".
+    Checkpoints record it as `label` ("imagenet", the path, or "random"); from_label reads it back.
+    """
+
+    source: str | None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.description:
+            object.__setattr__(self, "description", "ImageNet (torchvision IMAGENET1K_V1)" if self.is_imagenet
+                               else "random initialisation (NOT pretrained)" if self.is_random
+                               else f"from {self.source}")
+
+    @property
+    def is_imagenet(self) -> bool:
+        return self.source == "imagenet"
+
+    @property
+    def is_random(self) -> bool:
+        return self.source is None
+
+    @property
+    def label(self) -> str:
+        """How a checkpoint's metadata records it: "imagenet", the file's path, or "random"."""
+        return "random" if self.source is None else self.source
+
+    @classmethod
+    def of(cls, weights: WeightsChoice | str | Path | None) -> WeightsChoice:
+        """The choice for what build_resnet18 takes: a WeightsChoice, "imagenet", a path, or None (random)."""
+        return weights if isinstance(weights, WeightsChoice) else cls(None if weights is None else str(weights))
+
+    @classmethod
+    def from_label(cls, label: str | None, description: str = "") -> WeightsChoice:
+        """The choice a checkpoint recorded (see `label`); a missing label reads as random."""
+        return cls(None if label in (None, "random") else str(label), description or "")
 
 
 def imagenet_weights_path() -> Path:
@@ -76,24 +119,26 @@ def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_resnet18(num_classes: int = 2, weights: str | Path | None = "imagenet",
+def build_resnet18(num_classes: int = 2, weights: WeightsChoice | str | Path | None = "imagenet",
                    freeze_backbone: bool = True, progress: bool = True) -> nn.Module:
     """ResNet18 with a fresh `Linear(512, num_classes)` head.
 
     weights: "imagenet" (torchvision's IMAGENET1K_V1, the capstone's `pretrained=True`), a path
-    to a state dict file, or None for a randomly initialised backbone. With `freeze_backbone`
-    every backbone parameter has `requires_grad=False`; only the new head learns.
+    to a state dict file, None for a randomly initialised backbone, or a WeightsChoice (what
+    resolve_weights returns). With `freeze_backbone` every backbone parameter has
+    `requires_grad=False`; only the new head learns.
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, not {num_classes}.")
+    weights = WeightsChoice.of(weights)
     model = resnet18(weights=None)
-    if weights == "imagenet":
+    if weights.is_imagenet:
         model.load_state_dict(load_imagenet_state_dict(progress=progress))
-    elif weights is not None:
-        state = _load_state_dict_file(Path(weights))
+    elif not weights.is_random:
+        state = _load_state_dict_file(Path(weights.source))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if not k.startswith("fc.")]:
-            raise WeightsUnavailableError(f"{weights} is not a ResNet18 state dict "
+            raise WeightsUnavailableError(f"{weights.source} is not a ResNet18 state dict "
                                           f"(missing {len(missing)} keys, {len(unexpected)} unexpected).")
     if freeze_backbone:
         for parameter in model.parameters():
@@ -102,15 +147,15 @@ def build_resnet18(num_classes: int = 2, weights: str | Path | None = "imagenet"
     return model
 
 
-def resolve_weights(allow_random: bool | None = None) -> tuple[str | None, str]:
-    """For the notebooks: ("imagenet", description) when the weights can be had, else a loud fallback.
+def resolve_weights(allow_random: bool | None = None) -> WeightsChoice:
+    """For the notebooks: the ImageNet weights when they can be had, else a loud fallback to a random backbone.
 
     Falling back to a random backbone is allowed only in quick mode or when the learner opts in
     (WORKBOOK_ALLOW_RANDOM_WEIGHTS=1 or `allow_random=True`); otherwise the error stands.
     """
     try:
         load_imagenet_state_dict()
-        return "imagenet", "ImageNet (torchvision IMAGENET1K_V1)"
+        return WeightsChoice("imagenet")
     except WeightsUnavailableError as exc:
         if not (allow_random if allow_random is not None else (quick_mode() or random_weights_allowed())):
             raise
@@ -119,7 +164,7 @@ def resolve_weights(allow_random: bool | None = None) -> tuple[str | None, str]:
         print("Transfer learning needs the pretrained weights: accuracies below mean little.")
         print(str(exc))
         print("!" * 88)
-        return None, "random initialisation (NOT pretrained: ImageNet weights unavailable)"
+        return WeightsChoice(None, "random initialisation (NOT pretrained: ImageNet weights unavailable)")
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
@@ -164,6 +209,25 @@ def printable(text: str) -> str:
     return "".join(map(shown, ESCAPE_SEQUENCE.sub("", str(text))))
 
 
+@dataclass
+class Checkpoint:
+    """A model loaded from a workbook checkpoint, with what the file says about it.
+
+    metadata: what its training recorded (helpers.pipeline.checkpoint_metadata: data, split,
+    accuracy, settings...), plus "saved" and "versions".
+    """
+
+    model: nn.Module
+    class_names: list[str]
+    path: Path
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def weights(self) -> WeightsChoice:
+        """What the backbone was trained from, as the checkpoint recorded it."""
+        return WeightsChoice.from_label(self.metadata.get("weights"), self.metadata.get("weights_description", ""))
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, class_names: list[str], metadata: dict | None = None) -> Path:
     """Save the model and what it is (classes, weights source, data, accuracy...) atomically.
 
@@ -185,8 +249,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, class_names: list[str], 
 
 
 def load_checkpoint(path: str | Path, num_classes: int | None = None,
-                    map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model saved by `save_checkpoint`; returns (model in eval mode, checkpoint info).
+                    map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild the model saved by `save_checkpoint`: a Checkpoint with the model in eval mode.
 
     Loaded with `weights_only=True` (no code runs from the file). A file that is damaged, is not
     a workbook checkpoint, holds values of the wrong kind, weights that do not fit, or another
@@ -210,8 +274,8 @@ def load_checkpoint(path: str | Path, num_classes: int | None = None,
     model = build_resnet18(found, weights=None)
     _load_weights(model, payload["state_dict"], path)
     model.eval()
-    info = {"metadata": {}, **{k: v for k, v in payload.items() if k != "state_dict"}}
-    return model, info
+    metadata = payload.get("metadata")
+    return Checkpoint(model, list(payload["class_names"]), path, dict(metadata) if isinstance(metadata, dict) else {})
 
 
 def _why_unreadable(path: Path, error: Exception) -> str:

@@ -19,7 +19,7 @@ from helpers.data import DataChoice
 from helpers.dataset import CrackDataset
 from helpers.feature_cache import FeatureSet
 from helpers.features import extract_features
-from helpers.model import build_resnet18, load_checkpoint, resolve_weights, save_checkpoint
+from helpers.model import Checkpoint, WeightsChoice, build_resnet18, load_checkpoint, resolve_weights, save_checkpoint
 from helpers.settings import default_checkpoint_path, feature_cache_dir, quick_mode
 from helpers.training import History, train_head
 
@@ -36,12 +36,11 @@ class TrainedHead:
     train_features: FeatureSet
     val_features: FeatureSet
     history: History
-    weights: str | None           # "imagenet", a path, or None (random)
-    weights_description: str
+    weights: WeightsChoice
 
 
-def checkpoint_metadata(choice: DataChoice, train_set: CrackDataset, val_set: CrackDataset, weights: str | None,
-                        weights_description: str, history: History, feature_format: str = "float32") -> dict:
+def checkpoint_metadata(choice: DataChoice, train_set: CrackDataset, val_set: CrackDataset, weights: WeightsChoice,
+                        history: History, feature_format: str = "float32") -> dict:
     """What a checkpoint records about its training: weights, data, split, accuracy, settings.
 
     feature_format: how the backbone computed the features the head was trained on
@@ -49,7 +48,7 @@ def checkpoint_metadata(choice: DataChoice, train_set: CrackDataset, val_set: Cr
     """
     dedupe = bool(getattr(train_set, "dedupe", False))
     return {
-        "weights": weights or "random", "weights_description": weights_description,
+        "weights": weights.label, "weights_description": weights.description,
         "data_source": choice.source, "data_path": str(choice.path),
         "n_train": len(train_set), "n_val": len(val_set),
         "split": CAPSTONE_SPLIT + (", byte-identical copies kept on one side" if dedupe else ""),
@@ -58,39 +57,36 @@ def checkpoint_metadata(choice: DataChoice, train_set: CrackDataset, val_set: Cr
     }
 
 
-def train_capstone_head(choice: DataChoice, weights: str | Path | None = "imagenet",
-                        weights_description: str | None = None, *, epochs: int = 1, lr: float = 1e-3,
+def train_capstone_head(choice: DataChoice, weights: WeightsChoice | str | Path | None = "imagenet", *,
+                        epochs: int = 1, lr: float = 1e-3,
                         batch_size: int = 100, dedupe: bool = False, device: str | torch.device | None = None,
                         seed: int = 0, progress: bool = True) -> TrainedHead:
     """The capstone's method on cached features: ResNet18, frozen backbone, new Linear(512, 2), Adam.
 
-    weights: "imagenet", a path to a state dict, or None (a random backbone: only when asked for).
+    weights: a WeightsChoice, "imagenet", a path to a state dict, or None (a random backbone: only when asked for).
     The features are cached under helpers.settings.feature_cache_dir(), so a second run with
     the same data and weights trains in seconds.
     """
     train_set = CrackDataset(choice.path, "train", dedupe=dedupe, progress=progress)
     val_set = CrackDataset(choice.path, "val", dedupe=dedupe, progress=progress)
+    weights = WeightsChoice.of(weights)
     torch.manual_seed(seed)
     model = build_resnet18(num_classes=len(train_set.classes), weights=weights, progress=progress)
     train_features = extract_features(model, train_set, feature_cache_dir(), device=device, progress=progress)
     val_features = extract_features(model, val_set, feature_cache_dir(), device=device, progress=progress)
     history = train_head(model.fc, train_features, val_features, epochs=epochs, lr=lr, batch_size=batch_size,
                          seed=seed, device=device, progress=progress)
-    description = weights_description or ("random initialisation (NOT pretrained)" if weights is None
-                                          else "ImageNet (torchvision IMAGENET1K_V1)" if weights == "imagenet"
-                                          else f"from {weights}")
-    return TrainedHead(model.cpu().eval(), train_set, val_set, train_features, val_features, history,
-                       None if weights is None else str(weights), description)
+    return TrainedHead(model.cpu().eval(), train_set, val_set, train_features, val_features, history, weights)
 
 
 def save_trained_head(path: str | Path, choice: DataChoice, trained: TrainedHead) -> Path:
     """Save the model with what it is (checkpoint_metadata) at `path`, in the format notebook 05 loads."""
-    metadata = checkpoint_metadata(choice, trained.train_set, trained.val_set, trained.weights,
-                                   trained.weights_description, trained.history, trained.train_features.number_format)
+    metadata = checkpoint_metadata(choice, trained.train_set, trained.val_set, trained.weights, trained.history,
+                                   trained.train_features.number_format)
     return save_checkpoint(path, trained.model, trained.train_set.classes, metadata)
 
 
-def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> tuple[nn.Module, dict]:
+def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> Checkpoint:
     """The model notebook 04 trained on this data, or, when there is none, one trained now the same way.
 
     Later notebooks run on their own: when the checkpoint is missing or was trained on other data
@@ -100,16 +96,15 @@ def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> tuple[nn.Mod
     path = default_checkpoint_path()
     if path.is_file():
         val_size = len(CrackDataset(choice.path, "val", transform=None, progress=False))
-        model, info = load_checkpoint(path, num_classes=len(CrackDataset.classes))
-        meta = info["metadata"]
+        checkpoint = load_checkpoint(path, num_classes=len(CrackDataset.classes))
+        meta = checkpoint.metadata
         if meta.get("data_path") == str(choice.path) and meta.get("n_val") == val_size:
             print(f"Loaded {path} (trained by notebook 04 on {meta.get('n_train'):,} images, "
-                  f"weights: {meta.get('weights_description')}).")
-            return model, info
+                  f"weights: {checkpoint.weights.description}).")
+            return checkpoint
         print(f"{path} was trained on other data ({meta.get('data_path')}); training a new head for {choice.path}.")
     else:
         print(f"No checkpoint at {path}: training one now through the fast path, as notebook 04 does.")
-    weights, weights_description = resolve_weights()
-    trained = train_capstone_head(choice, weights, weights_description, progress=progress)
+    trained = train_capstone_head(choice, resolve_weights(), progress=progress)
     save_trained_head(path, choice, trained)
     return load_checkpoint(path, num_classes=len(trained.train_set.classes))

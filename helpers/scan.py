@@ -28,7 +28,7 @@ from torch import nn
 
 from helpers.dataset import default_transform
 from helpers.plumbing.images import TILE_SIZE
-from helpers.predict import open_photo
+from helpers.plumbing.images import open_photo
 from helpers.plumbing.progress import tqdm
 from helpers.settings import pick_device
 

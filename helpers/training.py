@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from helpers.feature_cache import FeatureSet
+from helpers.inference import logits_from_loader
 from helpers.plumbing.progress import tqdm
 from helpers.settings import pick_device
 
@@ -94,6 +95,29 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion:
     return loss.item()
 
 
+def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, batches,
+                    device: torch.device, *, frozen_backbone: bool = True, history: History | None = None,
+                    desc: str = "epoch", progress: bool = False) -> float:
+    """One pass of the capstone's loop over `batches` of (inputs, labels); returns the mean loss.
+
+    set_train_mode first (frozen parts stay in eval mode unless frozen_backbone=False), then one
+    training_step per batch, each step's loss appended to history.iteration_loss. train, train_head
+    and helpers.finetune.fine_tune all run their epochs through this one function.
+    """
+    set_train_mode(model, frozen_backbone=frozen_backbone)
+    loss_sum, seen = 0.0, 0
+    bar = tqdm(batches, desc=desc, leave=False, disable=not progress)
+    for inputs, labels in bar:
+        loss = training_step(model, optimizer, criterion, inputs.to(device), labels.to(device))
+        if history is not None:
+            history.iteration_loss.append(loss)
+        loss_sum, seen = loss_sum + loss * len(labels), seen + len(labels)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+    if seen == 0:
+        raise ValueError("The training data gave no batches: nothing to train on.")
+    return loss_sum / seen
+
+
 def row_batches(features: torch.Tensor, labels: torch.Tensor, batch_size: int,
                 order: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Split rows into (features, labels) batches, in order or in the given `order` of row indices."""
@@ -105,37 +129,10 @@ def row_batches(features: torch.Tensor, labels: torch.Tensor, batch_size: int,
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-@torch.inference_mode()
-def head_logits(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    """The head's outputs (logits) for cached features, on the head's device."""
-    device = next(head.parameters()).device
-    return head(features.to(device))
-
-
-def predict_logits(model: nn.Module, loader, device: str | torch.device | None = None,
-            progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the model (moved to `device`, in eval mode) over a loader of (inputs, labels) batches.
-
-    Returns (logits of shape (N, classes) as float32, labels of shape (N,)), both on the CPU.
-    """
-    device = pick_device(device)
-    model.to(device)
-    model.eval()
-    all_logits, all_labels = [], []
-    for inputs, labels in tqdm(loader, desc="predicting", leave=False, disable=not progress):
-        logits = model(inputs.to(device))
-        all_logits.append(logits.float().cpu())
-        all_labels.append(torch.as_tensor(labels).cpu())
-    if not all_logits:
-        raise ValueError("The loader gave no batches: nothing to predict.")
-    return torch.cat(all_logits), torch.cat(all_labels)
-
-
-@torch.no_grad()
 def evaluate(model: nn.Module, loader, device: str | torch.device | None = None,
              progress: bool = False) -> float:
     """Accuracy (between 0 and 1) of the model, in eval mode, on a loader of (inputs, labels)."""
-    logits, labels = predict_logits(model, loader, device=device, progress=progress)
+    logits, labels = logits_from_loader(model, loader, device=device, progress=progress)
     predicted = logits.argmax(dim=1)
     return (predicted == labels).float().mean().item()
 
@@ -165,15 +162,9 @@ def train(model: nn.Module, train_loader, val_loader=None, *, epochs: int = 1, l
     })
     start = time.perf_counter()
     for epoch in tqdm(range(epochs), desc="epochs", disable=not progress):
-        set_train_mode(model, frozen_backbone=freeze_batchnorm)
-        loss_sum, seen = 0.0, 0
-        batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress)
-        for inputs, labels in batches:
-            loss = training_step(model, optimizer, criterion, inputs.to(device), labels.to(device))
-            history.iteration_loss.append(loss)
-            loss_sum, seen = loss_sum + loss * len(labels), seen + len(labels)
-            batches.set_postfix(loss=f"{loss_sum / seen:.4f}")
-        history.epoch_loss.append(loss_sum / seen)
+        history.epoch_loss.append(train_one_epoch(model, optimizer, criterion, train_loader, device,
+                                                  frozen_backbone=freeze_batchnorm, history=history,
+                                                  desc=f"epoch {epoch + 1}/{epochs}", progress=progress))
         if val_loader is not None:
             history.val_accuracy.append(evaluate(model, val_loader, device=device))
     model.eval()
@@ -221,14 +212,9 @@ def train_head(head: nn.Module, train_set: FeatureSet, val_set: FeatureSet | Non
     start = time.perf_counter()
     bar = tqdm(range(epochs), desc="epochs", disable=not progress)
     for _ in bar:
-        head.train()
         order = torch.randperm(len(train_labels), generator=order_generator) if shuffle else None
-        loss_sum = 0.0
-        for features, labels in row_batches(train_features, train_labels, batch_size, order):
-            loss = training_step(head, optimizer, criterion, features.to(device), labels.to(device))
-            history.iteration_loss.append(loss)
-            loss_sum += loss * len(labels)
-        history.epoch_loss.append(loss_sum / len(train_labels))
+        batches = row_batches(train_features, train_labels, batch_size, order)
+        history.epoch_loss.append(train_one_epoch(head, optimizer, criterion, batches, device, history=history))
         if val_set is not None:
             history.val_accuracy.append(evaluate(head, val_batches, device=device))
         bar.set_postfix(loss=f"{history.epoch_loss[-1]:.4f}")

@@ -9,13 +9,17 @@ with a footer that repeats it (:func:`save_figure`). The commands behind ``make`
 from __future__ import annotations
 
 import platform
-import re
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from helpers.plumbing.files import atomic_path
+from helpers.plumbing.requirements import declared_floors, is_below
 from helpers.settings import images_dir, quick_mode
+
+if TYPE_CHECKING:  # the first cell checks the versions before torch is imported
+    from helpers.model import WeightsChoice
 
 # The packages a learner's version check lists, in the order they matter to the lesson.
 CHECKED_PACKAGES = (
@@ -24,23 +28,13 @@ CHECKED_PACKAGES = (
 )
 
 
-def _version_tuple(text: str) -> tuple[int, ...]:
-    """'2.14.1+cu130' -> (2, 14, 1); good enough to compare against a `>=` floor."""
-    return tuple(int(part) for part in re.findall(r"\d+", text.split("+")[0])[:3])
-
-
 def required_floors() -> dict[str, str]:
     """The `>=` floors that pyproject.toml declares, read from the installed project's metadata."""
     try:
         requirements = metadata.requires("concrete-crack-workbook") or []
     except metadata.PackageNotFoundError:
         return {}
-    floors = {}
-    for requirement in requirements:
-        match = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*>=\s*([0-9][^,;\s]*)", requirement)
-        if match:
-            floors[match.group(1).lower()] = match.group(2)
-    return floors
+    return declared_floors(requirements)
 
 
 def check_versions(packages: tuple[str, ...] = CHECKED_PACKAGES) -> dict[str, str]:
@@ -63,7 +57,7 @@ def check_versions(packages: tuple[str, ...] = CHECKED_PACKAGES) -> dict[str, st
             version = "missing"
             problems.append(f"{name} is not installed")
         else:
-            if floor and _version_tuple(version) < _version_tuple(floor):
+            if floor and is_below(version, floor):
                 problems.append(f"{name} {version} (needs >= {floor})")
         found[name] = version
         print(f"{name:<12} {version:<16} {'(needs >= ' + floor + ')' if floor else ''}")
@@ -77,36 +71,36 @@ def check_versions(packages: tuple[str, ...] = CHECKED_PACKAGES) -> dict[str, st
 
 
 figure_stamp = ""  # what produced this notebook's figures, e.g. "synthetic data · random backbone"
-NO_MODEL = "no model"
 
 
-def run_stamp(source: str, weights: str | None = NO_MODEL) -> str:
+def run_stamp(source: str, weights: WeightsChoice | None = None) -> str:
     """A short label of what a result was computed with: "real data · ImageNet backbone", "synthetic data"...
 
-    source: "real" or "synthetic"; weights: "imagenet", None (random backbone), a path, or NO_MODEL.
+    source: "real" or "synthetic"; weights: the backbone's WeightsChoice, or None where no model is involved.
     """
     parts = [f"{source} data"]
-    if weights != NO_MODEL:
-        parts.append("ImageNet backbone" if weights == "imagenet" else "random backbone" if weights is None
-                     else f"backbone from {Path(str(weights)).name}")
+    if weights is not None:
+        parts.append("ImageNet backbone" if weights.is_imagenet else "random backbone" if weights.is_random
+                     else f"backbone from {Path(str(weights.source)).name}")
     if quick_mode():
         parts.append("quick mode")
     return " · ".join(parts)
 
 
-def announce_run(choice, weights: str | None = NO_MODEL, weights_description: str = "") -> str:
+def announce_run(choice, weights: WeightsChoice | None = None) -> str:
     """Print what this notebook runs on, in one line, and stamp every figure saved from now on with it.
 
-    choice: the DataChoice of helpers.data (source, path, reason); weights: as in run_stamp.
+    choice: the DataChoice of helpers.data (source, path, reason); weights: the backbone's
+    WeightsChoice (helpers.model.resolve_weights, or a Checkpoint's .weights), None without a model.
     Returns the stamp, e.g. "synthetic data · random backbone".
     """
     global figure_stamp
     figure_stamp = run_stamp(choice.source, weights)
     print(f"This notebook runs on: {figure_stamp}")
     print(f"  data:    {choice.source}, {choice.path}: {choice.reason}")
-    if weights != NO_MODEL:
-        print(f"  weights: {weights_description or ('ImageNet' if weights == 'imagenet' else weights or 'random')}")
-    if choice.source != "real" or weights is None:
+    if weights is not None:
+        print(f"  weights: {weights.description}")
+    if choice.source != "real" or (weights is not None and weights.is_random):
         print("  Results below show how the method works; they say nothing about real concrete or the "
               "capstone's 99.44%, which need the real data and the ImageNet weights.")
     return figure_stamp

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -26,18 +25,16 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the floors are read by the workbook's own function, before any venv exists
+from helpers.plumbing.requirements import declared_floors  # noqa: E402
+
 PINNED = ("torch", "torchvision", "torchao", "numpy", "pillow", "matplotlib", "ipywidgets", "requests", "tqdm")
 PYTEST = ["-m", "pytest", "tests", "-m", "not browser", "-p", "no:cacheprovider", "-q"]
 
 
 def floors(pyproject: Path = ROOT / "pyproject.toml") -> dict[str, str]:
-    """{name: floor} for every `name>=floor` in [project] dependencies (names lower-case)."""
-    found = {}
-    for requirement in tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]:
-        match = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*>=\s*([^,;\s]+)", requirement)
-        if match:
-            found[match.group(1).lower()] = match.group(2)
-    return found
+    """{name: floor} for every `name>=floor` in [project] dependencies (names in canonical form)."""
+    return declared_floors(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"])
 
 
 def constraints(pins: list[str]) -> list[str]:

@@ -17,7 +17,7 @@ from torchvision import transforms
 
 from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD
 from helpers.feature_cache import FeatureSet
-from helpers.training import head_logits
+from helpers.inference import logits_from_features
 from helpers.model import build_resnet18
 from helpers.settings import REAL_SAMPLE, real_sample_dir
 
@@ -78,7 +78,7 @@ def assert_agrees_with_float32() -> Callable[[FeatureSet, FeatureSet, str, float
         cosine = nn.functional.cosine_similarity(float32.features, rounded.features, dim=1)
         assert cosine.min() > min_cosine, f"lowest cosine similarity {cosine.min():.4f}"
         head = train_logistic_head(float32.features, float32.labels)
-        same = head_logits(head, float32.features).argmax(1) == head_logits(head, rounded.features).argmax(1)
+        same = logits_from_features(head, float32.features).argmax(1) == logits_from_features(head, rounded.features).argmax(1)
         print(f"{what} changed {int((~same).sum())} of {len(same)} predictions; lowest cosine {cosine.min():.5f}")
         assert same.float().mean() >= 0.99, f"{what} changed {int((~same).sum())} of {len(same)} predictions"
     return check

@@ -16,7 +16,6 @@ import torch
 from matplotlib.figure import Figure
 
 from helpers.analysis import (
-    Predictions,
     compare_on_same_images,
     compute_metrics,
     confusion_matrix,
@@ -25,13 +24,12 @@ from helpers.analysis import (
     plot_confusion_matrix,
     plot_misclassified,
     plot_threshold_curve,
-    predict_dataset,
-    predictions_from_logits,
     threshold_curve,
 )
 from helpers.dataset import CrackDataset
 from helpers.feature_cache import FeatureSet
 from helpers.features import extract_features
+from helpers.inference import Predictions, predict_dataset, predictions_from_logits
 from helpers.speed import FastSettings
 from helpers.model import build_resnet18
 from helpers.synthetic_dataset import generate_dataset

@@ -33,7 +33,7 @@ from helpers.dataset import (
 )
 from helpers.folder_dataset import FolderDataset
 from helpers.plumbing.images import BadImageError
-from helpers.predict import load_image_tensor
+from helpers.inference import load_image_tensor
 
 SIZE = 227
 
@@ -151,6 +151,18 @@ def test_sample_fields(root40):
     assert everything.sample(38).sample_id == "Positive/10001_1.jpg"
     with pytest.raises(Exception):
         val.sample(0).label = 0  # frozen
+
+
+def test_first_n_samples_is_the_same_split_cut_short(root40):
+    train = ds.CrackDataset(root40, "train")
+    part = train.first(5)
+    assert isinstance(part, ds.CrackDataset) and len(part) == 5 and len(train) == 30
+    assert [s.sample_id for s in part.samples] == [s.sample_id for s in train.samples[:5]]
+    assert part.root == train.root and part.transform is train.transform and part.source_size == train.source_size
+    assert torch.equal(part[4][0], train[4][0])
+    assert len(train.first(100)) == 30 and len(train.first(0)) == 0
+    with pytest.raises(ValueError, match="0 or more"):
+        train.first(-1)
 
 
 def test_unequal_class_counts(tmp_path):

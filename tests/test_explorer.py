@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 from helpers import explorer as explorer_module
+from helpers.inference import Predictions
 from helpers.explorer import FRONTEND_MESSAGE, build_explorer, show_explorer
 from helpers.workbook import has_widget_frontend
 
@@ -28,6 +30,18 @@ def solid_picture(index: int) -> np.ndarray:
 
 def blue_heatmap(index: int) -> np.ndarray:
     return np.full((SIZE, SIZE, 3), (0, 0, 255), dtype=np.uint8)
+
+
+def predictions(folder=None) -> Predictions:
+    """The 20 samples as notebook 05's Predictions; with `folder`, each picture is a file there."""
+    paths = []
+    if folder is not None:
+        for i in range(20):
+            paths.append(folder / f"{i:05d}.png")
+            Image.fromarray(solid_picture(i)).save(paths[-1])
+    probabilities = torch.tensor([[1 - p, p] for p in PROBABILITIES])
+    return Predictions([f"{i:05d}.jpg" for i in range(20)], paths, torch.tensor(LABELS), probabilities,
+                       ["Negative", "Positive"])
 
 
 def make_explorer(**kwargs):
@@ -165,27 +179,24 @@ def test_plain_python_has_no_widget_frontend():
 
 def test_show_explorer_without_frontend_prints_a_message_and_a_summary(monkeypatch, capsys):
     monkeypatch.setattr(explorer_module, "has_widget_frontend", lambda: False)
-    result = show_explorer(np.array(PROBABILITIES), np.array(LABELS), [str(i) for i in range(20)], solid_picture)
+    result = show_explorer(predictions(), threshold=0.5)
     assert result is None
     printed = capsys.readouterr().out
     assert printed.count(FRONTEND_MESSAGE) == 1
     assert "false negatives (missed cracks)" in printed and "misclassified" in printed
+    assert re.search(r"false negatives \(missed cracks\) +2\n", printed)  # samples 8 and 9
 
 
-def test_show_explorer_never_raises_without_frontend(monkeypatch, capsys):
-    monkeypatch.setattr(explorer_module, "has_widget_frontend", lambda: False)
-    assert show_explorer() is None
-    assert FRONTEND_MESSAGE in capsys.readouterr().out
-
-
-def test_show_explorer_with_frontend_displays_the_box_once_and_returns_the_explorer(monkeypatch):
+def test_show_explorer_with_frontend_displays_the_box_once_and_returns_the_explorer(monkeypatch, tmp_path):
     import IPython.display
 
     shown = []
     monkeypatch.setattr(explorer_module, "has_widget_frontend", lambda: True)
     monkeypatch.setattr(IPython.display, "display", shown.append)
-    result = show_explorer(PROBABILITIES, LABELS, [str(i) for i in range(20)], solid_picture, threshold=0.6)
+    result = show_explorer(predictions(tmp_path), heatmap=blue_heatmap, threshold=0.6)
     assert shown == [result.widget]
     assert "crack-explorer" in result.widget._dom_classes
     assert repr(result) == "<crack explorer of 20 samples>"
     assert result.mistake_count == 3 and result.threshold.value == 0.6
+    picture = decode(result.png(3))  # read from predictions.paths[3], the heatmap beside it
+    assert picture.getpixel((0, 0)) == (30, 0, 0) and picture.getpixel((picture.width - 1, 0)) == (0, 0, 255)

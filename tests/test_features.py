@@ -19,7 +19,7 @@ from helpers.dataset import CrackDataset
 from helpers.folder_dataset import FolderDataset
 from helpers.feature_cache import FeatureSet
 from helpers.features import cache_name, extract_features, feature_cache_key
-from helpers.training import head_logits
+from helpers.inference import logits_from_features
 from helpers.model import backbone_of, build_resnet18
 from helpers.settings import feature_cache_dir
 from helpers.speed import (
@@ -113,7 +113,7 @@ def test_cached_path_equals_direct_path(model, synthetic_root, tmp_path):
     computed = extract(model, dataset, tmp_path)
     loaded = extract(model, dataset, tmp_path)  # the same numbers back from the cache file
     for feature_set in (computed, loaded):
-        assert torch.allclose(head_logits(model.fc, feature_set.features), direct, atol=1e-4, rtol=1e-4)
+        assert torch.allclose(logits_from_features(model.fc, feature_set.features), direct, atol=1e-4, rtol=1e-4)
     assert torch.equal(computed.features, loaded.features)
     assert next(model.parameters()).is_contiguous()  # the learner's model was not converted
 

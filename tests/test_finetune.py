@@ -14,7 +14,8 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from helpers.analysis import compute_metrics, predictions_from_logits
+from helpers.analysis import compute_metrics
+from helpers.inference import predictions_from_logits
 from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, DatasetNotFoundError
 from helpers.folder_dataset import FolderDataset
 from helpers.plumbing.images import BadImageError
@@ -122,8 +123,9 @@ def test_a_three_class_head_learns_and_its_checkpoint_names_the_classes(root, tm
                          device="cpu", progress=False)
     assert history.epoch_loss[-1] < history.epoch_loss[0] * 0.5
     path = save_checkpoint(tmp_path / "three.pt", model, train.classes, {"data": "synthetic"})
-    loaded, info = load_checkpoint(path, num_classes=3)
-    assert info["class_names"] == ["crack", "no_defect", "stain"]
+    checkpoint = load_checkpoint(path, num_classes=3)
+    loaded = checkpoint.model
+    assert checkpoint.class_names == ["crack", "no_defect", "stain"]
     images = torch.stack([train[i][0] for i in range(4)])
     assert torch.allclose(loaded(images), model.eval()(images))
 

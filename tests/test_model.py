@@ -15,7 +15,9 @@ from http_server import FileServer
 from torchvision.models import resnet18
 
 from helpers.model import (
+    Checkpoint,
     CheckpointMismatchError,
+    WeightsChoice,
     WeightsUnavailableError,
     build_resnet18,
     count_parameters,
@@ -93,13 +95,24 @@ def test_random_fallback_only_in_quick_mode_or_when_asked(no_weights, monkeypatc
     with pytest.raises(WeightsUnavailableError):
         resolve_weights()
     monkeypatch.setenv("WORKBOOK_QUICK", "1")
-    weights, description = resolve_weights()
-    assert weights is None and "NOT pretrained" in description
+    weights = resolve_weights()
+    assert weights.is_random and weights.label == "random" and "NOT pretrained" in weights.description
     assert "RANDOMLY INITIALISED" in capsys.readouterr().out
     monkeypatch.delenv("WORKBOOK_QUICK")
     monkeypatch.setenv("WORKBOOK_ALLOW_RANDOM_WEIGHTS", "1")
-    assert resolve_weights()[0] is None
-    assert resolve_weights(allow_random=True)[0] is None
+    assert resolve_weights().is_random
+    assert resolve_weights(allow_random=True).is_random
+
+
+@pytest.mark.parametrize("given, source, label", [
+    ("imagenet", "imagenet", "imagenet"), (None, None, "random"), (Path("/w/r.pth"), "/w/r.pth", "/w/r.pth"),
+])
+def test_weights_choice_reads_back_what_a_checkpoint_records(given, source, label):
+    weights = WeightsChoice.of(given)
+    assert weights.source == source and weights.label == label and weights.description
+    assert WeightsChoice.of(weights) is weights
+    assert WeightsChoice.from_label(weights.label, weights.description) == weights
+    assert WeightsChoice.from_label(None).is_random and not WeightsChoice.from_label("imagenet").is_random
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -108,13 +121,13 @@ def test_checkpoint_round_trip(tmp_path):
     path = save_checkpoint(tmp_path / "ckpt" / "model.pt", model, ["Negative", "Positive"],
                            {"weights": "random", "val_accuracy": 0.75})
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary file left behind
-    loaded, info = load_checkpoint(path, num_classes=2)
-    assert not loaded.training
-    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    checkpoint = load_checkpoint(path, num_classes=2)
+    assert isinstance(checkpoint, Checkpoint) and checkpoint.path == path and not checkpoint.model.training
+    for (name, a), (_, b) in zip(model.state_dict().items(), checkpoint.model.state_dict().items()):
         assert torch.equal(a, b), name
-    assert info["class_names"] == ["Negative", "Positive"]
-    assert info["metadata"]["val_accuracy"] == 0.75 and info["metadata"]["weights"] == "random"
-    assert info["metadata"]["versions"]["torch"] == torch.__version__
+    assert checkpoint.class_names == ["Negative", "Positive"]
+    assert checkpoint.metadata["val_accuracy"] == 0.75 and checkpoint.weights.is_random
+    assert checkpoint.metadata["versions"]["torch"] == torch.__version__
 
 
 def test_wrong_checkpoints_get_clear_errors(tmp_path):
@@ -244,9 +257,9 @@ def test_thirty_concurrent_saves_of_one_checkpoint(tmp_path):
     with ThreadPoolExecutor(max_workers=30) as pool:
         saved = list(pool.map(save, range(30)))
     assert saved == [path] * 30
-    loaded, info = load_checkpoint(path, num_classes=2)
-    assert info["metadata"]["writer"] in range(30)
-    assert torch.equal(loaded.fc.weight, model.fc.weight)
+    checkpoint = load_checkpoint(path, num_classes=2)
+    assert checkpoint.metadata["writer"] in range(30)
+    assert torch.equal(checkpoint.model.fc.weight, model.fc.weight)
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # every temporary file was renamed
 
 
@@ -261,7 +274,7 @@ def test_a_temporary_file_left_by_a_killed_save(tmp_path):
     two_minutes_ago = time.time() - 120
     for temp in (stale, other):
         os.utime(temp, (two_minutes_ago, two_minutes_ago))
-    assert load_checkpoint(path)[1]["class_names"] == ["Negative", "Positive"]
+    assert load_checkpoint(path).class_names == ["Negative", "Positive"]
     save_checkpoint(path, model, ["Negative", "Positive"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, fresh.name, other.name])
-    assert load_checkpoint(path)[1]["class_names"] == ["Negative", "Positive"]
+    assert load_checkpoint(path).class_names == ["Negative", "Positive"]

@@ -15,7 +15,8 @@ from PIL import Image
 
 from helpers.plumbing.images import BadImageError
 from helpers.model import build_resnet18, save_checkpoint
-from helpers.predict import Prediction, classify_files, classify_images, format_prediction, load_image_tensor
+from helpers.inference import Prediction, classify_photos, load_image_tensor
+from helpers.predict import classify_files, format_prediction
 from helpers.tools.predict import main
 from helpers.settings import PROJECT_ROOT
 
@@ -80,8 +81,8 @@ def test_json_matches_the_python_api(workdir, capsys):
 
 def test_batches_give_the_same_numbers(workdir):
     model = build_resnet18(2, weights=None)
-    one_batch = classify_images(model, photos(workdir), ["Negative", "Positive"], device="cpu")
-    one_at_a_time = classify_images(model, photos(workdir), ["Negative", "Positive"], device="cpu", batch_size=1)
+    one_batch = classify_photos(model, photos(workdir), ["Negative", "Positive"], device="cpu")
+    one_at_a_time = classify_photos(model, photos(workdir), ["Negative", "Positive"], device="cpu", batch_size=1)
     for a, b in zip(one_batch, one_at_a_time):
         assert a.label == b.label and a.probability == pytest.approx(b.probability, abs=1e-5)
 

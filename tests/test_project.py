@@ -10,26 +10,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
-from helpers.tools.run_notebooks import strip_notebook
+from helpers.plumbing.requirements import declared_floors, is_below, name_and_floor
+from helpers.tools.run_notebooks import strip_notebook, stripped_text
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CONDA_NAMES = {"pytorch": "torch"}  # conda-forge's name -> PyPI's name
 
 
-def _name_and_floor(requirement: str) -> tuple[str, str]:
-    match = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:>=\s*([^,;\s]+))?", requirement)
-    assert match, f"cannot read requirement {requirement!r}"
-    return match.group(1).lower(), match.group(2) or ""
-
-
 def pyproject_requirements(list_name: str = "dependencies") -> dict[str, str]:
     """The runtime dependencies ("dependencies") or an extra ("test") of pyproject.toml: name -> floor."""
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     block = re.search(rf"^{list_name}\s*=\s*\[(.*?)^\]", text, re.S | re.M).group(1)
-    return dict(_name_and_floor(item) for item in re.findall(r'"([^"]+)"', block))
+    return dict(name_and_floor(item) for item in re.findall(r'"([^"]+)"', block))
 
 
 # Import names that differ from the package that brings them (PyPI name).
@@ -54,7 +50,7 @@ def environment_requirements() -> dict[str, str]:
     for line in text.split("\ndependencies:", 1)[1].splitlines():
         match = re.match(r"^  - ([A-Za-z][^\s#]*)\s*$", line)
         if match and not match.group(1).startswith(("python", "pip")):
-            name, floor = _name_and_floor(match.group(1))
+            name, floor = name_and_floor(match.group(1))
             requirements[CONDA_NAMES.get(name, name)] = floor
     return requirements
 
@@ -107,6 +103,17 @@ def test_strip_removes_outputs(tmp_path):
     cleaned = json.loads(dirty.read_text(encoding="utf-8"))
     assert all(not c.get("outputs") and not c.get("execution_count")
                for c in cleaned["cells"] if c["cell_type"] == "code")
+    assert dirty.read_text(encoding="utf-8") == source.read_text(encoding="utf-8")  # back to the committed bytes
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebooks_are_in_nbformats_own_layout(path):
+    """What JupyterLab writes on save (nbformat.write) is what is committed: a save changes no line."""
+    text = path.read_text(encoding="utf-8")
+    notebook = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+    assert text == nbformat.writes(notebook, version=nbformat.NO_CONVERT) + "\n", \
+        f"{path.name} is not in nbformat's layout: run `make strip`"
+    assert text == stripped_text(path)
 
 
 def test_licence_and_dataset_credit():
@@ -132,3 +139,25 @@ def test_data_folder_is_ignored_by_git():
     if result.returncode == 128:
         pytest.skip("not a git checkout")
     assert result.returncode == 0, "data/ downloads must be ignored by git"
+
+
+@pytest.mark.parametrize("requirement, expected", [
+    ("torch>=2.3", ("torch", "2.3")),
+    ("Pillow >= 9.5", ("pillow", "9.5")),
+    ("numpy>=1.24,<3", ("numpy", "1.24")),
+    ("torchao>=0.9,>=0.11", ("torchao", "0.11")),
+    ('nbval>=0.11; extra == "test"', ("nbval", "0.11")),
+    ("jupyterlab", ("jupyterlab", "")),
+    ("requests==2.31", ("requests", "")),
+])
+def test_floors_are_read_by_packaging(requirement, expected):
+    assert name_and_floor(requirement) == expected
+
+
+def test_floors_of_an_extra_count_only_when_asked_for_and_bad_text_is_named():
+    requirements = ["torch>=2.3", 'nbval>=0.11; extra == "test"', "tqdm"]
+    assert declared_floors(requirements) == {"torch": "2.3"}
+    assert declared_floors(requirements, extra="test") == {"torch": "2.3", "nbval": "0.11"}
+    with pytest.raises(ValueError, match="'torch >= = 2' is not a requirement"):
+        name_and_floor("torch >= = 2")
+    assert is_below("2.2.9+cpu", "2.3") and not is_below("2.14.1+cu130", "2.3") and not is_below("2.3.0", "2.3")

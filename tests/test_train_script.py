@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import helpers.tools.train
-from helpers.analysis import accuracy_interval, compute_metrics, predict_dataset
+from helpers.analysis import accuracy_interval, compute_metrics
+from helpers.inference import predict_dataset
 from helpers.dataset import CrackDataset
 from helpers.model import load_checkpoint
 from helpers.settings import PROJECT_ROOT
@@ -55,8 +56,8 @@ def test_run_writes_checkpoint_plot_and_metrics(tiny, tmp_path, capsys):
     assert len(warnings) == 1 and warnings[0].startswith("WARNING: --weights random")
 
     metrics = json.loads((out / "metrics.json").read_text())
-    model, info = load_checkpoint(out / "resnet18_cracks.pt")
-    meta = info["metadata"]
+    checkpoint = load_checkpoint(out / "resnet18_cracks.pt")
+    model, meta = checkpoint.model, checkpoint.metadata
     assert meta["data_path"] == str(tiny) and meta["weights"] == "random" and meta["data_source"] == "synthetic"
     assert (metrics["n_train"], metrics["n_val"]) == (meta["n_train"], meta["n_val"]) == (18, 6)
     assert metrics["weights"] == "random" and metrics["data_path"] == str(tiny) and metrics["device"] == "cpu"

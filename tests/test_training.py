@@ -16,12 +16,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from helpers.dataset import CrackDataset
 from helpers.feature_cache import FeatureSet
-from helpers.model import build_resnet18
+from helpers.inference import logits_from_loader
+from helpers.model import backbone_of, build_resnet18
 from helpers.synthetic_dataset import generate_dataset
 from helpers.training import (
     History,
     evaluate,
-    predict_logits,
     set_train_mode,
     train,
     train_head,
@@ -47,11 +47,6 @@ def fresh_model(seed: int = 0) -> nn.Module:
 def rows(features: torch.Tensor, labels: torch.Tensor) -> FeatureSet:
     """A FeatureSet of given rows, as extract_features would return it."""
     return FeatureSet(features, labels, [f"row {i}" for i in range(len(labels))], key="test")
-
-
-def backbone_of(model: nn.Module) -> nn.Module:
-    """Everything but fc, ending in the 512 numbers per image that fc sees."""
-    return nn.Sequential(*list(model.children())[:-1], nn.Flatten())
 
 
 def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -285,7 +280,7 @@ def test_predict_and_evaluate_on_a_model_with_known_answers():
     model = sign_model().train()                    # predict must switch to eval itself
     loader = DataLoader(TensorDataset(inputs, labels), batch_size=2)  # batches of 2, 2, 1
 
-    logits, got_labels = predict_logits(model, loader, device=DEVICE)
+    logits, got_labels = logits_from_loader(model, loader, device=DEVICE)
     assert logits.dtype == torch.float32 and logits.device.type == "cpu"
     assert torch.equal(logits, torch.cat([-inputs, inputs], dim=1))
     assert torch.equal(got_labels, labels)
@@ -294,9 +289,9 @@ def test_predict_and_evaluate_on_a_model_with_known_answers():
     assert not model.training
 
 
-def test_predict_logits_refuses_an_empty_loader():
+def test_logits_from_loader_refuses_an_empty_loader():
     with pytest.raises(ValueError, match="no batches"):
-        predict_logits(sign_model(), [], device=DEVICE)
+        logits_from_loader(sign_model(), [], device=DEVICE)
 
 
 def test_history_final_accuracy():

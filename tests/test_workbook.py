@@ -13,17 +13,18 @@ from PIL import Image  # noqa: E402
 
 from helpers import workbook  # noqa: E402
 from helpers.data import DataChoice  # noqa: E402
-from helpers.workbook import NO_MODEL, announce_run, run_stamp, save_figure  # noqa: E402
+from helpers.model import WeightsChoice  # noqa: E402
+from helpers.workbook import announce_run, run_stamp, save_figure  # noqa: E402
 
 
 @pytest.mark.parametrize("source, weights, quick, expected", [
-    ("synthetic", None, False, "synthetic data · random backbone"),
-    ("real", "imagenet", False, "real data · ImageNet backbone"),
-    ("synthetic", NO_MODEL, False, "synthetic data"),
-    ("synthetic", None, True, "synthetic data · random backbone · quick mode"),
-    ("real", "/x/resnet18-mine.pth", False, "real data · backbone from resnet18-mine.pth"),
+    ("synthetic", WeightsChoice(None), False, "synthetic data · random backbone"),
+    ("real", WeightsChoice("imagenet"), False, "real data · ImageNet backbone"),
+    ("synthetic", None, False, "synthetic data"),
+    ("synthetic", WeightsChoice(None), True, "synthetic data · random backbone · quick mode"),
+    ("real", WeightsChoice("/x/resnet18-mine.pth"), False, "real data · backbone from resnet18-mine.pth"),
 ])
-def testfigure_stamp_names_data_weights_and_mode(monkeypatch, source, weights, quick, expected):
+def test_figure_stamp_names_data_weights_and_mode(monkeypatch, source, weights, quick, expected):
     monkeypatch.setenv("WORKBOOK_QUICK", "1" if quick else "0")
     assert run_stamp(source, weights) == expected
 
@@ -31,12 +32,16 @@ def testfigure_stamp_names_data_weights_and_mode(monkeypatch, source, weights, q
 def test_announce_run_says_what_runs_and_warns_about_stand_ins(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("WORKBOOK_QUICK", "0")
     monkeypatch.setattr(workbook, "figure_stamp", "")
-    stamp = announce_run(DataChoice(tmp_path, "synthetic", "offline."), None, "random initialisation")
+    stamp = announce_run(DataChoice(tmp_path, "synthetic", "offline."), WeightsChoice(None, "random initialisation"))
     out = capsys.readouterr().out
     assert out.startswith("This notebook runs on: synthetic data · random backbone")
     assert "say nothing about real concrete" in out and stamp == "synthetic data · random backbone"
-    announce_run(DataChoice(tmp_path, "real", "downloaded."), "imagenet", "ImageNet")
-    assert "say nothing" not in capsys.readouterr().out
+    announce_run(DataChoice(tmp_path, "real", "downloaded."), WeightsChoice("imagenet"))
+    out = capsys.readouterr().out
+    assert "say nothing" not in out and "weights: ImageNet (torchvision IMAGENET1K_V1)" in out
+    announce_run(DataChoice(tmp_path, "real", "downloaded."))  # no model: no weights line, no warning
+    out = capsys.readouterr().out
+    assert "weights:" not in out and "say nothing" not in out
 
 
 def test_saved_figures_carry_the_stamp_once(monkeypatch, tmp_path):

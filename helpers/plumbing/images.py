@@ -56,7 +56,7 @@ def load_image(path: Path, size: int | None = None) -> Image.Image:
 
     The width and height in the file's header are checked before any pixel is decoded: an image
     above MAX_IMAGE_PIXELS raises BadImageError. With `size`, an image of another size is resized
-    to size x size (to_size, which helpers.predict.load_image_tensor uses too); one that has it
+    to size x size (to_size, which helpers.inference.load_image_tensor uses too); one that has it
     already is returned as decoded, with no resize.
     """
     try:
@@ -100,3 +100,20 @@ def is_readable(path: Path) -> bool:
     except BadImageError:
         return False
     return True
+
+
+def open_photo(path: str | Path) -> Image.Image:
+    """The photo at `path`, fully decoded, as an RGB image.
+
+    A missing file raises FileNotFoundError, a file that is not an image (or is truncated)
+    BadImageError; both messages start with the file: "photo.jpg: <reason>."
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file.")
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB")  # also decodes the whole file, so damage shows here
+    except Exception as error:  # PIL raises several kinds of error for broken files
+        reason = (str(error).splitlines() or [""])[0].replace(repr(str(path)), "").strip(" :")
+        raise BadImageError(f"{path}: not readable as an image ({reason or type(error).__name__}).") from error

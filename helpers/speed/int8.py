@@ -24,7 +24,7 @@ slower (measured: benchmarks/README.md).
 
 The features differ from float32 by rounding only: tests check that their cosine similarity
 stays near 1 and that a head's predictions agree on at least 99 % of the images. The caller
-passes the calibration images (:func:`helpers.speed.calibration_images`: synthetic concrete
+passes the calibration images (:func:`helpers.speed.backbone.calibration_images`: synthetic concrete
 drawn with a fixed seed, never the data being measured).
 
 It needs an x86-64 CPU, torchao and a C++ compiler (torch.compile writes C++); elsewhere

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Sequence
 
 from helpers.model import CheckpointMismatchError, printable
-from helpers.predict import classify_images, format_prediction, load_model
+from helpers.inference import classify_photos
+from helpers.predict import format_prediction, load_model
 from helpers.settings import default_checkpoint_path
 
 
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {printable(error)}", file=sys.stderr)
         return 1
     errors: list[tuple[Path, Exception]] = []
-    predictions = classify_images(model, args.images, class_names, errors=errors)
+    predictions = classify_photos(model, args.images, class_names, errors=errors)
     try:
         if args.json:
             print(json.dumps([p.to_dict() for p in predictions], indent=2))

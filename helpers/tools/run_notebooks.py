@@ -7,7 +7,6 @@ summary closes the run: which data, how many images, which weights, how long it 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -132,10 +131,9 @@ def trained_model_summary(comparable: bool) -> str:
     """Lines on the checkpoint notebook 04 saved: its split, validation accuracy with its interval, its path."""
     path = default_checkpoint_path()
     try:
-        _, info = load_checkpoint(path)
+        meta = load_checkpoint(path).metadata
     except (FileNotFoundError, CheckpointMismatchError) as error:
         return f"  model:   none saved ({error})"
-    meta = info["metadata"]
     n_val, accuracy = meta.get("n_val"), meta.get("val_accuracy")
     lines = [f"  split:   {meta.get('n_train', 0):,} training / {n_val or 0:,} validation images, {meta.get('split')}"]
     if isinstance(n_val, int) and n_val > 0 and isinstance(accuracy, float):
@@ -148,21 +146,30 @@ def trained_model_summary(comparable: bool) -> str:
     return "\n".join(lines)
 
 
-def strip_notebook(path: Path) -> bool:
-    """Remove outputs, execution counts and widget state from one notebook, in place; True when it changed.
+def stripped_text(path: Path) -> str:
+    """The notebook at `path` without outputs, execution counts and widget state, in nbformat's own layout.
 
-    Notebooks are committed without outputs (a test checks it).
+    The layout is the one JupyterLab saves (nbformat.write: sorted keys, one space of indent, a final
+    newline), so saving a clean notebook in JupyterLab changes no line, and a diff shows only real edits.
     """
-    text = path.read_text(encoding="utf-8")
-    notebook = json.loads(text)
-    for cell in notebook.get("cells", []):
-        if cell.get("cell_type") == "code":
-            cell["outputs"] = []
-            cell["execution_count"] = None
-        cell.get("metadata", {}).pop("execution", None)
-    notebook.get("metadata", {}).pop("widgets", None)
-    new_text = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
-    if new_text == text:
+    notebook = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        cell.metadata.pop("execution", None)
+    notebook.metadata.pop("widgets", None)
+    text = nbformat.writes(notebook, version=nbformat.NO_CONVERT)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def strip_notebook(path: Path) -> bool:
+    """Rewrite one notebook as stripped_text gives it, in place; True when it changed.
+
+    Notebooks are committed that way (tests/test_project.py checks it).
+    """
+    new_text = stripped_text(path)
+    if new_text == path.read_text(encoding="utf-8"):
         return False
     with atomic_path(path) as temp:
         temp.write_text(new_text, encoding="utf-8")

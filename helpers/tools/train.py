@@ -27,12 +27,13 @@ from typing import NoReturn
 import matplotlib
 import matplotlib.pyplot as plt
 
-from helpers.analysis import compute_metrics, predict_dataset
+from helpers.analysis import compute_metrics
+from helpers.inference import predict_dataset
 from helpers.data import DataChoice, prepare_data, read_source
 from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files
 from helpers.plumbing.files import atomic_path, write_json_atomically
 from helpers.model import (
-    WeightsUnavailableError, build_resnet18, imagenet_weights_path, resolve_weights,
+    WeightsChoice, WeightsUnavailableError, build_resnet18, imagenet_weights_path, resolve_weights,
 )
 from helpers.pipeline import save_trained_head, train_capstone_head
 from helpers.plots import plot_training_history
@@ -129,12 +130,12 @@ def _data_choice(folder: Path | None, progress: bool) -> DataChoice:
     return DataChoice(folder, "real", "given with --data.")
 
 
-def _resolve(weights: str) -> tuple[str | None, str]:
-    """(weights for train_capstone_head, description); the ImageNet weights are fetched here if needed."""
+def _resolve(weights: str) -> WeightsChoice:
+    """The weights for train_capstone_head; the ImageNet weights are fetched here if needed."""
     if weights == "random":
         print("WARNING: --weights random: the backbone is NOT pretrained, so the accuracy below means little.",
               file=sys.stderr)
-        return None, "random initialisation (NOT pretrained: --weights random)"
+        return WeightsChoice(None, "random initialisation (NOT pretrained: --weights random)")
     if weights != "imagenet":
         try:  # a file that is not a ResNet18 state dict fails here, before any work
             build_resnet18(weights=weights, progress=False)
@@ -143,7 +144,7 @@ def _resolve(weights: str) -> tuple[str | None, str]:
                 raise
             raise WeightsUnavailableError(f"{weights} cannot be loaded as ResNet18 weights "
                                           f"({type(error).__name__}).") from None
-        return weights, f"from {weights}"
+        return WeightsChoice(weights)
     try:
         with contextlib.redirect_stderr(sys.stdout):  # torch.hub's download messages are not errors
             return resolve_weights(allow_random=False)
@@ -157,14 +158,14 @@ def _resolve(weights: str) -> tuple[str | None, str]:
 def run(args: argparse.Namespace) -> dict:
     """Train, evaluate and write checkpoint, loss plot and metrics.json; returns the metrics."""
     start, progress = time.perf_counter(), not args.quiet
-    weights, description = _resolve(args.weights)  # before the data: no download for a run that cannot start
+    weights = _resolve(args.weights)  # before the data: no download for a run that cannot start
     choice = _data_choice(args.data, progress)
     n_images = sum(len(list_class_files(choice.path, name)) for name in CLASS_NAMES)
     device = pick_device(args.device)
     out = (args.out or data_dir() / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")).expanduser().resolve()
     print(f"data:    {choice.source}, {choice.path} ({n_images:,} images): {choice.reason}\n"
-          f"weights: {description}\ndevice:  {device}\nout:     {out}", flush=True)
-    trained = train_capstone_head(choice, weights, description, epochs=args.epochs, lr=args.lr,
+          f"weights: {weights.description}\ndevice:  {device}\nout:     {out}", flush=True)
+    trained = train_capstone_head(choice, weights, epochs=args.epochs, lr=args.lr,
                                   batch_size=args.batch_size, dedupe=args.dedupe, device=device,
                                   seed=args.seed, progress=progress)
     metrics = compute_metrics(predict_dataset(trained.model, trained.val_set, features=trained.val_features))
@@ -172,7 +173,7 @@ def run(args: argparse.Namespace) -> dict:
     print(f"validation accuracy {metrics.accuracy:.2%} (95% interval {100 * low:.2f}-{100 * high:.2f}%) "
           f"on {metrics.total:,} images")
     caveats = [why for why, applies in (("synthetic images", not choice.is_real),
-                                        ("a random backbone", weights is None)) if applies]
+                                        ("a random backbone", weights.is_random)) if applies]
     if caveats:
         print(f"This number cannot be compared with the capstone's {CAPSTONE_ACCURACY}: "
               f"it was measured with {' and '.join(caveats)}.")
@@ -185,8 +186,8 @@ def run(args: argparse.Namespace) -> dict:
     record = {
         "accuracy": metrics.accuracy, "correct": metrics.correct, "interval_95": list(metrics.interval),
         "n_train": len(trained.train_set), "n_val": len(trained.val_set),
-        "data_source": choice.source, "data_path": str(choice.path), "weights": trained.weights or "random",
-        "weights_description": description, "comparable_with_capstone": not caveats, "epochs": args.epochs,
+        "data_source": choice.source, "data_path": str(choice.path), "weights": weights.label,
+        "weights_description": weights.description, "comparable_with_capstone": not caveats, "epochs": args.epochs,
         "lr": args.lr, "batch_size": args.batch_size, "dedupe": args.dedupe, "seed": args.seed,
         "device": str(device), "features": trained.train_features.number_format,
         "seconds": round(time.perf_counter() - start, 2), "files": {k: str(p) for k, p in paths.items()},
