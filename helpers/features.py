@@ -130,3 +130,27 @@ def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = N
         except OSError as error:  # a full disk or a read-only folder must not throw the work away
             warnings.warn(f"Could not save the feature cache {path} ({error}); the features are not cached.")
     return feature_set
+
+
+def features_for(dataset, *sources: FeatureSet) -> FeatureSet:
+    """The features of `dataset`'s images, in its order, taken by sample id from feature sets already computed.
+
+    An image's features do not depend on the split it sits in, so another split of the same folder
+    (`dedupe=True`, a subset) needs no new pass through the backbone. The sources must share one
+    number format; an image none of them holds raises ValueError naming it.
+    """
+    formats = {source.number_format for source in sources}
+    if len(formats) != 1:
+        raise ValueError(f"the feature sets were computed in different number formats ({', '.join(sorted(formats))}): "
+                         "compute them with the same settings.")
+    rows = {sample_id: (source, row) for source in sources for row, sample_id in enumerate(source.sample_ids)}
+    wanted = [sample.sample_id for sample in dataset.samples]
+    missing = [sample_id for sample_id in wanted if sample_id not in rows]
+    if missing:
+        raise ValueError(f"{len(missing)} images of this data set have no features here (first: {missing[0]}): "
+                         "extract_features computes them.")
+    picked = [rows[sample_id] for sample_id in wanted]
+    features = torch.stack([source.features[row] for source, row in picked]) if picked else torch.empty(0, 512)
+    labels = torch.tensor([int(source.labels[row]) for source, row in picked], dtype=torch.long)
+    key = hashlib.sha256("\n".join(["selected", *sorted({s.key for s in sources}), *wanted]).encode()).hexdigest()
+    return FeatureSet(features, labels, wanted, key, formats.pop())

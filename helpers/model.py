@@ -147,6 +147,20 @@ def build_resnet18(num_classes: int = 2, weights: WeightsChoice | str | Path | N
     return model
 
 
+def starting_head(num_classes: int = 2, seed: int = 0) -> nn.Linear:
+    """The head training starts from: the `Linear(512, num_classes)` that build_resnet18 makes right after
+    `torch.manual_seed(seed)`, as the capstone did (notebook 04).
+
+    build_resnet18 draws the backbone's random numbers before the head's, so a bare
+    `torch.manual_seed(0); nn.Linear(512, 2)` is another head. This replays the same draws on the
+    side (torch's global random state is left as it was), whatever weights the backbone then loads.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = resnet18(weights=None)  # the same draws build_resnet18 makes before its head
+        return nn.Linear(model.fc.in_features, num_classes)
+
+
 def resolve_weights(allow_random: bool | None = None) -> WeightsChoice:
     """For the notebooks: the ImageNet weights when they can be had, else a loud fallback to a random backbone.
 

@@ -10,7 +10,8 @@ draws a stand-in with the same layout:
   (2 to ~26 px: the real tiles are close-ups, and their cracks cover ~9 % of a tile);
 * negatives ("no_crack"): half plain surfaces, half hard cases a classifier can mistake for a
   crack for reasons you can see: stains, shadows, large pits, faint scratches;
-* byte-identical duplicates at the real set's rates (~1.5 % of positives, ~6.5 % of negatives),
+* byte-identical duplicates (1.5 % of positives, 6.5 % of negatives: rates chosen so that notebook 02's
+  leak is visible, not measured on the real set; notebook 02 counts the real set's own when it runs on it),
   and a manifest that says what kind of image each file is (written by
   `helpers.synthetic_dataset`).
 

@@ -3,8 +3,8 @@
 `generate_dataset` writes a folder laid out like the real set (dest/<class>/00001.jpg, ...),
 plus `synthetic_manifest.csv` (class, filename, kind, duplicate_of for every file) and
 `workbook_source.json` (the generator settings, so a matching set is reused, not redrawn).
-Byte-identical duplicates are written at the real set's rates (~1.5 % of positives, ~6.5 % of
-negatives) unless asked otherwise. Everything is built in a hidden temporary sibling folder
+Byte-identical duplicates are written at fixed rates (1.5 % of positives, 6.5 % of negatives) unless
+asked otherwise: chosen so that notebook 02's leak shows, not measured on the real set. Everything is built in a hidden temporary sibling folder
 and renamed into place at the end, so an error or Ctrl-C never leaves a half-written set.
 """
 
@@ -27,7 +27,7 @@ from helpers.synthetic import DEFAULT_CLASSES, RECIPES, make_image
 
 # Share of byte-identical copies in the real set: by recipe, so the default classes get
 # {"Positive": 0.015, "Negative": 0.065}.
-REAL_DUPLICATE_FRACTION = {"crack": 0.015, "other": 0.065}
+DUPLICATE_FRACTION = {"crack": 0.015, "other": 0.065}  # chosen to make the leak visible; not measured
 MANIFEST_NAME = "synthetic_manifest.csv"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -36,7 +36,7 @@ def _duplicate_fractions(classes: Mapping[str, str],
                          fraction: Mapping[str, float] | float | None) -> dict[str, float]:
     """One duplicate fraction per class folder, checked to lie in [0, 0.5]."""
     if fraction is None:
-        result = {folder: REAL_DUPLICATE_FRACTION["crack" if recipe == "crack" else "other"]
+        result = {folder: DUPLICATE_FRACTION["crack" if recipe == "crack" else "other"]
                   for folder, recipe in classes.items()}
     elif isinstance(fraction, Mapping):
         unknown = set(fraction) - set(classes)
@@ -136,7 +136,7 @@ def generate_dataset(dest: str | Path, per_class: int = 1000, seed: int = 0, *,
 
     classes maps folder -> recipe (default {"Positive": "crack", "Negative": "no_crack"}).
     duplicate_fraction: share of each class written as byte-identical copies of other files;
-    None = the real set's rates (0.015 for crack classes, 0.065 for others), 0 = none.
+    None = DUPLICATE_FRACTION (0.015 for crack classes, 0.065 for others), 0 = none.
     Also writes dest/synthetic_manifest.csv and dest/workbook_source.json. Each image has its
     own seed, so the same seed gives the same bytes whatever per_class or progress are.
     Everything is built in a hidden sibling folder and renamed into place at the end; if dest

@@ -18,7 +18,7 @@ import helpers.speed.workers as workers_module
 from helpers.dataset import CrackDataset
 from helpers.folder_dataset import FolderDataset
 from helpers.feature_cache import FeatureSet
-from helpers.features import cache_name, extract_features, feature_cache_key
+from helpers.features import cache_name, extract_features, feature_cache_key, features_for
 from helpers.inference import logits_from_features
 from helpers.model import backbone_of, build_resnet18
 from helpers.settings import feature_cache_dir
@@ -333,3 +333,22 @@ def test_defaults():
 def test_cpus_decode_in_the_main_process_until_eight_cores(monkeypatch, cores, cpu, gpu):
     monkeypatch.setattr(workers_module.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert (default_num_workers("cpu"), default_num_workers("cuda")) == (cpu, gpu)
+
+
+def test_features_for_another_split_are_the_same_rows_by_sample_id():
+    train = FeatureSet(torch.arange(6.0).repeat(512, 1).T, torch.tensor([0, 1, 0, 1, 0, 1]),
+                       [f"t{i}" for i in range(6)], "train-key")
+    val = FeatureSet(torch.full((2, 512), 9.0), torch.tensor([1, 0]), ["v0", "v1"], "val-key")
+
+    class Split:  # what features_for reads of a data set: its samples' ids, in order
+        def __init__(self, ids):
+            self.samples = [type("Sample", (), {"sample_id": i})() for i in ids]
+
+    picked = features_for(Split(["v1", "t4", "t0"]), train, val)
+    assert picked.sample_ids == ["v1", "t4", "t0"] and picked.labels.tolist() == [0, 0, 0]
+    assert picked.features[:, 0].tolist() == [9.0, 4.0, 0.0] and picked.number_format == "float32"
+    with pytest.raises(ValueError, match="1 images of this data set have no features here \\(first: t9\\)"):
+        features_for(Split(["t0", "t9"]), train, val)
+    val.number_format = "int8"
+    with pytest.raises(ValueError, match="different number formats"):
+        features_for(Split(["t0"]), train, val)

@@ -25,6 +25,7 @@ from helpers.model import (
     load_checkpoint,
     printable,
     resolve_weights,
+    starting_head,
     save_checkpoint,
     trainable_parameter_names,
 )
@@ -278,3 +279,22 @@ def test_a_temporary_file_left_by_a_killed_save(tmp_path):
     save_checkpoint(path, model, ["Negative", "Positive"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, fresh.name, other.name])
     assert load_checkpoint(path).class_names == ["Negative", "Positive"]
+
+
+@pytest.mark.parametrize("num_classes, seed", [(2, 0), (3, 0), (2, 7)])
+def test_starting_head_is_the_head_build_resnet18_makes_after_the_seed(num_classes, seed):
+    torch.manual_seed(seed)
+    model = build_resnet18(num_classes=num_classes, weights=None)
+    head = starting_head(num_classes, seed)
+    assert torch.equal(head.weight, model.fc.weight) and torch.equal(head.bias, model.fc.bias)
+    torch.manual_seed(seed)
+    bare = torch.nn.Linear(512, num_classes)
+    assert not torch.equal(bare.weight, head.weight)  # why a bare seeded Linear is not the same start
+
+
+def test_starting_head_leaves_the_global_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    starting_head()
+    assert torch.equal(torch.rand(3), expected)
