@@ -148,8 +148,15 @@ class SampleSplit(Dataset):
         """This split cut to its first `n` samples: same folder, transform and classes, e.g. for a quick subset."""
         if n < 0:
             raise ValueError(f"n must be 0 or more, not {n}.")
+        return self.part(0, n)
+
+    def part(self, start: int, stop: int | None = None) -> SampleSplit:
+        """Samples start..stop-1 of this split (to the end when stop is None), as a split of the same kind.
+
+        E.g. the first half of the validation images to choose with, the second half to report on.
+        """
         part = copy.copy(self)
-        part.samples = self.samples[:n]
+        part.samples = self.samples[start:stop]
         return part
 
 

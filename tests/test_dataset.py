@@ -163,6 +163,8 @@ def test_first_n_samples_is_the_same_split_cut_short(root40):
     assert len(train.first(100)) == 30 and len(train.first(0)) == 0
     with pytest.raises(ValueError, match="0 or more"):
         train.first(-1)
+    halves = train.part(0, 15), train.part(15)
+    assert [s.sample_id for h in halves for s in h.samples] == [s.sample_id for s in train.samples]
 
 
 def test_unequal_class_counts(tmp_path):
