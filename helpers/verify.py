@@ -9,13 +9,16 @@ all is well, records the files' contents in ``root/.verified.json``. Later noteb
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files
-from helpers.plumbing.files import DIGEST_CACHE_NAME, content_hashes, read_json, relative_name, write_json_atomically
+from helpers.plumbing.files import (
+    DIGEST_CACHE_NAME, content_hashes, read_json, record_key, relative_name, seal, write_json_atomically,
+)
 from helpers.plumbing.images import TILE_SIZE, open_image, size_problem
 from helpers.plumbing.progress import tqdm
 
@@ -102,11 +105,6 @@ def _fingerprint(root: Path, files: list[Path], progress: bool = False) -> dict:
     return {"n_files": len(files), "files_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest()}
 
 
-def _old_fingerprint(files: list[Path]) -> dict:
-    """The record of a verification made before digests were kept: file count and total bytes."""
-    return {"n_files": len(files), "total_bytes": sum(p.stat().st_size for p in files)}
-
-
 def verify_dataset(root: str | Path, expected_per_class: int | None = None, decode: bool = True,
                    progress: bool = True) -> VerifyReport:
     """Check a data folder: both class folders present, how many images each, every file decodable.
@@ -144,7 +142,9 @@ def verify_dataset(root: str | Path, expected_per_class: int | None = None, deco
                 report.other_sizes[path.relative_to(root).as_posix()] = size
     if report.ok and decode:
         try:
-            write_json_atomically({**fingerprint, "counts": report.counts}, root / VERIFIED_FILE)
+            key = record_key(create=True)
+            write_json_atomically({**fingerprint, "counts": report.counts, "seal": seal(fingerprint, key)},
+                                  root / VERIFIED_FILE)
         except OSError:
             pass  # a read-only mirror is fine; we just verify again next time
     return report
@@ -157,24 +157,19 @@ def is_verified(root: str | Path) -> bool:
     SHA-1, and the SHA-1s are recomputed for any file whose size, mtime, inode or ctime moved (see
     helpers.plumbing.files.content_hashes, which also says what remains metadata-based). So an edit that
     keeps the size and sets the modification time back is caught; a warm check costs one stat
-    per file. A record written before digests were kept (count and total bytes) is upgraded once,
-    when those still match, by hashing the files now.
+    per file. The record is sealed with the data folder's secret key (helpers.plumbing.files.seal):
+    a `.verified.json` that an archive brought, or one copied from another folder, is not trusted,
+    nor is a record written before records were sealed (verify again to make a new one).
     """
     root = Path(root)
     recorded = read_json(root / VERIFIED_FILE)
-    if not recorded:
+    key = record_key()
+    if not recorded or key is None:
         return False
     try:
         files = [p for name in CLASS_NAMES for p in list_class_files(root, name)]
-        if "files_sha256" not in recorded:  # the old record: trust it once, if it still fits, and upgrade it
-            if {k: recorded.get(k) for k in ("n_files", "total_bytes")} != _old_fingerprint(files):
-                return False
-            try:
-                write_json_atomically({**_fingerprint(root, files), "counts": recorded.get("counts")},
-                                      root / VERIFIED_FILE)
-            except OSError:
-                pass  # a read-only mirror: upgraded another time
-            return True
-        return {k: recorded.get(k) for k in ("n_files", "files_sha256")} == _fingerprint(root, files)
-    except OSError:
+        fingerprint = _fingerprint(root, files)
+        return {k: recorded.get(k) for k in fingerprint} == fingerprint and hmac.compare_digest(
+            str(recorded.get("seal", "")), seal(fingerprint, key))
+    except (OSError, DatasetNotFoundError):
         return False

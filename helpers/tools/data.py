@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from helpers.data import download_dataset, download_tensors, prepare_data
+from helpers.data import download_and_verify, download_tensors, prepare_data
 from helpers.plumbing.archive import ArchiveError
 from helpers.plumbing.download import DownloadError
 from helpers.settings import DATA_URL, DEFAULT_SYNTHETIC_PER_CLASS, synthetic_dir
@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "download":
             if args.format == "tensors":
                 path = download_tensors(args.dest, base_url=args.url)
+                report = verify_dataset(path)
             else:
-                path = download_dataset(args.dest, url=args.url, sha256=args.sha256)
-            report = verify_dataset(path)
+                path, report = download_and_verify(args.dest, url=args.url, sha256=args.sha256)
         elif args.command == "synthetic":
             if args.per_class < 1:
                 raise ValueError(f"--per-class must be at least 1, not {args.per_class}.")
