@@ -20,8 +20,10 @@ from helpers.plumbing.download import DownloadError
 from helpers.settings import DATA_URL, DEFAULT_SYNTHETIC_PER_CLASS, synthetic_dir
 from helpers.synthetic_dataset import generate_dataset
 from helpers.verify import verify_dataset
+from helpers.tools.guard import command
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     """`python -m helpers data ...` (see the module's docstring); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m helpers data", description=__doc__.split("\n\n")[0])

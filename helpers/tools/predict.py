@@ -21,6 +21,7 @@ from typing import Sequence
 from helpers.model import CheckpointMismatchError, printable
 from helpers.predict import classify_images, format_prediction, load_model
 from helpers.settings import default_checkpoint_path
+from helpers.tools.guard import command
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -34,6 +35,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 when all went well, 1 on an error).
 

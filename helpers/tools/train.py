@@ -37,6 +37,7 @@ from helpers.model import (
 from helpers.pipeline import save_trained_head, train_capstone_head
 from helpers.plots import plot_training_history
 from helpers.settings import SettingsError, data_dir, pick_device
+from helpers.tools.guard import command
 
 CAPSTONE_ACCURACY = "99.44%"
 CHECKPOINT_NAME, PLOT_NAME, METRICS_NAME = "resnet18_cracks.pt", "loss.png", "metrics.json"
@@ -196,17 +197,16 @@ def run(args: argparse.Namespace) -> dict:
     return record
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 done, 1 runtime error, 2 bad arguments, 130 Ctrl+C)."""
+    """Run the command line; returns the exit status (0 done, 1 runtime error, 2 bad arguments or settings,
+    130 Ctrl+C: helpers.tools.guard.command)."""
     try:
         args = parse_args(argv)
         matplotlib.use("Agg")  # no window: the command only saves its figure
         run(args)
     except SystemExit as exit_:  # --help (0) and argument errors (2), already printed
         return exit_.code if isinstance(exit_.code, int) else 2
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl+C): nothing half-written is left behind.", file=sys.stderr)
-        return 130
     except RUNTIME_ERRORS as error:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"error: {message}", file=sys.stderr)
