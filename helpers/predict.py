@@ -24,8 +24,9 @@ from PIL import Image
 from torch import nn
 
 from helpers.dataset import default_transform
-from helpers.plumbing.images import TILE_SIZE, BadImageError, to_size
-from helpers.model import load_checkpoint, printable
+from helpers.plumbing.images import TILE_SIZE, BadImageError, open_image, size_problem, to_size
+from helpers.model import load_checkpoint
+from helpers.plumbing.text import printable
 from helpers.settings import default_checkpoint_path, pick_device
 from helpers.workbook import has_widget_frontend
 
@@ -54,11 +55,14 @@ def open_photo(path: str | Path) -> Image.Image:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file.")
     try:
-        with Image.open(path) as opened:
-            return opened.convert("RGB")  # also decodes the whole file, so damage shows here
+        with open_image(path) as opened:  # the header only: an enormous image is refused before decoding
+            problem = size_problem(opened.size)
+            if problem is None:
+                return opened.convert("RGB")  # also decodes the whole file, so damage shows here
     except Exception as error:  # PIL raises several kinds of error for broken files
         reason = (str(error).splitlines() or [""])[0].replace(repr(str(path)), "").strip(" :")
         raise BadImageError(f"{path}: not readable as an image ({reason or type(error).__name__}).") from error
+    raise BadImageError(f"{path}: {problem}.")
 
 
 def load_image_tensor(path: str | Path) -> torch.Tensor:

@@ -21,6 +21,7 @@ from helpers.plumbing.files import (
 )
 from helpers.plumbing.images import TILE_SIZE, open_image, size_problem
 from helpers.plumbing.progress import tqdm
+from helpers.plumbing.text import printable
 
 VERIFIED_FILE = ".verified.json"
 
@@ -67,7 +68,7 @@ class VerifyReport:
             if len(self.problems) > 20:
                 lines.append(f"  ... and {len(self.problems) - 20} more")
         lines += [f"Note: {note}" for note in self.notes]
-        return "\n".join(line for line in lines if line)
+        return "\n".join(printable(line) for line in lines if line)  # file names come from archives
 
 
 def _check_file(path: Path) -> tuple[str | None, tuple[int, int] | None]:
@@ -102,7 +103,7 @@ def _fingerprint(root: Path, files: list[Path], progress: bool = False) -> dict:
     """
     hashes = content_hashes(files, root / DIGEST_CACHE_NAME, progress)
     lines = sorted(f"{relative_name(path, root)}|{digest}" for path, digest in zip(files, hashes))
-    return {"n_files": len(files), "files_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest()}
+    return {"n_files": len(files), "files_sha256": hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()}
 
 
 def verify_dataset(root: str | Path, expected_per_class: int | None = None, decode: bool = True,
@@ -116,6 +117,9 @@ def verify_dataset(root: str | Path, expected_per_class: int | None = None, deco
     """
     root = Path(root)
     report = VerifyReport(root=root)
+    if root.exists() and not root.is_dir():
+        report.problems.append(f"{root} is a file, not a folder: give the folder that holds Positive/ and Negative/")
+        return report
     if not root.is_dir():
         report.problems.append(f"{root} does not exist: run notebooks/01_download_data.ipynb, "
                                "or `python -m helpers data download` (real) / `synthetic` (offline).")

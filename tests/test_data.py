@@ -454,3 +454,54 @@ def test_cli_runs_as_a_module(tmp_path):
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "run notebooks/01_download_data.ipynb" in result.stdout
+
+
+def test_verify_prints_hostile_and_non_utf8_file_names_safely(tmp_path):
+    root = image_folder(tmp_path / "set", 2)
+    (root / "Positive" / "\x1b[2Jclear\n  - fake line.jpg").write_bytes(b"not an image")
+    if sys.platform != "win32":  # a name that is not UTF-8 (Linux keeps its bytes)
+        with open(os.fsencode(root / "Negative") + b"/caf\xe9.jpg", "wb") as file:
+            file.write(b"not an image either")
+    result = subprocess.run([sys.executable, "-m", "helpers", "data", "verify", str(root)], capture_output=True,
+                            cwd=ROOT, timeout=120)
+    out = result.stdout.decode("utf-8")
+    assert result.returncode == 1 and b"Traceback" not in result.stderr, result.stderr
+    assert "\x1b" not in out and not any(line.startswith("  - fake line") for line in out.splitlines())
+    assert "clear   - fake line.jpg cannot be decoded" in out
+    if sys.platform != "win32":
+        assert "caf\\xe9.jpg cannot be decoded" in out
+
+
+@pytest.mark.parametrize("command", [["verify", "DIR"], ["synthetic", "--dest", "DIR"]])
+def test_ctrl_c_in_the_data_commands_is_one_line_and_130(tmp_path, capsys, monkeypatch, command):
+    import helpers.tools.data
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(helpers.tools.data, "verify_dataset", interrupted)
+    monkeypatch.setattr(helpers.tools.data, "generate_dataset", interrupted)
+    assert main([part.replace("DIR", str(tmp_path / "set")) for part in command]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted (Ctrl+C)") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("url", ["", "ftp://mirror.example/concrete.zip", "gopher://x/y"])
+def test_an_address_that_cannot_be_fetched_is_refused_before_anything(workbook_env, capsys, url):
+    with pytest.raises(SystemExit) as exit_:
+        main(["download", "--url", url])
+    assert exit_.value.code == 2
+    assert "is not an address the workbook can fetch" in capsys.readouterr().err
+    assert not workbook_env.exists()
+
+
+def test_a_file_given_as_destination_or_data_folder_is_named_as_a_file(workbook_env, tmp_path, capsys):
+    archive = tmp_path / "set.zip"
+    archive.write_bytes(zip_bytes(per_class=2))
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0\n")
+    assert main(["download", "--url", str(archive), "--dest", str(a_file)]) == 1
+    err = capsys.readouterr().err
+    assert "is a file" in err and "--dest" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["passwd", "set.zip"]  # no temporary folder beside it
+    assert main(["verify", str(a_file)]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().out

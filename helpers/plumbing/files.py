@@ -155,7 +155,7 @@ def record_key(create: bool = False) -> bytes | None:
 def seal(record: dict, key: bytes) -> str:
     """An HMAC-SHA256 of `record` (as sorted JSON) under `key`: only who holds the key can make it."""
     text = json.dumps(record, sort_keys=True, separators=(",", ":"))
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, text.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
 
 
 def _temporary_pattern(path: Path) -> re.Pattern:

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from helpers.model import CheckpointMismatchError, printable
+from helpers.model import CheckpointMismatchError
+from helpers.plumbing.text import printable
 from helpers.predict import classify_images, format_prediction, load_model
 from helpers.settings import default_checkpoint_path
 from helpers.tools.guard import command
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictions = classify_images(model, args.images, class_names, errors=errors)
     try:
         if args.json:
-            print(json.dumps([p.to_dict() for p in predictions], indent=2))
+            print(json.dumps([p.to_dict() for p in predictions], indent=2, allow_nan=False))
         else:
             for prediction in predictions:
                 print(format_prediction(prediction))
