@@ -147,3 +147,37 @@ def test_the_lock_holds_across_processes_and_dies_with_its_holder(tmp_path):
         with exclusive_lock(folder):  # and this process may take it again inside
             assert lock.exists()
     assert not lock.exists(), "the lock file is removed once released"
+
+
+TORCH_SHORT_WRITE = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4160 vs 4054")
+
+
+@pytest.mark.parametrize("failure", [TORCH_SHORT_WRITE, OSError(28, "No space left on device")],
+                         ids=["torch-runtime-error", "enospc"])
+def test_a_full_disk_is_one_sentence_naming_the_folder_and_the_space(tmp_path, monkeypatch, failure):
+    import torch
+
+    def full_disk(obj, file):
+        Path(file).write_bytes(b"x" * 1000)
+        raise failure
+    monkeypatch.setattr(torch, "save", full_disk)
+    target = tmp_path / "checkpoints" / "model.pt"
+    with pytest.raises(files_module.DiskFullError) as error:
+        with atomic_path(target, size_hint=45_000_000) as temp:
+            torch.save({}, temp)
+    message = str(error.value)
+    assert message.startswith(f"The disk holding {target.parent} is full: model.pt needs about 45.0 MB")
+    assert "is free" in message and "WORKBOOK_DATA_DIR" in message and message.count(". ") == 0
+    assert isinstance(error.value, OSError) and list(target.parent.iterdir()) == []
+    with pytest.raises(files_module.DiskFullError, match="more than the 1.0 kB written before it filled up"):
+        with atomic_path(target) as temp:
+            torch.save({}, temp)
+
+
+def test_other_errors_pass_through_atomic_path_unchanged(tmp_path):
+    with pytest.raises(RuntimeError, match="^something else$"):
+        with atomic_path(tmp_path / "a.pt"):
+            raise RuntimeError("something else")
+    with pytest.raises(PermissionError):
+        with atomic_path(tmp_path / "a.pt"):
+            raise PermissionError(13, "Permission denied")

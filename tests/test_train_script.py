@@ -209,3 +209,16 @@ def test_a_file_name_that_is_not_utf8_is_named_not_a_codec_error(tmp_path, capsy
     assert train_tiny(data, tmp_path / "out") == 1
     err = capsys.readouterr().err
     assert "caf\\xe9.png has a name that is not UTF-8: rename it" in err and "codec" not in err
+
+
+def test_a_checkpoint_that_cannot_be_written_on_a_full_disk_says_so(tiny, tmp_path, capsys, monkeypatch):
+    import torch
+
+    def full_disk(obj, file):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4160 vs 4054")
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.warns(UserWarning, match="carries on"):  # the feature cache is skipped, the run goes on
+        assert train_tiny(tiny, tmp_path / "out") == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: The disk holding {tmp_path / 'out'} is full: resnet18_cracks.pt needs")
+    assert "inline_container" not in last and not (tmp_path / "out" / "resnet18_cracks.pt").exists()

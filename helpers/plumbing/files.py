@@ -19,6 +19,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -190,8 +191,48 @@ def remove_stale_temporaries(path: str | Path, older_than_s: float = 60) -> list
     return removed
 
 
+class DiskFullError(OSError):
+    """A file could not be written because its disk is full; the message names the folder and the space needed."""
+
+
+# What torch.save's zip writer raises (as RuntimeError, not OSError) when a write comes up short.
+_TORCH_SHORT_WRITE = re.compile(r"unexpected pos|PytorchStreamWriter failed|file write failed")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """True for an OSError with ENOSPC or EDQUOT, and for torch.save's RuntimeError of a short write."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    return isinstance(error, RuntimeError) and bool(_TORCH_SHORT_WRITE.search(str(error)))
+
+
+def _size(count: float) -> str:
+    """A number of bytes for people: 1.5 GB, 300 MB, 12 kB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{int(count)} bytes"
+
+
+def disk_full_error(path: Path, temp: Path, size_hint: int | None) -> DiskFullError:
+    """The one sentence for a full disk: the folder, the space the file needs, the space that is free."""
+    try:
+        written = temp.stat().st_size
+    except OSError:
+        written = 0
+    try:
+        free = f", and {_size(shutil.disk_usage(path.parent).free)} is free"
+    except OSError:
+        free = ""
+    needed = f"about {_size(size_hint)}" if size_hint else f"more than the {_size(written)} written before it filled up"
+    error = DiskFullError(f"The disk holding {path.parent} is full: {path.name} needs {needed}{free}; "
+                          "free some space, or set WORKBOOK_DATA_DIR to a folder on a larger disk.")
+    error.errno = errno.ENOSPC  # set after: OSError(errno, text) would print "[Errno 28]" before the sentence
+    return error
+
+
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, size_hint: int | None = None) -> Iterator[Path]:
     """A unique temporary path beside `path` to write to; renamed over `path` when the block succeeds.
 
     The temporary file keeps `path`'s suffix (matplotlib and torch.export read it) and is removed
@@ -200,6 +241,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
         with atomic_path("data/checkpoints/model.pt") as temp:
             torch.save(payload, temp)
+
+    A full disk (ENOSPC, or the RuntimeError torch.save raises for a short write) becomes
+    DiskFullError, an OSError whose one sentence names the folder and the space needed
+    (`size_hint` bytes when the caller knows it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,6 +254,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield temp
         os.replace(temp, path)
+    except (OSError, RuntimeError) as error:
+        if is_disk_full(error) and not isinstance(error, DiskFullError):
+            raise disk_full_error(path, temp, size_hint) from error
+        raise
     finally:
         _live_temporaries.discard(temp)
         temp.unlink(missing_ok=True)
