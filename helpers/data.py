@@ -17,7 +17,6 @@ Command line, for teachers preparing a classroom (helpers.tools.data):
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,13 +26,15 @@ import requests
 from helpers.plumbing.archive import ArchiveError, extract_zip
 from helpers.dataset import CLASS_NAMES
 from helpers.plumbing.download import DownloadError, download_first
-from helpers.plumbing.files import file_digest, read_json, write_json_atomically
+from helpers.plumbing.files import (
+    DIGEST_CACHE_NAME, KEY_FILE_NAME, exclusive_lock, file_digest, read_json, write_json_atomically,
+)
 from helpers.settings import (
     OFFLINE, QUICK, SOURCE_FILE, data_url, download_attempt_file, downloads_dir,
     offline, quick_mode, real_dir, synthetic_dir, synthetic_per_class, tensors_dir,
 )
 from helpers.synthetic_dataset import generate_dataset
-from helpers.verify import is_verified, verify_dataset
+from helpers.verify import VERIFIED_FILE, VerifyReport, is_verified, verify_dataset
 
 ARCHIVE_NAME = "concrete_crack_images_for_classification.zip"
 TENSOR_ARCHIVES = ("Positive_tensors.zip", "Negative_tensors.zip")
@@ -53,6 +54,7 @@ BASE_URLS = (
     "https://cf-courses-data.s3.us.cloud-object-storage.appdomain.cloud/IBMDeveloperSkillsNetwork-DL0321EN-SkillsNetwork/images/",
 )
 EXPECTED_PER_CLASS = 20_000        # the full real set
+RECORD_NAMES = (VERIFIED_FILE, SOURCE_FILE, DIGEST_CACHE_NAME, KEY_FILE_NAME)  # the workbook's, never an archive's
 
 
 def candidate_urls(file_name: str = ARCHIVE_NAME, url: str | None = None) -> list[str]:
@@ -84,17 +86,6 @@ def any_host_reachable(urls: list[str], timeout: float = 5.0) -> bool:
     return False
 
 
-def _move_class_folders_up(root: Path, names: tuple[str, ...]) -> None:
-    """If an archive wrapped the class folders in one more folder, move them up to `root`."""
-    if all((root / name).is_dir() for name in names):
-        return
-    for wrapper in sorted(p for p in root.iterdir() if p.is_dir()):
-        if all((wrapper / name).is_dir() for name in names):
-            for name in names:
-                os.replace(wrapper / name, root / name)
-            return
-
-
 def download_dataset(dest: str | Path | None = None, url: str | None = None, sha256: str | None = None,
                      progress: bool = True) -> Path:
     """Download the capstone's JPEG archive, extract it safely into `dest` and verify it.
@@ -104,18 +95,48 @@ def download_dataset(dest: str | Path | None = None, url: str | None = None, sha
     so another address is really fetched. Nothing half-written is left behind: the archive is
     downloaded to a `.part` file (resumed on the next call if the server's file is unchanged)
     and extracted through a temporary folder.
+
+    The class folders the archive brings (at its top or inside one folder) replace `dest`'s, so
+    the images in `dest` are always those of the address its workbook_source.json names; the
+    record is removed before and written after. Only Positive/ and Negative/ are taken from the
+    archive, never a record of the workbook's own. `dest` is locked throughout: a second
+    download into it stops with BusyError instead of mixing two sets.
     """
     dest = Path(dest) if dest else real_dir()
+    check_destination(dest)
     urls = candidate_urls(ARCHIVE_NAME, url)
-    archive, used_url = download_first(urls, downloads_dir() / ARCHIVE_NAME, sha256=sha256, progress=progress,
-                                       max_bytes=ARCHIVE_MAX_BYTES)
-    extract_zip(archive, dest, progress=progress, max_bytes=ARCHIVE_MAX_BYTES)
-    _move_class_folders_up(dest, CLASS_NAMES[::-1])
-    write_json_atomically({
-        "source": "download", "url": used_url, "archive": archive.name,
-        "archive_sha256": file_digest(archive), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }, dest / SOURCE_FILE)
+    with exclusive_lock(dest):
+        archive, used_url = download_first(urls, downloads_dir() / ARCHIVE_NAME, sha256=sha256, progress=progress,
+                                           max_bytes=ARCHIVE_MAX_BYTES)
+        (dest / SOURCE_FILE).unlink(missing_ok=True)  # from here until the new record, no address is claimed
+        extract_zip(archive, dest, progress=progress, max_bytes=ARCHIVE_MAX_BYTES, folders=CLASS_NAMES[::-1],
+                    ignore=RECORD_NAMES)
+        write_json_atomically({
+            "source": "download", "url": used_url, "archive": archive.name,
+            "archive_sha256": file_digest(archive), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }, dest / SOURCE_FILE)
     return dest
+
+
+def download_and_verify(dest: str | Path | None = None, url: str | None = None, sha256: str | None = None,
+                        progress: bool = True) -> tuple[Path, VerifyReport]:
+    """download_dataset, then verify_dataset, with `dest` locked throughout: no other download
+    can replace the images while they are checked (BusyError while another one runs)."""
+    dest = Path(dest) if dest else real_dir()
+    check_destination(dest)
+    with exclusive_lock(dest):
+        download_dataset(dest, url=url, sha256=sha256, progress=progress)
+        return dest, verify_dataset(dest, progress=progress)
+
+
+def check_destination(dest: Path) -> None:
+    """Raise NotADirectoryError, before any download, when `dest` is a file or lies under one."""
+    for folder in (dest, *dest.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise NotADirectoryError(f"{dest} cannot be a data folder: {folder} is a file; "
+                                         "choose another --dest.")
+            return
 
 
 def download_tensors(dest: str | Path | None = None, base_url: str | None = None, progress: bool = True) -> Path:
@@ -125,10 +146,11 @@ def download_tensors(dest: str | Path | None = None, base_url: str | None = None
     from `dest/Positive_tensors/` and `dest/Negative_tensors/`.
     """
     dest = Path(dest) if dest else tensors_dir()
+    check_destination(dest)
     for name in TENSOR_ARCHIVES:
         urls = [base_url.rstrip("/") + "/" + name] if base_url else candidate_urls(name)
         archive, _ = download_first(urls, downloads_dir() / name, progress=progress, max_bytes=TENSOR_ARCHIVE_MAX_BYTES)
-        extract_zip(archive, dest, progress=progress, max_bytes=TENSOR_ARCHIVE_MAX_BYTES)
+        extract_zip(archive, dest, progress=progress, max_bytes=TENSOR_ARCHIVE_MAX_BYTES, ignore=RECORD_NAMES)
     return dest
 
 
@@ -202,11 +224,10 @@ def prepare_data(url: str | None = None, progress: bool = True) -> DataChoice:
         print(f"The real dataset cannot be downloaded ({why}), so this run uses synthetic crack images instead.")
         return _fall_back(why, progress)
     try:
-        download_dataset(url=url, progress=progress)
+        _, report = download_and_verify(url=url, progress=progress)
     except (DownloadError, ArchiveError) as exc:
         print(f"The real dataset could not be downloaded, so this run uses synthetic crack images instead: {exc}")
         return _fall_back("the download failed: " + str(exc).splitlines()[0], progress)
-    report = verify_dataset(real_dir(), progress=progress)
     if not report.ok:
         print(f"The downloaded dataset has problems, so this run uses synthetic crack images instead:\n{report}")
         return _fall_back("the downloaded set did not verify", progress)

@@ -34,6 +34,7 @@ from torchvision.transforms.functional import to_pil_image
 from helpers.plumbing.files import DIGEST_CACHE_NAME, content_hashes
 from helpers.plumbing.images import IMAGE_EXTENSIONS, TENSOR_EXTENSION, TILE_SIZE, is_readable, load_image, load_tensor
 from helpers.plumbing.progress import tqdm
+from helpers.plumbing.text import printable
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -93,6 +94,20 @@ def list_class_files(root: str | Path, class_name: str) -> list[Path]:
     if not files:
         raise DatasetNotFoundError(f"Class folder {folder} holds no images. {DOWNLOAD_HINT}")
     return files
+
+
+class BadFileNameError(ValueError):
+    """A data file whose name is not UTF-8: its name cannot go into the caches' keys or JSON records."""
+
+
+def check_names(paths: Sequence[Path]) -> None:
+    """Raise BadFileNameError naming the first file whose name is not valid UTF-8 (its bytes shown as \\xe9)."""
+    for path in paths:
+        try:
+            path.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadFileNameError(f"{printable(path)} has a name that is not UTF-8: rename it (letters, digits, "
+                                   "- and _ are safe) and run again.") from None
 
 
 def interleave(positives: Sequence, negatives: Sequence) -> list[tuple[object, int]]:
@@ -194,6 +209,7 @@ class CrackDataset(SampleSplit):
 
         positives = list_class_files(self.root, "Positive")
         negatives = list_class_files(self.root, "Negative")
+        check_names(positives + negatives)
         if bad_images == "skip":
             positives, negatives = self._drop_unreadable(positives, negatives, progress)
         pairs = interleave(positives, negatives)

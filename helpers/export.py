@@ -23,12 +23,15 @@ What to know:
 * `check_export` compares the exported program's logits with the original model's.
 * An exported model is a program: load only files that come from a trusted source.
   `load_exported` refuses a .pt2 that carries pickled Python objects (which
-  `torch.export.load` would unpickle, and unpickling can run code), but the program itself
-  still runs whatever operations it holds.
+  `torch.export.load` would unpickle, and unpickling can run code), shape expressions outside
+  a strict grammar (torch hands them to sympy, which evaluates them as Python), guard code, and
+  nodes that call anything but PyTorch's operators; the program itself still runs whatever
+  PyTorch operations it holds.
 """
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import re
@@ -51,6 +54,21 @@ PAYLOAD_CONFIGS = ("data/weights/model_weights_config.json", "data/constants/mod
 ARCHIVE_MEMBERS = re.compile(r"archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
                              r"|models/model\.json|data/weights/weight_\d+|data/constants/tensor_\d+|"
                              + "|".join(re.escape(name) for name in (SAMPLE_INPUTS, *PAYLOAD_CONFIGS)))
+# What torch.export.load hands to sympy.sympify (which evaluates it as Python): the shape expressions
+# ("expr_str") written by sympy's srepr. Only these calls, with these arguments, are let through.
+SYMPY_FUNCTIONS = frozenset({
+    "Integer", "Rational", "Float", "Add", "Mul", "Pow", "Max", "Min", "Abs", "Mod", "Equality", "Unequality",
+    "LessThan", "StrictLessThan", "GreaterThan", "StrictGreaterThan", "Eq", "Ne", "Lt", "Le", "Gt", "Ge",
+    "And", "Or", "Not", "FloorDiv", "ModularIndexing", "Where", "PythonMod", "CleanDiv", "CeilToInt",
+    "FloorToInt", "CeilDiv", "RShift", "FloatTrueDiv", "IntTrueDiv", "TruncToFloat", "TruncToInt", "RoundToInt",
+    "RoundDecimal", "ToFloat", "Identity",
+})  # not PowByNatural, FloatPow or LShift: their arguments are not bounded, so 10**10**9 would hang the load
+SYMBOL_NAME = re.compile(r"[a-z]{1,4}\d{1,9}")           # what torch names shape symbols: s0, s77, u3
+SYMBOL_ASSUMPTIONS = frozenset({"positive", "negative", "nonnegative", "nonpositive", "integer", "real", "finite"})
+FLOAT_TEXT = re.compile(r"-?\d{1,30}(\.\d{0,30})?(e-?\d{1,3})?")
+MAX_EXPRESSION_CHARS = 2_000
+MAX_INTEGER_DIGITS = 30
+OPERATOR_TARGET = re.compile(r"torch\.ops\.(aten|prims)\.\w+\.\w+|_operator\.\w+")  # what a graph node may call
 INPUT_DESCRIPTION = ("Nx3x{height}x{width} float32, RGB scaled to [0, 1] then ImageNet-normalised "
                      "(mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225)")
 
@@ -135,6 +153,12 @@ def check_archive(data: bytes, path: Path) -> None:
         return ExportFileError(f"{path} is refused because it could run code when loaded ({reason}): "
                                "load exported models only from a trusted source, or export this one again.")
 
+    try:
+        program = json.loads(reader.read_string("models/model.json"))
+        documents = [program, *(json.loads(reader.read_string(name)) for name in PAYLOAD_CONFIGS)]
+    except (ValueError, RuntimeError, KeyError) as error:
+        raise ExportFileError(f"{path} is damaged: its models/model.json is not readable JSON "
+                              f"({type(error).__name__}), so export the model again.") from None
     root = names[0].split("/")[0] + "/" if names else ""
     if len(set(names)) != len(names) or not all(name.startswith(root) for name in names):
         raise refuse("its zip holds repeated names or files outside the archive folder")
@@ -143,15 +167,135 @@ def check_archive(data: bytes, path: Path) -> None:
         raise refuse(f"it holds {unknown[0]!r}, which torch.export.save does not write")
     if pickled:
         raise refuse(f"its {pickled[0]!r} is stored as a pickle")
+    unsafe = program_problem(documents)
+    if unsafe:
+        raise refuse(unsafe)
     try:
         torch.load(io.BytesIO(reader.read_bytes(SAMPLE_INPUTS)), weights_only=True)
     except Exception:
         raise refuse(f"{SAMPLE_INPUTS} holds Python objects other than tensors") from None
 
 
+def program_problem(documents: Sequence[object]) -> str | None:
+    """Why the parsed JSON of an export could run code when torch.export.load reads it, or None.
+
+    torch hands every "expr_str" to sympy.sympify, which evaluates it as Python; it turns the
+    "guards_code" strings into a Python function; and it resolves each node's "target" by name.
+    Each expression must pass :func:`expression_problem`, the guards must be empty (export_model
+    writes none) and every target must be an ATen or prims operator, or one of Python's operators.
+    """
+    stack: list[object] = list(documents)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if key == "expr_str":
+                    problem = expression_problem(value)
+                    if problem:
+                        return f"a shape expression {problem}"
+                elif key == "guards_code" and value:
+                    return "it carries guard code, which export_model never writes"
+                elif key == "target" and isinstance(value, str) and not OPERATOR_TARGET.fullmatch(value):
+                    return f"a node calls {value[:60]!r}, which is not a PyTorch operator"
+                stack.append(value)
+    return None
+
+
+def expression_problem(text: object) -> str | None:
+    """Why `text` is not a shape expression of the strict grammar export writes, or None when it is.
+
+    The grammar: symbols named like torch's (s0, u3), whole numbers of at most 30 digits, + - * / // %
+    and ** (by a small whole number), comparisons, and calls of SYMPY_FUNCTIONS with such arguments;
+    Symbol('s0', positive=True, integer=True) and Float('1.5', precision=53) with literal arguments
+    only. Nothing else: no attribute, subscript, string, lambda, tuple or other name.
+    """
+    if not isinstance(text, str) or len(text) > MAX_EXPRESSION_CHARS:
+        return "is not a short string"
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return "is not a valid expression"
+    try:
+        return _node_problem(tree, depth=0)
+    except RecursionError:
+        return "is nested too deeply"
+
+
+def _node_problem(node: ast.AST, depth: int) -> str | None:
+    """The first part of the parsed expression `node` that the grammar of expression_problem refuses."""
+    if depth > 100:
+        return "is nested too deeply"
+    if isinstance(node, ast.Constant):
+        ok = type(node.value) in (int, float) and len(str(node.value)) <= MAX_INTEGER_DIGITS
+        return None if ok else f"holds the literal {str(node.value)[:40]!r}"
+    if isinstance(node, ast.Name):
+        ok = SYMBOL_NAME.fullmatch(node.id) or node.id in ("true", "false", "oo")
+        return None if ok else f"names {node.id[:40]!r}, which is not a shape symbol"
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd, ast.Not)):
+        return _node_problem(node.operand, depth + 1)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv,
+                                                            ast.Mod, ast.Pow)):
+        if isinstance(node.op, ast.Pow) and not (isinstance(node.right, ast.Constant)
+                                                 and type(node.right.value) is int and 0 <= node.right.value <= 64):
+            return "raises to a power other than a small whole number"
+        return _node_problem(node.left, depth + 1) or _node_problem(node.right, depth + 1)
+    if isinstance(node, ast.Compare) and all(isinstance(op, (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE))
+                                             for op in node.ops):
+        for part in (node.left, *node.comparators):
+            problem = _node_problem(part, depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(node, ast.BoolOp):
+        for part in node.values:
+            problem = _node_problem(part, depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return _call_problem(node, depth)
+    return f"holds Python that is not arithmetic ({type(node).__name__})"
+
+
+def _call_problem(node: ast.Call, depth: int) -> str | None:
+    """The part of one call that the grammar refuses: Symbol and Float take literals, the rest expressions."""
+    name, args, keywords = node.func.id, node.args, node.keywords
+    literal = [arg.value if isinstance(arg, ast.Constant) else None for arg in args]
+    if name == "Symbol":
+        flags_ok = all(k.arg in SYMBOL_ASSUMPTIONS and isinstance(k.value, ast.Constant)
+                       and type(k.value.value) is bool for k in keywords)
+        ok = len(args) == 1 and isinstance(literal[0], str) and SYMBOL_NAME.fullmatch(literal[0]) and flags_ok
+        return None if ok else "makes a Symbol with something other than a shape name and yes/no assumptions"
+    if name == "Float":
+        ok = len(args) == 1 and isinstance(literal[0], str) and FLOAT_TEXT.fullmatch(literal[0]) and all(
+            k.arg == "precision" and isinstance(k.value, ast.Constant) and type(k.value.value) is int
+            for k in keywords)
+        return None if ok else "makes a Float from something other than a number"
+    if name not in SYMPY_FUNCTIONS:
+        return f"calls {name[:40]!r}, which is not a sympy function export writes"
+    if keywords:
+        return f"passes keywords to {name}"
+    for arg in args:
+        problem = _node_problem(arg, depth + 1)
+        if problem:
+            return problem
+    return None
+
+
 def load_class_names(path: str | Path) -> list[str]:
-    """The class names saved next to the exported model at `path`."""
-    return json.loads(metadata_path(path).read_text())["class_names"]
+    """The class names saved next to the exported model at `path` (ExportFileError when that file is damaged)."""
+    info_path = metadata_path(path)
+    try:
+        names = json.loads(info_path.read_text(encoding="utf-8"))["class_names"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ExportFileError(f"{info_path} is damaged ({type(error).__name__}): export the model again "
+                              "to write it anew.") from None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ExportFileError(f"{info_path} is damaged (its class_names are not a list of names): export the "
+                              "model again to write it anew.")
+    return names
 
 
 @torch.no_grad()

@@ -106,5 +106,5 @@ def save_atomically(feature_set: FeatureSet, path: Path) -> None:
     payload = {"key": feature_set.key, "features": feature_set.features,
                "labels": feature_set.labels, "sample_ids": feature_set.sample_ids,
                "number_format": feature_set.number_format}
-    with atomic_path(path) as temp:
+    with atomic_path(path, size_hint=feature_set.features.nbytes + feature_set.labels.nbytes) as temp:
         torch.save(payload, temp)

@@ -128,7 +128,8 @@ def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = N
         try:
             save_atomically(feature_set, path)
         except OSError as error:  # a full disk or a read-only folder must not throw the work away
-            warnings.warn(f"Could not save the feature cache {path} ({error}); the features are not cached.")
+            warnings.warn(f"The features are kept in memory and this run carries on, but they were not cached in {path}: "
+                          f"{error}")
     return feature_set
 
 

@@ -9,8 +9,7 @@ checkpoints that say what they hold.
 from __future__ import annotations
 
 import platform
-import re
-import unicodedata
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
 from helpers.plumbing.files import atomic_path
+from helpers.plumbing.text import printable
 from helpers.settings import quick_mode, random_weights_allowed, weights_url
 
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1     # what the capstone's `pretrained=True` meant
@@ -29,7 +29,6 @@ WEIGHTS_FILE = WEIGHTS_URL.rsplit("/", 1)[-1]          # resnet18-f37072fd.pth
 CHECKPOINT_FORMAT = "concrete-crack-workbook/1"
 CHECKPOINT_KEYS = ("architecture", "num_classes", "class_names", "state_dict")  # besides "format"
 MAX_CLASSES = 10_000          # a checkpoint claiming more is refused before a model is built
-ESCAPE_SEQUENCE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b]*(\x07|\x1b\\)?|.?)", re.DOTALL)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -209,20 +208,6 @@ def software_versions() -> dict[str, str]:
             "torchvision": str(torchvision.__version__)}
 
 
-def printable(text: str) -> str:
-    """`text` safe to print in a terminal: escape sequences and control characters removed, line breaks made spaces.
-
-    Class names come from a checkpoint file, which anyone may have written: printed raw, a name
-    like "\\x1b[2J" would clear the learner's screen, and "\\n" would fake another line.
-    """
-    def shown(char: str) -> str:
-        category = unicodedata.category(char)
-        if char in "\t\n\r\v\f" or category in ("Zl", "Zp"):
-            return " "
-        return "" if category.startswith("C") else char
-    return "".join(map(shown, ESCAPE_SEQUENCE.sub("", str(text))))
-
-
 @dataclass
 class Checkpoint:
     """A model loaded from a workbook checkpoint, with what the file says about it.
@@ -285,11 +270,21 @@ def load_checkpoint(path: str | Path, num_classes: int | None = None,
         raise CheckpointMismatchError(
             f"{path} has a {found}-class head ({names}), but {num_classes} classes were asked for: "
             f"train a model for these classes or pick the matching checkpoint.")
+    _check_finite(payload["state_dict"], path)
     model = build_resnet18(found, weights=None)
     _load_weights(model, payload["state_dict"], path)
     model.eval()
     metadata = payload.get("metadata")
     return Checkpoint(model, list(payload["class_names"]), path, dict(metadata) if isinstance(metadata, dict) else {})
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise CheckpointMismatchError when a weight is NaN or infinite: such a model answers "nan%" to every photo."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointMismatchError(
+                f"{path} holds weights that are not numbers (NaN or infinite, e.g. {printable(name)[:60]}): the "
+                "training that saved it diverged, so train again with a smaller learning rate.")
 
 
 def _why_unreadable(path: Path, error: Exception) -> str:
@@ -298,10 +293,22 @@ def _why_unreadable(path: Path, error: Exception) -> str:
         start = file.read(4)
     if len(start) == 4 and not start.startswith((b"PK\x03\x04", b"\x80")):  # torch.save: a zip (long ago, a pickle)
         return f"{path} is not a checkpoint saved by this workbook: it is not a file written by torch.save."
+    if _is_exported_program(path):
+        return (f"{path} is an exported model (torch.export), not a checkpoint: pass the .pt file notebook 04 "
+                "saved, or load this one with helpers.export.load_exported.")
     if "Weights only load failed" in str(error):
         return (f"{path} is not a checkpoint saved by this workbook: it holds Python objects other than "
                 "weights, which are not loaded because loading them could run code.")
     return f"{path} is damaged or incomplete (a save or a copy cut short?): save or copy it again."
+
+
+def _is_exported_program(path: Path) -> bool:
+    """True when `path` is a torch.export archive (a zip holding models/model.json), not a torch.save file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/models/model.json") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _check_payload(payload: object, path: Path) -> None:

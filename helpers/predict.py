@@ -21,7 +21,8 @@ from typing import Sequence
 from torch import nn
 
 from helpers.inference import Prediction, classify_photos
-from helpers.model import load_checkpoint, printable
+from helpers.model import load_checkpoint
+from helpers.plumbing.text import printable
 from helpers.plumbing.images import BadImageError
 from helpers.settings import default_checkpoint_path
 from helpers.workbook import has_widget_frontend

@@ -3,7 +3,9 @@
 The notebooks, the command-line tools and the tests all ask this module, and no other module
 reads a ``WORKBOOK_*`` variable. Each variable is read when it is asked for (so a test or a
 notebook cell can change it), through one parser per kind of value, and a value that cannot be
-understood stops with one sentence that names the variable and what it accepts.
+understood stops with one sentence that names the variable and what it accepts. Every command
+(``python -m helpers ...``) checks them all first, with :func:`validate_settings`, so a bad value
+stops it in its first line rather than minutes later in notebook 04.
 
 | variable | what it does |
 | --- | --- |
@@ -16,14 +18,15 @@ understood stops with one sentence that names the variable and what it accepts.
 | WORKBOOK_ALLOW_RANDOM_WEIGHTS | 1: carry on with a random backbone when the ImageNet weights are missing |
 | WORKBOOK_INT8 | 0: compute features in float32 where the workbook would use int8 |
 | WORKBOOK_DEVICE | cpu, cuda, cuda:1, mps: the device to run on (default: the best there is) |
-| WORKBOOK_REAL_SAMPLE | a folder with a real Positive/ + Negative/ sample (tests, notebook 01, benchmark) |
-| WORKBOOK_REQUIRE_BROWSER | 1: the browser test fails instead of skipping without Chromium (CI) |
+| WORKBOOK_REAL_SAMPLE | a folder with a real Positive/ + Negative/ sample (only the tests, notebook 01 and `make bench` read it) |
+| WORKBOOK_REQUIRE_BROWSER | 1: the browser test fails instead of skipping without Chromium (only `make test` reads it; CI sets it) |
 | WORKBOOK_PLAIN_PROGRESS | 1: plain-text progress bars, never widgets (the kernels `make run` starts set it) |
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -148,6 +151,34 @@ def plain_progress() -> bool:
 def browser_required() -> bool:
     """True when WORKBOOK_REQUIRE_BROWSER=1 (CI): a missing Chromium fails the browser test."""
     return env_flag(REQUIRE_BROWSER)
+
+
+def check_address(name: str, value: str | None) -> str | None:
+    """`value` when it is an http(s) or file:// address or a local path; SettingsError for an empty one or another scheme."""
+    if value is None:
+        return None
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]+)://", value)
+    if not value.strip() or (scheme and scheme.group(1).lower() not in ("http", "https", "file")):
+        raise SettingsError(f"{name}={value!r} is not an address the workbook can fetch: give an http://, https:// "
+                            "or file:// address, or the path of a local file.")
+    return value
+
+
+def validate_settings() -> None:
+    """Read every WORKBOOK_* setting once; the first bad one raises SettingsError with its one sentence.
+
+    Each command calls this before any work (and `python -m helpers run` before notebook 01, so
+    the kernels it starts, which inherit the environment, never meet a bad value).
+    """
+    for flag in (QUICK, OFFLINE, ALLOW_RANDOM_WEIGHTS, INT8, PLAIN_PROGRESS, REQUIRE_BROWSER):
+        env_flag(flag)
+    env_int(SYNTHETIC_PER_CLASS, DEFAULT_SYNTHETIC_PER_CLASS)
+    check_address(DATA_URL, data_url())
+    check_address(WEIGHTS_URL, weights_url())
+    for name, path in ((DATA_DIR, env_path(DATA_DIR)), (REAL_SAMPLE, env_path(REAL_SAMPLE))):
+        if path is not None and path.exists() and not path.is_dir():
+            raise SettingsError(f"{name}={str(path)!r} is a file, not a folder: point it at a folder.")
+    pick_device()
 
 
 def environment_with(**overrides: str) -> dict[str, str]:

@@ -23,7 +23,9 @@ that later notebooks need (`helpers.pipeline.ensure_checkpoint`) live elsewhere.
 
 from __future__ import annotations
 
+import math
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -84,12 +86,34 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return parameters
 
 
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite: the weights would be useless, so training stops and nothing is saved."""
+
+
+_steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimiser -> steps taken (for the message)
+
+
+def check_loss(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    """Count this optimiser's step; raise TrainingDiverged naming the step when `loss` is NaN or infinite."""
+    step = _steps.get(optimizer, 0) + 1
+    _steps[optimizer] = step
+    value = loss.item()
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"The loss became {value} at step {step}, so training stopped and nothing was saved: "
+                               "lower the learning rate (the capstone's is 0.001) and train again.")
+
+
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
                   inputs: torch.Tensor, labels: torch.Tensor) -> float:
-    """One step of the capstone's loop: zero the gradients, forward, loss, backward, update."""
+    """One step of the capstone's loop: zero the gradients, forward, loss, backward, update.
+
+    A loss that is not a number (NaN or infinite: the learning rate is far too high) stops
+    training with TrainingDiverged, before it spoils the weights (check_loss).
+    """
     optimizer.zero_grad()
     outputs = model(inputs)
     loss = criterion(outputs, labels)
+    check_loss(loss, optimizer)
     loss.backward()
     optimizer.step()
     return loss.item()

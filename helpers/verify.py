@@ -9,15 +9,19 @@ all is well, records the files' contents in ``root/.verified.json``. Later noteb
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files
-from helpers.plumbing.files import DIGEST_CACHE_NAME, content_hashes, read_json, relative_name, write_json_atomically
+from helpers.plumbing.files import (
+    DIGEST_CACHE_NAME, content_hashes, read_json, record_key, relative_name, seal, write_json_atomically,
+)
 from helpers.plumbing.images import TILE_SIZE, open_image, size_problem
 from helpers.plumbing.progress import tqdm
+from helpers.plumbing.text import printable
 
 VERIFIED_FILE = ".verified.json"
 
@@ -64,7 +68,7 @@ class VerifyReport:
             if len(self.problems) > 20:
                 lines.append(f"  ... and {len(self.problems) - 20} more")
         lines += [f"Note: {note}" for note in self.notes]
-        return "\n".join(line for line in lines if line)
+        return "\n".join(printable(line) for line in lines if line)  # file names come from archives
 
 
 def _check_file(path: Path) -> tuple[str | None, tuple[int, int] | None]:
@@ -99,12 +103,7 @@ def _fingerprint(root: Path, files: list[Path], progress: bool = False) -> dict:
     """
     hashes = content_hashes(files, root / DIGEST_CACHE_NAME, progress)
     lines = sorted(f"{relative_name(path, root)}|{digest}" for path, digest in zip(files, hashes))
-    return {"n_files": len(files), "files_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest()}
-
-
-def _old_fingerprint(files: list[Path]) -> dict:
-    """The record of a verification made before digests were kept: file count and total bytes."""
-    return {"n_files": len(files), "total_bytes": sum(p.stat().st_size for p in files)}
+    return {"n_files": len(files), "files_sha256": hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()}
 
 
 def verify_dataset(root: str | Path, expected_per_class: int | None = None, decode: bool = True,
@@ -118,6 +117,9 @@ def verify_dataset(root: str | Path, expected_per_class: int | None = None, deco
     """
     root = Path(root)
     report = VerifyReport(root=root)
+    if root.exists() and not root.is_dir():
+        report.problems.append(f"{root} is a file, not a folder: give the folder that holds Positive/ and Negative/")
+        return report
     if not root.is_dir():
         report.problems.append(f"{root} does not exist: run notebooks/01_download_data.ipynb, "
                                "or `python -m helpers data download` (real) / `synthetic` (offline).")
@@ -144,7 +146,9 @@ def verify_dataset(root: str | Path, expected_per_class: int | None = None, deco
                 report.other_sizes[path.relative_to(root).as_posix()] = size
     if report.ok and decode:
         try:
-            write_json_atomically({**fingerprint, "counts": report.counts}, root / VERIFIED_FILE)
+            key = record_key(create=True)
+            write_json_atomically({**fingerprint, "counts": report.counts, "seal": seal(fingerprint, key)},
+                                  root / VERIFIED_FILE)
         except OSError:
             pass  # a read-only mirror is fine; we just verify again next time
     return report
@@ -157,24 +161,19 @@ def is_verified(root: str | Path) -> bool:
     SHA-1, and the SHA-1s are recomputed for any file whose size, mtime, inode or ctime moved (see
     helpers.plumbing.files.content_hashes, which also says what remains metadata-based). So an edit that
     keeps the size and sets the modification time back is caught; a warm check costs one stat
-    per file. A record written before digests were kept (count and total bytes) is upgraded once,
-    when those still match, by hashing the files now.
+    per file. The record is sealed with the data folder's secret key (helpers.plumbing.files.seal):
+    a `.verified.json` that an archive brought, or one copied from another folder, is not trusted,
+    nor is a record written before records were sealed (verify again to make a new one).
     """
     root = Path(root)
     recorded = read_json(root / VERIFIED_FILE)
-    if not recorded:
+    key = record_key()
+    if not recorded or key is None:
         return False
     try:
         files = [p for name in CLASS_NAMES for p in list_class_files(root, name)]
-        if "files_sha256" not in recorded:  # the old record: trust it once, if it still fits, and upgrade it
-            if {k: recorded.get(k) for k in ("n_files", "total_bytes")} != _old_fingerprint(files):
-                return False
-            try:
-                write_json_atomically({**_fingerprint(root, files), "counts": recorded.get("counts")},
-                                      root / VERIFIED_FILE)
-            except OSError:
-                pass  # a read-only mirror: upgraded another time
-            return True
-        return {k: recorded.get(k) for k in ("n_files", "files_sha256")} == _fingerprint(root, files)
-    except OSError:
+        fingerprint = _fingerprint(root, files)
+        return {k: recorded.get(k) for k in fingerprint} == fingerprint and hmac.compare_digest(
+            str(recorded.get("seal", "")), seal(fingerprint, key))
+    except (OSError, DatasetNotFoundError):
         return False

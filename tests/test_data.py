@@ -259,17 +259,115 @@ def test_verification_is_not_trusted_after_a_same_size_edit_with_the_old_mtime(t
     assert not is_verified(root)
 
 
-def test_a_verification_record_from_before_digests_is_upgraded_once(tmp_path):
+def test_a_record_the_workbook_did_not_seal_is_not_trusted(workbook_env, tmp_path):
     root = image_folder(tmp_path / "set", 2)
-    files = sorted(root.glob("*/*.jpg"))
-    old = {"n_files": 4, "total_bytes": sum(p.stat().st_size for p in files), "counts": {"Positive": 2, "Negative": 2}}
-    (root / ".verified.json").write_text(json.dumps({**old, "total_bytes": old["total_bytes"] + 1}))
-    assert not is_verified(root)  # the old record no longer fits
-    (root / ".verified.json").write_text(json.dumps(old))
-    assert is_verified(root)
-    upgraded = json.loads((root / ".verified.json").read_text())
-    assert len(upgraded["files_sha256"]) == 64 and upgraded["counts"] == old["counts"]
-    assert is_verified(root)
+    assert verify_dataset(root, progress=False).ok and is_verified(root)
+    record = json.loads((root / ".verified.json").read_text())
+    unsealed = {key: value for key, value in record.items() if key != "seal"}
+    (root / ".verified.json").write_text(json.dumps(unsealed))  # what a record written by content alone holds
+    assert not is_verified(root)
+    (root / ".verified.json").write_text(json.dumps({**record, "seal": "0" * 64}))
+    assert not is_verified(root)
+    files = sorted(root.glob("*/*.jpg"))  # the record of the workbook before seals: count and bytes
+    (root / ".verified.json").write_text(json.dumps({"n_files": 4, "total_bytes": sum(p.stat().st_size for p in files)}))
+    assert not is_verified(root)
+
+
+def forged_record(files: dict[str, bytes]) -> bytes:
+    """A .verified.json computed from the files' contents alone, as anyone making an archive could."""
+    lines = sorted(f"{name}|{hashlib.sha1(data).hexdigest()}" for name, data in files.items())
+    return json.dumps({"n_files": len(files), "files_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest(),
+                       "counts": {"Positive": 2, "Negative": 2}}).encode()
+
+
+@pytest.mark.parametrize("prefix", ["", "wrapped/"])
+def test_a_verified_record_inside_the_archive_never_counts(workbook_env, tmp_path, prefix):
+    files = {f"{name}/{i:05d}.jpg": jpeg_bytes(10 * c + i) for c, name in enumerate(("Positive", "Negative"))
+             for i in range(2)}
+    files["Positive/00001.jpg"] = b"not an image at all"  # the download then fails to verify
+    archive = tmp_path / "forged.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for name, data in files.items():
+            out.writestr(prefix + name, data)
+        out.writestr(prefix + ".verified.json", forged_record(files))
+        out.writestr(prefix + "Positive/.verified.json", forged_record(files))
+    dest = download_dataset(url=str(archive), progress=False)
+    assert list(dest.rglob(".verified.json")) == []
+    assert not verify_dataset(dest, progress=False).ok
+    assert not is_verified(dest)
+    (dest / ".verified.json").write_bytes(forged_record(files))  # even placed by hand, it is not the workbook's
+    assert not is_verified(dest)
+
+
+def test_a_second_address_whose_archive_is_wrapped_replaces_the_images(workbook_env, file_server):
+    file_server.add_file("/first.zip", zip_bytes(per_class=4))
+    second = zip_bytes(per_class=3, prefix="concrete_crack_images/")  # its classes inside one more folder
+    file_server.add_file("/second.zip", second)
+    download_dataset(url=file_server.url("/first.zip"), progress=False)
+    dest = download_dataset(url=file_server.url("/second.zip"), progress=False)
+    assert read_source(dest)["url"] == file_server.url("/second.zip")
+    with zipfile.ZipFile(io.BytesIO(second)) as archive:
+        expected = {name.split("/", 1)[1]: archive.read(name) for name in archive.namelist()}
+    found = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*.jpg")}
+    assert found == expected
+    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == [
+        "Negative", "Positive", "workbook_source.json"]
+
+
+def test_an_archive_without_the_class_folders_fails_saying_so(workbook_env, tmp_path):
+    archive = tmp_path / "other.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("cats/1.jpg", jpeg_bytes(1))
+    with pytest.raises(ArchiveError, match="holds no Positive/, Negative/ folders"):
+        download_dataset(url=str(archive), progress=False)
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from helpers.plumbing.files import exclusive_lock
+with exclusive_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_second_download_into_the_same_folder_is_told_another_is_running(workbook_env, tmp_path):
+    archive = tmp_path / "set.zip"
+    archive.write_bytes(zip_bytes(per_class=2))
+    dest = workbook_env / "concrete_crack_images"
+    in_use = workbook_env / ".concrete_crack_images.extracting-0123abcd"  # the other process's folder, being filled
+    (in_use / "Positive").mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(dest)], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OSError, match="Another process is downloading or extracting into .*concrete_crack_images"):
+            download_dataset(url=str(archive), progress=False)
+        assert in_use.is_dir(), "the other process's folder was removed"
+        assert main(["download", "--url", str(archive)]) == 1
+    finally:
+        holder.kill()  # a killed holder leaves no stale lock: the system releases it
+        holder.wait()
+    assert download_dataset(url=str(archive), progress=False) == dest
+    assert verify_dataset(dest, progress=False).counts == {"Positive": 2, "Negative": 2}
+
+
+def test_two_downloads_at_once_never_verify_a_partial_set(workbook_env, tmp_path):
+    archive = tmp_path / "set.zip"
+    archive.write_bytes(zip_bytes(per_class=150))
+    code = ("import sys\nfrom helpers.tools.data import main\n"
+            f"sys.exit(main(['download', '--url', {str(archive)!r}]))")
+    env = {**os.environ, "WORKBOOK_DATA_DIR": str(workbook_env)}
+    runs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    for status, stderr in results:
+        assert status == 0 or "Another process is downloading" in stderr, stderr
+    assert any(status == 0 for status, _ in results)
+    dest = workbook_env / "concrete_crack_images"
+    assert verify_dataset(dest, progress=False).counts == {"Positive": 150, "Negative": 150}
+    assert is_verified(dest)
 
 
 def test_cli_synthetic_then_verify(tmp_path, capsys):
@@ -356,3 +454,54 @@ def test_cli_runs_as_a_module(tmp_path):
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "run notebooks/01_download_data.ipynb" in result.stdout
+
+
+def test_verify_prints_hostile_and_non_utf8_file_names_safely(tmp_path):
+    root = image_folder(tmp_path / "set", 2)
+    (root / "Positive" / "\x1b[2Jclear\n  - fake line.jpg").write_bytes(b"not an image")
+    if sys.platform != "win32":  # a name that is not UTF-8 (Linux keeps its bytes)
+        with open(os.fsencode(root / "Negative") + b"/caf\xe9.jpg", "wb") as file:
+            file.write(b"not an image either")
+    result = subprocess.run([sys.executable, "-m", "helpers", "data", "verify", str(root)], capture_output=True,
+                            cwd=ROOT, timeout=120)
+    out = result.stdout.decode("utf-8")
+    assert result.returncode == 1 and b"Traceback" not in result.stderr, result.stderr
+    assert "\x1b" not in out and not any(line.startswith("  - fake line") for line in out.splitlines())
+    assert "clear   - fake line.jpg cannot be decoded" in out
+    if sys.platform != "win32":
+        assert "caf\\xe9.jpg cannot be decoded" in out
+
+
+@pytest.mark.parametrize("command", [["verify", "DIR"], ["synthetic", "--dest", "DIR"]])
+def test_ctrl_c_in_the_data_commands_is_one_line_and_130(tmp_path, capsys, monkeypatch, command):
+    import helpers.tools.data
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(helpers.tools.data, "verify_dataset", interrupted)
+    monkeypatch.setattr(helpers.tools.data, "generate_dataset", interrupted)
+    assert main([part.replace("DIR", str(tmp_path / "set")) for part in command]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted (Ctrl+C)") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("url", ["", "ftp://mirror.example/concrete.zip", "gopher://x/y"])
+def test_an_address_that_cannot_be_fetched_is_refused_before_anything(workbook_env, capsys, url):
+    with pytest.raises(SystemExit) as exit_:
+        main(["download", "--url", url])
+    assert exit_.value.code == 2
+    assert "is not an address the workbook can fetch" in capsys.readouterr().err
+    assert not workbook_env.exists()
+
+
+def test_a_file_given_as_destination_or_data_folder_is_named_as_a_file(workbook_env, tmp_path, capsys):
+    archive = tmp_path / "set.zip"
+    archive.write_bytes(zip_bytes(per_class=2))
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0\n")
+    assert main(["download", "--url", str(archive), "--dest", str(a_file)]) == 1
+    err = capsys.readouterr().err
+    assert "is a file" in err and "--dest" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["passwd", "set.zip"]  # no temporary folder beside it
+    assert main(["verify", str(a_file)]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().out

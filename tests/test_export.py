@@ -175,3 +175,93 @@ def test_an_older_torch_is_told_to_upgrade_instead_of_loading_unchecked(exported
     with pytest.raises(ExportFileError, match="safely needs a PyTorch whose exports use torch.export.pt2_archive"):
         load_exported(exported_path)
 
+
+
+SYMBOL = "Symbol('s77', positive=True, integer=True)"
+
+
+def code_payloads(marker: Path) -> dict[str, str]:
+    """Shape expressions that run code (touching `marker`) when sympy.sympify evaluates them."""
+    touch = f"__import__('pathlib').Path({str(marker)!r}).touch()"
+    return {
+        "a tuple around the symbol": f"({SYMBOL}, {touch})[0]",
+        "a call inside an allowed function": f"Add({SYMBOL}, Integer(0 if {touch} else 0))",
+        "a call as the symbol's name": f"Symbol({touch} or 's77', positive=True, integer=True)",
+        "a lambda": f"(lambda: {touch})() or {SYMBOL}",
+        "an attribute chain": f"{SYMBOL}.__class__.__init_subclass__.__globals__['__builtins__']['exec']({touch!r})",
+        "eval": f"eval({touch!r}) or {SYMBOL}",
+        "a keyword argument": f"Symbol('s77', positive={touch} is None, integer=True)",
+        "arithmetic around a call": f"{SYMBOL} + 0 * len(str({touch}))",
+    }
+
+
+def with_program(exported: Path, target: Path, change: Callable[[dict], None]) -> None:
+    """Copy the export, passing its parsed models/model.json through `change`."""
+    def rewrite_program(name: str, data: bytes) -> bytes:
+        if name != "models/model.json":
+            return data
+        program = json.loads(data)
+        change(program)
+        return json.dumps(program).encode()
+    rewrite(exported, target, rewrite_program)
+
+
+def replace_expressions(program: object, expression: str) -> None:
+    """Every "expr_str" in the parsed program set to `expression`."""
+    if isinstance(program, dict):
+        for key, value in program.items():
+            if key == "expr_str":
+                program[key] = expression
+            else:
+                replace_expressions(value, expression)
+    elif isinstance(program, list):
+        for value in program:
+            replace_expressions(value, expression)
+
+
+@needs_new_archives
+@pytest.mark.parametrize("payload", list(code_payloads(Path("marker"))))
+def test_a_shape_expression_that_runs_code_is_refused_before_torch_reads_it(exported_path, tmp_path, payload):
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "crafted.pt2"
+    with_program(exported_path, crafted, lambda program: replace_expressions(program, code_payloads(marker)[payload]))
+    with pytest.raises(ExportFileError) as error:
+        load_exported(crafted)
+    assert not marker.exists(), "code from the file ran"
+    message = str(error.value)
+    assert "crafted.pt2" in message and "shape expression" in message and "trusted source" in message
+    assert message.count(". ") == 0
+
+
+@needs_new_archives
+@pytest.mark.parametrize("how", ["guard code", "a node target outside torch.ops"])
+def test_guard_code_and_foreign_node_targets_are_refused(exported_path, tmp_path, how):
+    def change(program: dict) -> None:
+        if how == "guard code":
+            program["guards_code"] = ["__import__('os').getpid() > 0"]
+        else:
+            program["graph_module"]["graph"]["nodes"][0]["target"] = "torch.serialization.os.system"
+    crafted = tmp_path / "crafted.pt2"
+    with_program(exported_path, crafted, change)
+    with pytest.raises(ExportFileError, match="trusted source"):
+        load_exported(crafted)
+
+
+@pytest.mark.parametrize("expression", [
+    SYMBOL, "Add(Mul(Integer(2), Symbol('s0', positive=True, integer=True)), Integer(1))",
+    "FloorDiv(Symbol('s0', integer=True), Integer(2))", "Max(Integer(2), s0)", "s0**2 + 3*u1 - 1",
+    "Eq(Symbol('s0', integer=True), Integer(2))", "s0 <= 4", "Float('1.5', precision=53)"])
+def test_the_expressions_export_writes_pass_the_grammar(expression):
+    from helpers.export import expression_problem
+    assert expression_problem(expression) is None
+
+
+@needs_new_archives
+def test_a_damaged_program_or_metadata_file_is_one_sentence(exported_path, tmp_path):
+    crafted = tmp_path / "damaged.pt2"
+    rewrite(exported_path, crafted, lambda name, data: data[:50] if name == "models/model.json" else data)
+    with pytest.raises(ExportFileError, match=r"damaged\.pt2 is damaged: .*export the model again"):
+        load_exported(crafted)
+    metadata_path(crafted).write_text('{"class_names": ["a", ')
+    with pytest.raises(ExportFileError, match=r"damaged\.json is damaged .*export the model again"):
+        load_class_names(crafted)

@@ -352,3 +352,19 @@ def test_features_for_another_split_are_the_same_rows_by_sample_id():
     val.number_format = "int8"
     with pytest.raises(ValueError, match="different number formats"):
         features_for(Split(["t0"]), train, val)
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0"),
+                                     OSError(28, "No space left on device")], ids=["torch-runtime-error", "enospc"])
+def test_a_full_disk_keeps_the_features_and_says_where_and_how_much(model, copy_root, tmp_path, monkeypatch, failure):
+    monkeypatch.setattr(Backbone, "__call__", fake_backbone([]))
+
+    def full_disk(obj, file):
+        raise failure
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.warns(UserWarning) as warned:
+        feature_set = extract(model, CrackDataset(copy_root, split="all", progress=False), tmp_path / "cache")
+    assert len(feature_set) == 16 and feature_set.features.shape == (16, 512)  # computed and returned
+    message = str(warned[-1].message)
+    assert f"The disk holding {tmp_path / 'cache'}" in message and "needs about 32.9 kB" in message  # 16 x 512 x 4 + 16 x 8
+    assert "carries on" in message

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from helpers.plumbing import files as files_module
-from helpers.plumbing.files import atomic_path, content_hashes, remove_stale_temporaries
+from helpers.plumbing.files import BusyError, atomic_path, content_hashes, exclusive_lock, remove_stale_temporaries
 
 
 def sha1(path: Path) -> str:
@@ -116,3 +119,65 @@ def test_atomic_path_cleans_up_after_a_killed_save(tmp_path):
         temp.write_bytes(b"complete")
     assert target.read_bytes() == b"complete"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features.pt"]
+
+
+HOLD = """
+import sys
+from helpers.plumbing.files import exclusive_lock
+with exclusive_lock(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_the_lock_holds_across_processes_and_dies_with_its_holder(tmp_path):
+    folder = tmp_path / "images"
+    root = Path(__file__).resolve().parent.parent
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], cwd=root, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(BusyError, match=r"Another process is downloading or extracting into .*images .*wait"):
+            with exclusive_lock(folder):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)  # no clean-up runs
+        holder.wait()
+    with exclusive_lock(folder) as lock:  # the system released the killed process's lock
+        with exclusive_lock(folder):  # and this process may take it again inside
+            assert lock.exists()
+    assert not lock.exists(), "the lock file is removed once released"
+
+
+TORCH_SHORT_WRITE = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4160 vs 4054")
+
+
+@pytest.mark.parametrize("failure", [TORCH_SHORT_WRITE, OSError(28, "No space left on device")],
+                         ids=["torch-runtime-error", "enospc"])
+def test_a_full_disk_is_one_sentence_naming_the_folder_and_the_space(tmp_path, monkeypatch, failure):
+    import torch
+
+    def full_disk(obj, file):
+        Path(file).write_bytes(b"x" * 1000)
+        raise failure
+    monkeypatch.setattr(torch, "save", full_disk)
+    target = tmp_path / "checkpoints" / "model.pt"
+    with pytest.raises(files_module.DiskFullError) as error:
+        with atomic_path(target, size_hint=45_000_000) as temp:
+            torch.save({}, temp)
+    message = str(error.value)
+    assert message.startswith(f"The disk holding {target.parent} is full: model.pt needs about 45.0 MB")
+    assert "is free" in message and "WORKBOOK_DATA_DIR" in message and message.count(". ") == 0
+    assert isinstance(error.value, OSError) and list(target.parent.iterdir()) == []
+    with pytest.raises(files_module.DiskFullError, match="more than the 1.0 kB written before it filled up"):
+        with atomic_path(target) as temp:
+            torch.save({}, temp)
+
+
+def test_other_errors_pass_through_atomic_path_unchanged(tmp_path):
+    with pytest.raises(RuntimeError, match="^something else$"):
+        with atomic_path(tmp_path / "a.pt"):
+            raise RuntimeError("something else")
+    with pytest.raises(PermissionError):
+        with atomic_path(tmp_path / "a.pt"):
+            raise PermissionError(13, "Permission denied")

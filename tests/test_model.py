@@ -23,12 +23,12 @@ from helpers.model import (
     count_parameters,
     imagenet_weights_path,
     load_checkpoint,
-    printable,
     resolve_weights,
     starting_head,
     save_checkpoint,
     trainable_parameter_names,
 )
+from helpers.plumbing.text import printable
 
 
 @pytest.fixture

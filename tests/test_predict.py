@@ -198,3 +198,43 @@ def test_a_reader_that_stops_early_gets_no_traceback(workdir):
     err = process.stderr.read()
     assert process.wait(timeout=120) in (0, 1, 141), err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_on_load(workdir, capsys):
+    torch.manual_seed(0)
+    model = build_resnet18(2, weights=None)
+    with torch.no_grad():
+        model.fc.weight[0, 0] = float("nan")
+    save_checkpoint(workdir / "nan.pt", model, ["Negative", "Positive"])
+    for extra in ([], ["--json"]):
+        assert main([photos(workdir)[0], "--checkpoint", str(workdir / "nan.pt"), *extra]) == 1
+        check_one_error_line(capsys, "nan.pt", "not numbers")
+
+
+def test_an_exported_model_given_as_checkpoint_is_named_as_such(workdir, capsys):
+    from helpers.export import export_model
+    torch.manual_seed(0)
+    export_model(build_resnet18(2, weights=None), workdir / "model.pt2", example=torch.randn(2, 3, 64, 64))
+    assert main([photos(workdir)[0], "--checkpoint", str(workdir / "model.pt2")]) == 1
+    check_one_error_line(capsys, "model.pt2", "exported model", "load_exported")
+
+
+def test_an_enormous_photo_is_refused_from_its_header(workdir, capsys, monkeypatch):
+    huge = workdir / "huge.png"
+    Image.new("L", (13_000, 13_000)).save(huge, optimize=True)  # 169 megapixels in a small file
+    decoded = []
+    monkeypatch.setattr(Image.Image, "convert", lambda self, *a, **k: decoded.append(self.size))
+    assert main([str(huge), "--checkpoint", str(workdir / "two.pt")]) == 1
+    check_one_error_line(capsys, "huge.png", "169 megapixels", "more than the 40")
+    assert decoded == []
+
+
+def test_ctrl_c_in_predict_is_one_line_and_130(workdir, capsys, monkeypatch):
+    import helpers.tools.predict
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(helpers.tools.predict, "classify_photos", interrupted)
+    assert main([photos(workdir)[0], "--checkpoint", str(workdir / "two.pt")]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().startswith("interrupted (Ctrl+C)") and len(err.strip().splitlines()) == 1

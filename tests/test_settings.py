@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +111,52 @@ def test_no_other_module_reads_workbook_variables():
     documented = set(re.findall(r"\| (WORKBOOK_[A-Z0-9_]+) \|", settings.__doc__))
     defined = {value for value in vars(settings).values() if isinstance(value, str) and value.startswith("WORKBOOK_")}
     assert documented == defined
+
+
+BAD_SETTINGS = [("WORKBOOK_QUICK", "banana"), ("WORKBOOK_OFFLINE", "banana"), ("WORKBOOK_SYNTHETIC_PER_CLASS", "banana"),
+                ("WORKBOOK_PLAIN_PROGRESS", "x"), ("WORKBOOK_DEVICE", "banana"), ("WORKBOOK_DATA_URL", "ftp://host/x.zip"),
+                ("WORKBOOK_WEIGHTS_URL", "gopher://host/w.pth"), ("WORKBOOK_DATA_DIR", "A_FILE"),
+                ("WORKBOOK_REAL_SAMPLE", "A_FILE")]
+
+
+@pytest.mark.parametrize("name, value", BAD_SETTINGS)
+def test_validate_settings_names_any_bad_setting_in_one_sentence(monkeypatch, tmp_path, name, value):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    monkeypatch.setenv(name, str(a_file) if value == "A_FILE" else value)
+    with pytest.raises(SettingsError) as error:
+        settings.validate_settings()
+    message = str(error.value)
+    assert message.startswith(name) and "\n" not in message and message.replace("e.g. ", "").count(". ") == 0
+
+
+def test_validate_settings_accepts_the_defaults(monkeypatch):
+    for name, _ in BAD_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    settings.validate_settings()
+
+
+@pytest.mark.parametrize("command", [["run"], ["predict", "photo.jpg"], ["train"], ["data", "verify", "somewhere"],
+                                     ["data", "synthetic"], ["strip"]])
+@pytest.mark.parametrize("name, value", [("WORKBOOK_QUICK", "banana"), ("WORKBOOK_DEVICE", "banana")])
+def test_every_command_stops_on_a_bad_setting_before_any_work(monkeypatch, capsys, command, name, value):
+    import helpers.tools.run_notebooks
+    from helpers.tools.cli import main
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the command started its work with a bad setting")
+    monkeypatch.setattr(helpers.tools.run_notebooks, "run_all", no_work)
+    monkeypatch.setattr(helpers.tools.run_notebooks, "strip_notebook", no_work)
+    monkeypatch.setenv(name, value)
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {name}=") and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_bad_progress_setting_is_one_line_even_at_import(tmp_path):
+    env = {**os.environ, "WORKBOOK_PLAIN_PROGRESS": "x"}
+    result = subprocess.run([sys.executable, "-m", "helpers", "data", "verify", str(tmp_path)], capture_output=True,
+                            text=True, cwd=HELPERS.parent, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: WORKBOOK_PLAIN_PROGRESS='x' is not understood: use 1 (or yes, true, on) or 0 (or no, false, off)."]

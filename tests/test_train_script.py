@@ -146,3 +146,80 @@ def test_real_sample_one_epoch(real_sample, tmp_path, capsys):
     assert 0.0 <= low <= metrics["accuracy"] <= high <= 1.0
     assert metrics["data_source"] == "real" and metrics["n_train"] + metrics["n_val"] >= 2
     assert (out / "resnet18_cracks.pt").is_file() and (out / "loss.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--epochs", "99999999999999999999"], "--epochs"),
+    (["--batch-size", "10000000000"], "--batch-size"),
+    (["--lr", "inf"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+    (["--data", "{tmp}/notes.txt"], "is a file, not a folder"),
+    (["--out", "{tmp}/notes.txt/run"], "is a file"),
+], ids=["huge-epochs", "huge-batch", "infinite-lr", "nan-lr", "data-is-a-file", "out-under-a-file"])
+def test_out_of_range_and_misplaced_arguments_are_one_line_before_any_work(args, words, tiny, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    defaults = {"--data": str(tiny), "--out": str(tmp_path / "out")}
+    for flag, value in defaults.items():
+        if flag not in args:
+            args += [flag, value]
+    assert main([*args, "--quiet", "--weights", "random", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert_one_error_line(err)
+    assert words in err and not (tmp_path / "out").exists()
+
+
+def test_a_weights_file_that_is_not_weights_is_one_line(tiny, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("some notes, not a state dict\n")
+    assert main(["--data", str(tiny), "--weights", str(notes), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert_one_error_line(err)
+    assert "notes.txt cannot be loaded as ResNet18 weights" in err
+
+
+def test_a_loss_that_stops_being_a_number_stops_training_naming_the_step(tiny, tmp_path, capsys, monkeypatch):
+    import helpers.pipeline
+
+    real_train_head = helpers.pipeline.train_head
+    monkeypatch.setattr(helpers.pipeline, "train_head", lambda *a, **k: real_train_head(*a, **{**k, "lr": float("inf")}))
+    assert train_tiny(tiny, tmp_path / "out", "--epochs", "3") == 1  # one step an epoch: step 2 is NaN
+    err = capsys.readouterr().err
+    assert_one_error_line(err.split("means little.", 1)[-1])  # after the warning about --weights random
+    assert "The loss became" in err and "at step" in err and "lower the learning rate" in err
+    assert not (tmp_path / "out" / "resnet18_cracks.pt").exists()
+
+
+def test_file_names_from_the_data_are_printed_without_escape_sequences(tiny, tmp_path, capsys, monkeypatch):
+    evil = tmp_path / "\x1b[2Jfake\nerror: all good"
+    def failing(*args, **kwargs):
+        raise ValueError(f"Cannot read {evil}/\udcff.jpg: broken.")
+    monkeypatch.setattr(helpers.tools.train, "train_capstone_head", failing)
+    assert train_tiny(tiny, tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert_one_error_line(err.split("means little.", 1)[-1])  # after the warning about --weights random
+    assert "\x1b" not in err and "\\xff.jpg" in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows file names are always Unicode")
+def test_a_file_name_that_is_not_utf8_is_named_not_a_codec_error(tmp_path, capsys):
+    data = generate_dataset(tmp_path / "data", per_class=6, seed=0, progress=False)
+    first = next((data / "Positive").iterdir())
+    with open(os.fsencode(data / "Positive") + b"/caf\xe9.png", "wb") as copy:
+        copy.write(first.read_bytes())
+    assert train_tiny(data, tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "caf\\xe9.png has a name that is not UTF-8: rename it" in err and "codec" not in err
+
+
+def test_a_checkpoint_that_cannot_be_written_on_a_full_disk_says_so(tiny, tmp_path, capsys, monkeypatch):
+    import torch
+
+    def full_disk(obj, file):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4160 vs 4054")
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.warns(UserWarning, match="carries on"):  # the feature cache is skipped, the run goes on
+        assert train_tiny(tiny, tmp_path / "out") == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: The disk holding {tmp_path / 'out'} is full: resnet18_cracks.pt needs")
+    assert "inline_container" not in last and not (tmp_path / "out" / "resnet18_cracks.pt").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -82,3 +84,22 @@ def test_make_run_names_each_section_and_sums_up_the_trained_model(monkeypatch, 
     assert "validation accuracy 73.60% (95% interval 69.57% to 77.27%), 1 epoch(s)" in summary
     assert "cannot be compared with the capstone's 99.44%" in summary and "resnet18_cracks.pt" in summary
     assert "cannot be compared" not in trained_model_summary(True)
+
+
+def test_the_summary_counts_the_notebooks_that_ran(monkeypatch, tmp_path, capsys):
+    from nbclient.exceptions import CellExecutionError
+
+    import helpers.tools.run_notebooks as run_notebooks
+
+    monkeypatch.setenv("WORKBOOK_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(run_notebooks, "prepare_data", lambda: DataChoice(tmp_path, "synthetic", "a test."))
+    monkeypatch.setattr(run_notebooks, "prepare_weights", lambda: ("random", {}))
+
+    def run_notebook(path, kernel_env):
+        if path.name.startswith("02"):
+            raise CellExecutionError("a cell failed", "ValueError", "boom")
+        return 1.0
+    monkeypatch.setattr(run_notebooks, "run_notebook", run_notebook)
+    paths = [Path(f"0{i}_lesson.ipynb") for i in range(1, 8)]
+    assert run_notebooks.run_all(paths) == 1
+    assert "for 2 of 7 notebook(s); stopped at 02_lesson.ipynb" in capsys.readouterr().out

@@ -8,6 +8,11 @@
 * **Extract beside the target, then move into place.** Members are unpacked into a temporary
   sibling folder, which replaces the target only once every member was read correctly; a
   folder left by an interrupted run is removed on the next one.
+* **One extraction per folder at a time.** The destination's lock
+  (:func:`helpers.plumbing.files.exclusive_lock`) is held throughout, so a second process is told
+  that another one is running instead of removing its temporary folder.
+* **The archive brings data, not records.** Members named in ``ignore`` (the workbook's own
+  records, such as ``.verified.json``) are never written, at any depth.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import stat
 import uuid
 import zipfile
 import zlib
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
+from helpers.plumbing.files import exclusive_lock
 from helpers.plumbing.progress import tqdm
 
 DEFAULT_MAX_BYTES = 2 * 1024**3  # the images archive is ~250 MB, and unpacks to about as much
@@ -48,12 +55,18 @@ def _unsafe_reason(member: zipfile.ZipInfo) -> str | None:
 
 
 def extract_zip(zip_path: str | Path, dest_dir: str | Path, *, progress: bool = True,
-                max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
+                max_bytes: int = DEFAULT_MAX_BYTES, folders: Sequence[str] | None = None,
+                ignore: Collection[str] = ()) -> Path:
     """Unpack ``zip_path`` into ``dest_dir`` (created if needed) and return ``dest_dir``.
 
+    ``folders``: the top-level folders to take from the archive (at its top, or all inside one
+    wrapping folder, which is removed); they replace ``dest_dir``'s folders of those names, and
+    the rest of the archive is left out. An archive without them raises ArchiveError.
+    ``ignore``: file names never written, at any depth (records the archive must not bring).
     Raises :class:`ArchiveError` for a corrupt archive or one that would unpack to more than
-    ``max_bytes``, and :class:`UnsafeArchiveError` for a member that would land outside
-    ``dest_dir``; in every case nothing is left half-written.
+    ``max_bytes``, :class:`UnsafeArchiveError` for a member that would land outside
+    ``dest_dir``, and :class:`~helpers.plumbing.files.BusyError` while another process extracts
+    into ``dest_dir``; in every case nothing is left half-written.
     """
     zip_path, dest_dir = Path(zip_path).absolute(), Path(dest_dir)
     not_valid = (f"{zip_path} is not a valid zip archive (corrupt or incomplete "
@@ -66,7 +79,8 @@ def extract_zip(zip_path: str | Path, dest_dir: str | Path, *, progress: bool = 
         raise ArchiveError(not_valid) from error
 
     with archive:
-        members = [m for m in archive.infolist() if not m.filename.startswith("__MACOSX/")]
+        members = [m for m in archive.infolist() if not m.filename.startswith("__MACOSX/")
+                   and m.filename.rstrip("/").rsplit("/", 1)[-1] not in ignore]
         for member in members:                # check everything before writing anything
             reason = _unsafe_reason(member)
             if reason:
@@ -83,22 +97,52 @@ def extract_zip(zip_path: str | Path, dest_dir: str | Path, *, progress: bool = 
                 f"not the expected data set.")
 
         dest_dir.parent.mkdir(parents=True, exist_ok=True)
-        for stale in dest_dir.parent.glob(f".{glob.escape(dest_dir.name)}.extracting-*"):
-            shutil.rmtree(stale, ignore_errors=True)     # left by an interrupted run
-        temp_dir = dest_dir.parent / f".{dest_dir.name}.extracting-{uuid.uuid4().hex[:8]}"
-        temp_dir.mkdir()
-        try:
-            for member in tqdm(members, desc=f"Extracting {zip_path.name}", unit="file",
-                               disable=not progress):
-                _extract_member(archive, member, temp_dir, zip_path)
-            _move_into_place(temp_dir, dest_dir)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-            raise ArchiveError(not_valid) from error
-        except BaseException:                 # also Ctrl+C: leave nothing half-written
-            shutil.rmtree(temp_dir, ignore_errors=True)
-            raise
+        with exclusive_lock(dest_dir):  # no other process extracts here: what is left is stale
+            for stale in dest_dir.parent.glob(f".{glob.escape(dest_dir.name)}.extracting-*"):
+                shutil.rmtree(stale, ignore_errors=True)     # left by an interrupted run
+            temp_dir = dest_dir.parent / f".{dest_dir.name}.extracting-{uuid.uuid4().hex[:8]}"
+            temp_dir.mkdir()
+            try:
+                for member in tqdm(members, desc=f"Extracting {zip_path.name}", unit="file",
+                                   disable=not progress):
+                    _extract_member(archive, member, temp_dir, zip_path)
+                if folders is not None:
+                    _keep_only(temp_dir, folders, zip_path)
+                _move_into_place(temp_dir, dest_dir)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+                shutil.rmtree(temp_dir, ignore_errors=True)
+                raise ArchiveError(not_valid) from error
+            except BaseException:                 # also Ctrl+C: leave nothing half-written
+                shutil.rmtree(temp_dir, ignore_errors=True)
+                raise
     return dest_dir
+
+
+def _keep_only(root: Path, folders: Sequence[str], zip_path: Path) -> None:
+    """Leave in ``root`` only ``folders``, moved up first when the archive wrapped them in one folder."""
+    if not all((root / name).is_dir() for name in folders):
+        wrappers = [entry for entry in root.iterdir() if entry.is_dir()
+                    and all((entry / name).is_dir() for name in folders)]
+        if len(wrappers) != 1:
+            raise ArchiveError(f"{zip_path} holds no {'/, '.join(folders)}/ folders (at its top or in one folder): "
+                               "it is not the expected data set, so check the address.")
+        wrapper = root / f".wrapper-{uuid.uuid4().hex[:8]}"  # renamed first: it may be called like one of them
+        os.replace(wrappers[0], wrapper)
+        for name in folders:
+            if (root / name).exists():
+                _remove(root / name)
+            os.replace(wrapper / name, root / name)
+    for entry in list(root.iterdir()):
+        if entry.name not in folders:
+            _remove(entry)
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, a link or a whole folder."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _extract_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, root: Path,
@@ -129,9 +173,7 @@ def _move_into_place(temp_dir: Path, dest_dir: Path) -> None:
         return
     for entry in temp_dir.iterdir():
         target = dest_dir / entry.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
+        if target.exists() or target.is_symlink():
+            _remove(target)
         os.replace(entry, target)
     temp_dir.rmdir()

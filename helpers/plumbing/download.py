@@ -41,7 +41,7 @@ from urllib.request import url2pathname
 
 import requests
 
-from helpers.plumbing.files import file_digest, read_json, write_json_atomically
+from helpers.plumbing.files import exclusive_lock, file_digest, read_json, write_json_atomically
 from helpers.plumbing.progress import tqdm
 
 DEFAULT_MAX_BYTES = 2 * 1024**3  # the images archive is ~250 MB: a response past this is not it
@@ -115,18 +115,31 @@ def download_file(url: str, dest: str | Path, *, sha256: str | None = None,
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")       # same folder, so the rename is atomic
 
+    with exclusive_lock(dest):  # one process at a time writes this .part (BusyError for the second)
+        _fetch_to(url, part, dest, timeout=timeout, retries=retries, backoff=backoff, chunk_size=chunk_size,
+                  progress=progress, max_bytes=max_bytes, session=session)
+        _check_and_rename(url, part, dest, expected)
+    return dest
+
+
+def _fetch_to(url: str, part: Path, dest: Path, *, timeout: tuple[float, float], retries: int, backoff: float,
+              chunk_size: int, progress: bool, max_bytes: int, session: requests.Session | None) -> None:
+    """Bring the bytes of ``url`` (http(s) or local) into ``part``."""
     source = _local_source(url)
     if source is not None:
         _copy_local(source, part, chunk_size=chunk_size, progress=progress, label=dest.name)
-    else:
-        try:
-            _fetch_with_retries(url, part, timeout=timeout, retries=retries, backoff=backoff,
-                                chunk_size=chunk_size, progress=progress, session=session,
-                                max_bytes=max_bytes)
-        except KeyboardInterrupt:
-            _remove_if_empty(part)
-            raise DownloadInterrupted(part if part.exists() else None) from None
+        return
+    try:
+        _fetch_with_retries(url, part, timeout=timeout, retries=retries, backoff=backoff,
+                            chunk_size=chunk_size, progress=progress, session=session,
+                            max_bytes=max_bytes)
+    except KeyboardInterrupt:
+        _remove_if_empty(part)
+        raise DownloadInterrupted(part if part.exists() else None) from None
 
+
+def _check_and_rename(url: str, part: Path, dest: Path, expected: str | None) -> None:
+    """Rename a complete ``part`` to ``dest`` once its SHA-256 is the one expected (ChecksumError if not)."""
     if expected is not None:
         actual = file_digest(part)
         if actual != expected:
@@ -139,7 +152,6 @@ def download_file(url: str, dest: str | Path, *, sha256: str | None = None,
                        f"got {actual})")
     os.replace(part, dest)
     _record_of(part).unlink(missing_ok=True)
-    return dest
 
 
 def _copy_local(source: Path, part: Path, *, chunk_size: int, progress: bool, label: str) -> None:

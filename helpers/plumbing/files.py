@@ -12,23 +12,151 @@ was: the feature cache's key, the duplicate check and the "verified" record all 
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import hmac
 import json
 import os
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from helpers.plumbing.progress import tqdm
+from helpers.settings import data_dir
 
 DIGEST_CACHE_NAME = ".content_hashes.json"  # one per data folder: every file's SHA-1 and the stat it was taken at
 DIGEST_CACHE_FORMAT = "concrete-crack-workbook/digests/1"
 SETTLE_NS = 2_000_000_000  # a file changed less than 2 s before it was hashed is hashed again next time
 
+KEY_FILE_NAME = ".workbook_key"  # in the data folder: the secret that seals the workbook's own records
 _live_temporaries: set[Path] = set()  # this process's temporary files, still being written
+_held_locks: dict[Path, tuple[int, object]] = {}  # lock file -> (how many blocks hold it, its open file)
+
+
+class BusyError(OSError):
+    """Another process holds the lock on a file or folder: a download or an extraction into it is running."""
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file of `path`: `.<name>.lock` beside it."""
+    path = Path(path).absolute()
+    return path.with_name(f".{path.name}.lock")
+
+
+def _try_lock(file) -> bool:
+    """Take the lock on the open `file` without waiting; False when another process holds it."""
+    try:
+        if os.name == "nt":
+            import msvcrt
+            msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:  # EWOULDBLOCK (flock); EACCES or EDEADLOCK (msvcrt): another process holds it
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)):
+            return False
+        raise
+    return True
+
+
+def _unlock(file) -> None:
+    """Release the lock taken by _try_lock (closing the file would release it too)."""
+    if os.name == "nt":
+        import msvcrt
+        file.seek(0)
+        msvcrt.locking(file.fileno(), msvcrt.LK_UNLCK, 1)
+    else:
+        import fcntl
+        fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+
+
+@contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[Path]:
+    """Hold the one lock on `path` (a file or folder about to be written) for the block; yields the lock file.
+
+    The lock is taken on `.<name>.lock` beside `path` with fcntl.flock (Linux, macOS) or
+    msvcrt.locking (Windows), so the system releases it when the process ends, even when it is
+    killed: no stale lock is ever left. Within one process the lock is re-entrant (a download
+    that extracts holds it once). When another process holds it, BusyError says so at once
+    instead of both writing the same files.
+    """
+    lock = lock_path(path)
+    depth, file = _held_locks.get(lock, (0, None))
+    if depth:
+        _held_locks[lock] = (depth + 1, file)
+    else:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        file = _acquire(lock)
+        if file is None:
+            raise BusyError(f"Another process is downloading or extracting into {Path(path).absolute()} "
+                            f"(it holds {lock}): wait for it to finish, then run this again.")
+        _held_locks[lock] = (1, file)
+    try:
+        yield lock
+    finally:
+        depth, file = _held_locks.pop(lock)
+        if depth > 1:
+            _held_locks[lock] = (depth - 1, file)
+        else:
+            try:
+                lock.unlink(missing_ok=True)  # first: whoever then locks the old file sees it is gone
+            except OSError:
+                pass  # Windows keeps an open file: it stays, and is reused next time
+            try:
+                _unlock(file)
+            finally:
+                file.close()
+
+
+def _acquire(lock: Path):
+    """The lock file, opened and locked by this process; None when another process holds it.
+
+    The holder deletes the file when it is done; a process that opened it just before then
+    holds a lock on a deleted file, so the lock counts only while the path still names it.
+    """
+    for _ in range(100):
+        file = open(lock, "a+b")
+        if not _try_lock(file):
+            file.close()
+            return None
+        try:
+            if os.path.samestat(os.fstat(file.fileno()), os.stat(lock)):
+                return file
+        except FileNotFoundError:
+            pass
+        file.close()  # it was deleted under us: open the new one
+    raise BusyError(f"The lock {lock} keeps changing hands: wait for the other processes to finish, then run this again.")
+
+
+def record_key(create: bool = False) -> bytes | None:
+    """This data folder's secret (32 random bytes in data/.workbook_key), made when `create`; None without one.
+
+    The workbook seals its own records with it (:func:`seal`), so a record that a downloaded
+    archive brings along, whatever it holds, never passes for one the workbook wrote.
+    """
+    path = data_dir() / KEY_FILE_NAME
+    try:
+        key = path.read_bytes()
+        if len(key) == 32:
+            return key
+    except OSError:
+        pass
+    if not create:
+        return None
+    with atomic_path(path) as temp:  # OSError when the folder is read-only: the caller keeps no record
+        temp.write_bytes(secrets.token_bytes(32))
+        os.chmod(temp, 0o600)
+    return path.read_bytes()
+
+
+def seal(record: dict, key: bytes) -> str:
+    """An HMAC-SHA256 of `record` (as sorted JSON) under `key`: only who holds the key can make it."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    return hmac.new(key, text.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
 
 
 def _temporary_pattern(path: Path) -> re.Pattern:
@@ -63,8 +191,48 @@ def remove_stale_temporaries(path: str | Path, older_than_s: float = 60) -> list
     return removed
 
 
+class DiskFullError(OSError):
+    """A file could not be written because its disk is full; the message names the folder and the space needed."""
+
+
+# What torch.save's zip writer raises (as RuntimeError, not OSError) when a write comes up short.
+_TORCH_SHORT_WRITE = re.compile(r"unexpected pos|PytorchStreamWriter failed|file write failed")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """True for an OSError with ENOSPC or EDQUOT, and for torch.save's RuntimeError of a short write."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    return isinstance(error, RuntimeError) and bool(_TORCH_SHORT_WRITE.search(str(error)))
+
+
+def _size(count: float) -> str:
+    """A number of bytes for people: 1.5 GB, 300 MB, 12 kB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{int(count)} bytes"
+
+
+def disk_full_error(path: Path, temp: Path, size_hint: int | None) -> DiskFullError:
+    """The one sentence for a full disk: the folder, the space the file needs, the space that is free."""
+    try:
+        written = temp.stat().st_size
+    except OSError:
+        written = 0
+    try:
+        free = f", and {_size(shutil.disk_usage(path.parent).free)} is free"
+    except OSError:
+        free = ""
+    needed = f"about {_size(size_hint)}" if size_hint else f"more than the {_size(written)} written before it filled up"
+    error = DiskFullError(f"The disk holding {path.parent} is full: {path.name} needs {needed}{free}; "
+                          "free some space, or set WORKBOOK_DATA_DIR to a folder on a larger disk.")
+    error.errno = errno.ENOSPC  # set after: OSError(errno, text) would print "[Errno 28]" before the sentence
+    return error
+
+
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, size_hint: int | None = None) -> Iterator[Path]:
     """A unique temporary path beside `path` to write to; renamed over `path` when the block succeeds.
 
     The temporary file keeps `path`'s suffix (matplotlib and torch.export read it) and is removed
@@ -73,6 +241,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
         with atomic_path("data/checkpoints/model.pt") as temp:
             torch.save(payload, temp)
+
+    A full disk (ENOSPC, or the RuntimeError torch.save raises for a short write) becomes
+    DiskFullError, an OSError whose one sentence names the folder and the space needed
+    (`size_hint` bytes when the caller knows it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +254,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield temp
         os.replace(temp, path)
+    except (OSError, RuntimeError) as error:
+        if is_disk_full(error) and not isinstance(error, DiskFullError):
+            raise disk_full_error(path, temp, size_hint) from error
+        raise
     finally:
         _live_temporaries.discard(temp)
         temp.unlink(missing_ok=True)

@@ -112,8 +112,11 @@ def open_photo(path: str | Path) -> Image.Image:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file.")
     try:
-        with Image.open(path) as opened:
-            return opened.convert("RGB")  # also decodes the whole file, so damage shows here
+        with open_image(path) as opened:  # the header only: an enormous image is refused before decoding
+            problem = size_problem(opened.size)
+            if problem is None:
+                return opened.convert("RGB")  # also decodes the whole file, so damage shows here
     except Exception as error:  # PIL raises several kinds of error for broken files
         reason = (str(error).splitlines() or [""])[0].replace(repr(str(path)), "").strip(" :")
         raise BadImageError(f"{path}: not readable as an image ({reason or type(error).__name__}).") from error
+    raise BadImageError(f"{path}: {problem}.")

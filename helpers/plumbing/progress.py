@@ -11,6 +11,16 @@ from __future__ import annotations
 from tqdm.auto import tqdm as widget_or_text_tqdm
 from tqdm.std import tqdm as text_tqdm
 
-from helpers.settings import plain_progress
+from helpers.settings import SettingsError, plain_progress
 
-tqdm = text_tqdm if plain_progress() else widget_or_text_tqdm  # decided once, when the kernel starts
+
+def _plain() -> bool:
+    """WORKBOOK_PLAIN_PROGRESS, read when the kernel starts; a bad value means text here (importing never
+    fails), and every command stops on it in its first line (helpers.settings.validate_settings)."""
+    try:
+        return plain_progress()
+    except SettingsError:
+        return True
+
+
+tqdm = text_tqdm if _plain() else widget_or_text_tqdm  # decided once, when the kernel starts

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from helpers.settings import PROJECT_ROOT, QUICK, environment_with, notebooks
+from helpers.tools.guard import command
 
 TEST_COMMAND = ("-m", "pytest", "tests", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=900",
                 "-p", "no:cacheprovider")
@@ -42,6 +43,7 @@ def _delegate(command: str, rest: list[str]) -> int:
     return command_main(rest)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     """`python -m helpers run|test|lab|bench|strip|train|predict|data`; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -14,20 +14,31 @@ import argparse
 import sys
 from pathlib import Path
 
-from helpers.data import download_dataset, download_tensors, prepare_data
+from helpers.data import download_and_verify, download_tensors, prepare_data
 from helpers.plumbing.archive import ArchiveError
 from helpers.plumbing.download import DownloadError
-from helpers.settings import DATA_URL, DEFAULT_SYNTHETIC_PER_CLASS, synthetic_dir
+from helpers.plumbing.text import printable
+from helpers.settings import DATA_URL, DEFAULT_SYNTHETIC_PER_CLASS, SettingsError, check_address, synthetic_dir
 from helpers.synthetic_dataset import generate_dataset
 from helpers.verify import verify_dataset
+from helpers.tools.guard import command
 
 
+def _address(text: str) -> str:
+    """An argparse type: an http(s) or file:// address, or a local path (not empty, not ftp://...)."""
+    try:
+        return check_address("--url", text)
+    except SettingsError as error:
+        raise argparse.ArgumentTypeError(str(error).rstrip(".")) from None
+
+
+@command
 def main(argv: list[str] | None = None) -> int:
     """`python -m helpers data ...` (see the module's docstring); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m helpers data", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     download = commands.add_parser("download", help="download and extract the real dataset")
-    download.add_argument("--url", help=f"an address or a local zip to use instead of the known ones (or set ${DATA_URL})")
+    download.add_argument("--url", type=_address, help=f"an address or a local zip to use instead of the known ones (or set ${DATA_URL})")
     download.add_argument("--dest", type=Path, help="folder for the images (default: data/concrete_crack_images, "
                                                      "or data/concrete_crack_tensors with --format tensors)")
     download.add_argument("--sha256", help="expected SHA-256 of the archive")
@@ -50,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "download":
             if args.format == "tensors":
                 path = download_tensors(args.dest, base_url=args.url)
+                report = verify_dataset(path)
             else:
-                path = download_dataset(args.dest, url=args.url, sha256=args.sha256)
-            report = verify_dataset(path)
+                path, report = download_and_verify(args.dest, url=args.url, sha256=args.sha256)
         elif args.command == "synthetic":
             if args.per_class < 1:
                 raise ValueError(f"--per-class must be at least 1, not {args.per_class}.")
@@ -66,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             print(choice)
             report = verify_dataset(choice.path, decode=False)
     except (DownloadError, ArchiveError, FileExistsError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # Ctrl+C: one line, and the .part is kept for resuming
         if args.command != "download":

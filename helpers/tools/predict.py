@@ -18,10 +18,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from helpers.model import CheckpointMismatchError, printable
 from helpers.inference import classify_photos
+from helpers.model import CheckpointMismatchError
+from helpers.plumbing.text import printable
 from helpers.predict import format_prediction, load_model
 from helpers.settings import default_checkpoint_path
+from helpers.tools.guard import command
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -35,6 +37,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 when all went well, 1 on an error).
 
@@ -51,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictions = classify_photos(model, args.images, class_names, errors=errors)
     try:
         if args.json:
-            print(json.dumps([p.to_dict() for p in predictions], indent=2))
+            print(json.dumps([p.to_dict() for p in predictions], indent=2, allow_nan=False))
         else:
             for prediction in predictions:
                 print(format_prediction(prediction))

@@ -121,7 +121,8 @@ def run_all(paths: list[Path]) -> int:
     print(f"  weights: {weights}")
     print(trained_model_summary(choice.is_real and weights.startswith("ImageNet")))
     print(f"  figures: {', '.join(figures) if figures else 'none'} in {images_dir().relative_to(PROJECT_ROOT)}/")
-    print(f"  time:    {time.perf_counter() - start:.0f} s for {len(paths)} notebook(s)"
+    ran = len(times) + (failed is not None)
+    print(f"  time:    {time.perf_counter() - start:.0f} s for {ran} of {len(paths)} notebook(s)"
           + (f"; stopped at {failed.name}" if failed else "") + ": "
           + ", ".join(f"{name[:2]} {seconds:.0f} s" for name, seconds in times.items()))
     return 1 if failed else 0

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import pickle
+import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -36,11 +37,14 @@ from helpers.model import (
     WeightsChoice, WeightsUnavailableError, build_resnet18, imagenet_weights_path, resolve_weights,
 )
 from helpers.pipeline import save_trained_head, train_capstone_head
+from helpers.plumbing.text import printable
 from helpers.plots import plot_training_history
 from helpers.settings import SettingsError, data_dir, pick_device
+from helpers.tools.guard import command
 
 CAPSTONE_ACCURACY = "99.44%"
 CHECKPOINT_NAME, PLOT_NAME, METRICS_NAME = "resnet18_cracks.pt", "loss.png", "metrics.json"
+MAX_EPOCHS, MAX_BATCH_SIZE, MAX_LR = 10_000, 100_000, 10.0  # far beyond any useful run: a typo, not a plan
 RUNTIME_ERRORS = (SettingsError, WeightsUnavailableError, DatasetNotFoundError, OSError, RuntimeError, ValueError)
 
 
@@ -52,22 +56,22 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least `minimum`."""
+def _between(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `minimum` to `maximum`."""
     def check(text: str) -> int:
         value = int(text)  # a ValueError becomes argparse's "invalid ... value"
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be from {minimum} to {maximum:,}, not {text[:30]}")
         return value
     check.__name__ = "whole number"
     return check
 
 
-def _positive_float(text: str) -> float:
-    """An argparse type: a number above 0."""
+def _learning_rate(text: str) -> float:
+    """An argparse type: a finite number above 0 and at most MAX_LR."""
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    if not (math.isfinite(value) and 0 < value <= MAX_LR):
+        raise argparse.ArgumentTypeError(f"must be a number above 0 and at most {MAX_LR:g}, not {text}")
     return value
 
 
@@ -95,8 +99,21 @@ def _data_folder(text: str) -> Path:
         for name in CLASS_NAMES:
             list_class_files(path, name)
     except DatasetNotFoundError:
+        if path.exists() and not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{path} is a file, not a folder of Negative/ and Positive/ images") from None
         raise argparse.ArgumentTypeError(f"{path} does not exist" if not path.is_dir() else
                                          f"{path} must hold Negative/ and Positive/ folders of images") from None
+    return path
+
+
+def _out_folder(text: str) -> Path:
+    """An argparse type: a folder that is, or can be made, writable (checked before any work)."""
+    path = Path(text).expanduser().resolve()
+    existing = next(folder for folder in (path, *path.parents) if folder.exists())
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing} is a file, so {path} cannot be a folder for the results")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{existing} is not writable: choose another --out")
     return path
 
 
@@ -106,16 +123,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                      description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     parser.add_argument("--data", type=_data_folder, metavar="DIR",
                         help="a folder with Positive/ and Negative/ (default: what notebook 01 would find or fetch)")
-    parser.add_argument("--epochs", type=_at_least(1), default=1, metavar="N", help="passes over the training set (default: 1)")
-    parser.add_argument("--batch-size", type=_at_least(1), default=100, metavar="N", help="images per step (default: 100)")
-    parser.add_argument("--lr", type=_positive_float, default=0.001, help="Adam's learning rate (default: 0.001)")
+    parser.add_argument("--epochs", type=_between(1, MAX_EPOCHS), default=1, metavar="N", help="passes over the training set (default: 1)")
+    parser.add_argument("--batch-size", type=_between(1, MAX_BATCH_SIZE), default=100, metavar="N", help="images per step (default: 100)")
+    parser.add_argument("--lr", type=_learning_rate, default=0.001, help="Adam's learning rate (default: 0.001)")
     parser.add_argument("--dedupe", action="store_true",
                         help="keep byte-identical copies on one side of the split (default: the capstone's split)")
     parser.add_argument("--device", type=_device, metavar="NAME", help="cpu, cuda, cuda:1, mps (default: the best there is)")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default: 0)")
     parser.add_argument("--weights", type=_weights, default="imagenet", metavar="imagenet|random|PATH",
                         help="the backbone's weights (default: imagenet); random only when you ask for it")
-    parser.add_argument("--out", type=Path, metavar="DIR",
+    parser.add_argument("--out", type=_out_folder, metavar="DIR",
                         help=f"where the results go (default: {data_dir() / 'runs'}/<date-time>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
@@ -139,7 +156,7 @@ def _resolve(weights: str) -> WeightsChoice:
     if weights != "imagenet":
         try:  # a file that is not a ResNet18 state dict fails here, before any work
             build_resnet18(weights=weights, progress=False)
-        except (pickle.UnpicklingError, EOFError, RuntimeError) as error:
+        except Exception as error:  # torch.load fails on other files in many ways (IndexError for a text file)
             if isinstance(error, WeightsUnavailableError):
                 raise
             raise WeightsUnavailableError(f"{weights} cannot be loaded as ResNet18 weights "
@@ -163,8 +180,8 @@ def run(args: argparse.Namespace) -> dict:
     n_images = sum(len(list_class_files(choice.path, name)) for name in CLASS_NAMES)
     device = pick_device(args.device)
     out = (args.out or data_dir() / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")).expanduser().resolve()
-    print(f"data:    {choice.source}, {choice.path} ({n_images:,} images): {choice.reason}\n"
-          f"weights: {weights.description}\ndevice:  {device}\nout:     {out}", flush=True)
+    print(f"data:    {choice.source}, {printable(choice.path)} ({n_images:,} images): {printable(choice.reason)}\n"
+          f"weights: {printable(weights.description)}\ndevice:  {device}\nout:     {out}", flush=True)
     trained = train_capstone_head(choice, weights, epochs=args.epochs, lr=args.lr,
                                   batch_size=args.batch_size, dedupe=args.dedupe, device=device,
                                   seed=args.seed, progress=progress)
@@ -197,19 +214,18 @@ def run(args: argparse.Namespace) -> dict:
     return record
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 done, 1 runtime error, 2 bad arguments, 130 Ctrl+C)."""
+    """Run the command line; returns the exit status (0 done, 1 runtime error, 2 bad arguments or settings,
+    130 Ctrl+C: helpers.tools.guard.command)."""
     try:
         args = parse_args(argv)
         matplotlib.use("Agg")  # no window: the command only saves its figure
         run(args)
     except SystemExit as exit_:  # --help (0) and argument errors (2), already printed
         return exit_.code if isinstance(exit_.code, int) else 2
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl+C): nothing half-written is left behind.", file=sys.stderr)
-        return 130
     except RUNTIME_ERRORS as error:
-        message = " ".join(str(error).split()) or type(error).__name__
+        message = " ".join(printable(error).split()) or type(error).__name__
         print(f"error: {message}", file=sys.stderr)
         return 1
     return 0
