@@ -48,10 +48,20 @@ def _try_cases(function: Callable, cases: list, mistake: Callable, *, not_answer
                                    "Read the error, fix the line it points at, and run the check again.")
         if answer is None:
             return _verdict(False, f"Not answered yet: {not_answered}")
-        hint = mistake(answer, *arguments, expected)
+        try:
+            hint = mistake(answer, *arguments, expected)
+        except Exception as error:  # an answer of a shape the check did not foresee
+            hint = (f"the check could not read your answer, {_short(answer)} ({type(error).__name__}: {error}); "
+                    "look again at what the task says your function should give.")
         if hint is not None:
             return _verdict(False, f"Not yet: {hint}")
     return _verdict(True, f"Well done: {well_done}")
+
+
+def _short(value, limit: int = 60) -> str:
+    """`repr(value)`, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _verdict(passed: bool, message: str) -> bool:

@@ -531,6 +531,22 @@ def test_every_function_check_has_wrong_and_right_answers():
     assert {name for name, _ in RIGHT_ANSWERS} == set(FUNCTION_CHECKS)
 
 
+@pytest.mark.parametrize("check_name", FUNCTION_CHECKS)
+def test_an_answer_of_an_unforeseen_shape_is_told_so_not_raised(check_name, capsys):
+    """Whatever comes back (here a list of an int, a string and a set), the check answers in one sentence."""
+    result, printed = run_check(check_name, lambda *args: [1, "a", {2}], capsys)
+    assert result is False and printed.startswith("Not yet:"), printed
+
+
+def test_an_answer_the_check_cannot_compare_is_told_so_not_raised(capsys):
+    """Files of mixed types cannot be sorted to compare them: the check says so in its sentence."""
+    def answer(groups):
+        return [1, "x", 2, "y", 3, "z"], [1, 0, 2, 1, 0, 2]
+
+    result, printed = run_check("check_interleave", answer, capsys)
+    assert result is False and printed.startswith("Not yet: the check could not read your answer"), printed
+
+
 def test_forgotten_return_is_reminded(capsys):
     """A function without `return` gives None, like the stub: the reminder is in the unanswered sentence."""
     result, printed = run_check("check_new_head", _head_no_return, capsys)
