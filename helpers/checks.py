@@ -134,7 +134,10 @@ def check_interleave(function: Callable) -> bool:
         if files == [file for _, group in groups for file in group]:
             return (f"{case} each group comes whole, one after the other, so the last part of the list (validation) "
                     "would hold only the last class; take one file of each group in turn.")
-        if sorted(files) == sorted(expected_files) and [f[0] for f in files] != [f[0] for f in expected_files]:
+        k = len(groups)
+        takes_turns = all(set(files[r * k:(r + 1) * k]) == {group[r] for _, group in groups}
+                          for r in range(len(groups[0][1])))
+        if takes_turns and files != expected_files:
             return (f"{case} the classes take turns, but not in the order the groups were given "
                     f"({[label for label, _ in groups]}); keep that order in every round.")
         if files != expected_files:
@@ -188,7 +191,8 @@ def check_split_sizes(function: Callable) -> bool:
             return (f"{case}: you rounded where validation ends (85% of n) rather than its size (15% of n, "
                     "rounded down); the task fixes the sizes.")
         shares = (n * 0.7, n * 0.15)
-        if all(size in (math.floor(share), math.ceil(share), round(share)) for size, share in zip((train, val), shares)):
+        roundings = [{math.floor(share), math.ceil(share), round(share)} for share in shares]
+        if train in roundings[0] and val in roundings[1]:
             return (f"{case}: a share that is not a whole number of images was rounded up; round each share down, "
                     "and the leftover goes to test.")
         if sorted(whole) == sorted(expected):
@@ -813,9 +817,10 @@ def check_parameter_groups(function: Callable) -> bool:
                     "give each group its rate.")
         frozen = {id(p) for p in model.parameters() if not p.requires_grad}
         if set(rates) & frozen:
+            unfrozen = [name for name, block in model.named_children()
+                        if any(p.requires_grad for p in block.parameters())]
             return (f"{len(set(rates) & frozen)} frozen parameters sit in your groups; only the parameters that "
-                    "can learn belong there (here the unfrozen blocks are "
-                    f"{', '.join(name for name, block in model.named_children() if any(p.requires_grad for p in block.parameters()))}).")
+                    f"can learn belong there (here those of {', '.join(unfrozen)}).")
         if len(rates) == sum(p.requires_grad for p in model.parameters()) and set(rates.values()) == {head_lr}:
             return ("everything learns at the head's rate; the pretrained blocks need smaller steps, or large ones "
                     "would wipe out what ImageNet taught them.")

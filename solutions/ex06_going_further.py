@@ -24,7 +24,7 @@ def my_unfreeze(model: nn.Module) -> nn.Module:
 
 
 def my_parameter_groups(model: nn.Module, head_lr: float, backbone_lr: float) -> list[dict]:
-    """The new head at head_lr, layer4 at backbone_lr, other unfrozen blocks at backbone_lr / 10; frozen ones left out."""
+    """The head at head_lr, layer4 at backbone_lr, other unfrozen blocks at backbone_lr / 10; frozen ones left out."""
     groups = []
     for name, block in model.named_children():
         learning = [p for p in block.parameters() if p.requires_grad]

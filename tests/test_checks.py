@@ -410,6 +410,8 @@ WRONG_ANSWERS = [
     ("check_interleave", _interleave_positions_as_labels, "count the groups' positions"),
     ("check_interleave", _interleave_sorted_labels, "not in the order the groups were given"),
     ("check_interleave", lambda groups: [(f, 1) for f in groups[0][1]], "as a pair `(files, labels)`"),
+    ("check_interleave", lambda groups: (sorted(_interleave_loop(groups)[0])[::-1], _interleave_loop(groups)[1]),
+     "the files should be"),  # sorted backwards by name: neither whole groups nor turns
     ("check_split_sizes", lambda n: _sizes(n, how="round"), "was rounded up"),
     ("check_split_sizes", lambda n: _sizes(n, how="ceil"), "was rounded up"),
     ("check_split_sizes", lambda n: (math.ceil(n * 0.7), math.ceil(n * 0.15), math.ceil(n * 0.15)), "more than the"),
@@ -539,9 +541,9 @@ def test_an_answer_of_an_unforeseen_shape_is_told_so_not_raised(check_name, caps
 
 
 def test_an_answer_the_check_cannot_compare_is_told_so_not_raised(capsys):
-    """Files of mixed types cannot be sorted to compare them: the check says so in its sentence."""
+    """Files that are lists cannot go in a set to compare them: the check says so in its sentence."""
     def answer(groups):
-        return [1, "x", 2, "y", 3, "z"], [1, 0, 2, 1, 0, 2]
+        return [[file] for _, group in groups for file in group][::-1], [1, 0, 2, 1, 0, 2]
 
     result, printed = run_check("check_interleave", answer, capsys)
     assert result is False and printed.startswith("Not yet: the check could not read your answer"), printed
@@ -668,7 +670,8 @@ def _curve(crack_probability: list[float], labels: list[int]) -> dict:
     """threshold_curve of made-up predictions (101 thresholds from 0 to 1, as in notebook 05)."""
     crack = torch.tensor(crack_probability)
     predictions = Predictions(sample_ids=[str(i) for i in range(len(labels))], paths=[], labels=torch.tensor(labels),
-                              probabilities=torch.stack([1 - crack, crack], dim=1), class_names=["Negative", "Positive"])
+                              probabilities=torch.stack([1 - crack, crack], dim=1),
+                              class_names=["Negative", "Positive"])
     return threshold_curve(predictions)
 
 
@@ -683,7 +686,8 @@ def test_threshold_curve_case_is_what_the_tests_assume():
 
 
 @pytest.mark.parametrize("answer", [0.2, np.float64(0.2), np.float32(0.2), torch.tensor(0.2), [0.2],
-                                    float(CURVE["threshold"][20]), load_solution("ex05_misclassification").my_threshold(CURVE)])
+                                    float(CURVE["threshold"][20]),
+                                    load_solution("ex05_misclassification").my_threshold(CURVE)])
 def test_threshold_for_recall_accepts_the_highest_threshold_that_keeps_the_recall(answer, capsys):
     assert_right("check_threshold_for_recall", answer, capsys, CURVE)
 
