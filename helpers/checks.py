@@ -770,8 +770,8 @@ def check_unfreeze(function: Callable) -> bool:
         if trainable == {"fc", "layer4"}:
             return "only layer4 learns; unfreeze `model.layer3` too."
         if trainable - expected:
-            return (f"{', '.join(sorted(trainable - expected))} can learn as well; unfreeze only layer3 and layer4, "
-                    "e.g. `for p in model.layer3.parameters(): p.requires_grad = True`.")
+            return (f"{', '.join(sorted(trainable - expected))} can learn as well; unfreeze only layer3 and layer4: "
+                    "the earlier blocks' general features (edges, textures) should stay as ImageNet left them.")
         if trainable != expected:
             return "set `requires_grad = True` on every parameter of layer3 and layer4."
         partly = [block for block in ("layer3", "layer4")
