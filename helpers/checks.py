@@ -1,10 +1,13 @@
 """Checks for the notebooks' exercises: one function per exercise.
 
-Each check takes your answer (usually a function you wrote), tries it on small cases of its own,
-and prints one sentence: "Well done: ..." when it is right, "Not yet: ..." with a hint when it is
-not, or "Not answered yet: ..." while the exercise still holds its stub (returns None or raises
-NotImplementedError). A check never raises, and it returns True or False, so you (or a teacher)
-can also use it in code. Reference solutions are in the `solutions/` folder, for when you are stuck.
+Most checks take a function you wrote and try it on small cases of their own; the decision checks
+(check_more_epochs, check_threshold_for_recall) take your value and the run's own object and decide
+from it, and check_batchnorm_prediction runs the experiment you predicted. Each prints one sentence:
+"Well done: ..." when it is right, "Not yet: ..." with a hint that names the mistake (or the error
+your function raised), or "Not answered yet: ..." while the exercise still holds its stub (None, or
+a function that returns None or raises NotImplementedError). A check never raises, and it returns
+True or False, so you (or a teacher) can also use it in code. Reference solutions are in the
+`solutions/` folder, for when you are stuck.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import math
 from numbers import Integral, Real
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.models import resnet18
@@ -44,10 +48,20 @@ def _try_cases(function: Callable, cases: list, mistake: Callable, *, not_answer
                                    "Read the error, fix the line it points at, and run the check again.")
         if answer is None:
             return _verdict(False, f"Not answered yet: {not_answered}")
-        hint = mistake(answer, *arguments, expected)
+        try:
+            hint = mistake(answer, *arguments, expected)
+        except Exception as error:  # an answer of a shape the check did not foresee
+            hint = (f"the check could not read your answer, {_short(answer)} ({type(error).__name__}: {error}); "
+                    "look again at what the task says your function should give.")
         if hint is not None:
             return _verdict(False, f"Not yet: {hint}")
     return _verdict(True, f"Well done: {well_done}")
+
+
+def _short(value, limit: int = 60) -> str:
+    """`repr(value)`, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _verdict(passed: bool, message: str) -> bool:
@@ -57,9 +71,9 @@ def _verdict(passed: bool, message: str) -> bool:
 
 
 def _copy(argument):
-    """A copy of a tensor or list argument; anything else (a model, a number) as it is."""
-    if isinstance(argument, torch.Tensor):
-        return argument.clone()
+    """A copy of a tensor, numpy array or list argument; anything else (a model, a number) as it is."""
+    if isinstance(argument, (torch.Tensor, np.ndarray)):
+        return argument.copy() if isinstance(argument, np.ndarray) else argument.clone()
     return list(argument) if isinstance(argument, list) else argument
 
 
@@ -80,8 +94,8 @@ def _whole_number(value) -> int | None:
 
 
 def _as_list(value) -> list | None:
-    """A plain list from a list, tuple or 1-D tensor; None for anything else."""
-    if isinstance(value, torch.Tensor):
+    """A plain list from a list, tuple, tensor or numpy array (flattened); None for anything else."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
         return value.flatten().tolist()
     if isinstance(value, (list, tuple)):
         return [item.item() if isinstance(item, torch.Tensor) else item for item in value]
@@ -95,94 +109,154 @@ def _all_close(values, expected) -> bool:
 
 # ----------------------------------------------------------------------------- notebook 02
 def check_interleave(function: Callable) -> bool:
-    """`function(positives, negatives)` returns `(files, labels)`: positives at even positions (1)."""
-    positives, negatives = ["P0", "P1", "P2"], ["N0", "N1", "N2"]
-    cases = [((positives, negatives), (["P0", "N0", "P1", "N1", "P2", "N2"], [1, 0, 1, 0, 1, 0]))]
+    """`function(groups)` takes `(label, files)` pairs of equal length and returns `(files, labels)`: one file
+    of each group in turn, in the groups' order (the capstone's two classes are `[(1, cracks), (0, intact)]`)."""
+    cracks, intact, stains, joints = ["C0", "C1"], ["I0", "I1"], ["S0", "S1"], ["J0", "J1"]
+    cases = [
+        (([(1, cracks), (0, intact), (2, stains)],), (["C0", "I0", "S0", "C1", "I1", "S1"], [1, 0, 2, 1, 0, 2])),
+        (([(1, ["P0", "P1", "P2"]), (0, ["N0", "N1", "N2"])],),
+         (["P0", "N0", "P1", "N1", "P2", "N2"], [1, 0, 1, 0, 1, 0])),
+        (([(3, joints), (1, cracks), (0, intact), (2, stains)],),
+         (["J0", "C0", "I0", "S0", "J1", "C1", "I1", "S1"], [3, 1, 0, 2, 3, 1, 0, 2])),
+    ]
 
-    def mistake(answer, positives, negatives, expected) -> str | None:
+    def mistake(answer, groups, expected) -> str | None:
         expected_files, expected_labels = expected
         if not (isinstance(answer, tuple) and len(answer) == 2):
-            return "return two lists, `files, labels`, e.g. `return files, labels`."
+            return "return two lists, the files and their labels, as a pair `(files, labels)`."
         files, labels = _as_list(answer[0]), _as_list(answer[1])
         if files is None or labels is None:
-            return "`files` and `labels` should both be lists."
-        if len(files) != 6:
-            return (f"3 positives and 3 negatives make 6 files, not {len(files)}; "
-                    "start from `files = [None] * (len(positives) + len(negatives))`.")
-        if files == ["N0", "P0", "N1", "P1", "N2", "P2"]:
-            return ("position 0 holds a negative; positives go at even positions (`files[::2] = positives`) "
-                    "and negatives at odd ones (`files[1::2] = negatives`).")
-        if files == positives + negatives:
-            return ("all positives come first, so the last 25% (validation) would hold only negatives; "
-                    "alternate them with `files[::2] = positives` and `files[1::2] = negatives`.")
+            return "the files and the labels should both be lists."
+        case = f"for {len(groups)} groups of {len(groups[0][1])}"
+        if len(files) != len(expected_files):
+            return (f"{case} you returned {len(files)} files instead of {len(expected_files)}: every file of every "
+                    "group goes into the list once, whatever the number of groups.")
+        if files == [file for _, group in groups for file in group]:
+            return (f"{case} each group comes whole, one after the other, so the last part of the list (validation) "
+                    "would hold only the last class; take one file of each group in turn.")
+        k = len(groups)
+        takes_turns = all(set(files[r * k:(r + 1) * k]) == {group[r] for _, group in groups}
+                          for r in range(len(groups[0][1])))
+        if takes_turns and files != expected_files:
+            return (f"{case} the classes take turns, but not in the order the groups were given "
+                    f"({[label for label, _ in groups]}); keep that order in every round.")
         if files != expected_files:
-            return (f"for positives {positives} and negatives {negatives} the files should be {expected_files}, "
-                    f"but you gave {files}.")
-        if labels == [0, 1, 0, 1, 0, 1]:
-            return ("the files are right but the labels are swapped: a crack (positive) is label 1 and no crack "
-                    "is label 0, so even positions get 1.")
+            return f"{case} the files should be {expected_files}, but you gave {files}."
+        if labels == list(range(len(groups))) * len(groups[0][1]):
+            return (f"{case} the labels count the groups' positions (0, 1, 2, ...); each file carries the label "
+                    "that comes with its group.")
         if labels != expected_labels:
-            return (f"the labels should follow the files, {expected_labels} (1 at even positions, 0 at odd ones), "
-                    f"but you gave {labels}.")
+            return (f"{case} each file should carry its group's label, {expected_labels}, but you gave {labels}.")
         return None
 
     return _try_cases(function, cases, mistake,
                       not_answered="fill in `my_interleave` so that it returns `(files, labels)`.",
-                      well_done="positives at even positions with label 1, negatives at odd ones with label 0.")
+                      well_done="one file of each class in turn, with its class's label, for two classes or more.")
 
 
-def check_split_index(function: Callable) -> bool:
-    """`function(n)` returns how many of n samples go to training: the first 75%, rounded down."""
-    cases = [((n,), expected) for n, expected in {40_000: 30_000, 10: 7, 7: 5, 3: 2, 1: 0, 0: 0, 100: 75}.items()]
+def check_split_sizes(function: Callable) -> bool:
+    """`function(n)` returns `(train, validation, test)` sizes: 70% and 15% of n rounded down, the rest to test."""
+    sizes = {10: (7, 1, 2), 40_000: (28_000, 6_000, 6_000), 7: (4, 1, 2), 13: (9, 1, 3), 3: (2, 0, 1), 1: (0, 0, 1),
+             0: (0, 0, 0)}
+    cases = [((n,), expected) for n, expected in sizes.items()]
 
     def mistake(answer, n, expected) -> str | None:
-        value = _whole_number(answer)
-        if value is None:
-            if _number(answer) == expected:
-                return (f"you returned {answer!r}, a float; an index that slices a list must be a whole number "
-                        "(an int), e.g. `int(n * 0.75)`.")
-            return f"for n = {n} you returned {answer!r}; return a whole number (an int)."
-        if value == expected:
+        values = _as_list(answer) if not isinstance(answer, dict) else None
+        if values is None or len(values) != 3:
+            return "return three sizes, `(train, validation, test)`."
+        if any(_number(value) is None for value in values):
+            return f"for n = {n} you returned {answer!r}; each size should be a number of images."
+        whole = [_whole_number(value) for value in values]
+        numbers = [_number(value) for value in values]
+        case = f"for n = {n} you gave {tuple(numbers)}, expected {expected}"
+        if None in whole:
+            if all(math.isclose(a, b) for a, b in zip(numbers, expected)):
+                return (f"for n = {n} the sizes are right but some are floats; a size slices a list of files, "
+                        "so each must be a whole number (an int).")
+            if all(float(v).is_integer() for v in numbers):
+                return (f"{case}: and some are floats; a size slices a list of files, so each must be a whole "
+                        "number (an int).")
+            return (f"{case}: a share of {n} images that is not a whole number of images cannot be a size; "
+                    "round each share down to whole images.")
+        if tuple(whole) == expected:
             return None
-        if value == n - expected:
-            return f"for n = {n} you gave {value}, the size of the validation part; training takes the first 75%."
-        if value in (math.ceil(n * 0.75), round(n * 0.75)):
-            return (f"for n = {n} you gave {value}, expected {expected}: round down (`int(n * 0.75)` or "
-                    "`n * 3 // 4`), as 30,000 of 40,000 does.")
-        return f"for n = {n} you gave {value}, expected {expected} (75%, rounded down)."
+        train, val, test = whole
+        if train + val + test < n:
+            return (f"{case}: {n - train - val - test} image(s) fall into no part; rounding both shares down "
+                    "leaves a remainder, and the test part takes all of it.")
+        if train + val + test > n:
+            return (f"{case}: the parts hold {train + val + test} images, more than the {n} there are; a share "
+                    "rounded up borrows images another part also counts.")
+        if (train, val) == (expected[0], int(n * 85 // 100) - expected[0]) and val != expected[1]:
+            return (f"{case}: you rounded where validation ends (85% of n) rather than its size (15% of n, "
+                    "rounded down); the task fixes the sizes.")
+        shares = (n * 0.7, n * 0.15)
+        roundings = [{math.floor(share), math.ceil(share), round(share)} for share in shares]
+        if train in roundings[0] and val in roundings[1]:
+            return (f"{case}: a share that is not a whole number of images was rounded up; round each share down, "
+                    "and the leftover goes to test.")
+        if sorted(whole) == sorted(expected):
+            return f"{case}: the right sizes in the wrong order; the order is training, validation, test."
+        return f"{case}: training takes 70% of the images and validation 15%, each rounded down; test gets the rest."
 
     return _try_cases(function, cases, mistake,
-                      not_answered="fill in `my_split_index` so that it returns a whole number.",
-                      well_done="75% rounded down, a whole number (30,000 of 40,000, 7 of 10).")
+                      not_answered="fill in `my_split_sizes` so that it returns `(train, validation, test)`.",
+                      well_done="70% and 15% rounded down and the rest to test: three whole sizes that add up to n.")
 
 
-def check_count_leaks(function: Callable) -> bool:
-    """`function(train_hashes, val_hashes)` counts the validation images whose content is in training."""
+def check_leak_counts(function: Callable) -> bool:
+    """`function(train_hashes, val_hashes)` returns `(in_training, repeated)`: the validation images with a copy
+    in training, and those that repeat an earlier validation image."""
     cases = [
-        ((["a", "a", "b"], ["a", "e"]), 1),            # two training copies of "a": still one leaked image
-        ((["a", "b", "c"], ["c", "d", "c", "a"]), 3),  # two validation copies of "c": both leak
-        ((["a", "b"], ["c", "d"]), 0),
+        ((["a", "b"], ["c", "c", "d", "c"]), (0, 2)),              # copies inside validation alone
+        ((["a", "a", "b"], ["a", "e", "b"]), (2, 0)),              # leaks across the split alone
+        ((["a", "b", "c"], ["c", "d", "c", "a", "e", "e"]), (3, 2)),  # both, and "c" does both
+        ((["a", "b"], ["c", "d"]), (0, 0)),
     ]
 
     def mistake(answer, train, val, expected) -> str | None:
-        value = _whole_number(answer)
-        if value is None and isinstance(answer, torch.Tensor) and answer.numel() == 1:
-            value = int(answer.item())
-        if value == expected:
+        values = _as_list(answer) if not isinstance(answer, dict) else None
+        if values is None or len(values) != 2:
+            return "return two counts, `(in_training, repeated)`."
+        counts = [_whole_number(value) for value in values]
+        if None in counts:
+            return f"return two whole numbers, not {answer!r}."
+        counts = tuple(counts)
+        if counts == expected:
             return None
-        case = f"for train {train} and val {val}"
-        if value == len(set(train) & set(val)):
-            return (f"{case} you counted distinct shared hashes ({value}); count every validation image whose "
-                    f"hash is in training ({expected}): two copies are two leaks.")
-        if value == sum(digest in set(val) for digest in train):
-            return (f"{case} you counted training images ({value}); the question is how many validation images "
-                    f"also appear in training ({expected}): loop over `val_hashes`.")
-        return (f"{case} the answer is {expected}, you gave {answer!r}; loop over the validation hashes and count "
-                "those found in `set(train_hashes)`.")
+        case = f"for train {train} and validation {val} you gave {counts}, expected {expected}"
+        in_training, repeated = counts
+        distinct_shared = len(set(train) & set(val))
+        train_side = sum(digest in set(val) for digest in train)
+        every_member = sum(val.count(digest) for digest in set(val) if val.count(digest) > 1)
+        first_only = sum(1 for i, digest in enumerate(val) if digest in train and digest not in val[:i])
+        if counts == expected[::-1] and expected[0] != expected[1]:
+            return f"{case}: the two counts are swapped; the copies in training come first."
+        if in_training != expected[0]:
+            if in_training == distinct_shared:
+                return (f"{case}: you counted the distinct pictures both splits share ({distinct_shared}); count "
+                        "validation images instead: two validation copies of one training picture are two leaks.")
+            if in_training == train_side:
+                return (f"{case}: you counted training images that have a copy in validation; the question is how "
+                        "many validation images were already seen in training.")
+            if in_training == first_only:
+                return (f"{case}: a validation picture that is in training and repeats in validation leaks every "
+                        "time it appears; count each validation image, not each picture.")
+            return f"{case}: the first count is how many validation images have a copy in training."
+        if repeated == every_member:
+            return (f"{case}: you counted every member of a repeated group, its first image too; the first one is "
+                    "fresh evidence, only the copies after it add nothing.")
+        if repeated == 0 and expected[1]:
+            return (f"{case}: copies inside validation count too; a picture the model sees twice there is counted "
+                    "twice in the accuracy, as if it were two pieces of evidence.")
+        if repeated == len(set(val)):
+            return f"{case}: you counted the distinct pictures in validation; count the repeats of an earlier one."
+        return f"{case}: the second count is how many validation images repeat an earlier validation image."
 
     return _try_cases(function, cases, mistake,
-                      not_answered="fill in `my_count_leaks` so that it returns a count.",
-                      well_done="you count every validation image whose exact content is also in training.")
+                      not_answered="fill in `my_leak_counts` so that it returns `(in_training, repeated)`.",
+                      well_done="you count the validation images seen in training and the repeats inside validation: "
+                                "neither is fresh evidence.")
 
 
 # ----------------------------------------------------------------------------- notebook 03
@@ -226,33 +300,53 @@ def check_new_head(function: Callable) -> bool:
                                 "and the backbone is frozen.")
 
 
-def check_count_trainable(function: Callable) -> bool:
-    """`function(model)` returns the number of trainable parameters (numbers, not tensors)."""
-    first_frozen = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))  # 15 + 8 parameters
-    first_frozen[0].requires_grad_(False)
-    all_frozen = nn.Sequential(nn.Linear(2, 2)).requires_grad_(False)
-    cases = [((first_frozen,), 8), ((all_frozen,), 0), ((nn.Linear(5, 1),), 6)]
+def check_trainable_per_block(function: Callable) -> bool:
+    """`function(model)` returns a dict: top-level block name -> how many numbers in it can learn.
+
+    Blocks where nothing learns may be left out or given 0.
+    """
+    partly = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2), nn.BatchNorm1d(2))  # 15, 0, 8, 4 numbers
+    partly[0].requires_grad_(False)
+    partly[3].bias.requires_grad_(False)
+    cases = [(lambda: (_resnet_with_blocks_unfrozen("layer4"),), {"layer4": 8_393_728, "fc": 1_026}),
+             (lambda: (partly,), {"2": 8, "3": 2})]
 
     def mistake(answer, model, expected) -> str | None:
-        value = _number(answer)
-        if value == expected:
+        if not isinstance(answer, dict):
+            return f"return a dict from block name to count, not a {type(answer).__name__}."
+        counts = {name: _number(value) for name, value in answer.items()}
+        if None in counts.values():
+            return "each value of the dict should be a count, a number."
+        learning = {name: value for name, value in counts.items() if value}
+        if learning == expected:
             return None
-        value = int(value) if value is not None and value.is_integer() else value
-        all_numbers = sum(p.numel() for p in model.parameters())
-        trainable_tensors = sum(1 for p in model.parameters() if p.requires_grad)
-        if value == all_numbers:
-            return (f"you counted all {all_numbers} parameters, the frozen ones too; keep only those with "
-                    "`p.requires_grad`.")
-        if value == trainable_tensors and expected != trainable_tensors:
-            return f"you counted {value} tensors; add up the numbers inside them with `p.numel()`."
-        if value == all_numbers - expected:
-            return f"you counted the {value} frozen parameters; the trainable ones have `p.requires_grad == True`."
-        return (f"a model with {expected} trainable parameters got {answer!r}; add `p.numel()` over "
-                "`model.parameters()` where `p.requires_grad`.")
+        blocks = dict(model.named_children())
+        if any(name not in blocks for name in learning):
+            strangers = sorted(name for name in learning if name not in blocks)[:2]
+            return (f"keys such as {strangers} are not blocks of the model; a block is one of the model's own "
+                    f"children ({', '.join(blocks)}), and it gathers every parameter inside it.")
+        tensors = {name: sum(1 for p in block.parameters() if p.requires_grad) for name, block in blocks.items()}
+        every = {name: sum(p.numel() for p in block.parameters()) for name, block in blocks.items()}
+        frozen = {name: sum(p.numel() for p in block.parameters() if not p.requires_grad)
+                  for name, block in blocks.items()}
+        if learning == {name: n for name, n in tensors.items() if n}:
+            return ("you counted parameter tensors; the question is how many numbers can learn, and a tensor "
+                    "holds many (a weight matrix of 512 x 2 holds 1,024).")
+        if learning == {name: n for name, n in every.items() if n}:
+            return ("you counted every number in each block, the frozen ones too; a frozen parameter keeps its "
+                    "values, so it does not count.")
+        if learning == {name: n for name, n in frozen.items() if n}:
+            return "you counted the frozen numbers; the question is how many can learn."
+        for name, count in expected.items():
+            if learning.get(name) != count:
+                return f"{name} should hold {count:,} numbers that can learn, you gave {learning.get(name, 0):,}."
+        extra = sorted(set(learning) - set(expected))
+        return f"in {extra[0]} nothing can learn, but you gave it {learning[extra[0]]:,}."
 
     return _try_cases(function, cases, mistake,
-                      not_answered="fill in `my_count_trainable` so that it returns a number.",
-                      well_done="you add up p.numel() of the parameters with requires_grad, as count_parameters does.")
+                      not_answered="fill in `my_trainable_per_block` so that it returns a dict.",
+                      well_done="per block, the numbers whose parameter has requires_grad: with layer4 unfrozen, "
+                                "8,393,728 there and 1,026 in the head.")
 
 
 # ----------------------------------------------------------------------------- notebook 04
@@ -397,62 +491,114 @@ def check_train_one_epoch(function: Callable) -> bool:
                                     "the same weights and losses as the capstone's loop.")
 
 
-def check_accuracy(function: Callable) -> bool:
-    """`function(logits, labels)` returns the share of images whose highest logit is their label."""
-    cases = [
-        ((torch.tensor([[2.0, 1.0], [3.0, 0.0]]), torch.tensor([0, 0])), 1.0),  # square: argmax(dim=0) gives 0.5
-        ((torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0], [0.5, 0.2], [0.1, 0.9]]),
-          torch.tensor([0, 1, 1, 0, 0])), 0.6),  # predicted 0 1 0 0 1: 3 of 5 right
-    ]
-
-    def mistake(answer, logits, labels, expected) -> str | None:
-        value = _number(answer)
-        if value is None:
-            return (f"you returned {type(answer).__name__}; return one number, "
-                    "e.g. `(predicted == labels).float().mean().item()`.")
-        if math.isclose(value, expected, abs_tol=1e-6):
-            return None
-        square = logits.shape[0] == logits.shape[1]  # only then does argmax(dim=0) fit the labels
-        wrong_dim = float((logits.argmax(dim=0) == labels).float().mean()) if square else math.nan
-        if value == round(expected * len(labels)):
-            return (f"you returned {value:g}, the number of right answers; divide by the number of images, "
-                    "`len(labels)`, to get a fraction.")
-        if math.isclose(value, 100 * expected):
-            return f"you returned {value:g}, a percentage; return a fraction between 0 and 1 ({expected:g})."
-        if math.isclose(value, 1 - expected):
-            return f"you returned {value:g}, the share of mistakes; accuracy is the share of right answers."
-        if math.isclose(value, wrong_dim):
-            return ("you took argmax over the wrong dimension; logits have shape (images, classes), "
-                    "so the prediction is `logits.argmax(dim=1)`.")
-        return (f"for logits {logits.tolist()} and labels {labels.tolist()} the accuracy is {expected:g}, "
-                f"you gave {value:g}.")
-
-    return _try_cases(function, cases, mistake,
-                      not_answered="fill in `my_accuracy` so that it returns a number.",
-                      well_done="argmax over the classes, compared with the labels, as a fraction.")
+_DECISIONS = {"ten epochs": ("ten epochs", "ten", "10", "10 epochs"),
+              "one epoch": ("one epoch", "one", "1", "1 epoch"),
+              "no clear difference": ("no clear difference", "no difference", "unclear", "tie", "neither", "same")}
 
 
-def check_iterations_per_epoch(function: Callable) -> bool:
-    """`function(n_images, batch_size)` returns how many batches one epoch takes (the last may be smaller)."""
-    cases = [((30_000, 100), 300), ((30_050, 100), 301), ((10, 3), 4), ((5, 10), 1), ((100, 100), 1)]
+def _decision(answer) -> str | None:
+    """The decision a learner's string names (see _DECISIONS), or None."""
+    if not isinstance(answer, str):
+        return None
+    text = " ".join(answer.lower().replace("-", " ").split()).rstrip(".!")
+    return next((decision for decision, spellings in _DECISIONS.items() if text in spellings), None)
 
-    def mistake(answer, n_images, batch_size, expected) -> str | None:
-        value = _whole_number(answer)
-        case = f"for {n_images:,} images in batches of {batch_size}"
-        if value is None:
-            return (f"{case} you returned {answer!r}; a number of iterations is a whole number (an int), "
-                    "e.g. `math.ceil(n_images / batch_size)`.")
-        if value == expected:
-            return None
-        if value == n_images // batch_size:
-            return (f"{case} you gave {value}, expected {expected}: the last, smaller batch is an iteration too, "
-                    "so round up (`math.ceil`).")
-        return f"{case} you gave {value}, expected {expected} (round up: a partly filled last batch still counts)."
 
-    return _try_cases(function, cases, mistake,
-                      not_answered="fill in `my_iterations_per_epoch` so that it returns a whole number.",
-                      well_done="30,000 images in batches of 100 take 300 iterations, and a partial "
-                                "last batch counts as one more.")
+def check_more_epochs(answer, comparison) -> bool:
+    """`answer` is "ten epochs", "one epoch" or "no clear difference": what `comparison` (one epoch against
+    ten on the same images, from compare_on_same_images) shows at the 5% level."""
+    if answer is None:
+        return _verdict(False, 'Not answered yet: set `my_decision` to "ten epochs", "one epoch" or '
+                               '"no clear difference".')
+    try:
+        decision = _decision(answer)
+        if decision is None:
+            return _verdict(False, f'Not yet: {answer!r} is none of the three decisions; answer "ten epochs", '
+                                   '"one epoch" or "no clear difference".')
+        only_one, only_ten = comparison.only_first_right, comparison.only_second_right
+        p = comparison.p_value
+        if p < 0.05 and only_one != only_ten:
+            right = "ten epochs" if only_ten > only_one else "one epoch"
+        else:
+            right = "no clear difference"
+        counts = (f"one epoch alone was right on {only_one:,} images and ten epochs alone on {only_ten:,}, "
+                  f"a split at least this uneven comes by chance with probability {p:.2g}")
+        if decision == right:
+            return _verdict(True, f"Well done: {counts}, so the answer is {right}: only the images where the two "
+                                  "heads disagree tell them apart.")
+        if right == "no clear difference":
+            return _verdict(False, f"Not yet: {counts}, more than 5%: two equally good heads would often split "
+                                   f"their disagreements like this, so the data do not show that {decision} is "
+                                   "better.")
+        if decision == "no clear difference":
+            return _verdict(False, f"Not yet: {counts}, under 5%: equally good heads would rarely split their "
+                                   "disagreements this unevenly, so the data do pick one of them.")
+        return _verdict(False, f"Not yet: {counts}; the head that is right alone on more of the disagreements is "
+                               f"the better one, and that is not {decision}.")
+    except Exception as error:  # an answer or object of a kind the check did not expect
+        return _verdict(False, f"Not yet: the check could not read what it was given ({type(error).__name__}: "
+                               f"{error}); pass your decision and the notebook's `comparison`.")
+
+
+_BATCHNORM_NAMES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def _batchnorm_experiment() -> set[str]:
+    """Which of a frozen BatchNorm layer's tensors change when it sees one batch in training mode.
+
+    The layer has requires_grad=False everywhere (as in a frozen backbone), goes to model.train(), and
+    runs forward on one batch under torch.no_grad(); no optimiser is involved.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        layer = nn.BatchNorm2d(3).requires_grad_(False)
+        before = {name: value.clone() for name, value in layer.state_dict().items()}
+        layer.train()
+        with torch.no_grad():
+            layer(torch.randn(4, 3, 5, 5) * 2 + 1)
+    after = layer.state_dict()
+    return {name for name in _BATCHNORM_NAMES if not torch.equal(before[name], after[name])}
+
+
+def check_batchnorm_prediction(prediction) -> bool:
+    """`prediction` is the set (or list) of names, among weight, bias, running_mean, running_var and
+    num_batches_tracked, that you expect to change when a frozen BatchNorm layer sees one batch in
+    training mode; the check runs that experiment and compares."""
+    if prediction is None:
+        return _verdict(False, "Not answered yet: set `my_prediction` to the set of names you expect to change "
+                               "(an empty set if you expect none).")
+    try:
+        if isinstance(prediction, str) or not isinstance(prediction, (set, frozenset, list, tuple)):
+            return _verdict(False, f"Not yet: write your prediction as a set of names, e.g. {{'bias'}}, not a "
+                                   f"{type(prediction).__name__}.")
+        names = {str(name).strip() for name in prediction}
+        unknown = sorted(names - set(_BATCHNORM_NAMES))
+        if unknown:
+            return _verdict(False, f"Not yet: {unknown[0]!r} is not one of the layer's tensors; choose among "
+                                   f"{', '.join(_BATCHNORM_NAMES)}.")
+        changed = _batchnorm_experiment()
+        happened = (f"in the experiment {', '.join(sorted(changed))} changed and "
+                    f"{', '.join(name for name in _BATCHNORM_NAMES if name not in changed)} did not")
+        if names == changed:
+            return _verdict(True, f"Well done: {happened}, as you predicted: requires_grad=False stops gradients, "
+                                  "while training mode still updates the running statistics with every batch.")
+        if not names:
+            return _verdict(False, f"Not yet: {happened}; requires_grad=False only stops gradients, and the "
+                                   "running statistics are not learnt by gradients but updated in training mode "
+                                   "by every forward pass.")
+        learnt = sorted(names & {"weight", "bias"})
+        if learnt:
+            return _verdict(False, f"Not yet: {happened}; {learnt[0]} is a parameter, which only an optimiser step "
+                                   "changes, and this layer is frozen and no optimiser ran.")
+        missing = sorted(changed - names)
+        if missing == ["num_batches_tracked"]:
+            return _verdict(False, f"Not yet: {happened}; the layer also counts the batches it has seen in "
+                                   "training mode.")
+        return _verdict(False, f"Not yet: {happened}; in training mode every forward pass blends the batch's "
+                               f"mean and variance into the running ones (you left out {', '.join(missing)}).")
+    except Exception as error:  # an answer of a kind the check did not expect
+        return _verdict(False, f"Not yet: the check could not read your prediction ({type(error).__name__}: "
+                               f"{error}); write it as a set of names.")
 
 
 # ----------------------------------------------------------------------------- notebook 05
@@ -478,16 +624,16 @@ def check_confident_mistakes(function: Callable) -> bool:
         if value == expected:
             return None
         if value == [6, 2, 4, 5, 0][:k]:
-            return ("these are the least confident mistakes first; sort by confidence in descending order "
-                    "(`reverse=True`, or `descending=True`).")
+            return ("these are the least confident mistakes first; the surest mistake, the most alarming one, "
+                    "comes first.")
         if value == [3, 5, 0, 1, 7, 4, 2, 6][:k]:
             return ("your list includes right answers; keep only the images where the predicted class differs "
                     "from the label.")
         if value == [0, 2, 4, 5, 6][:k]:
             return "these mistakes are in order of index; sort them by confidence, surest first."
         if value == [0, 4, 6, 2, 5][:k]:
-            return ("you sorted by the probability of a crack; confidence is the probability of the predicted "
-                    "class, `probabilities.max(dim=1)`.")
+            return ("you sorted by the probability of a crack; a model that says 'no crack' at 98% is just as "
+                    "sure, so confidence is the probability of the class it predicted.")
         if len(value) != len(expected) and value[:len(expected)] == expected:
             return f"with k = {k} return at most k indices; you returned {len(value)}."
         return f"with k = {k} the surest mistakes are {expected}, you gave {value}."
@@ -521,8 +667,8 @@ def check_precision_recall(function: Callable) -> bool:
             return (f"{case} precision and recall are swapped; precision divides by a column (all images called "
                     "a crack), recall by a row (all real cracks).")
         if _all_close(values, no_crack):
-            return (f"{case} you measured the no-crack class; a crack is label 1, so use `confusion[1, 1]` with "
-                    "column 1 and row 1.")
+            return (f"{case} you measured the no-crack class; a crack is label 1, so read the row and the column "
+                    "of class 1.")
         if _all_close(values, (100 * precision, 100 * recall)):
             return f"{case} you gave percentages; return fractions between 0 and 1."
         return (f"{case} expected precision {precision:.3f} and recall {recall:.3f}, "
@@ -533,11 +679,57 @@ def check_precision_recall(function: Callable) -> bool:
                       well_done="precision = TP / (TP + false alarms), recall = TP / (TP + missed cracks).")
 
 
+def check_threshold_for_recall(answer, curve: dict, recall: float = 0.95) -> bool:
+    """`answer` is the highest threshold of `curve` (from threshold_curve) at which the crack recall is at
+    least `recall`: the threshold that misses few enough cracks with the fewest false alarms."""
+    if answer is None:
+        return _verdict(False, "Not answered yet: set `my_threshold` to the threshold you choose from `curve`.")
+    try:
+        value = _number(answer[0] if isinstance(answer, (list, tuple)) and len(answer) == 1 else answer)
+        if value is None:
+            return _verdict(False, f"Not yet: a threshold is one number between 0 and 1, not {answer!r}.")
+        thresholds = [float(t) for t in curve["threshold"]]
+        recalls = [float(r) for r in curve["recall"]]
+        alarms = [int(a) for a in curve["false_alarms"]]
+        good = [i for i, r in enumerate(recalls) if r >= recall - 1e-12]
+        if not good:
+            return _verdict(False, f"Not yet: no threshold of this curve reaches {recall:.0%} recall.")
+        best = max(good, key=lambda i: thresholds[i])
+        if math.isclose(value, 100 * recall):
+            return _verdict(False, f"Not yet: {value:g} is the recall you need (in percent), not a threshold; find "
+                                   f"the threshold at which the recall curve still reaches {recall:.0%}.")
+        if not 0 <= value <= 1:
+            return _verdict(False, f"Not yet: {value:g} is no threshold: a crack probability lies between 0 and 1.")
+        at = min(range(len(thresholds)), key=lambda i: abs(thresholds[i] - value))
+        if not math.isclose(thresholds[at], value, abs_tol=1e-6):
+            return _verdict(False, f"Not yet: {value:g} is not one of the thresholds the curve was measured at, "
+                                   "so its recall is unknown; choose one of the curve's thresholds.")
+        best_text = (f"at {thresholds[best]:.2f} recall is {recalls[best]:.1%} with {alarms[best]:,} false alarms")
+        if recalls[at] < recall - 1e-12:
+            return _verdict(False, f"Not yet: at {value:.2f} recall is {recalls[at]:.1%}, below {recall:.0%}: too "
+                                   "many cracks slip through; a lower threshold calls more images cracks.")
+        if at != best:
+            return _verdict(False, f"Not yet: at {value:.2f} recall is {recalls[at]:.1%}, enough, but with "
+                                   f"{alarms[at]:,} false alarms; a higher threshold also keeps {recall:.0%} "
+                                   "recall and calls fewer intact surfaces cracks.")
+        return _verdict(True, f"Well done: {best_text}, and any higher threshold misses too many cracks.")
+    except Exception as error:  # an answer or object of a kind the check did not expect
+        return _verdict(False, f"Not yet: the check could not read what it was given ({type(error).__name__}: "
+                               f"{error}); pass your threshold and the notebook's `curve`.")
+
+
 # ----------------------------------------------------------------------------- notebook 06
 def check_tiles_above(function: Callable) -> bool:
-    """`function(probabilities, threshold)` returns the (row, column) of every tile at or above the threshold."""
-    cases = [((torch.tensor([[0.1, 0.7, 0.5], [0.5, 0.2, 0.9]]), 0.5), [(0, 1), (0, 2), (1, 0), (1, 2)]),
-             ((torch.tensor([[0.9, 0.6], [0.3, 0.8], [0.6, 0.1]]), 0.6), [(0, 0), (0, 1), (1, 1), (2, 0)])]
+    """`function(probabilities, threshold)` returns the (row, column) of every tile at or above the threshold.
+
+    `probabilities` is a numpy array of shape (rows, columns); the answer may be a list of pairs or an
+    (N, 2) array of them.
+    """
+    # numpy grids, as scan returns them; float32 like the model's outputs (0.6 is then not exactly 0.6)
+    cases = [((np.array([[0.1, 0.7, 0.5], [0.5, 0.2, 0.9]], dtype=np.float32), 0.5), [(0, 1), (0, 2), (1, 0), (1, 2)]),
+             ((np.array([[0.9, 0.625], [0.3, 0.8], [0.625, 0.1]], dtype=np.float32), 0.625),
+              [(0, 0), (0, 1), (1, 1), (2, 0)]),
+             ((np.array([[0.2, 0.3]], dtype=np.float32), 0.5), [])]
 
     def mistake(answer, probabilities, threshold, expected) -> str | None:
         try:
@@ -550,7 +742,7 @@ def check_tiles_above(function: Callable) -> bool:
             return "the pairs are (column, row); the first index of `probabilities` is the row."
         if tiles == [t for t in expected if probabilities[t] > threshold]:
             return (f"a tile whose probability equals the threshold ({threshold}) counts as a crack, as everywhere "
-                    "in the workbook: use `>=`, not `>`.")
+                    "in the workbook: 'at least' includes the threshold itself.")
         rows, cols = probabilities.shape
         if tiles == [(r, c) for r in range(rows) for c in range(cols) if probabilities[r, c] < threshold]:
             return "you listed the tiles below the threshold; keep those at or above it."
@@ -578,8 +770,8 @@ def check_unfreeze(function: Callable) -> bool:
         if trainable == {"fc", "layer4"}:
             return "only layer4 learns; unfreeze `model.layer3` too."
         if trainable - expected:
-            return (f"{', '.join(sorted(trainable - expected))} can learn as well; unfreeze only layer3 and layer4, "
-                    "e.g. `for p in model.layer3.parameters(): p.requires_grad = True`.")
+            return (f"{', '.join(sorted(trainable - expected))} can learn as well; unfreeze only layer3 and layer4: "
+                    "the earlier blocks' general features (edges, textures) should stay as ImageNet left them.")
         if trainable != expected:
             return "set `requires_grad = True` on every parameter of layer3 and layer4."
         partly = [block for block in ("layer3", "layer4")
@@ -591,3 +783,72 @@ def check_unfreeze(function: Callable) -> bool:
     return _try_cases(function, cases, mistake,
                       not_answered="fill in `my_unfreeze` (and remember to `return model`).",
                       well_done="layer3, layer4 and the head learn; the stem, layer1 and layer2 stay frozen.")
+
+
+def _resnet_with_blocks_unfrozen(*blocks: str) -> nn.Module:
+    """A random ResNet18, frozen but for the named blocks and a new 2-class head."""
+    model = resnet18(weights=None).requires_grad_(False)
+    for block in blocks:
+        getattr(model, block).requires_grad_(True)
+    model.fc = nn.Linear(512, 2)
+    return model
+
+
+def check_parameter_groups(function: Callable) -> bool:
+    """`function(model, head_lr, backbone_lr)` returns parameter groups (a list of dicts with "params" and "lr")
+    for an optimiser: the head at head_lr, layer4 at backbone_lr, the other unfrozen blocks at backbone_lr / 10,
+    frozen parameters left out."""
+    cases = [(lambda: (_resnet_with_blocks_unfrozen("layer3", "layer4"), 1e-3, 1e-4), None),
+             (lambda: (_resnet_with_blocks_unfrozen("layer4"), 1e-2, 1e-3), None)]
+
+    def mistake(answer, model, head_lr, backbone_lr, expected) -> str | None:
+        if not isinstance(answer, (list, tuple)) or not all(isinstance(group, dict) for group in answer):
+            return "return a list of dicts, one per group, each with its \"params\" and its \"lr\"."
+        try:
+            optimizer = torch.optim.Adam(answer, lr=0.123)
+        except ValueError as error:
+            if "more than one" in str(error):
+                return ("a parameter sits in two groups; each parameter learns at one rate, so it belongs to "
+                        "one group only.")
+            return f"an optimiser cannot be built from your groups: {error}"
+        rates = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+        if any(rate == 0.123 for rate in rates.values()):
+            return ("a group has no \"lr\" of its own, so it learns at whatever rate the optimiser was built with; "
+                    "give each group its rate.")
+        frozen = {id(p) for p in model.parameters() if not p.requires_grad}
+        if set(rates) & frozen:
+            unfrozen = [name for name, block in model.named_children()
+                        if any(p.requires_grad for p in block.parameters())]
+            return (f"{len(set(rates) & frozen)} frozen parameters sit in your groups; only the parameters that "
+                    f"can learn belong there (here those of {', '.join(unfrozen)}).")
+        if len(rates) == sum(p.requires_grad for p in model.parameters()) and set(rates.values()) == {head_lr}:
+            return ("everything learns at the head's rate; the pretrained blocks need smaller steps, or large ones "
+                    "would wipe out what ImageNet taught them.")
+        wanted = {"fc": head_lr, "layer4": backbone_lr}  # every other unfrozen block: backbone_lr / 10
+        for name, block in sorted(model.named_children(), key=lambda child: child[0] != "fc"):  # the head first
+            learning = [p for p in block.parameters() if p.requires_grad]
+            if not learning:
+                continue
+            rate = wanted.get(name, backbone_lr / 10)
+            given = {rates.get(id(p)) for p in learning}
+            if None in given:
+                return (f"{'the head' if name == 'fc' else name} can learn but is in no group (or only part of it "
+                        "is), so the optimiser would never change it.")
+            if given == {rate}:
+                continue
+            if name == "fc" and given == {backbone_lr}:
+                return ("the head learns at the backbone's rate; it starts from random numbers and needs the "
+                        "largest steps.")
+            if name != "fc" and given == {head_lr}:
+                return (f"{name} learns at the head's rate; pretrained weights need smaller steps, or large ones "
+                        "would wipe out what ImageNet taught them.")
+            if name == "layer3" and given == {backbone_lr}:
+                return ("layer3 learns at layer4's rate; an earlier block holds more general features, worth "
+                        "keeping closer to ImageNet's, so it gets a tenth of that rate.")
+            return f"{name} should learn at {rate:g}, yours learns at {', '.join(f'{g:g}' for g in sorted(given))}."
+        return None
+
+    return _try_cases(function, cases, mistake,
+                      not_answered="fill in `my_parameter_groups` so that it returns a list of groups.",
+                      well_done="the new head takes the largest steps, layer4 smaller ones and layer3 smaller still, "
+                                "and nothing frozen sits in the optimiser.")

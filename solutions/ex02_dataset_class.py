@@ -6,21 +6,26 @@ For teachers, and for learners who are stuck: try the exercise first. See README
 from __future__ import annotations
 
 
-def my_interleave(positives: list, negatives: list) -> tuple[list, list[int]]:
-    """Positives at even positions (label 1), negatives at odd positions (label 0); equal counts."""
-    files = [None] * (len(positives) + len(negatives))
-    files[::2] = positives   # even positions: cracks
-    files[1::2] = negatives  # odd positions: no cracks
-    labels = [1 if i % 2 == 0 else 0 for i in range(len(files))]
+def my_interleave(groups: list[tuple[int, list]]) -> tuple[list, list[int]]:
+    """One file of each (label, files) group in turn, in the groups' order; all groups have the same length."""
+    files, labels = [], []
+    for i in range(len(groups[0][1])):      # round i takes file i of every group
+        for label, group in groups:
+            files.append(group[i])
+            labels.append(label)
     return files, labels
 
 
-def my_split_index(n: int) -> int:
-    """How many of n samples go to training: the first 75%, rounded down (40,000 -> 30,000)."""
-    return n * 3 // 4  # whole-number arithmetic: no float rounding surprises
+def my_split_sizes(n: int) -> tuple[int, int, int]:
+    """Training 70% and validation 15% of n, each rounded down; test takes the rest, so the sizes add up to n."""
+    train = n * 70 // 100  # whole-number arithmetic: no float rounding surprises
+    val = n * 15 // 100
+    return train, val, n - train - val
 
 
-def my_count_leaks(train_hashes: list[str], val_hashes: list[str]) -> int:
-    """How many validation images have the same content hash as some training image."""
+def my_leak_counts(train_hashes: list[str], val_hashes: list[str]) -> tuple[int, int]:
+    """Validation images with a copy in training, and validation images that repeat an earlier one."""
     in_training = set(train_hashes)  # a set answers "is it there?" at once, however large
-    return sum(1 for digest in val_hashes if digest in in_training)
+    leaked = sum(1 for digest in val_hashes if digest in in_training)
+    repeated = len(val_hashes) - len(set(val_hashes))  # every copy after the first of its picture
+    return leaked, repeated

@@ -22,3 +22,12 @@ def my_precision_recall(confusion: torch.Tensor) -> tuple[float, float]:
     called_crack = float(confusion[:, 1].sum())  # column 1: every image the model called a crack
     real_cracks = float(confusion[1, :].sum())   # row 1: every image that is a crack
     return true_positives / called_crack, true_positives / real_cracks
+
+
+def my_threshold(curve: dict, recall: float = 0.95) -> float:
+    """Exercise 3: the highest threshold whose recall is still at least 95% (the fewest false alarms).
+
+    Recall can only fall as the threshold rises, so every lower threshold keeps the recall too, with
+    more false alarms. In the notebook the answer is the number this returns for the run's `curve`.
+    """
+    return max(float(t) for t, r in zip(curve["threshold"], curve["recall"]) if r >= recall)

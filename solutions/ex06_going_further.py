@@ -5,11 +5,11 @@ For teachers, and for learners who are stuck: try the exercise first. See README
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 from torch import nn
 
 
-def my_tiles_above(probabilities: torch.Tensor, threshold: float) -> list[tuple[int, int]]:
+def my_tiles_above(probabilities: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """(row, column) of every scanned tile whose crack probability is at least `threshold`, row by row."""
     rows, cols = probabilities.shape
     return [(r, c) for r in range(rows) for c in range(cols) if probabilities[r, c] >= threshold]
@@ -21,3 +21,14 @@ def my_unfreeze(model: nn.Module) -> nn.Module:
         for parameter in block.parameters():
             parameter.requires_grad = True
     return model
+
+
+def my_parameter_groups(model: nn.Module, head_lr: float, backbone_lr: float) -> list[dict]:
+    """The head at head_lr, layer4 at backbone_lr, other unfrozen blocks at backbone_lr / 10; frozen ones left out."""
+    groups = []
+    for name, block in model.named_children():
+        learning = [p for p in block.parameters() if p.requires_grad]
+        if learning:  # frozen blocks stay out of the optimiser
+            rate = head_lr if name == "fc" else backbone_lr if name == "layer4" else backbone_lr / 10
+            groups.append({"params": learning, "lr": rate})
+    return groups
