@@ -14,7 +14,7 @@ understood stops with one sentence that names the variable and what it accepts.
 | WORKBOOK_SYNTHETIC_PER_CLASS | images per class of the synthetic stand-in in a full run (default 1,000) |
 | WORKBOOK_WEIGHTS_URL | a mirror of the ImageNet weights file (its SHA-256 is still checked) |
 | WORKBOOK_ALLOW_RANDOM_WEIGHTS | 1: carry on with a random backbone when the ImageNet weights are missing |
-| WORKBOOK_INT8 | 0: compute features in float32 where the workbook would use int8 |
+| WORKBOOK_INT8 | 0: never try int8 when the number format is measured (helpers.speed) |
 | WORKBOOK_DEVICE | cpu, cuda, cuda:1, mps: the device to run on (default: the best there is) |
 | WORKBOOK_REAL_SAMPLE | a folder with a real Positive/ + Negative/ sample (tests, notebook 01, benchmark) |
 | WORKBOOK_REQUIRE_BROWSER | 1: the browser test fails instead of skipping without Chromium (CI) |
