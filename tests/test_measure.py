@@ -13,7 +13,7 @@ import torch
 
 import helpers.speed.backbone as backbone_module
 from helpers.speed import (
-    CANDIDATES, MEASURE_MIN_IMAGES, FastSettings, Measurement, candidates_here, choose_number_format,
+    CANDIDATES, MEASURE_MIN_IMAGES, SMALL_FOLDER, FastSettings, Measurement, candidates_here, choose_number_format,
     decisions_file, machine_key, remembered,
 )
 from helpers.speed.measure import MAX_ROUNDING, Trial, measure, remember
@@ -111,7 +111,7 @@ def test_set_up_counts_for_the_folder_size(all_candidates):
     setup = {"bfloat16 compiled": 20.0, "int8": 60.0}
     measurement = measure(fake_candidates(clock, rates, setup), IMAGES, machine_key(), clock=clock)
     assert measurement.choose(BIG, CANDIDATES).name == "int8"
-    assert measurement.choose(MEASURE_MIN_IMAGES, CANDIDATES).name == "bfloat16 compiled"
+    assert measurement.choose(3_000, CANDIDATES).name == "bfloat16 compiled"
     assert measurement.choose(300, CANDIDATES).name == "bfloat16"
     assert measurement.choose(BIG, ["float32", "bfloat16"]).name == "bfloat16"
 
@@ -207,10 +207,21 @@ def test_cpu_flags_only_rule_candidates_out(monkeypatch):
 def test_small_or_unknown_folders_are_not_measured_and_say_so(all_candidates):
     clock, calls = FakeClock(), []
     measure_here = measuring(clock, calls, seconds_per_image={name: 0.1 for name in CANDIDATES})
-    for size in (None, 100, MEASURE_MIN_IMAGES - 1):
+    for size in (None, 100, SMALL_FOLDER - 1):
         choice = choose_number_format(FastSettings(), "cpu", size, measure_here)
         assert choice.name == "float32" and "too few to pay for measuring" in choice.why
+    choice = choose_number_format(FastSettings(), "cpu", MEASURE_MIN_IMAGES - 1, measure_here)
+    assert choice.name == "float32" and "not measured on this machine yet" in choice.why
     assert calls == [] and not decisions_file().exists()
+
+
+def test_a_remembered_measurement_serves_middle_sized_folders_but_not_small_ones(all_candidates):
+    clock, calls = FakeClock(), []
+    rates = {"float32": 0.1, "bfloat16": 0.05, "bfloat16 compiled": 0.04, "int8": 0.02}
+    choose_number_format(FastSettings(), "cpu", BIG, measuring(clock, calls, seconds_per_image=rates))
+    middle = choose_number_format(FastSettings(), "cpu", SMALL_FOLDER, lambda names: pytest.fail("measured again"))
+    assert middle.name == "int8" and "measured on this machine earlier" in middle.why
+    assert choose_number_format(FastSettings(), "cpu", SMALL_FOLDER - 1).name == "float32"  # quick mode, tests
 
 
 def test_gpus_are_not_measured(monkeypatch):

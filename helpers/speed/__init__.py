@@ -25,11 +25,13 @@ from helpers.speed.backbone import (
 )
 from helpers.speed.fast_input import Feeder
 from helpers.speed.int8 import int8_unavailable_reason, int8_untested_reason
-from helpers.speed.measure import CANDIDATES, MEASURE_MIN_IMAGES, Measurement, decisions_file, machine_key, remembered
+from helpers.speed.measure import (
+    CANDIDATES, MEASURE_MIN_IMAGES, SMALL_FOLDER, Measurement, decisions_file, machine_key, remembered,
+)
 from helpers.speed.workers import default_num_workers, planned_batches, worker_candidates
 
 __all__ = [
-    "CANDIDATES", "MEASURE_MIN_IMAGES", "NUMBER_FORMATS", "Backbone", "FastSettings", "Feeder", "FormatChoice",
+    "CANDIDATES", "MEASURE_MIN_IMAGES", "NUMBER_FORMATS", "SMALL_FOLDER", "Backbone", "FastSettings", "Feeder", "FormatChoice",
     "Measurement", "bf16_is_fast", "candidates_here", "choose_backbone", "choose_decoding", "choose_number_format",
     "decisions_file", "default_num_workers", "forget_built_backbones", "int8_unavailable_reason",
     "int8_untested_reason", "machine_key", "planned_batches", "remembered", "worker_candidates",

@@ -35,7 +35,7 @@ from helpers.speed.int8 import (
     quantize_backbone,
 )
 from helpers.speed.measure import (
-    CANDIDATES, MEASURE_MIN_IMAGES, TIMED_IMAGES, Measurement, decisions_file, machine_key, measure, remember,
+    CANDIDATES, MEASURE_MIN_IMAGES, SMALL_FOLDER, TIMED_IMAGES, Measurement, decisions_file, machine_key, measure, remember,
     remembered,
 )
 from helpers.synthetic import make_image
@@ -143,10 +143,10 @@ def choose_number_format(settings: FastSettings, device: torch.device | str, sou
     """How the backbone computes, with the settings' None ("auto") resolved for the device and the data's size.
 
     Explicit settings win (int8=True, bf16=True, or both False). On a CPU the others are measured
-    (helpers.speed.measure) for a folder of at least MEASURE_MIN_IMAGES images: the measurement
-    remembered for this machine, when there is one; else `measure_here(names)` times the
-    candidates (one printed line), and the result is remembered. The way that finishes
-    `source_size` images soonest, set-up included, wins. Smaller folders use float32, unmeasured.
+    (helpers.speed.measure): for a folder of SMALL_FOLDER images or more, the measurement
+    remembered for this machine, when there is one; else, from MEASURE_MIN_IMAGES images,
+    `measure_here(names)` times the candidates (one printed line), and the result is remembered.
+    The way that finishes `source_size` images soonest, set-up included, wins. Otherwise float32.
     source_size: images in the data set's folder (both splits, so train and val decide alike);
     None (unknown) never measures nor builds. int8=True where int8 cannot run raises a RuntimeError.
     """
@@ -170,18 +170,18 @@ def choose_number_format(settings: FastSettings, device: torch.device | str, sou
     names, why_not = candidates_here(settings, device)
     if names == ["float32"]:
         return FormatChoice("float32", compiled, "; ".join(why_not))
-    if source_size is None or source_size < MEASURE_MIN_IMAGES:
+    if source_size is None or source_size < SMALL_FOLDER:
         count = "an unknown number of" if source_size is None else f"{source_size:,}"
         return FormatChoice("float32", compiled, f"{count} images are too few to pay for measuring which number "
-                            f"format is fastest here, or for building one (that starts at {MEASURE_MIN_IMAGES:,})")
+                            f"format is fastest here, or for building one")
     known = remembered(machine_key())
     if known is not None and known.covers(names):
         best = known.choose(source_size, names)
         return FormatChoice(*_format_of(best.name), f"the fastest for {source_size:,} images, set-up included, "
                             f"measured on this machine earlier ({known.summary(names)}; kept in {decisions_file()})")
-    if measure_here is None:
-        return FormatChoice("float32", compiled, "not measured on this machine yet (choose_backbone measures, "
-                            "for a folder big enough)")
+    if source_size < MEASURE_MIN_IMAGES or measure_here is None:
+        return FormatChoice("float32", compiled, f"not measured on this machine yet (measuring takes about a minute: "
+                            f"it pays from {MEASURE_MIN_IMAGES:,} images, and is remembered)")
     measurement = measure_here(names)
     try:
         where = f"kept in {remember(measurement)}"

@@ -32,7 +32,13 @@ from helpers.settings import data_dir
 from helpers.speed.int8 import ROUNDING_ERROR_RANGE, torchao_version
 
 CANDIDATES = ("float32", "bfloat16", "bfloat16 compiled", "int8")  # float32 first: the reference
-MEASURE_MIN_IMAGES = 2_000  # below this, measuring (about a minute, once per machine) or building int8 costs more than it saves
+# Measuring costs about a minute (most of it building int8 and compiling) and saves
+# images x (1 / float32's rate - 1 / the best rate): on the 2-core CPUs measured that pays from
+# 2,000-9,000 images, so a folder measures from 5,000 images. A measurement already remembered is
+# free, and is used from SMALL_FOLDER images on (below, float32: nothing to build, the same numbers
+# in quick mode and the tests whatever the machine remembers).
+MEASURE_MIN_IMAGES = 5_000
+SMALL_FOLDER = 1_000
 TIMED_IMAGES = 40  # calibration images per timed round
 ROUNDS = 2  # timed rounds per candidate, taking turns; the median is kept
 MAX_ROUNDING = ROUNDING_ERROR_RANGE[1]  # mean 1 - cosine against float32 above this: not exact enough
