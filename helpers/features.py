@@ -71,7 +71,8 @@ def feature_cache_key(dataset, model: nn.Module, settings: FastSettings | None =
     `weights`: weights_fingerprint(model), when already computed (hashing 45 MB takes a moment).
     """
     weights = weights or weights_fingerprint(model)
-    backbone = choose_backbone(model, device, settings, source_size(dataset), weights)
+    backbone = choose_backbone(model, device, settings, source_size(dataset), weights,
+                               getattr(dataset, "transform", None))
     on_device, _ = choose_decoding(dataset, backbone.device, backbone.settings)
     return _key(dataset_fingerprint(dataset), weights, backbone, on_device)
 
@@ -101,7 +102,8 @@ def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = N
     On a GPU the JPEGs are decoded there (settings.decode_on_device, helpers.speed.fast_input).
     """
     weights = weights_fingerprint(model)  # once: the cache key and the int8 backbone both need it
-    backbone = choose_backbone(model, device, settings, source_size(dataset), weights)
+    transform = getattr(dataset, "transform", None)
+    backbone = choose_backbone(model, device, settings, source_size(dataset), weights, transform)
     on_device, decode_why = choose_decoding(dataset, backbone.device, backbone.settings)
     data = dataset_fingerprint(dataset)
     name = name or cache_name(dataset)
@@ -112,7 +114,7 @@ def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = N
             print(f"features loaded from cache: {path}")
             return cached
 
-    backbone.prepare(getattr(dataset, "transform", None))  # may fall back from int8 to float32
+    backbone.prepare(transform)  # may fall back from int8 to float32
     print(f"computing the features of {len(dataset):,} images in {backbone.number_format} ({backbone.why})")
     if on_device:
         where = "GPU" if backbone.device.type == "cuda" else backbone.device.type.upper()

@@ -16,7 +16,7 @@ stops it in its first line rather than minutes later in notebook 04.
 | WORKBOOK_SYNTHETIC_PER_CLASS | images per class of the synthetic stand-in in a full run (default 1,000) |
 | WORKBOOK_WEIGHTS_URL | a mirror of the ImageNet weights file (its SHA-256 is still checked) |
 | WORKBOOK_ALLOW_RANDOM_WEIGHTS | 1: carry on with a random backbone when the ImageNet weights are missing |
-| WORKBOOK_INT8 | 0: compute features in float32 where the workbook would use int8 |
+| WORKBOOK_INT8 | 0: never try int8 when the number format is measured (helpers.speed) |
 | WORKBOOK_DEVICE | cpu, cuda, cuda:1, mps: the device to run on (default: the best there is) |
 | WORKBOOK_REAL_SAMPLE | a folder with a real Positive/ + Negative/ sample (only the tests, notebook 01 and `make bench` read it) |
 | WORKBOOK_REQUIRE_BROWSER | 1: the browser test fails instead of skipping without Chromium (only `make test` reads it; CI sets it) |

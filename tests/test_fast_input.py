@@ -232,3 +232,31 @@ def test_on_a_gpu_the_workers_are_measured(model, synthetic_root, capsys):
     cpu = extract_features(model, dataset, None, batch_size=1, settings=FLOAT32, device="cpu", num_workers=0,
                            progress=False)
     assert nn.functional.cosine_similarity(gpu.features, cpu.features, dim=1).min() > 0.99
+
+
+def test_on_a_cpu_the_workers_are_measured_for_a_big_enough_data_set(model, synthetic_root, capsys, monkeypatch):
+    monkeypatch.setattr(workers_module, "worker_candidates", lambda device=None: [0, 1])
+    dataset = CrackDataset(synthetic_root, split="all", progress=False)  # 40 images
+    measured = extract_features(model, dataset, None, batch_size=2, settings=FLOAT32, device="cpu", progress=False)
+    assert f"DataLoader workers, measured on the first {2 * PROBE_BATCHES * 2} images" in capsys.readouterr().out
+    too_few = extract_features(model, dataset, None, batch_size=10, settings=FLOAT32, device="cpu", progress=False)
+    assert "DataLoader workers" not in capsys.readouterr().out  # 2 x 2 x 4 batches of 10 > 40 images
+    assert torch.allclose(measured.features, too_few.features, atol=1e-4)
+
+
+def test_the_main_process_decodes_on_one_thread_and_the_backbone_keeps_its_threads(synthetic_root):
+    dataset = CrackDataset(synthetic_root, split="all", progress=False)
+    transform, seen = dataset.transform, []
+
+    def counting(image):
+        seen.append(torch.get_num_threads())
+        return transform(image)
+    dataset.transform = counting
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for images, _ in Feeder(dataset, "cpu", batch_size=10).batches(0):
+            assert torch.get_num_threads() == 2  # what the backbone gets between batches
+        assert seen and set(seen) == {1}
+    finally:
+        torch.set_num_threads(before)

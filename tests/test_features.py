@@ -159,11 +159,12 @@ def test_cuda_features_match_cpu(model, synthetic_root):
     assert next(model.parameters()).device.type == "cpu"  # the learner's model stayed where it was
 
 
-def test_bf16_auto_resolves_per_device():
+def test_explicit_bf16_and_small_folders_are_not_measured():
     assert isinstance(bf16_is_fast("cpu"), bool)
     assert bf16_is_fast("meta") is False
-    assert choose_number_format(FastSettings(bf16=True), "cpu")[0] == "bfloat16"
-    assert (choose_number_format(FastSettings(bf16=None, int8=False), "cpu")[0] == "bfloat16") == bf16_is_fast("cpu")
+    assert choose_number_format(FastSettings(bf16=True), "cpu").number_format == "bfloat16"
+    small = choose_number_format(FastSettings(), "cpu", 100, lambda names: pytest.fail("measured 100 images"))
+    assert small.number_format == "float32" and "too few" in small.why
 
 
 # ----------------------------------------------------------------------------- the cache

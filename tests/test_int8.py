@@ -23,8 +23,9 @@ from helpers.speed.int8 import (
     int8_untested_reason,
 )
 from helpers.model import backbone_of, build_resnet18
-from helpers.speed import INT8_MIN_IMAGES, FastSettings, choose_backbone, choose_number_format, forget_int8_backbones
+from helpers.speed import MEASURE_MIN_IMAGES, FastSettings, choose_backbone, choose_number_format, forget_built_backbones
 from helpers.speed.backbone import calibration_images
+from helpers.speed.measure import Measurement, Trial, machine_key, remember
 from helpers.synthetic_dataset import generate_dataset
 
 FLOAT32 = FastSettings(bf16=False, int8=False)
@@ -34,7 +35,13 @@ needs_int8 = pytest.mark.skipif(INT8_REASON is not None, reason=f"int8 cannot ru
 
 
 def uses_int8(settings: FastSettings, device: str, source_size: int | None = None) -> bool:
-    return choose_number_format(settings, device, source_size)[0] == "int8"
+    return choose_number_format(settings, device, source_size).number_format == "int8"
+
+
+@pytest.fixture(autouse=True)
+def own_data_dir(tmp_path, monkeypatch):
+    """No measurement remembered from elsewhere: each test decides in a data folder of its own."""
+    monkeypatch.setenv("WORKBOOK_DATA_DIR", str(tmp_path / "data"))
 
 
 def model_with_trained_batchnorm(seed: int = 0) -> nn.Module:
@@ -113,15 +120,15 @@ def test_int8_needs_an_x86_cpu_torchao_and_a_compiler(monkeypatch):
 def test_without_torchao_the_workbook_runs_in_float32_and_says_why(monkeypatch, model, synthetic_split, capsys):
     monkeypatch.setattr(int8_module, "torchao_version", lambda: None)  # as if torchao were not installed
     monkeypatch.setitem(sys.modules, "torchao", None)  # and importing it fails
-    monkeypatch.setattr(synthetic_split, "source_size", INT8_MIN_IMAGES)
+    monkeypatch.setattr(synthetic_split, "source_size", MEASURE_MIN_IMAGES)
     assert "torchao is not installed" in int8_unavailable_reason("cpu")
-    number_format, why = choose_number_format(FastSettings(bf16=False), "cpu", INT8_MIN_IMAGES)
-    assert number_format == "float32" and "torchao is not installed" in why
+    choice = choose_number_format(FastSettings(bf16=False), "cpu", MEASURE_MIN_IMAGES)
+    assert choice.number_format == "float32" and "torchao is not installed" in choice.why
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         features = extract(model, synthetic_split, FastSettings(bf16=False))
     assert features.number_format == "float32"
-    assert "in float32 (int8 is off: torchao is not installed" in capsys.readouterr().out
+    assert "in float32 (bfloat16 turned off in the settings; int8 is off: torchao is not installed" in capsys.readouterr().out
 
 
 def test_torchao_that_cannot_be_imported_or_does_not_fit_torch_falls_back(monkeypatch):
@@ -136,44 +143,45 @@ def test_torchao_that_cannot_be_imported_or_does_not_fit_torch_falls_back(monkey
     assert "has not been checked" in int8_untested_reason()
     monkeypatch.setattr(int8_module, "int8_unavailable_reason", lambda device: None)
     monkeypatch.setattr(speed_module, "int8_unavailable_reason", lambda device: None)
-    number_format, why = choose_number_format(FastSettings(bf16=False), "cpu", INT8_MIN_IMAGES)
-    assert number_format == "float32" and "has not been checked" in why  # auto does not build it
-    assert choose_number_format(FastSettings(bf16=False, int8=True), "cpu")[0] == "int8"  # asked for: it tries
+    choice = choose_number_format(FastSettings(bf16=False), "cpu", MEASURE_MIN_IMAGES)
+    assert choice.number_format == "float32" and "has not been checked" in choice.why  # auto does not build it
+    assert uses_int8(FastSettings(bf16=False, int8=True), "cpu")  # asked for: it tries
 
 
-def test_auto_uses_int8_only_for_big_folders_and_explicit_int8_says_why_not(monkeypatch, synthetic_split):
-    can = INT8_REASON is None
+def test_auto_never_builds_int8_for_small_folders_and_explicit_int8_says_why_not(monkeypatch, synthetic_split):
     size = synthetic_split.source_size
-    assert size < INT8_MIN_IMAGES
+    assert size < MEASURE_MIN_IMAGES
     assert uses_int8(FastSettings(bf16=False), "cpu", size) is False  # too few images to pay
     assert uses_int8(FastSettings(bf16=False), "cpu", None) is False  # unknown: never built by surprise
-    assert uses_int8(FastSettings(bf16=False), "cpu", INT8_MIN_IMAGES) is can
-    assert uses_int8(FastSettings(bf16=False), "cuda", INT8_MIN_IMAGES) is False
+    assert uses_int8(FastSettings(bf16=False), "cuda", MEASURE_MIN_IMAGES) is False
     monkeypatch.setenv("WORKBOOK_INT8", "0")
-    assert uses_int8(FastSettings(bf16=False), "cpu", INT8_MIN_IMAGES) is False  # turned off by the learner
-    assert "WORKBOOK_INT8=0" in choose_number_format(FastSettings(bf16=False), "cpu", INT8_MIN_IMAGES)[1]
+    assert "WORKBOOK_INT8=0" in choose_number_format(FastSettings(bf16=False), "cpu", MEASURE_MIN_IMAGES).why
     monkeypatch.delenv("WORKBOOK_INT8")
-    assert choose_number_format(FLOAT32, "cpu", INT8_MIN_IMAGES)[0] == "float32"
+    assert choose_number_format(FLOAT32, "cpu", MEASURE_MIN_IMAGES).number_format == "float32"
     with pytest.raises(ValueError, match="not both"):
         uses_int8(FastSettings(bf16=True, int8=True), "cpu")
     monkeypatch.setattr(speed_module, "int8_unavailable_reason", lambda device: "no int8 on this test CPU")
     with pytest.raises(RuntimeError, match="no int8 on this test CPU"):
         uses_int8(INT8, "cpu")
-    assert uses_int8(FastSettings(bf16=False), "cpu", INT8_MIN_IMAGES) is False
+    assert "no int8 on this test CPU" in choose_number_format(FastSettings(bf16=False), "cpu", MEASURE_MIN_IMAGES).why
 
 
-def test_a_failed_int8_build_falls_back_to_float32_with_a_warning(monkeypatch, model, synthetic_split,
-                                                                  small_transform):
-    monkeypatch.setattr(synthetic_split, "source_size", INT8_MIN_IMAGES)
+def test_a_failed_int8_build_is_skipped_when_measuring_and_falls_back_with_a_warning_later(
+        monkeypatch, model, synthetic_split, small_transform, capsys):
     monkeypatch.setattr(speed_module, "int8_unavailable_reason", lambda device: None)
     monkeypatch.setattr(speed_module, "int8_untested_reason", lambda: None)
 
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler after all")
     monkeypatch.setattr(speed_module, "quantize_backbone", broken)
-    forget_int8_backbones()
+    forget_built_backbones()
     few = CrackDataset(synthetic_split.root, split="val", transform=small_transform(), progress=False)
-    monkeypatch.setattr(few, "source_size", INT8_MIN_IMAGES)
+    monkeypatch.setattr(few, "source_size", MEASURE_MIN_IMAGES)
+    measured = extract(model, few, FastSettings(bf16=False))  # measures float32 and int8: int8 fails
+    assert measured.number_format == "float32"
+    assert "int8 skipped (failed: RuntimeError: no C++ compiler after all)" in capsys.readouterr().out
+    # a measurement remembered from when int8 could be built: now the build fails, float32 takes over
+    remember(Measurement(machine_key(), [Trial("float32", rate=10.0), Trial("int8", rate=30.0, setup_seconds=20)]))
     with pytest.warns(UserWarning, match="no C\\+\\+ compiler after all.*float32"):
         auto = extract(model, few, FastSettings(bf16=False))
     assert auto.key == feature_cache_key(few, model, FLOAT32, "cpu") and auto.number_format == "float32"
@@ -190,7 +198,7 @@ def int8_and_float32(model, synthetic_split):
     The int8 features are extracted from a model left in training mode, to check that building
     the int8 copy changes neither its mode nor its weights.
     """
-    forget_int8_backbones()
+    forget_built_backbones()
     float32 = extract(model, synthetic_split, FLOAT32)
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     model.train()

@@ -1,22 +1,24 @@
 """How the frozen backbone runs on this machine: one door to the speed path.
 
 A frozen backbone may compute its features in whatever way is fastest, as long as the numbers
-stay (nearly) the same: float32 everywhere, bfloat16 on GPUs and CPUs with AMX, int8 on other
-x86 CPUs for big folders (:mod:`helpers.speed.int8`), channels_last memory layout, torch.compile.
-:func:`choose_backbone` decides this once, for a device and a data set, and returns a
-:class:`Backbone` that carries its number format, its part of the feature cache's key, and the
-call that turns images into features. :func:`helpers.features.extract_features` only uses it.
+stay (nearly) the same: float32, bfloat16 (eager or compiled), int8 (:mod:`helpers.speed.int8`),
+channels_last memory layout. On a CPU, which way is fastest is measured, not guessed from the
+CPU's flags (:mod:`helpers.speed.measure`): once per machine, for a folder big enough to pay for
+it, then remembered. :func:`choose_backbone` decides this once, for a device and a data set, and
+returns a :class:`Backbone` that carries its number format, its part of the feature cache's key,
+and the call that turns images into features. :func:`helpers.features.extract_features` only uses it.
 
 None of this is needed to understand transfer learning; notebook 07 (optional) looks inside.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import numpy as np
@@ -24,17 +26,22 @@ import torch
 from torch import nn
 
 from helpers.dataset import default_transform
+from helpers.feature_cache import weights_fingerprint
 from helpers.model import backbone_of
+from helpers.settings import int8_allowed, pick_device
 from helpers.speed.fast_input import can_decode_on_device
 from helpers.speed.int8 import (
-    CALIBRATION_IMAGES, CALIBRATION_SEED, RECIPE, Int8Backbone, int8_unavailable_reason, int8_untested_reason,
+    CALIBRATION_IMAGES, CALIBRATION_SEED, RECIPE, CompiledBackbone, int8_unavailable_reason, int8_untested_reason,
     quantize_backbone,
 )
-from helpers.settings import int8_allowed, pick_device
+from helpers.speed.measure import (
+    CANDIDATES, MEASURE_MIN_IMAGES, SMALL_FOLDER, TIMED_IMAGES, Measurement, decisions_file, machine_key, measure, remember,
+    remembered,
+)
 from helpers.synthetic import make_image
 
-INT8_MIN_IMAGES = 2000  # below this, building the int8 backbone (about 30 s) costs more than it saves
 NUMBER_FORMATS = ("float32", "bfloat16", "int8")
+FULL_SET = 40_000  # the real data set's size: what the printed saving is worked out for
 
 
 @dataclass
@@ -42,34 +49,58 @@ class FastSettings:
     """How the backbone pass runs. None of these changes the features beyond float rounding, except bf16 and int8.
 
     channels_last: store images and weights as (N, H, W, C) in memory; faster convolutions on CPUs and GPUs.
-    bf16: compute in bfloat16 (autocast). None = where the hardware does it fast (see bf16_is_fast)
-        and int8 is not the better choice (see choose_number_format).
-    int8: run a quantised copy of the backbone in 8-bit integers (helpers.speed.int8), 2-3x faster on an
-        x86-64 CPU. None = on a CPU that can (see int8_unavailable_reason) and has no AMX, when the
-        data set's folder holds at least INT8_MIN_IMAGES images, unless WORKBOOK_INT8=0;
-        building it takes 15-30 s.
+    bf16: compute in bfloat16 (autocast). None = decide: on a CPU by measuring (see choose_number_format),
+        on a GPU where the hardware does it fast (see bf16_is_fast).
+    int8: run a quantised copy of the backbone in 8-bit integers (helpers.speed.int8), on an x86-64
+        CPU. None = decide by measuring, unless WORKBOOK_INT8=0; building it takes 15-30 s.
+    compile: run the float backbone through torch.compile. None = decide by measuring (bfloat16
+        compiled is one of the candidates); True / False: always / never. It takes tens of seconds
+        (and, on a CPU, a C++ compiler) before the first batch. int8 is always compiled.
     decode_on_device: decode the JPEGs on the device, in batches (helpers.speed.fast_input): the same
         pixels, read by nvJPEG on a GPU. None = on a CUDA GPU, where PIL's decoding is the slow part,
         when the data set can (see helpers.speed.fast_input.can_decode_on_device).
-    compile: run the backbone through torch.compile. It takes tens of seconds (and, on a CPU, a C++
-        compiler) before the first batch, then runs faster (about 1.2x on a 2-core AVX2 CPU).
     num_threads: CPU threads for the backbone (torch.set_num_threads) while extracting; None = torch's default.
     """
 
     channels_last: bool = True
     bf16: bool | None = None
     int8: bool | None = None
-    compile: bool = False
+    compile: bool | None = None
     num_threads: int | None = None
     decode_on_device: bool | None = None
 
 
+@dataclass(frozen=True)
+class FormatChoice:
+    """How the backbone computes: its number format, whether it is compiled, and why (one sentence)."""
+
+    number_format: str  # "float32", "bfloat16" or "int8"
+    compiled: bool
+    why: str
+
+    @property
+    def name(self) -> str:
+        """The candidate's name, as measured: "float32", "bfloat16", "bfloat16 compiled" or "int8"."""
+        return _name(self.number_format, self.compiled)
+
+
+def _name(number_format: str, compiled: bool) -> str:
+    return f"{number_format} compiled" if compiled and number_format != "int8" else number_format
+
+
+def _format_of(name: str) -> tuple[str, bool]:
+    """"bfloat16 compiled" -> ("bfloat16", True); "int8" -> ("int8", True)."""
+    number_format = name.split()[0]
+    return number_format, name.endswith("compiled") or number_format == "int8"
+
+
 def bf16_is_fast(device: torch.device | str) -> bool:
-    """True when `device` has hardware support for bfloat16 matrix maths.
+    """True when `device` has hardware support for bfloat16 matrix maths (never emulated).
 
     CUDA: GPUs from Ampere on. CPU: AVX512-BF16 or AMX instructions (recent Intel Xeons, AMD Zen 4);
     elsewhere oneDNN emulates bfloat16, which can be several times *slower* than float32 (about 6x
-    slower for ResNet18 on a 2-core AMD EPYC with AVX2 only; 2.6x *faster* on a Xeon with AMX).
+    slower for ResNet18 on a 2-core AMD EPYC with AVX2 only). On a CPU this only rules bfloat16
+    out; whether it is the fastest is measured.
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -79,25 +110,45 @@ def bf16_is_fast(device: torch.device | str) -> bool:
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return False
     has_avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return bool(has_avx512_bf16 or has_amx())
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return bool(has_avx512_bf16 or has_amx)
 
 
-def has_amx() -> bool:
-    """True on a CPU with AMX tiles (recent Xeons), where bfloat16 was measured faster than int8 here."""
-    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+def candidates_here(settings: FastSettings, device: torch.device | str = "cpu") -> tuple[list[str], list[str]]:
+    """(the candidates of speed.measure.CANDIDATES that may run here under `settings`, why the others may not).
+
+    The CPU's flags only rule out (emulated bfloat16); they never rule a candidate in.
+    """
+    names, why_not = ["float32"], []
+    if settings.bf16 is False:
+        why_not.append("bfloat16 turned off in the settings")
+    elif not bf16_is_fast(device):
+        why_not.append("bfloat16 is emulated on this CPU (several times slower than float32)")
+    else:
+        names += [name for name, compiled in (("bfloat16", False), ("bfloat16 compiled", True))
+                  if settings.compile is None or settings.compile == compiled]
+    if settings.int8 is False:
+        why_not.append("int8 turned off in the settings")
+    elif not int8_allowed():
+        why_not.append("WORKBOOK_INT8=0 turns int8 off")
+    elif reason := int8_unavailable_reason(device) or int8_untested_reason():
+        why_not.append(f"int8 is off: {reason}")
+    else:
+        names.append("int8")
+    return names, why_not
 
 
-def choose_number_format(settings: FastSettings, device: torch.device | str,
-                         source_size: int | None = None) -> tuple[str, str]:
-    """(number format, why): the settings with None ("auto") resolved for the device and the data's size.
+def choose_number_format(settings: FastSettings, device: torch.device | str, source_size: int | None = None,
+                         measure_here: Callable[[list[str]], Measurement] | None = None) -> FormatChoice:
+    """How the backbone computes, with the settings' None ("auto") resolved for the device and the data's size.
 
-    The format is "float32", "bfloat16" or "int8"; `why` is one sentence for the learner.
-    GPUs, and CPUs with AMX, take bfloat16 where it is fast (measured: 4.5x the capstone's loop on
-    an AMX Xeon). Other CPUs take int8 where it can run, for a big enough folder: on a CPU with
-    AVX512-BF16 but no AMX (AMD Zen 4) int8 ran 2.6x as fast as bfloat16; else bfloat16 if fast,
-    else float32. source_size: images in the data set's folder (both splits, so train and val
-    decide alike); None (unknown) never picks int8 automatically. int8=True where int8 cannot run
-    raises a RuntimeError that says why.
+    Explicit settings win (int8=True, bf16=True, or both False). On a CPU the others are measured
+    (helpers.speed.measure): for a folder of SMALL_FOLDER images or more, the measurement
+    remembered for this machine, when there is one; else, from MEASURE_MIN_IMAGES images,
+    `measure_here(names)` times the candidates (one printed line), and the result is remembered.
+    The way that finishes `source_size` images soonest, set-up included, wins. Otherwise float32.
+    source_size: images in the data set's folder (both splits, so train and val decide alike);
+    None (unknown) never measures nor builds. int8=True where int8 cannot run raises a RuntimeError.
     """
     if settings.int8 and settings.bf16:
         raise ValueError("Choose bf16 or int8, not both.")
@@ -105,33 +156,52 @@ def choose_number_format(settings: FastSettings, device: torch.device | str,
         reason = int8_unavailable_reason(device)
         if reason:
             raise RuntimeError(f"FastSettings(int8=True) cannot run here: {reason}. Use int8=None or False.")
-        return "int8", "asked for with FastSettings(int8=True)"
+        return FormatChoice("int8", True, "asked for with FastSettings(int8=True)")
+    compiled = bool(settings.compile)
     if settings.bf16:
-        return "bfloat16", "asked for with FastSettings(bf16=True)"
+        return FormatChoice("bfloat16", compiled, "asked for with FastSettings(bf16=True)")
     device = torch.device(device)
-    bf16_fast = settings.bf16 is None and bf16_is_fast(device)
-    if bf16_fast and (device.type != "cpu" or has_amx()):
-        return "bfloat16", f"this {device.type.upper()} computes bfloat16 fast"
-    no_int8 = _why_not_int8(settings, device, source_size)
-    if no_int8 is None:
-        return "int8", "the fastest format that keeps the features nearly exact on this CPU"
-    if bf16_fast:
-        return "bfloat16", f"this CPU computes bfloat16 fast, and {no_int8}"
-    return "float32", no_int8
-
-
-def _why_not_int8(settings: FastSettings, device: torch.device, source_size: int | None) -> str | None:
-    """None when the automatic choice may take int8, else why not, in a few words."""
-    if settings.int8 is False:
-        return ("asked for with FastSettings(bf16=False, int8=False)" if settings.bf16 is False
-                else "int8 turned off in the settings")
-    if source_size is None or source_size < INT8_MIN_IMAGES:
+    if settings.bf16 is False and settings.int8 is False:
+        return FormatChoice("float32", compiled, "asked for with FastSettings(bf16=False, int8=False)")
+    if device.type != "cpu":  # GPUs are not measured (yet): bfloat16 where the hardware has it
+        if settings.bf16 is None and bf16_is_fast(device):
+            return FormatChoice("bfloat16", compiled, f"this {device.type.upper()} computes bfloat16 fast")
+        return FormatChoice("float32", compiled, f"bfloat16 is not fast on this {device.type.upper()}")
+    names, why_not = candidates_here(settings, device)
+    if names == ["float32"]:
+        return FormatChoice("float32", compiled, "; ".join(why_not))
+    if source_size is None or source_size < SMALL_FOLDER:
         count = "an unknown number of" if source_size is None else f"{source_size:,}"
-        return f"{count} images are too few to pay for building an int8 backbone"
-    if not int8_allowed():
-        return "WORKBOOK_INT8=0 turns int8 off"
-    reason = int8_unavailable_reason(device) or int8_untested_reason()
-    return f"int8 is off: {reason}" if reason else None
+        return FormatChoice("float32", compiled, f"{count} images are too few to pay for measuring which number "
+                            f"format is fastest here, or for building one")
+    known = remembered(machine_key())
+    if known is not None and known.covers(names):
+        best = known.choose(source_size, names)
+        return FormatChoice(*_format_of(best.name), f"the fastest for {source_size:,} images, set-up included, "
+                            f"measured on this machine earlier ({known.summary(names)}; kept in {decisions_file()})")
+    if source_size < MEASURE_MIN_IMAGES or measure_here is None:
+        return FormatChoice("float32", compiled, f"not measured on this machine yet (measuring takes about a minute: "
+                            f"it pays from {MEASURE_MIN_IMAGES:,} images, and is remembered)")
+    measurement = measure_here(names)
+    try:
+        where = f"kept in {remember(measurement)}"
+    except OSError as error:
+        where = f"not kept: {error}"
+    best = measurement.choose(source_size, names)
+    print(f"number formats measured on this machine in {measurement.seconds:.0f} s, once ({where}): "
+          f"{measurement.summary(names)} -> {best.name}{_saving(measurement, best)}")
+    return FormatChoice(*_format_of(best.name), f"the fastest for {source_size:,} images, set-up included, "
+                        f"measured here: {measurement.summary(names)}")
+
+
+def _saving(measurement: Measurement, best) -> str:
+    """", saving N min against float32 at 40,000 images", or "" when best is float32 or float32 failed."""
+    float32 = next((trial for trial in measurement.usable(["float32"])), None)
+    if float32 is None or best.name == "float32":
+        return ""
+    saved = float32.seconds_for(FULL_SET) - best.seconds_for(FULL_SET)
+    return (f"; at {FULL_SET:,} images it saves {saved / 60:.0f} min against float32 "
+            f"(measuring cost {100 * measurement.seconds / max(saved, 1e-9):.0f} % of that)")
 
 
 def choose_decoding(dataset, device: torch.device | str, settings: FastSettings) -> tuple[bool, str]:
@@ -163,32 +233,43 @@ def calibration_images(transform: Callable | None, count: int = CALIBRATION_IMAG
     and validation features come from the very same int8 model.
     """
     transform = transform or default_transform()
-    rng = np.random.default_rng(seed)
-    recipes = ["crack", "no_crack"] * (count // 2) + ["crack"] * (count % 2)
-    return torch.stack([transform(make_image(rng, recipe)[0]) for recipe in recipes])
+    key = (repr(transform), count, seed)
+    if key not in _CALIBRATION:  # drawing them takes seconds: measuring and the int8 build share them
+        rng = np.random.default_rng(seed)
+        recipes = ["crack", "no_crack"] * (count // 2) + ["crack"] * (count % 2)
+        _CALIBRATION.clear()
+        _CALIBRATION[key] = torch.stack([transform(make_image(rng, recipe)[0]) for recipe in recipes])
+    return _CALIBRATION[key].clone()
 
 
-_INT8_BACKBONES: dict[tuple, Int8Backbone] = {}  # the last one built, reused for every split of the data
+_CALIBRATION: dict[tuple, torch.Tensor] = {}  # the last calibration images drawn
 
 
-def forget_int8_backbones() -> None:
-    """Drop the int8 backbone kept for reuse (the next int8 pass builds a new one)."""
-    _INT8_BACKBONES.clear()
+_BUILT: dict[str, tuple[tuple, Callable]] = {}  # per way ("int8", "bfloat16 compiled"...): (its key, the runner)
+
+
+def forget_built_backbones() -> None:
+    """Drop the backbones kept for reuse (the next pass builds, copies or compiles them again)."""
+    _BUILT.clear()
 
 
 class Backbone:
     """The frozen backbone, ready to turn images into features, and how it does it.
 
-    number_format: "float32", "bfloat16" or "int8". key_part: what of this goes into the
-    feature cache's key. Call :meth:`prepare` before the first batch (it builds the int8 model,
-    or copies the float one to the device); calling it returns (N, 512) float32 features on the CPU.
+    number_format: "float32", "bfloat16" or "int8"; compiled: through torch.compile (int8 always).
+    key_part: what of this goes into the feature cache's key (the number format, not the
+    compilation: that changes no number). Call :meth:`prepare` before the first batch (it builds
+    the int8 model, compiles, or copies the float one to the device, once per run for these
+    weights: a second split or a second call reuses it); calling it returns (N, 512) float32
+    features on the CPU.
     """
 
     def __init__(self, model: nn.Module, device: torch.device, settings: FastSettings, number_format: str,
-                 why: str = "", weights: str | None = None):
+                 why: str = "", weights: str | None = None, compiled: bool = False):
         self.model, self.device, self.settings, self.number_format = model, device, settings, number_format
+        self.compiled = compiled or number_format == "int8"
         self.why = why  # one sentence: why this number format
-        self.weights = weights  # fingerprint of the backbone's weights, the int8 model's identity
+        self.weights = weights or weights_fingerprint(model)  # the built copies' identity
         self.run: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
@@ -196,8 +277,13 @@ class Backbone:
         """The part of the feature cache's key that says how the features were computed."""
         return f"{self.number_format}|{RECIPE}" if self.number_format == "int8" else self.number_format
 
+    @property
+    def name(self) -> str:
+        """"float32", "bfloat16", "bfloat16 compiled" or "int8"."""
+        return _name(self.number_format, self.compiled)
+
     def prepare(self, transform: Callable | None = None) -> Backbone:
-        """Build what runs: the int8 model (calibrated through `transform`), or a float copy on the device.
+        """Build what runs, or reuse the one built earlier in this run for the same weights (and transform).
 
         Under auto settings, an int8 build that fails warns and falls back to float32.
         """
@@ -205,28 +291,40 @@ class Backbone:
             return self
         if self.number_format == "int8":
             try:
-                self.run = self._int8_model(transform)
+                self.run = self._built(transform, lambda: quantize_backbone(backbone_of(self.model),
+                                                                             calibration_images(transform)))
                 return self
             except Exception as error:
                 if self.settings.int8:  # asked for explicitly: do not quietly do something else
                     raise
                 warnings.warn(f"Could not build the int8 backbone ({type(error).__name__}: {error}); "
                               "computing the features in float32 instead.")
-                self.number_format, self.why = "float32", "the int8 build failed (see the warning)"
+                self.number_format, self.compiled = "float32", False
+                self.why = "the int8 build failed (see the warning)"
+        self.run = self._built(None, self._float_copy)
+        return self
+
+    def _float_copy(self) -> Callable[[torch.Tensor], torch.Tensor]:
         backbone = deepcopy(backbone_of(self.model)).eval().to(self.device)  # the learner's model stays as it is
         if self.settings.channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
-        self.run = torch.compile(backbone) if self.settings.compile else backbone
-        return self
+        if not self.compiled:
+            return backbone
+        if self.device.type == "cpu":  # chunks of a fixed size, weights frozen: one compilation, oneDNN kernels
+            return CompiledBackbone(torch.compile(backbone, dynamic=False))
+        return torch.compile(backbone)
 
-    def _int8_model(self, transform: Callable | None) -> Int8Backbone:
-        """The int8 backbone for these weights and transform: built once, reused for every split."""
-        key = (self.weights, repr(transform))
-        if key not in _INT8_BACKBONES:
-            print("building the int8 backbone (calibration on synthetic images, then torch.compile): about 30 s, once")
-            _INT8_BACKBONES.clear()  # each holds a compiled model: keep only the newest
-            _INT8_BACKBONES[key] = quantize_backbone(backbone_of(self.model), calibration_images(transform))
-        return _INT8_BACKBONES[key]
+    def _built(self, transform: Callable | None, build: Callable[[], Callable]) -> Callable:
+        """The runner for this way and these weights: built by `build` once, then reused (the newest per way)."""
+        key = (self.weights, str(self.device), self.settings.channels_last, repr(transform))
+        kept = _BUILT.get(self.name)
+        if kept is None or kept[0] != key:
+            if self.number_format == "int8":
+                print("building the int8 backbone (calibration on synthetic images, then torch.compile): "
+                      "about 30 s, once")
+            _BUILT.pop(self.name, None)  # each may hold a compiled model: keep only the newest
+            _BUILT[self.name] = key, build()
+        return _BUILT[self.name][1]
 
     @contextmanager
     def threads(self) -> Iterator[None]:
@@ -252,14 +350,35 @@ class Backbone:
 
 
 def choose_backbone(model: nn.Module, device: torch.device | str | None = None, settings: FastSettings | None = None,
-                    source_size: int | None = None, weights: str | None = None) -> Backbone:
+                    source_size: int | None = None, weights: str | None = None,
+                    transform: Callable | None = None) -> Backbone:
     """Decide once how `model`'s backbone runs on `device` for a folder of `source_size` images.
 
-    Builds nothing yet (see Backbone.prepare), so a cache hit costs no int8 build.
+    On a CPU this may measure the candidates (choose_number_format), once per machine, on the
+    calibration images through `transform` (the data set's; None: the default transform). The
+    winner stays built for the run. Otherwise builds nothing yet (see Backbone.prepare), so a
+    cache hit costs no int8 build.
     weights: the backbone's weights fingerprint (helpers.feature_cache.weights_fingerprint).
     """
     device = pick_device(device)
     settings = settings or FastSettings()
-    number_format, why = choose_number_format(settings, device, source_size)
-    return Backbone(model, device, settings, number_format, why, weights)
+    weights = weights or weights_fingerprint(model)
 
+    def measure_here(names: list[str]) -> Measurement:
+        started = time.perf_counter()
+        images = calibration_images(transform)[:TIMED_IMAGES]
+        builds = {name: _builder(model, device, settings, name, weights, transform) for name in names}
+        measurement = measure(builds, images, machine_key())
+        measurement.seconds = time.perf_counter() - started  # drawing the calibration images included
+        return measurement
+
+    choice = choose_number_format(settings, device, source_size, measure_here)
+    return Backbone(model, device, settings, choice.number_format, choice.why, weights, choice.compiled)
+
+
+def _builder(model: nn.Module, device: torch.device, settings: FastSettings, name: str, weights: str,
+             transform: Callable | None) -> Callable[[], Backbone]:
+    """A function that prepares the candidate `name` (speed.measure.CANDIDATES) as a Backbone."""
+    number_format, compiled = _format_of(name)
+    explicit = replace(settings, bf16=number_format == "bfloat16", int8=number_format == "int8", compile=compiled)
+    return lambda: Backbone(model, device, explicit, number_format, "measuring", weights, compiled).prepare(transform)

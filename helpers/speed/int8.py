@@ -198,13 +198,15 @@ def fold_batchnorm(backbone: nn.Sequential) -> nn.Sequential:
 
 
 # ----------------------------------------------------------------------------- quantise
-class Int8Backbone:
-    """The compiled int8 backbone, called like the float one: (N, 3, H, W) -> (N, 512) on the CPU.
+class CompiledBackbone:
+    """A compiled backbone (int8, or float under autocast), called like the float one: (N, 3, H, W) -> (N, 512).
 
     Not an nn.Module: nothing in it can be trained, moved or switched to train mode.
     Images go through in chunks of `chunk_size` whatever the batch size: small chunks keep each
     layer's activations in the CPU's cache, and torch.compile specialises on the input's shape,
     so the last chunk is padded to full size (no second compilation for a short last batch).
+    Inductor's freezing turns the weights into constants, which is what gives oneDNN's int8
+    (and prepacked bfloat16) convolutions.
     """
 
     training = False  # like a backbone in eval mode (helpers.features checks this)
@@ -212,11 +214,11 @@ class Int8Backbone:
     def __init__(self, compiled: Callable, chunk_size: int = CHUNK_SIZE):
         self.compiled = compiled
         self.chunk_size = chunk_size
-        self.rounding_error = float("nan")  # mean 1 - cosine vs float32, measured by quantize_backbone
+        self.rounding_error = float("nan")  # int8: mean 1 - cosine vs float32, measured by quantize_backbone
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         outputs = []
-        with torch._inductor.config.patch(freezing=True):  # weights become constants: int8 kernels
+        with torch._inductor.config.patch(freezing=True), _quiet_torch_logs():
             for chunk in images.split(self.chunk_size):
                 padding = self.chunk_size - len(chunk)
                 if padding:
@@ -226,7 +228,7 @@ class Int8Backbone:
 
 
 def quantize_backbone(backbone: nn.Sequential, calibration: torch.Tensor, chunk_size: int = CHUNK_SIZE,
-                      first_conv_bits: int | None = FIRST_CONV_BITS) -> Int8Backbone:
+                      first_conv_bits: int | None = FIRST_CONV_BITS) -> CompiledBackbone:
     """An int8 copy of a float ResNet18 backbone, calibrated on `calibration` images, compiled.
 
     Takes tens of seconds on a small CPU (most of it torch.compile writing and compiling C++);
@@ -256,7 +258,7 @@ def quantize_backbone(backbone: nn.Sequential, calibration: torch.Tensor, chunk_
         for images in calibration.split(32):
             observed(images)
         quantized = convert_pt2e(observed)
-    int8_backbone = Int8Backbone(torch.compile(quantized, dynamic=False), chunk_size)
+    int8_backbone = CompiledBackbone(torch.compile(quantized, dynamic=False), chunk_size)
     with torch.inference_mode(), _quiet_torch_logs():
         int8_features = int8_backbone(calibration[:8])  # compile now, not inside the first progress bar
         float_features = folded(calibration[:8])

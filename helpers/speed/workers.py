@@ -1,10 +1,12 @@
 """How many DataLoader worker processes read the images while the backbone runs.
 
-Optional material, like the rest of :mod:`helpers.speed`. On a CPU the backbone needs every core,
-so below 8 cores the main process decodes (:func:`default_num_workers`); on a GPU decoding is the
-slow part, and :func:`batches_measuring_workers` computes the first batches with each candidate
-number of workers in turn (nothing is thrown away: those batches are part of the pass), then the
-rest with the fastest, start-up included. :func:`planned_batches` picks between the two.
+Optional material, like the rest of :mod:`helpers.speed`. Whether worker processes help depends
+on the machine (on a CPU they overlap decoding with the backbone but compete with its threads;
+on a GPU decoding is the slow part), so for a big enough data set
+:func:`batches_measuring_workers` computes the first batches with each candidate number of
+workers in turn (nothing is thrown away: those batches are part of the pass), then the rest with
+the fastest, start-up included. Smaller data sets use :func:`default_num_workers` (on a CPU with
+fewer than 8 cores, the main process decodes). :func:`planned_batches` picks between the two.
 """
 
 from __future__ import annotations
@@ -115,11 +117,13 @@ def batches_measuring_workers(feeder: Feeder, candidates: list[int],
 def planned_batches(feeder: Feeder, num_workers: int | str | None, report: Callable[[str], None]) -> Iterable:
     """The feeder's batches with `num_workers` workers: a number, None (the default), or "measure".
 
-    None on a GPU, and "measure" anywhere, time the candidates (speed.worker_candidates) on the
-    first batches, where the data set is big enough for that to pay; else None means
-    default_num_workers (on a CPU with fewer than 8 cores: the main process decodes).
+    None and "measure" time the candidates (speed.worker_candidates) on the first batches, where
+    the data set is big enough for that to pay (can_measure); else None means default_num_workers
+    (on a CPU with fewer than 8 cores: the main process decodes). On a CPU whether a worker
+    process helps depends on the machine: it overlaps decoding with the backbone, but competes
+    with the backbone's threads for the cores (measured on 2 cores: from 0.7x to 1.2x).
     """
-    if num_workers == "measure" or (num_workers is None and feeder.device.type == "cuda"):
+    if num_workers in (None, "measure"):
         candidates = worker_candidates(feeder.device)
         if can_measure(len(feeder), candidates, feeder.batch_size):
             return batches_measuring_workers(feeder, candidates, report)
