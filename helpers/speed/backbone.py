@@ -35,7 +35,7 @@ from helpers.speed.int8 import (
     quantize_backbone,
 )
 from helpers.speed.measure import (
-    CANDIDATES, MEASURE_MIN_IMAGES, SMALL_FOLDER, TIMED_IMAGES, Measurement, decisions_file, machine_key, measure, remember,
+    MEASURE_MIN_IMAGES, SMALL_FOLDER, TIMED_IMAGES, Measurement, decisions_file, machine_key, measure, remember,
     remembered,
 )
 from helpers.synthetic import make_image
