@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, CrackDataset, default_transform  # noqa: E402
 from helpers.feature_cache import weights_fingerprint  # noqa: E402
 from helpers.features import extract_features  # noqa: E402
-from helpers.speed.int8 import int8_unavailable_reason, quantize_backbone  # noqa: E402
+from helpers.speed.int8 import int8_unavailable_reason, quantize_backbone, rounding_error  # noqa: E402
 from helpers.model import backbone_of, build_resnet18  # noqa: E402
 from helpers.settings import pick_device, real_sample_dir  # noqa: E402
 from helpers.speed import (  # noqa: E402
@@ -172,11 +172,6 @@ def forward_timer(name: str, model: nn.Module, images: torch.Tensor, settings: F
         backbone(batch)
         return len(batch)
     return run, first
-
-
-def rounding_error(features: torch.Tensor, reference: torch.Tensor) -> float:
-    """Mean of 1 - cosine similarity between each image's features and its float32 features."""
-    return (1 - nn.functional.cosine_similarity(features, reference, dim=1)).mean().item()
 
 
 def capstone_timers(model: nn.Module, dataset: CrackDataset, device: torch.device, batch_size: int):

@@ -8,7 +8,7 @@ validation (30,000 / 10,000 on the full set). Unlike the capstone it:
 * sorts the file names, so every machine gets the same split (``os.listdir`` has no order);
 * gives every image a stable id such as ``"Positive/00162.jpg"``;
 * reads every image through :func:`helpers.plumbing.images.load_image`: RGB, an image of another size
-  resized to 227x227 (bilinear, as helpers.predict does) so a batch never mixes sizes, one above
+  resized to 227x227 (bilinear, as helpers.inference.load_image_tensor does) so a batch never mixes sizes, one above
   40 megapixels refused from its header, and the file named when it cannot be read;
 * can keep byte-identical images on one side of the split (``dedupe=True``), because the
   dataset holds exact duplicates, and :func:`find_split_leakage` counts how many leak.

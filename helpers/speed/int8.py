@@ -274,6 +274,11 @@ def first_conv_config(config, bits: int | None):
     return dataclasses.replace(config, weight=weight)
 
 
+def rounding_error(features: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean of 1 - cosine similarity between each image's features and its reference (float32) features."""
+    return (1 - nn.functional.cosine_similarity(features.float(), reference.float(), dim=1)).mean().item()
+
+
 def check_rounding(int8_features: torch.Tensor, float_features: torch.Tensor) -> float:
     """Mean 1 - cosine similarity of int8 and float32 features; raises or warns when it is implausible.
 
@@ -281,7 +286,7 @@ def check_rounding(int8_features: torch.Tensor, float_features: torch.Tensor) ->
     Too small: a warning, since nothing was rounded: this pair of torch and torchao versions did
     not turn the graph into int8 kernels, so it runs (correctly) at float32's speed.
     """
-    error = (1 - nn.functional.cosine_similarity(int8_features, float_features, dim=1)).mean().item()
+    error = rounding_error(int8_features, float_features)
     low, high = ROUNDING_ERROR_RANGE
     if not error <= high:  # also catches NaN
         raise RuntimeError(f"The int8 backbone's features differ too much from float32's (mean 1 - cosine "

@@ -16,7 +16,6 @@ fake clock.
 
 from __future__ import annotations
 
-import os
 import platform
 import statistics
 import time
@@ -25,11 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from helpers.plumbing.files import read_json, write_json_atomically
 from helpers.settings import data_dir
-from helpers.speed.int8 import ROUNDING_ERROR_RANGE, torchao_version
+from helpers.speed.int8 import ROUNDING_ERROR_RANGE, rounding_error, torchao_version
+from helpers.speed.workers import cores
 
 CANDIDATES = ("float32", "bfloat16", "bfloat16 compiled", "int8")  # float32 first: the reference
 # Measuring costs about a minute (most of it building int8 and compiling) and saves
@@ -61,13 +60,7 @@ def machine_key() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores, torch {torch.__version__}, torchao {torchao_version() or '(none)'}"
-
-
-def rounding_error(features: torch.Tensor, reference: torch.Tensor) -> float:
-    """Mean of 1 - cosine similarity between each image's features and its reference (float32) features."""
-    return (1 - nn.functional.cosine_similarity(features.float(), reference.float(), dim=1)).mean().item()
+    return f"{cpu}, {cores()} cores, torch {torch.__version__}, torchao {torchao_version() or '(none)'}"
 
 
 @dataclass

@@ -23,7 +23,7 @@ from helpers.speed.fast_input import Feeder
 PROBE_BATCHES = 4  # batches computed with each candidate number of workers before choosing
 
 
-def _cores() -> int:
+def cores() -> int:
     """The cores this process may use."""
     try:
         return len(os.sched_getaffinity(0))  # Linux
@@ -36,7 +36,7 @@ def worker_candidates(device: torch.device | str | None = None) -> list[int]:
 
     (1 is left out where 4 or more can run.) One core: [0]; 2 cores: [0, 1]; 16 cores: [0, 2, 4, 8].
     """
-    limit = min(8, _cores() - 1)
+    limit = min(8, cores() - 1)
     counts = [n for n in (1, 2, 4, 8) if n <= limit]
     return [0] + [n for n in counts if not (n == 1 and limit >= 4)]
 
@@ -51,11 +51,11 @@ def default_num_workers(device: torch.device | str | None = None) -> int:
     up to 8 workers. (On a GPU, extract_features measures instead, for a big enough data set:
     see batches_measuring_workers below.)
     """
-    cores = _cores()
+    available = cores()
     accelerator = device is not None and torch.device(device).type in ("cuda", "mps")
     if accelerator:
-        return 0 if cores <= 1 else min(8, cores - 1)
-    return min(4, cores // 8)
+        return 0 if available <= 1 else min(8, available - 1)
+    return min(4, available // 8)
 
 
 @dataclass
