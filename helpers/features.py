@@ -42,7 +42,9 @@ from helpers.feature_cache import (
     FeatureSet, cache_file, dataset_fingerprint, load_cached, save_atomically, weights_fingerprint,
 )
 from helpers.plumbing.progress import tqdm
-from helpers.speed import Backbone, FastSettings, Feeder, choose_backbone, choose_decoding, planned_batches
+from helpers.speed import (
+    Backbone, FastSettings, Feeder, choose_backbone, choose_decoding, decoder_key_part, planned_batches,
+)
 
 CACHE_FORMAT = "concrete-crack-workbook/features/2"  # part of the key: bump it when the recipe changes
 
@@ -59,8 +61,8 @@ def cache_name(dataset) -> str:
     return name + ("-dedupe" if getattr(dataset, "dedupe", False) else "")
 
 
-def _key(data: str, weights: str, backbone: Backbone, on_device: bool = False) -> str:
-    how = backbone.key_part + (f"|decode_jpeg on {backbone.device.type}" if on_device else "")
+def _key(data: str, weights: str, backbone: Backbone, batched: bool = False) -> str:
+    how = backbone.key_part + decoder_key_part(backbone.device, backbone.settings, batched)
     return hashlib.sha256("\n".join([CACHE_FORMAT, data, weights, how]).encode()).hexdigest()
 
 
@@ -99,12 +101,13 @@ def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = N
     the same key is loaded instead of recomputed. `device` defaults to pick_device(); the images
     go through the backbone in `batch_size` batches, in the data set's order, read by
     `num_workers` DataLoader workers (see planned_batches: a number, None or "measure").
-    On a GPU the JPEGs are decoded there (settings.decode_on_device, helpers.speed.fast_input).
+    On a GPU the JPEGs are decoded there, on a CPU in batches where measured faster
+    (settings.decode_on_device, helpers.speed.choose_decoding).
     """
     weights = weights_fingerprint(model)  # once: the cache key and the int8 backbone both need it
     transform = getattr(dataset, "transform", None)
     backbone = choose_backbone(model, device, settings, source_size(dataset), weights, transform)
-    on_device, decode_why = choose_decoding(dataset, backbone.device, backbone.settings)
+    on_device, _ = choose_decoding(dataset, backbone.device, backbone.settings)  # what the key needs
     data = dataset_fingerprint(dataset)
     name = name or cache_name(dataset)
     path = cache_file(cache_dir, name) if cache_dir is not None else None
@@ -115,12 +118,14 @@ def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = N
             return cached
 
     backbone.prepare(transform)  # may fall back from int8 to float32
+    on_device, decode_why = choose_decoding(dataset, backbone.device, backbone.settings, measure=True)
     print(f"computing the features of {len(dataset):,} images in {backbone.number_format} ({backbone.why})")
     if on_device:
         where = "GPU" if backbone.device.type == "cuda" else backbone.device.type.upper()
         print(f"the JPEGs are decoded on the {where}, in batches ({decode_why})")
     notes: list[str] = []  # what measuring the workers found: printed once the progress bar is done
-    batches = planned_batches(Feeder(dataset, backbone.device, batch_size, on_device), num_workers, notes.append)
+    feeder = Feeder(dataset, backbone.device, batch_size, on_device, reuse_buffer=True)  # each batch is used at once
+    batches = planned_batches(feeder, num_workers, notes.append)
     features, labels = compute_features(backbone, batches, len(dataset), f"features ({name})", progress)
     for note in notes:
         print(note)

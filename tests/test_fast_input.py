@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+import helpers.speed.backbone as backbone_module
 import helpers.speed.fast_input as fast_input
 import helpers.speed.workers as workers_module
 from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, CrackDataset
@@ -26,10 +27,17 @@ from helpers.speed.fast_input import (
 )
 from helpers.speed.workers import PROBE_BATCHES, WorkerTrial, batches_measuring_workers, can_measure, fastest
 from helpers.features import extract_features, feature_cache_key
-from helpers.speed import FastSettings, choose_decoding, worker_candidates
+from helpers.speed import DECODERS_MEASURED_FROM, FastSettings, choose_decoding, worker_candidates
 from helpers.synthetic_dataset import generate_dataset
 
 FLOAT32 = FastSettings(bf16=False, int8=False)
+
+
+@pytest.fixture(autouse=True)
+def measured_afresh(monkeypatch):
+    """Each test measures for itself: nothing kept from another test's run (workers, decoders)."""
+    monkeypatch.setattr(workers_module, "_CHOSEN", {})
+    monkeypatch.setattr(backbone_module, "_DECODERS", {})
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +154,90 @@ def test_folder_datasets_and_tensor_files(tmp_path, synthetic_root):
     assert can_decode_on_device(tensors) == "the data set holds preprocessed .pt tensors"
 
 
+# ----------------------------------------------------------------------------- which decoder on a CPU, by measuring
+class FakeCosts:
+    """A fake clock, and the data set's two decoders patched to advance it: seconds per image each way."""
+
+    def __init__(self, monkeypatch, dataset, pil: float, batched: float, same_pixels: bool = True):
+        self.now = 0.0
+        transform, decode = dataset.transform, fast_input._decode_jpegs
+
+        def pil_transform(image):
+            self.now += pil
+            return transform(image)
+
+        def batched_decode(encoded, device):
+            self.now += batched * len(encoded)
+            images = decode(encoded, device)
+            return images if same_pixels else [image ^ 1 for image in images]  # one level off, everywhere
+        dataset.transform = pil_transform
+        monkeypatch.setattr(fast_input, "_decode_jpegs", batched_decode)
+
+    def clock(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("pil, batched, same, expected", [
+    (1.0, 0.2, True, True),    # decode_jpeg faster, same tensors: taken
+    (0.2, 1.0, True, False),   # PIL faster: kept
+    (1.0, 0.2, False, False),  # faster but other pixels: never taken
+])
+def test_the_cpus_decoders_are_timed_and_checked(synthetic_root, monkeypatch, pil, batched, same, expected):
+    dataset = CrackDataset(synthetic_root, split="all", progress=False)
+    costs = FakeCosts(monkeypatch, dataset, pil, batched, same)
+    trial = fast_input.measure_decoders(dataset, images=10, clock=costs.clock)
+    assert trial.images == 10 and trial.same_pixels is same
+    assert trial.pil_rate == pytest.approx(1 / pil) and trial.batched_rate == pytest.approx(1 / batched)
+    assert trial.batched_is_faster is expected
+    assert ("NOT the same tensors" in trial.summary()) is not same
+
+
+def test_a_cpu_measures_its_decoders_once_per_folder_and_only_for_a_big_one(synthetic_root, monkeypatch, capsys):
+    calls = []
+
+    def measured(dataset):
+        calls.append(dataset.root)
+        return fast_input.DecoderTrial(pil_rate=500.0, batched_rate=1500.0, same_pixels=True, images=50)
+    monkeypatch.setattr(backbone_module, "measure_decoders", measured)
+    small = CrackDataset(synthetic_root, split="train", progress=False)  # 40 images in the folder
+    assert choose_decoding(small, "cpu", FastSettings(), measure=True) == (
+        False, "40 images are too few to pay for measuring the two decoders")
+    big = CrackDataset(synthetic_root, split="train", progress=False)
+    big.source_size = DECODERS_MEASURED_FROM
+    assert choose_decoding(big, "cpu", FastSettings())[0] is False and not calls  # the cache key's question: no timing
+    assert choose_decoding(big, "cpu", FastSettings(), measure=True)[0] is True
+    other_split = CrackDataset(synthetic_root, split="val", progress=False)
+    other_split.source_size = DECODERS_MEASURED_FROM
+    assert choose_decoding(other_split, "cpu", FastSettings(), measure=True)[0] is True
+    assert len(calls) == 1  # the same folder: measured once
+    assert capsys.readouterr().out.count("JPEG decoders measured on the first 50 images") == 1
+    assert choose_decoding(big, "cpu", FastSettings(decode_on_device=False), measure=True)[0] is False
+
+
+def test_the_decoder_a_cpu_measured_changes_no_feature_and_no_cache_key(model, synthetic_root, monkeypatch, capsys):
+    monkeypatch.setattr(backbone_module, "measure_decoders", lambda dataset: fast_input.DecoderTrial(
+        pil_rate=1.0, batched_rate=2.0, same_pixels=True, images=50))
+    dataset = CrackDataset(synthetic_root, split="val", progress=False)
+    dataset.source_size = DECODERS_MEASURED_FROM
+    auto = FastSettings(bf16=False, int8=False)
+    batched = extract_features(model, dataset, None, settings=auto, device="cpu", num_workers=0, progress=False)
+    assert "the JPEGs are decoded on the CPU, in batches" in capsys.readouterr().out
+    with_pil = extract_features(model, dataset, None, settings=FastSettings(bf16=False, int8=False, decode_on_device=False),
+                                device="cpu", num_workers=0, progress=False)
+    assert torch.equal(batched.features, with_pil.features)
+    assert batched.key == with_pil.key == feature_cache_key(dataset, model, auto, "cpu")
+
+
+def test_a_reused_buffer_is_overwritten_and_a_fresh_one_is_not(synthetic_root):
+    dataset = CrackDataset(synthetic_root, split="all", progress=False)
+    expected = torch.stack([dataset[i][0] for i in range(20)])
+    for reuse in (False, True):
+        first, second = list(Feeder(dataset, "cpu", batch_size=10, on_device=True, reuse_buffer=reuse).batches(0, 0, 20))
+        assert first[0].is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(second[0], expected[10:])
+        assert torch.equal(first[0], expected[:10]) is not reuse  # reused: the second batch wrote over the first
+
+
 # ----------------------------------------------------------------------------- workers, by measuring
 def test_the_fastest_choice_counts_start_up_against_the_images_left():
     quick_start = WorkerTrial(workers=0, start_seconds=0.05, rate=600.0)
@@ -260,3 +352,31 @@ def test_the_main_process_decodes_on_one_thread_and_the_backbone_keeps_its_threa
         assert seen and set(seen) == {1}
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_batch_decoded_in_parts_side_by_side_is_the_data_sets_tensors(synthetic_root):
+    dataset = CrackDataset(synthetic_root, split="all", progress=False)  # 40 images: one part per thread
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        (images, labels), = Feeder(dataset, "cpu", batch_size=40, on_device=True).batches(0)
+    finally:
+        torch.set_num_threads(before)
+    assert 3 in fast_input._POOL  # three parts, decoded by three threads
+    assert torch.equal(images, torch.stack([dataset[i][0] for i in range(len(dataset))]))
+    assert torch.equal(labels, dataset.labels())
+
+
+def test_workers_are_measured_once_a_run_for_a_folder(model, synthetic_root, capsys, monkeypatch):
+    monkeypatch.setattr(workers_module, "worker_candidates", lambda device=None: [0, 1])
+    every, train, val = (CrackDataset(synthetic_root, split=split, progress=False) for split in ("all", "train", "val"))
+    extract_features(model, every, None, batch_size=2, settings=FLOAT32, device="cpu", progress=False)  # 40 images
+    assert "DataLoader workers, measured on the first" in capsys.readouterr().out
+    chosen = list(workers_module._CHOSEN.values())
+    assert len(chosen) == 1 and chosen[0] in (0, 1)
+    for dataset in (train, val):  # the same folder, fed the same way: not measured again
+        extract_features(model, dataset, None, batch_size=2, settings=FLOAT32, device="cpu", progress=False)
+        assert "DataLoader workers" not in capsys.readouterr().out
+    extract_features(model, every, None, batch_size=2, settings=FLOAT32, device="cpu", num_workers="measure",
+                     progress=False)
+    assert "DataLoader workers, measured on the first" in capsys.readouterr().out  # asked for: measured

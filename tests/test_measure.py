@@ -210,9 +210,33 @@ def test_small_or_unknown_folders_are_not_measured_and_say_so(all_candidates):
     for size in (None, 100, SMALL_FOLDER - 1):
         choice = choose_number_format(FastSettings(), "cpu", size, measure_here)
         assert choice.name == "float32" and "too few to pay for measuring" in choice.why
-    choice = choose_number_format(FastSettings(), "cpu", MEASURE_MIN_IMAGES - 1, measure_here)
-    assert choice.name == "float32" and "not measured on this machine yet" in choice.why
     assert calls == [] and not decisions_file().exists()
+
+
+def test_middle_sized_folders_measure_only_what_is_quick_to_build(all_candidates, capsys):
+    clock, calls = FakeClock(), []
+    rates = {"float32": 0.1, "bfloat16": 0.05, "bfloat16 compiled": 0.04, "int8": 0.02}
+    choice = choose_number_format(FastSettings(), "cpu", MEASURE_MIN_IMAGES - 1,
+                                  measuring(clock, calls, seconds_per_image=rates, setup={"int8": 30.0}))
+    assert calls == [["float32", "bfloat16"]]  # nothing compiled for a folder this size
+    assert choice.name == "bfloat16" and "bfloat16 compiled, int8 not measured" in choice.why
+    assert "-> bfloat16" in capsys.readouterr().out
+    again = choose_number_format(FastSettings(), "cpu", SMALL_FOLDER, lambda names: pytest.fail("measured again"))
+    assert again.name == "bfloat16" and "measured on this machine earlier" in again.why
+    big = choose_number_format(FastSettings(), "cpu", BIG, measuring(clock, calls, seconds_per_image=rates))
+    assert calls[-1] == list(CANDIDATES) and big.name == "int8"  # a big folder measures everything
+    assert choose_number_format(FastSettings(), "cpu", SMALL_FOLDER, lambda names: pytest.fail("again")).name == "int8"
+
+
+def test_a_middle_sized_folder_with_nothing_quick_to_compare_is_not_measured(monkeypatch):
+    monkeypatch.setattr(backbone_module, "candidates_here", lambda settings, device="cpu": (["float32", "int8"], []))
+    clock, calls = FakeClock(), []
+    measure_here = measuring(clock, calls, seconds_per_image={name: 0.1 for name in CANDIDATES})
+    choice = choose_number_format(FastSettings(), "cpu", MEASURE_MIN_IMAGES - 1, measure_here)
+    assert choice.name == "float32" and "int8 must be compiled first" in choice.why
+    assert calls == [] and not decisions_file().exists()
+    alone = choose_number_format(FastSettings(), "cpu", MEASURE_MIN_IMAGES - 1)  # choose_number_format alone
+    assert alone.name == "float32" and "not measured on this machine yet" in alone.why
 
 
 def test_a_remembered_measurement_serves_middle_sized_folders_but_not_small_ones(all_candidates):

@@ -21,18 +21,19 @@ from helpers.speed.backbone import (
     choose_backbone,
     choose_decoding,
     choose_number_format,
+    decoder_key_part,
     forget_built_backbones,
 )
-from helpers.speed.fast_input import Feeder
+from helpers.speed.fast_input import DECODERS_MEASURED_FROM, DecoderTrial, Feeder, measure_decoders
 from helpers.speed.int8 import int8_unavailable_reason, int8_untested_reason
 from helpers.speed.measure import (
-    CANDIDATES, MEASURE_MIN_IMAGES, SMALL_FOLDER, Measurement, decisions_file, machine_key, remembered,
+    CANDIDATES, MEASURE_MIN_IMAGES, QUICK_TO_BUILD, SMALL_FOLDER, Measurement, decisions_file, machine_key, remembered,
 )
 from helpers.speed.workers import default_num_workers, planned_batches, worker_candidates
 
 __all__ = [
-    "CANDIDATES", "MEASURE_MIN_IMAGES", "NUMBER_FORMATS", "SMALL_FOLDER", "Backbone", "FastSettings", "Feeder", "FormatChoice",
+    "CANDIDATES", "DECODERS_MEASURED_FROM", "DecoderTrial", "MEASURE_MIN_IMAGES", "NUMBER_FORMATS", "QUICK_TO_BUILD", "SMALL_FOLDER", "Backbone", "FastSettings", "Feeder", "FormatChoice",
     "Measurement", "bf16_is_fast", "candidates_here", "choose_backbone", "choose_decoding", "choose_number_format",
-    "decisions_file", "default_num_workers", "forget_built_backbones", "int8_unavailable_reason",
-    "int8_untested_reason", "machine_key", "planned_batches", "remembered", "worker_candidates",
+    "decisions_file", "decoder_key_part", "default_num_workers", "forget_built_backbones", "int8_unavailable_reason",
+    "int8_untested_reason", "machine_key", "measure_decoders", "planned_batches", "remembered", "worker_candidates",
 ]

@@ -29,14 +29,14 @@ from helpers.dataset import default_transform
 from helpers.feature_cache import weights_fingerprint
 from helpers.model import backbone_of
 from helpers.settings import int8_allowed, pick_device
-from helpers.speed.fast_input import can_decode_on_device
+from helpers.speed.fast_input import DECODERS_MEASURED_FROM, DecoderTrial, can_decode_on_device, measure_decoders
 from helpers.speed.int8 import (
     CALIBRATION_IMAGES, CALIBRATION_SEED, RECIPE, CompiledBackbone, int8_unavailable_reason, int8_untested_reason,
     quantize_backbone,
 )
 from helpers.speed.measure import (
-    MEASURE_MIN_IMAGES, SMALL_FOLDER, TIMED_IMAGES, Measurement, decisions_file, machine_key, measure, remember,
-    remembered,
+    MEASURE_MIN_IMAGES, QUICK_TO_BUILD, SMALL_FOLDER, TIMED_IMAGES, Measurement, decisions_file, machine_key, measure,
+    remember, remembered,
 )
 from helpers.synthetic import make_image
 
@@ -144,8 +144,9 @@ def choose_number_format(settings: FastSettings, device: torch.device | str, sou
 
     Explicit settings win (int8=True, bf16=True, or both False). On a CPU the others are measured
     (helpers.speed.measure): for a folder of SMALL_FOLDER images or more, the measurement
-    remembered for this machine, when there is one; else, from MEASURE_MIN_IMAGES images,
-    `measure_here(names)` times the candidates (one printed line), and the result is remembered.
+    remembered for this machine, when it covers what this folder would measure; else
+    `measure_here(names)` times the candidates (one printed line), and the result is remembered:
+    from MEASURE_MIN_IMAGES images all of them, from SMALL_FOLDER those QUICK_TO_BUILD.
     The way that finishes `source_size` images soonest, set-up included, wins. Otherwise float32.
     source_size: images in the data set's folder (both splits, so train and val decide alike);
     None (unknown) never measures nor builds. int8=True where int8 cannot run raises a RuntimeError.
@@ -174,41 +175,56 @@ def choose_number_format(settings: FastSettings, device: torch.device | str, sou
         count = "an unknown number of" if source_size is None else f"{source_size:,}"
         return FormatChoice("float32", compiled, f"{count} images are too few to pay for measuring which number "
                             f"format is fastest here, or for building one")
+    wanted = names if source_size >= MEASURE_MIN_IMAGES else [name for name in names if name in QUICK_TO_BUILD]
     known = remembered(machine_key())
-    if known is not None and known.covers(names):
-        best = known.choose(source_size, names)
+    if known is not None and known.covers(wanted):
+        measured = [name for name in names if known.covers([name])]
+        best = known.choose(source_size, measured)
         return FormatChoice(*_format_of(best.name), f"the fastest for {source_size:,} images, set-up included, "
-                            f"measured on this machine earlier ({known.summary(names)}; kept in {decisions_file()})")
-    if source_size < MEASURE_MIN_IMAGES or measure_here is None:
-        return FormatChoice("float32", compiled, f"not measured on this machine yet (measuring takes about a minute: "
-                            f"it pays from {MEASURE_MIN_IMAGES:,} images, and is remembered)")
-    measurement = measure_here(names)
+                            f"measured on this machine earlier ({known.summary(measured)}; kept in {decisions_file()})")
+    if measure_here is None:
+        return FormatChoice("float32", compiled, "not measured on this machine yet (choose_backbone measures, "
+                            "once, when a folder this big meets this machine)")
+    if len(wanted) == 1:
+        return FormatChoice("float32", compiled, f"not measured on this machine yet: {', '.join(names[1:])} must be "
+                            f"compiled first (with measuring, about a minute: that pays from {MEASURE_MIN_IMAGES:,} "
+                            "images, and is remembered)")
+    measurement = measure_here(wanted)
     try:
         where = f"kept in {remember(measurement)}"
     except OSError as error:
         where = f"not kept: {error}"
-    best = measurement.choose(source_size, names)
+    best = measurement.choose(source_size, wanted)
+    left_out = [name for name in names if name not in wanted]
+    later = (f"; {', '.join(left_out)} not measured: {'they need' if len(left_out) > 1 else 'it needs'} compiling, "
+             f"which pays from {MEASURE_MIN_IMAGES:,} images") if left_out else ""
     print(f"number formats measured on this machine in {measurement.seconds:.0f} s, once ({where}): "
-          f"{measurement.summary(names)} -> {best.name}{_saving(measurement, best)}")
+          f"{measurement.summary(wanted)} -> {best.name}{_saving(measurement, best)}{later}")
     return FormatChoice(*_format_of(best.name), f"the fastest for {source_size:,} images, set-up included, "
-                        f"measured here: {measurement.summary(names)}")
+                        f"measured here: {measurement.summary(wanted)}{later}")
 
 
 def _saving(measurement: Measurement, best) -> str:
-    """", saving N min against float32 at 40,000 images", or "" when best is float32 or float32 failed."""
+    """"; at 40,000 images it saves N min against float32 (...)", or "" when it saves under a minute or float32 failed."""
     float32 = next((trial for trial in measurement.usable(["float32"])), None)
     if float32 is None or best.name == "float32":
         return ""
     saved = float32.seconds_for(FULL_SET) - best.seconds_for(FULL_SET)
+    if saved < 60:
+        return ""
     return (f"; at {FULL_SET:,} images it saves {saved / 60:.0f} min against float32 "
             f"(measuring cost {100 * measurement.seconds / max(saved, 1e-9):.0f} % of that)")
 
 
-def choose_decoding(dataset, device: torch.device | str, settings: FastSettings) -> tuple[bool, str]:
-    """(decode on the device?, why): where the JPEGs of `dataset` are decoded for the backbone.
+def choose_decoding(dataset, device: torch.device | str, settings: FastSettings,
+                    measure: bool = False) -> tuple[bool, str]:
+    """(decode in batches with decode_jpeg?, why): how the JPEGs of `dataset` are decoded for the backbone.
 
-    Auto (settings.decode_on_device None): on a CUDA GPU, when the data set can. True where the
-    data set cannot raises a ValueError that says why.
+    Auto (settings.decode_on_device None): on a CUDA GPU, when the data set can. On a CPU, for a
+    folder of DECODERS_MEASURED_FROM images or more, when `measure` is True: both decoders are
+    timed on the first images (helpers.speed.fast_input.measure_decoders, once per folder and run,
+    one printed line) and decode_jpeg is used where it is faster and gives the same tensors; else
+    PIL. True where the data set cannot raises a ValueError that says why.
     """
     reason = can_decode_on_device(dataset)
     if settings.decode_on_device:
@@ -217,12 +233,41 @@ def choose_decoding(dataset, device: torch.device | str, settings: FastSettings)
                              "Use decode_on_device=None or False.")
         return True, "asked for with FastSettings(decode_on_device=True)"
     if settings.decode_on_device is False:
-        return False, "decoding on the device turned off in the settings"
-    if torch.device(device).type != "cuda":
-        return False, "on a CPU the backbone is the slow part and decoding with PIL costs little"
+        return False, "decoding in batches turned off in the settings"
+    device = torch.device(device)
     if reason:
         return False, reason
-    return True, "on a GPU, decoding with PIL would be the slow part"
+    if device.type == "cuda":
+        return True, "on a GPU, decoding with PIL would be the slow part"
+    if device.type != "cpu":
+        return False, f"decode_jpeg does not decode on {device.type.upper()}"
+    images = int(getattr(dataset, "source_size", len(dataset)))
+    if images < DECODERS_MEASURED_FROM:
+        return False, f"{images:,} images are too few to pay for measuring the two decoders"
+    if not measure:
+        return False, "not measured yet (the features pass measures both decoders on its first images)"
+    folder = (str(getattr(dataset, "root", id(dataset))), repr(getattr(dataset, "transform", None)))
+    if folder not in _DECODERS:
+        _DECODERS[folder] = trial = measure_decoders(dataset)
+        print(f"JPEG decoders measured on the first {trial.images} images: {trial.summary()} -> "
+              f"{'decode_jpeg in batches' if trial.batched_is_faster else 'PIL'}")
+    trial = _DECODERS[folder]
+    return trial.batched_is_faster, f"measured on this folder: {trial.summary()}"
+
+
+_DECODERS: dict[tuple[str, str], DecoderTrial] = {}  # per folder and transform: the CPU's decoders, measured once a run
+
+
+def decoder_key_part(device: torch.device | str, settings: FastSettings, batched: bool) -> str:
+    """What of the decoding goes into the feature cache's key: "" unless it may change a pixel.
+
+    PIL and, on a CPU, the automatic choice of decode_jpeg (taken only where it gave the same
+    tensors) add nothing; nvJPEG on a GPU, or decode_jpeg asked for on a CPU, name themselves.
+    """
+    device = torch.device(device)
+    if not batched or (device.type == "cpu" and settings.decode_on_device is None):
+        return ""
+    return f"|decode_jpeg on {device.type}"
 
 
 def calibration_images(transform: Callable | None, count: int = CALIBRATION_IMAGES,

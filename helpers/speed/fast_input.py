@@ -1,34 +1,44 @@
-"""Feeding the backbone on a GPU: JPEGs decoded on the device, worker processes chosen by measuring.
+"""Feeding the backbone: JPEGs decoded in batches (on a GPU, or on the CPU where measured faster),
+worker processes chosen by measuring.
 
-Optional material: nothing here changes what the model learns. On a CPU the backbone is the
-slow part, and PIL decodes each JPEG (in the main process where there are fewer than 8 cores):
-about 1 ms of the backbone's 3-20 ms per image. On a GPU the backbone runs at thousands of images a second,
-and decoding becomes the slow part: measured on an H200, the backbone alone ran at 7,342
-images/s but the whole pass at 362-588, slower than the capstone's own loop. Two remedies:
+Optional material: nothing here changes what the model learns. The data set decodes each image
+with PIL and normalises it on its own (ToTensor, Normalize), and the DataLoader stacks the
+results. On a CPU that is 1-2 ms per image, next to the backbone's 6-26 ms: with int8 (6 ms) it
+cost the features pass about a quarter of the backbone's speed (measured on a 2-core Zen 4 EPYC).
+On a GPU the backbone runs at thousands of images a second and decoding becomes the slow part:
+measured on an H200, the backbone alone ran at 7,342 images/s but the whole pass at 362-588.
+The remedies:
 
-* **Decode on the device.** The DataLoader only reads each file's bytes; the main process
-  hands a whole batch of them to ``torchvision.io.decode_jpeg(..., device="cuda")`` (nvJPEG)
-  and normalises on the GPU. A file that is not a plain 227x227 RGB JPEG (a PNG, a grayscale or
-  odd-sized photo) is decoded as before, with PIL, so the pixels follow the data set's rules.
-  On a CPU, ``decode_jpeg`` gives the very same pixels as PIL (both use libjpeg-turbo; checked
-  by a test), which is how this path is tested on machines without a GPU.
-* **Choose the number of worker processes by measuring.** :func:`batches_measuring_workers`
-  computes the first batches with each candidate number of workers in turn (nothing is thrown
-  away: those batches are part of the pass), then the rest with the fastest, start-up included.
+* **Decode in batches.** The DataLoader only reads each file's bytes; the main process hands
+  a whole batch of them to ``torchvision.io.decode_jpeg`` (libjpeg-turbo on the CPU, about
+  0.2 ms per image against PIL's 0.6 here; nvJPEG with ``device="cuda"``) and normalises the
+  batch at once, on the CPU into one reused buffer already in the backbone's channels_last
+  layout. A file that is not a plain 227x227 RGB JPEG (a PNG, a grayscale or odd-sized photo)
+  is decoded as before, with PIL, so the pixels follow the data set's rules. On a CPU the
+  arithmetic is the data set's own, so the tensors are the very same (checked by a test, and on
+  the first images each time the CPU's decoders are measured).
+* **Measure, on a CPU, which decoder is faster** (:func:`measure_decoders`): on the first 50
+  images of a big enough folder, both ways, in turns; about half a second.
+* **Choose the number of worker processes by measuring** (:mod:`helpers.speed.workers`): the
+  first batches with each candidate number of workers in turn (nothing is thrown away: those
+  batches are part of the pass), then the rest with the fastest, start-up included.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+from concurrent.futures import ThreadPoolExecutor
 import re
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torchvision
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.functional import pil_to_tensor
 
@@ -117,18 +127,23 @@ class DeviceDecoder:
     """Turns a batch of EncodedImages items into the normalised (N, 3, 227, 227) tensor, on `device`.
 
     The same numbers as the data set's default transform: pixels / 255, minus the ImageNet mean,
-    divided by its standard deviation. A batch that nvJPEG refuses is decoded with PIL instead,
+    divided by its standard deviation. A batch that the decoder refuses is decoded with PIL instead,
     image by image, so that a broken file raises the data set's BadImageError naming it.
+    On a CPU the result is in channels_last layout, the backbone's. `reuse_buffer`: write every
+    batch into the same buffer (a fresh 62 MB tensor per batch of 100 costs more than the
+    arithmetic, measured: 0.9 against 0.5 ms per image), so that a batch is overwritten by the
+    next one; only for a caller that is done with each batch before asking for the next.
     """
 
-    def __init__(self, dataset, device: torch.device | str):
-        self.dataset, self.device = dataset, torch.device(device)
+    def __init__(self, dataset, device: torch.device | str, reuse_buffer: bool = False):
+        self.dataset, self.device, self.reuse_buffer = dataset, torch.device(device), reuse_buffer
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         self.fallbacks = 0  # batches decoded with PIL because the device's decoder failed
+        self.buffer: torch.Tensor | None = None  # on a CPU: the last batch's normalised images
 
     def pixels(self, items: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
-        """(N, 3, 227, 227) uint8 pixels on the device."""
+        """(N, 3, 227, 227) uint8 pixels on the device (on a CPU in channels_last layout)."""
         pixels = list(items)  # (3, H, W) items are pixels already; 1-D ones are JPEG bytes
         encoded = [i for i, item in enumerate(items) if item.dim() == 1]
         if encoded:
@@ -139,23 +154,114 @@ class DeviceDecoder:
                 self.fallbacks += 1
                 for i in encoded:  # raises BadImageError, naming the file, where PIL cannot decode it either
                     pixels[i] = pil_to_tensor(load_image(self.dataset.samples[indices[i]].path, TILE_SIZE))
+        if self.device.type == "cpu":  # decode_jpeg's (3, H, W) are views of (H, W, 3) pixels: stack those
+            return torch.stack([image.permute(1, 2, 0) for image in pixels]).permute(0, 3, 1, 2)
         return torch.stack([image.to(self.device, non_blocking=True) for image in pixels])
 
     def __call__(self, items: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
-        return (self.pixels(items, indices).float() / 255 - self.mean) / self.std
+        if self.device.type != "cpu":
+            return (self.pixels(items, indices).float() / 255 - self.mean) / self.std
+        if not self.reuse_buffer or self.buffer is None or len(self.buffer) < len(items):
+            self.buffer = torch.empty((len(items), 3, TILE_SIZE, TILE_SIZE), dtype=torch.float32,
+                                      memory_format=torch.channels_last)
+        images = self.buffer[:len(items)]
+
+        def decode_part(start: int, stop: int) -> None:
+            part = images[start:stop]
+            part.copy_(self.pixels(items[start:stop], indices[start:stop]))
+            part.div_(255).sub_(self.mean).div_(self.std)  # in place, step by step: ToTensor's and Normalize's very numbers
+
+        # One part per CPU thread, decoded side by side (libjpeg-turbo and these operations let go of
+        # Python's lock): measured on 2 cores, 0.56 against 0.82 ms per image in one part.
+        parts = min(torch.get_num_threads(), max(1, len(items) // 8))
+        bounds = [round(i * len(items) / parts) for i in range(parts + 1)]
+        if parts == 1:
+            decode_part(0, len(items))
+        else:
+            for done in [_threads(parts).submit(decode_part, a, b) for a, b in zip(bounds, bounds[1:])]:
+                done.result()  # raises what a part raised (a BadImageError naming the file)
+        return images
+
+
+_POOL: dict[int, ThreadPoolExecutor] = {}  # threads that decode the parts of a batch, per count: started once a run
+
+
+def _threads(count: int) -> ThreadPoolExecutor:
+    """A pool of `count` threads, kept for the run."""
+    if count not in _POOL:
+        _POOL[count] = ThreadPoolExecutor(count, thread_name_prefix="decode_jpeg")
+    return _POOL[count]
+
+
+# ----------------------------------------------------------------------------- which decoder, on a CPU
+DECODERS_MEASURED_FROM = 1_000  # images in the folder; below, PIL (measuring would cost more than it saves)
+PROBE_IMAGES = 50  # images decoded each way when measuring
+
+
+@dataclass(frozen=True)
+class DecoderTrial:
+    """The two CPU decoders on the same images: images per second each, and whether their tensors agree."""
+
+    pil_rate: float  # the data set's own way: PIL, ToTensor, Normalize, then stacked
+    batched_rate: float  # decode_jpeg on the batch, normalised at once
+    same_pixels: bool
+    images: int
+
+    @property
+    def batched_is_faster(self) -> bool:
+        return self.same_pixels and self.batched_rate > self.pil_rate
+
+    def summary(self) -> str:
+        """E.g. "PIL 620 img/s, decode_jpeg in batches 1,800 img/s (the same tensors, 50 images)"."""
+        same = "the same tensors" if self.same_pixels else "NOT the same tensors"
+        return (f"PIL {self.pil_rate:,.0f} img/s, decode_jpeg in batches {self.batched_rate:,.0f} img/s "
+                f"({same}, {self.images} images)")
+
+
+def measure_decoders(dataset, images: int = PROBE_IMAGES, rounds: int = 2,
+                     clock: Callable[[], float] = time.perf_counter) -> DecoderTrial:
+    """Decode the first `images` images of `dataset` with PIL and with decode_jpeg in batches, in turns.
+
+    Each way runs as the features pass would run it on a CPU (PIL in the main process on one
+    thread); a first, untimed call warms both up. Keeps the fastest round of each.
+    """
+    count = min(images, len(dataset))
+    source, decoder = EncodedImages(dataset), DeviceDecoder(dataset, "cpu", reuse_buffer=True)
+
+    def with_pil() -> torch.Tensor:
+        with one_thread():
+            return default_collate([dataset[i] for i in range(count)])[0]
+
+    def batched() -> torch.Tensor:
+        with one_thread():
+            items, _, indices = collate_encoded([source[i] for i in range(count)])
+        return decoder(items, indices)
+
+    same = torch.equal(with_pil(), batched())  # the warm-up compares the tensors too
+    seconds: dict[str, list[float]] = {"pil": [], "batched": []}
+    for _ in range(rounds):
+        for name, run in (("pil", with_pil), ("batched", batched)):
+            begin = clock()
+            run()
+            seconds[name].append(clock() - begin)
+    rate = {name: count / max(min(times), 1e-9) for name, times in seconds.items()}
+    return DecoderTrial(rate["pil"], rate["batched"], same, count)
 
 
 # ----------------------------------------------------------------------------- batches
 class Feeder:
     """The batches of `dataset`, in order, ready for the backbone: (images, labels).
 
-    `on_device`: decode the JPEGs on `device` (DeviceDecoder); else the DataLoader's workers (or
-    the main process) decode them with PIL through the data set itself.
+    `on_device`: decode the JPEGs in batches on `device` (DeviceDecoder: nvJPEG on a GPU,
+    libjpeg-turbo on a CPU); else the DataLoader's workers (or the main process) decode them
+    with PIL through the data set itself. `reuse_buffer`: see DeviceDecoder (for a caller that
+    is done with each batch before it asks for the next, as extract_features is).
     """
 
-    def __init__(self, dataset, device: torch.device | str, batch_size: int, on_device: bool = False):
+    def __init__(self, dataset, device: torch.device | str, batch_size: int, on_device: bool = False,
+                 reuse_buffer: bool = False):
         self.dataset, self.device, self.batch_size = dataset, torch.device(device), batch_size
-        self.decoder = DeviceDecoder(dataset, self.device) if on_device else None
+        self.decoder = DeviceDecoder(dataset, self.device, reuse_buffer) if on_device else None
         self.source = EncodedImages(dataset) if on_device else dataset
 
     def __len__(self) -> int:
@@ -169,7 +275,10 @@ class Feeder:
             self.decoder([item], [index])
 
     def batches(self, num_workers: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of images start..stop-1, read by `num_workers` worker processes (0: the main process)."""
+        """Batches of images start..stop-1, read by `num_workers` worker processes (0: the main process).
+
+        With `reuse_buffer` (decoding in batches on a CPU), each batch's images are overwritten by the next batch.
+        """
         stop = len(self.dataset) if stop is None else stop
         part = self.source if (start, stop) == (0, len(self.dataset)) else Subset(self.source, range(start, stop))
         loader = DataLoader(part, batch_size=self.batch_size, shuffle=False, num_workers=num_workers,

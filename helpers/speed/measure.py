@@ -31,11 +31,14 @@ from helpers.speed.int8 import ROUNDING_ERROR_RANGE, rounding_error, torchao_ver
 from helpers.speed.workers import cores
 
 CANDIDATES = ("float32", "bfloat16", "bfloat16 compiled", "int8")  # float32 first: the reference
-# Measuring costs about a minute (most of it building int8 and compiling) and saves
+QUICK_TO_BUILD = ("float32", "bfloat16")  # nothing to compile: measured in seconds
+# Measuring every candidate costs about a minute (most of it building int8 and compiling) and saves
 # images x (1 / float32's rate - 1 / the best rate): on the 2-core CPUs measured that pays from
-# 2,000-9,000 images, so a folder measures from 5,000 images. A measurement already remembered is
-# free, and is used from SMALL_FOLDER images on (below, float32: nothing to build, the same numbers
-# in quick mode and the tests whatever the machine remembers).
+# 2,000-9,000 images, so a folder measures them all from 5,000 images. From SMALL_FOLDER images,
+# the candidates that are quick to build (QUICK_TO_BUILD) are measured, in a few seconds (where
+# bfloat16 can run here: on 2,000 images it saved half a minute against float32). A measurement
+# already remembered is free, and is used from SMALL_FOLDER images on. Below, float32: nothing to
+# build, the same numbers in quick mode and the tests whatever the machine remembers.
 MEASURE_MIN_IMAGES = 5_000
 SMALL_FOLDER = 1_000
 TIMED_IMAGES = 40  # calibration images per timed round

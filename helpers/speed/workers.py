@@ -107,6 +107,7 @@ def batches_measuring_workers(feeder: Feeder, candidates: list[int],
                                   (images - first_images) / max(elapsed, 1e-9)))
         position = stop
     best = fastest(trials, total - position)
+    _CHOSEN[_run_key(feeder)] = best
     measured = ", ".join(f"{trial.workers} -> {trial.rate:,.0f} img/s (start {trial.start_seconds:.1f} s)"
                          for trial in trials)
     report(f"DataLoader workers, measured on the first {position:,} images: {measured}; "
@@ -114,15 +115,26 @@ def batches_measuring_workers(feeder: Feeder, candidates: list[int],
     yield from feeder.batches(best, position, total)
 
 
+_CHOSEN: dict[tuple, int] = {}  # the number of workers measured fastest, per folder and way of feeding: once a run
+
+
+def _run_key(feeder: Feeder) -> tuple:
+    dataset = feeder.dataset
+    return (str(getattr(dataset, "root", id(dataset))), str(feeder.device), feeder.decoder is not None, feeder.batch_size)
+
+
 def planned_batches(feeder: Feeder, num_workers: int | str | None, report: Callable[[str], None]) -> Iterable:
     """The feeder's batches with `num_workers` workers: a number, None (the default), or "measure".
 
     None and "measure" time the candidates (speed.worker_candidates) on the first batches, where
-    the data set is big enough for that to pay (can_measure); else None means default_num_workers
+    the data set is big enough for that to pay (can_measure); None only once a run for a folder
+    and way of feeding (a second split, a second pass reuse the number); else None means default_num_workers
     (on a CPU with fewer than 8 cores: the main process decodes). On a CPU whether a worker
     process helps depends on the machine: it overlaps decoding with the backbone, but competes
     with the backbone's threads for the cores (measured on 2 cores: from 0.7x to 1.2x).
     """
+    if num_workers is None and _run_key(feeder) in _CHOSEN:
+        return feeder.batches(_CHOSEN[_run_key(feeder)])
     if num_workers in (None, "measure"):
         candidates = worker_candidates(feeder.device)
         if can_measure(len(feeder), candidates, feeder.batch_size):
