@@ -21,11 +21,12 @@ from torchvision.models import ResNet18_Weights, resnet18
 
 from helpers.plumbing.files import atomic_path
 from helpers.plumbing.text import printable
-from helpers.settings import quick_mode, random_weights_allowed, weights_url
+from helpers.settings import OFFLINE, offline, quick_mode, random_weights_allowed, weights_url
 
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1     # what the capstone's `pretrained=True` meant
 WEIGHTS_URL = IMAGENET_WEIGHTS.url
 WEIGHTS_FILE = WEIGHTS_URL.rsplit("/", 1)[-1]          # resnet18-f37072fd.pth
+WEIGHTS_SHA256_PREFIX = WEIGHTS_FILE.rsplit("-", 1)[1].split(".")[0]  # f37072fd: how the file's SHA-256 starts
 CHECKPOINT_FORMAT = "concrete-crack-workbook/1"
 CHECKPOINT_KEYS = ("architecture", "num_classes", "class_names", "state_dict")  # besides "format"
 MAX_CLASSES = 10_000          # a checkpoint claiming more is refused before a model is built
@@ -90,21 +91,43 @@ def load_imagenet_state_dict(url: str | None = None, progress: bool = True) -> d
     """The ImageNet ResNet18 weights: from torchvision's cache, else downloaded (and checked) into it.
 
     The address is torchvision's, unless `url` or `$WORKBOOK_WEIGHTS_URL` names a mirror. The
-    file's SHA-256 must start with the `f37072fd` in its name, whoever serves it.
+    file's SHA-256 must start with the `f37072fd` in its name, whoever serves it. The cache is
+    looked at first and nothing is downloaded with WORKBOOK_OFFLINE=1, so a machine without the
+    file sees one message, WeightsUnavailableError's (not torch.hub's "Downloading: ..." before it).
     """
     url = url or weights_url() or WEIGHTS_URL
     target = imagenet_weights_path()
+    if not target.is_file():
+        if offline():
+            raise _missing_weights(target, f"{OFFLINE}=1 says not to download them")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(target), hash_prefix=WEIGHTS_SHA256_PREFIX, progress=progress)
+        except Exception as exc:  # offline, proxy, certificate, wrong file: all end the same way
+            raise _missing_weights(target, f"could not be downloaded ({_reason(exc)})") from exc
+        if progress:
+            print(f"Saved the ImageNet weights to {target}; later runs load them from there.")
     try:
-        return torch.hub.load_state_dict_from_url(url, model_dir=str(target.parent), file_name=WEIGHTS_FILE,
-                                                  progress=progress, check_hash=True, weights_only=True)
-    except Exception as exc:  # offline, proxy, certificate, corrupt file: all end the same way
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        return torch.load(target, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged or foreign file in the cache
         raise WeightsUnavailableError(
-            f"The ImageNet weights for ResNet18 are not on this machine and could not be downloaded ({reason}). "
-            f"On a connected machine, download {WEIGHTS_URL} and put the file at {target} "
-            f"(set TORCH_HOME to use another folder), or pass its path: "
-            f"build_resnet18(weights='/path/to/{WEIGHTS_FILE}')."
+            f"{target} cannot be read as the ImageNet weights ({_reason(exc)}): delete it, and the next "
+            f"run downloads it again."
         ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+
+
+def _missing_weights(target: Path, why: str) -> WeightsUnavailableError:
+    """The one message a learner without the weights file reads: what happened and where to put the file."""
+    return WeightsUnavailableError(
+        f"The ImageNet weights for ResNet18 are not on this machine and {why}. "
+        f"On a connected machine, download {WEIGHTS_URL} and put the file at {target} "
+        f"(set TORCH_HOME to use another folder), or pass its path: "
+        f"build_resnet18(weights='/path/to/{WEIGHTS_FILE}')."
+    )
 
 
 def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:

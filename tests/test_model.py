@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import time
@@ -14,6 +15,7 @@ import torch
 from http_server import FileServer
 from torchvision.models import resnet18
 
+import helpers.model as model_module
 from helpers.model import (
     Checkpoint,
     CheckpointMismatchError,
@@ -38,6 +40,7 @@ def no_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBOOK_WEIGHTS_URL", "http://127.0.0.1:9/resnet18-f37072fd.pth")
     monkeypatch.delenv("WORKBOOK_ALLOW_RANDOM_WEIGHTS", raising=False)
     monkeypatch.delenv("WORKBOOK_QUICK", raising=False)
+    monkeypatch.delenv("WORKBOOK_OFFLINE", raising=False)
 
 
 def test_head_shape_and_parameter_counts():
@@ -90,6 +93,56 @@ def test_a_mirror_serving_the_wrong_file_is_rejected_and_nothing_is_cached(no_we
             build_resnet18(weights="imagenet", progress=False)
         assert len(server.requests) == 1
     assert not imagenet_weights_path().exists()
+
+
+def state_dict_bytes(model: torch.nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("offline", [True, False], ids=["WORKBOOK_OFFLINE=1", "the download fails"])
+def test_without_the_file_the_learner_reads_one_message_and_no_downloading_line(no_weights, monkeypatch, capfd,
+                                                                                offline):
+    """torch.hub printed 'Downloading: "...resnet18-f37072fd.pth"' before the workbook's 'cannot be had'."""
+    monkeypatch.setenv("WORKBOOK_QUICK", "1")  # the notebooks' quick mode: carry on with a random backbone
+    with FileServer() as server:  # answers 404 to everything: a download that fails
+        monkeypatch.setenv("WORKBOOK_WEIGHTS_URL", server.url("/resnet18-f37072fd.pth"))
+        if offline:
+            monkeypatch.setenv("WORKBOOK_OFFLINE", "1")
+        weights = resolve_weights()
+        assert len(server.requests) == (0 if offline else 1)
+    out, err = capfd.readouterr()  # file descriptors too: torch.hub writes to sys.stdout, tqdm to stderr
+    assert weights.is_random
+    assert "Downloading" not in out + err and err == ""
+    assert out.count("are not on this machine") == 1 and out.count("RANDOMLY INITIALISED") == 1
+    assert ("WORKBOOK_OFFLINE=1 says not to download them" if offline else "HTTP Error 404") in out
+    assert not imagenet_weights_path().exists()
+
+
+def test_the_weights_are_downloaded_once_checked_and_then_read_from_the_cache(no_weights, monkeypatch, capfd):
+    reference = resnet18(weights=None)
+    payload = state_dict_bytes(reference)
+    # no file of ours has a SHA-256 starting f37072fd: the check is told this file's start, and still runs
+    monkeypatch.setattr(model_module, "WEIGHTS_SHA256_PREFIX", hashlib.sha256(payload).hexdigest()[:8])
+    with FileServer({"/resnet18-f37072fd.pth": payload}) as server:
+        monkeypatch.setenv("WORKBOOK_WEIGHTS_URL", server.url("/resnet18-f37072fd.pth"))
+        assert resolve_weights().is_imagenet
+        out, err = capfd.readouterr()
+        assert out == f"Saved the ImageNet weights to {imagenet_weights_path()}; later runs load them from there.\n"
+        assert "Downloading" not in err
+        assert imagenet_weights_path().read_bytes() == payload
+        model = build_resnet18(weights="imagenet", progress=False)
+        assert len(server.requests) == 1  # the second time, from the cache
+    assert torch.equal(model.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_damaged_file_in_the_cache_is_named_with_what_to_do(no_weights):
+    imagenet_weights_path().parent.mkdir(parents=True)
+    imagenet_weights_path().write_bytes(b"not a state dict")
+    with pytest.raises(WeightsUnavailableError, match="cannot be read as the ImageNet weights .*: delete it"):
+        build_resnet18(weights="imagenet", progress=False)
 
 
 def test_random_fallback_only_in_quick_mode_or_when_asked(no_weights, monkeypatch, capsys):

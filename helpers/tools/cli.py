@@ -10,6 +10,7 @@ A learner without ``make`` (Windows) runs exactly what the Makefile runs::
     python -m helpers train    # the capstone's training from a terminal (helpers.tools.train)
     python -m helpers predict  # classify photos with a checkpoint (helpers.tools.predict)
     python -m helpers data     # download, generate or verify a data folder (helpers.tools.data)
+    python -m helpers colab    # rewrite the notebooks' Colab cell and README's badges (helpers.tools.colab)
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("lab", help="open JupyterLab on notebooks/")
     commands.add_parser("bench", help="measure the fast path against the capstone's training loop")
     commands.add_parser("strip", help="remove outputs from the notebooks before committing")
+    commands.add_parser("colab", help="rewrite every notebook's first code cell (Google Colab) and README's "
+                                      "badges from the repository's address in helpers/tools/colab.py")
     for name, text in DELEGATED.items():
         commands.add_parser(name, help=text, add_help=False)
     args, extra = parser.parse_known_args(argv)
@@ -72,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         for path in notebooks():
             print(f"{'stripped' if strip_notebook(path) else 'clean   '} {path.relative_to(PROJECT_ROOT)}")
         return 0
+    if args.command == "colab":
+        from helpers.tools.colab import main as colab_main
+        return colab_main()
     if args.command == "test":
         command = [sys.executable, *TEST_COMMAND, *map(str, notebooks()), *extra]
         return subprocess.call(command, cwd=PROJECT_ROOT, env=environment_with(**{QUICK: "1"}))
