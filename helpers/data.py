@@ -7,6 +7,10 @@ Mendeley Data, doi:10.17632/5y9wdsg2zt.2, CC BY 4.0): 20,000 `Positive/` (crack)
 When the data cannot be fetched (no internet, a firewall, a classroom without a mirror), the
 workbook carries on with synthetic images (`helpers.synthetic`) and says so plainly.
 
+In a class on a shared JupyterHub the teacher downloads and verifies the set once into a folder
+the learners may only read, and names it with WORKBOOK_DATASET: then every notebook uses that
+folder, never downloads, and writes nothing there (TEACHING.md, "A class on a shared JupyterHub").
+
 Command line, for teachers preparing a classroom (helpers.tools.data):
 
     python -m helpers data download [--url URL] [--dest DIR] [--sha256 HEX] [--format jpeg|tensors]
@@ -30,8 +34,8 @@ from helpers.plumbing.files import (
     DIGEST_CACHE_NAME, KEY_FILE_NAME, exclusive_lock, file_digest, read_json, write_json_atomically,
 )
 from helpers.settings import (
-    OFFLINE, QUICK, SOURCE_FILE, data_url, download_attempt_file, downloads_dir,
-    offline, quick_mode, real_dir, synthetic_dir, synthetic_per_class, tensors_dir,
+    DATASET, OFFLINE, QUICK, SOURCE_FILE, data_dir, data_url, download_attempt_file, downloads_dir,
+    offline, quick_mode, real_dir, shared_dataset_dir, synthetic_dir, synthetic_per_class, tensors_dir,
 )
 from helpers.synthetic_dataset import generate_dataset
 from helpers.verify import VERIFIED_FILE, VerifyReport, is_verified, verify_dataset
@@ -181,12 +185,30 @@ def make_synthetic(progress: bool = True) -> Path:
                             overwrite=True, progress=progress)
 
 
+def shared_choice() -> DataChoice | None:
+    """The class's shared data set (WORKBOOK_DATASET) as a DataChoice, or None outside a class.
+
+    Its workbook_source.json, when the teacher's folder has one, says whether it is synthetic;
+    nothing is written there.
+    """
+    shared = shared_dataset_dir()
+    if shared is None:
+        return None
+    source = "synthetic" if read_source(shared).get("source") == "synthetic" else "real"
+    return DataChoice(shared, source, f"the class's shared data set ({DATASET}), read-only; your caches, "
+                                      f"checkpoints and figures go to {data_dir()}.")
+
+
 def locate_dataset(progress: bool = True) -> DataChoice:
     """Find the data a notebook should use, without downloading anything.
 
-    Quick mode always uses the tiny synthetic set. Otherwise the real set when notebook 01 has
+    In a class, the shared data set named by WORKBOOK_DATASET, whatever the mode. Quick mode
+    otherwise uses the tiny synthetic set. Otherwise the real set when notebook 01 has
     downloaded and verified it, else the synthetic stand-in (generated now if missing).
     """
+    shared = shared_choice()
+    if shared is not None:
+        return shared
     if quick_mode():
         return DataChoice(make_synthetic(progress), "synthetic", f"quick mode ({QUICK}=1) uses a tiny synthetic set.")
     if is_verified(real_dir()):
@@ -212,8 +234,11 @@ def _fall_back(why: str, progress: bool) -> DataChoice:
 
 
 def prepare_data(url: str | None = None, progress: bool = True) -> DataChoice:
-    """What notebook 01 and `make run` do: real data if it can be had, else synthetic, said in one sentence."""
-    if quick_mode():
+    """What notebook 01 and `make run` do: real data if it can be had, else synthetic, said in one sentence.
+
+    In a class (WORKBOOK_DATASET) nothing is downloaded: the shared data set is the data.
+    """
+    if quick_mode() or shared_dataset_dir() is not None:
         return locate_dataset(progress)
     if is_verified(real_dir()):
         return DataChoice(real_dir(), "real", "already downloaded and verified.")

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms.functional import to_pil_image
 
-from helpers.plumbing.files import DIGEST_CACHE_NAME, content_hashes
+from helpers.plumbing.files import folder_hashes
 from helpers.plumbing.images import IMAGE_EXTENSIONS, TENSOR_EXTENSION, TILE_SIZE, is_readable, load_image, load_tensor
 from helpers.plumbing.progress import tqdm
 from helpers.plumbing.text import printable
@@ -239,8 +239,7 @@ class CrackDataset(SampleSplit):
             return pairs
         if not dedupe:
             return pairs[:cut] if self.split == "train" else pairs[cut:]
-        cache_file = self.root / DIGEST_CACHE_NAME
-        hashes = content_hashes([path for path, _ in pairs], cache_file, progress)
+        hashes = folder_hashes(self.root, [path for path, _ in pairs], progress)
         first_position = {}  # hash -> position of the first file with that content
         for position, digest in enumerate(hashes):
             first_position.setdefault(digest, position)
@@ -270,9 +269,8 @@ class CrackDataset(SampleSplit):
         return self.transform(tensor)
 
     def content_hashes(self, progress: bool = False) -> list[str]:
-        """SHA-1 of every sample's file, cached in ``root/.content_hashes.json``."""
-        paths = [sample.path for sample in self.samples]
-        return content_hashes(paths, self.root / DIGEST_CACHE_NAME, progress)
+        """SHA-1 of every sample's file, cached in ``root/.content_hashes.json`` (plumbing.files.folder_hashes)."""
+        return folder_hashes(self.root, [sample.path for sample in self.samples], progress)
 
 
 # ----------------------------------------------------------------------------- leakage check

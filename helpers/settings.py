@@ -11,6 +11,7 @@ stops it in its first line rather than minutes later in notebook 04.
 | --- | --- |
 | WORKBOOK_QUICK | 1: tiny synthetic data and the shortest training (CI, a first look) |
 | WORKBOOK_DATA_DIR | keep downloads, generated data, caches and checkpoints there instead of data/ |
+| WORKBOOK_DATASET | a class's shared data set (Positive/ + Negative/, may be read-only): used as is, never written to; figures and executed copies then follow WORKBOOK_DATA_DIR |
 | WORKBOOK_DATA_URL | an address or a local zip to download instead of the known addresses |
 | WORKBOOK_OFFLINE | 1: do not try to download; use synthetic data |
 | WORKBOOK_SYNTHETIC_PER_CLASS | images per class of the synthetic stand-in in a full run (default 1,000) |
@@ -38,6 +39,7 @@ SOURCE_FILE = "workbook_source.json"  # how a data folder was made (download or 
 
 QUICK = "WORKBOOK_QUICK"
 DATA_DIR = "WORKBOOK_DATA_DIR"
+DATASET = "WORKBOOK_DATASET"
 DATA_URL = "WORKBOOK_DATA_URL"
 OFFLINE = "WORKBOOK_OFFLINE"
 SYNTHETIC_PER_CLASS = "WORKBOOK_SYNTHETIC_PER_CLASS"
@@ -143,6 +145,37 @@ def real_sample_dir() -> Path | None:
     return env_path(REAL_SAMPLE)
 
 
+def shared_dataset_dir() -> Path | None:
+    """The class's shared data set named by WORKBOOK_DATASET, or None; SettingsError when it is not a data folder.
+
+    The folder may be read-only: the workbook reads its images and writes nothing there (every
+    cache, record and checkpoint about it goes under the learner's own data folder).
+    """
+    path = env_path(DATASET)
+    if path is None:
+        return None
+    if not path.exists():
+        raise SettingsError(f"{DATASET}={str(path)!r} does not exist: point it at the shared folder that holds "
+                            "Positive/ and Negative/ (ask your teacher where it is), or unset it.")
+    if not path.is_dir():
+        raise SettingsError(f"{DATASET}={str(path)!r} is a file, not a folder: point it at the folder that holds "
+                            "Positive/ and Negative/.")
+    missing = [name for name in ("Positive", "Negative") if not (path / name).is_dir()]
+    if missing:
+        raise SettingsError(f"{DATASET}={str(path)!r} has no {' and no '.join(f'{m}/' for m in missing)} folder: "
+                            "point it at the folder that holds Positive/ and Negative/.")
+    own = data_dir()
+    if own == path or path in own.parents:
+        raise SettingsError(f"{DATA_DIR}={str(own)!r} lies inside {DATASET}={str(path)!r}, which learners only read: "
+                            f"give each learner a folder of their own, e.g. {DATA_DIR}=~/workbook-data.")
+    return path
+
+
+def in_class() -> bool:
+    """True when WORKBOOK_DATASET is set: a learner of a class, whose runs write only under their data folder."""
+    return env_text(DATASET) is not None
+
+
 def plain_progress() -> bool:
     """True when WORKBOOK_PLAIN_PROGRESS=1: progress bars as text, never as widgets (headless runs)."""
     return env_flag(PLAIN_PROGRESS)
@@ -178,6 +211,7 @@ def validate_settings() -> None:
     for name, path in ((DATA_DIR, env_path(DATA_DIR)), (REAL_SAMPLE, env_path(REAL_SAMPLE))):
         if path is not None and path.exists() and not path.is_dir():
             raise SettingsError(f"{name}={str(path)!r} is a file, not a folder: point it at a folder.")
+    shared_dataset_dir()
     pick_device()
 
 
@@ -188,8 +222,13 @@ def environment_with(**overrides: str) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- folders
 def images_dir() -> Path:
-    """Where the notebooks save their figures: images/."""
-    return PROJECT_ROOT / "images"
+    """Where the notebooks save their figures: images/, or in a class (WORKBOOK_DATASET) data/images/."""
+    return data_dir() / "images" if in_class() else PROJECT_ROOT / "images"
+
+
+def executed_dir() -> Path:
+    """Where `python -m helpers run` keeps executed copies: build/executed/, or in a class data/executed/."""
+    return data_dir() / "executed" if in_class() else PROJECT_ROOT / "build" / "executed"
 
 
 def notebooks() -> list[Path]:

@@ -1,7 +1,8 @@
 """Checking a data folder: both classes there, every file a decodable image, and remembering that it was.
 
 Notebook 01 calls :func:`verify_dataset` once after the download; it decodes every image and, when
-all is well, records the files' contents in ``root/.verified.json``. Later notebooks ask
+all is well, records the files' contents in ``root/.verified.json`` (for a class's shared, read-only
+data set, in the learner's own folder: helpers.plumbing.files.records_dir). Later notebooks ask
 :func:`is_verified`, which costs one stat per file while nothing changed, instead of decoding
 40,000 images again.
 """
@@ -17,7 +18,7 @@ import torch
 
 from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files
 from helpers.plumbing.files import (
-    DIGEST_CACHE_NAME, content_hashes, read_json, record_key, relative_name, seal, write_json_atomically,
+    folder_hashes, read_json, record_key, records_dir, relative_name, seal, write_json_atomically,
 )
 from helpers.plumbing.images import TILE_SIZE, open_image, size_problem
 from helpers.plumbing.progress import tqdm
@@ -98,10 +99,11 @@ def _check_file(path: Path) -> tuple[str | None, tuple[int, int] | None]:
 def _fingerprint(root: Path, files: list[Path], progress: bool = False) -> dict:
     """Identity of a folder's data files by content: their count and one SHA-256 over names and SHA-1s.
 
-    The SHA-1s come from helpers.plumbing.files.content_hashes (root/.content_hashes.json): each file is
-    read once, then its digest is reused while its size, mtime, inode and ctime stay the same.
+    The SHA-1s come from helpers.plumbing.files.folder_hashes (root/.content_hashes.json, or the
+    learner's copy for a shared folder): each file is read once, then its digest is reused while
+    its size, mtime, inode and ctime stay the same.
     """
-    hashes = content_hashes(files, root / DIGEST_CACHE_NAME, progress)
+    hashes = folder_hashes(root, files, progress)
     lines = sorted(f"{relative_name(path, root)}|{digest}" for path, digest in zip(files, hashes))
     return {"n_files": len(files), "files_sha256": hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()}
 
@@ -148,7 +150,7 @@ def verify_dataset(root: str | Path, expected_per_class: int | None = None, deco
         try:
             key = record_key(create=True)
             write_json_atomically({**fingerprint, "counts": report.counts, "seal": seal(fingerprint, key)},
-                                  root / VERIFIED_FILE)
+                                  records_dir(root) / VERIFIED_FILE)
         except OSError:
             pass  # a read-only mirror is fine; we just verify again next time
     return report
@@ -166,7 +168,7 @@ def is_verified(root: str | Path) -> bool:
     nor is a record written before records were sealed (verify again to make a new one).
     """
     root = Path(root)
-    recorded = read_json(root / VERIFIED_FILE)
+    recorded = read_json(records_dir(root) / VERIFIED_FILE)
     key = record_key()
     if not recorded or key is None:
         return False

@@ -116,7 +116,7 @@ def test_no_other_module_reads_workbook_variables():
 BAD_SETTINGS = [("WORKBOOK_QUICK", "banana"), ("WORKBOOK_OFFLINE", "banana"), ("WORKBOOK_SYNTHETIC_PER_CLASS", "banana"),
                 ("WORKBOOK_PLAIN_PROGRESS", "x"), ("WORKBOOK_DEVICE", "banana"), ("WORKBOOK_DATA_URL", "ftp://host/x.zip"),
                 ("WORKBOOK_WEIGHTS_URL", "gopher://host/w.pth"), ("WORKBOOK_DATA_DIR", "A_FILE"),
-                ("WORKBOOK_REAL_SAMPLE", "A_FILE")]
+                ("WORKBOOK_REAL_SAMPLE", "A_FILE"), ("WORKBOOK_DATASET", "A_FILE")]
 
 
 @pytest.mark.parametrize("name, value", BAD_SETTINGS)

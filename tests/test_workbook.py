@@ -98,8 +98,37 @@ def test_the_summary_counts_the_notebooks_that_ran(monkeypatch, tmp_path, capsys
     def run_notebook(path, kernel_env):
         if path.name.startswith("02"):
             raise CellExecutionError("a cell failed", "ValueError", "boom")
-        return 1.0
+        return run_notebooks.NotebookRun(1.0, peak_rss=600_000_000)
     monkeypatch.setattr(run_notebooks, "run_notebook", run_notebook)
     paths = [Path(f"0{i}_lesson.ipynb") for i in range(1, 8)]
     assert run_notebooks.run_all(paths) == 1
-    assert "for 2 of 7 notebook(s); stopped at 02_lesson.ipynb" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "for 2 of 7 notebook(s); stopped at 02_lesson.ipynb" in out
+    assert "ok      01_lesson.ipynb" in out and "1.0 s, peak RSS 0.60 GB" in out
+    assert "memory:  peak RSS of each kernel: 01 0.60 GB\n" in out
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="a kernel's memory is read from /proc (Linux only)")
+def test_the_memory_watch_reads_a_kernels_peak_and_samples_its_workers(monkeypatch):
+    import subprocess
+    import sys
+
+    import helpers.tools.run_notebooks as run_notebooks
+
+    monkeypatch.setattr(run_notebooks, "SAMPLE_EVERY_S", 0.05)
+    worker = "import time; b = b'w' * 200_000_000; time.sleep(1.0)"
+    kernel = ("import subprocess, sys; a = b'k' * 300_000_000; del a; "
+              f"subprocess.run([sys.executable, '-c', {worker!r}]); print('done', flush=True); sys.stdin.read()")
+    process = subprocess.Popen([sys.executable, "-c", kernel], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        with run_notebooks.MemoryWatch(process.pid) as watch:
+            assert process.stdout.readline() == "done\n"
+            peak = watch.peak_rss()
+    finally:
+        process.communicate("", timeout=30)
+    assert peak is not None and peak >= 300_000_000  # the high-water mark, though the memory was freed
+    assert 200_000_000 <= watch.workers_peak < peak  # the worker's own pages, sampled while it lived
+    run = run_notebooks.NotebookRun(12.0, peak, watch.workers_peak)
+    assert run.memory().startswith("peak RSS 0.3") and "GB in loader workers)" in run.memory()
+    assert run_notebooks.NotebookRun(1.0).memory() == "peak RSS not measured"
+    assert run_notebooks.MemoryWatch(None).peak_rss() is None

@@ -26,9 +26,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from helpers.plumbing.progress import tqdm
-from helpers.settings import data_dir
+from helpers.settings import data_dir, shared_dataset_dir
 
-DIGEST_CACHE_NAME = ".content_hashes.json"  # one per data folder: every file's SHA-1 and the stat it was taken at
+DIGEST_CACHE_NAME = ".content_hashes.json"  # one per data folder (in records_dir): every file's SHA-1 and its stat
 DIGEST_CACHE_FORMAT = "concrete-crack-workbook/digests/1"
 SETTLE_NS = 2_000_000_000  # a file changed less than 2 s before it was hashed is hashed again next time
 
@@ -151,6 +151,29 @@ def record_key(create: bool = False) -> bytes | None:
         temp.write_bytes(secrets.token_bytes(32))
         os.chmod(temp, 0o600)
     return path.read_bytes()
+
+
+def records_dir(root: str | Path) -> Path:
+    """Where the workbook keeps its own files about the data folder `root` (digests, the verified record).
+
+    `root` itself, except for the class's shared data set (WORKBOOK_DATASET) and the folders in it,
+    which learners only read: their records go to data/cache/datasets/<name>-<12 hex>/, in the
+    learner's own data folder, so that nothing is ever written beside the shared images.
+    """
+    root = Path(root)
+    shared = shared_dataset_dir()
+    if shared is None:
+        return root
+    resolved = root.resolve()
+    if resolved != shared and shared not in resolved.parents:
+        return root
+    tag = hashlib.sha256(str(resolved).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return data_dir() / "cache" / "datasets" / f"{resolved.name}-{tag}"
+
+
+def folder_hashes(root: str | Path, paths: Sequence[Path], progress: bool = False) -> list[str]:
+    """content_hashes of `paths`, files of the data folder `root`, with its digest cache in records_dir(root)."""
+    return content_hashes(paths, records_dir(root) / DIGEST_CACHE_NAME, progress, base=root)
 
 
 def seal(record: dict, key: bytes) -> str:
@@ -330,8 +353,12 @@ def _hash_file(path: Path, before: os.stat_result) -> tuple[str, bool]:
     return digest, settled and _stat_key(os.stat(path)) == _stat_key(before)
 
 
-def content_hashes(paths: Sequence[Path], cache_file: Path | None = None, progress: bool = False) -> list[str]:
+def content_hashes(paths: Sequence[Path], cache_file: Path | None = None, progress: bool = False,
+                   base: str | Path | None = None) -> list[str]:
     """SHA-1 of each file's bytes, in order. With `cache_file` (one per data folder), digests are reused.
+
+    The cache names each file relative to `base` (default: the cache file's folder), so that a
+    data folder's cache may live elsewhere (records_dir) and stay valid when the folder moves.
 
     Each file is read and hashed once; its digest is stored with the file's size, modification
     time, inode and change time (ctime) and reused only while all four are unchanged. A file edited
@@ -348,7 +375,7 @@ def content_hashes(paths: Sequence[Path], cache_file: Path | None = None, progre
     """
     cache_file = Path(cache_file) if cache_file is not None else None
     stored = _read_digest_cache(cache_file) if cache_file is not None else {}
-    base = cache_file.parent if cache_file is not None else Path.cwd()
+    base = Path(base) if base is not None else cache_file.parent if cache_file is not None else Path.cwd()
     name_of = _relative_names(base)
     hashes, new = [], {}
     for path in tqdm(paths, desc="Hashing files", disable=not progress):
@@ -364,16 +391,16 @@ def content_hashes(paths: Sequence[Path], cache_file: Path | None = None, progre
             new[name] = [*_stat_key(stat), digest]
         hashes.append(digest)
     if cache_file is not None and new:
-        _update_digest_cache(cache_file, new)
+        _update_digest_cache(cache_file, new, base)
     return hashes
 
 
-def _update_digest_cache(cache_file: Path, new: dict[str, list]) -> None:
+def _update_digest_cache(cache_file: Path, new: dict[str, list], base: Path) -> None:
     """Add `new` entries to the digest cache (read again first: another process may have added some)
-    and drop the entries of files that no longer exist."""
+    and drop the entries of files that no longer exist (names are relative to `base`)."""
     entries = _read_digest_cache(cache_file)
     entries = {name: entry for name, entry in entries.items()
-               if name not in new and (cache_file.parent / name).exists()}
+               if name not in new and (base / name).exists()}
     entries.update(new)
     text = json.dumps({"format": DIGEST_CACHE_FORMAT, "algorithm": "sha1", "files": entries}, separators=(",", ":"))
     try:
