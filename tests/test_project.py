@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 from helpers.plumbing.requirements import declared_floors, is_below, name_and_floor
-from helpers.tools.run_notebooks import strip_notebook, stripped_text
+from helpers.tools.notebook_files import strip_notebook, stripped_text
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
