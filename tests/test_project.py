@@ -128,7 +128,7 @@ def test_the_workbook_command_offers_what_the_makefile_runs():
                             text=True, timeout=60)
     assert result.returncode == 0
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    for command in ("run", "test", "lab", "bench", "strip"):
+    for command in ("run", "test", "lint", "format", "lab", "bench", "strip"):
         assert command in result.stdout and f"-m helpers {command}" in makefile
 
 
