@@ -7,11 +7,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lab bench strip floors
+.PHONY: help install run test lint format lab bench strip floors
 
 help:
 	@echo "make run     execute every notebook in order (headless), figures to images/"
-	@echo "make test    unit tests and every notebook in quick mode (nbval)"
+	@echo "make test    the lint step, unit tests and every notebook in quick mode (nbval)"
+	@echo "make lint    ruff check, ruff format --check, the workflows' schema, the notebooks' layout"
+	@echo "make format  ruff format the code and the notebooks, then strip the notebooks"
 	@echo "make lab     open JupyterLab in the project's environment"
 	@echo "make bench   measure the feature-cache fast path against the capstone's training loop"
 	@echo "make strip   remove outputs from the notebooks before committing"
@@ -31,6 +33,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m helpers test
+
+lint: $(STAMP)
+	$(BIN)/python -m helpers lint
+
+format: $(STAMP)
+	$(BIN)/python -m helpers format
 
 lab: $(STAMP)
 	$(BIN)/python -m helpers lab

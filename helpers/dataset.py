@@ -21,6 +21,7 @@ Your own classes, in any number, are read by :class:`helpers.folder_dataset.Fold
 from __future__ import annotations
 
 import copy
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,17 @@ def is_data_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS + (TENSOR_EXTENSION,)
 
 
+def sample_id_of(path: Path) -> str:
+    """"<class folder>/<file name>", the same on every system: "/" always, and Unicode in NFC (macOS's
+    HFS+ hands out decomposed names, "e" + accent, where Linux and Windows keep the composed "é")."""
+    return unicodedata.normalize("NFC", f"{path.parent.name}/{path.name}")
+
+
+def name_order(path: Path) -> str:
+    """The key files are sorted by: the name in NFC, so every system sorts them alike (see sample_id_of)."""
+    return unicodedata.normalize("NFC", path.name)
+
+
 def list_class_files(root: str | Path, class_name: str) -> list[Path]:
     """The data files of one class, sorted by name (the same order on every machine).
 
@@ -90,7 +102,7 @@ def list_class_files(root: str | Path, class_name: str) -> list[Path]:
         folder = root / f"{class_name}_tensors"
     if not folder.is_dir():
         raise DatasetNotFoundError(f"Class folder {folder} does not exist. {DOWNLOAD_HINT}")
-    files = sorted((path for path in folder.iterdir() if is_data_file(path)), key=lambda p: p.name)
+    files = sorted((path for path in folder.iterdir() if is_data_file(path)), key=name_order)
     if not files:
         raise DatasetNotFoundError(f"Class folder {folder} holds no images. {DOWNLOAD_HINT}")
     return files
@@ -216,7 +228,7 @@ class CrackDataset(SampleSplit):
         self.source_size = len(pairs)  # images in the folder, both splits
         chosen = self._choose_split(pairs, train_fraction, dedupe, progress)
         self.samples = [
-            Sample(index=i, sample_id=f"{path.parent.name}/{path.name}", path=path, label=label)
+            Sample(index=i, sample_id=sample_id_of(path), path=path, label=label)
             for i, (path, label) in enumerate(chosen)
         ]
 

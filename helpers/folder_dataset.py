@@ -13,7 +13,8 @@ from typing import Callable, Literal, Sequence
 import torch
 
 from helpers.dataset import (
-    SPLITS, DatasetNotFoundError, Sample, SampleSplit, default_transform, is_data_file, split_index,
+    SPLITS, DatasetNotFoundError, Sample, SampleSplit, default_transform, is_data_file, name_order, sample_id_of,
+    split_index,
 )
 from helpers.plumbing.images import IMAGE_EXTENSIONS, TILE_SIZE, load_image
 
@@ -32,7 +33,7 @@ def class_folders(root: Path) -> list[str]:
 def image_files(folder: Path) -> list[Path]:
     """The image files of one class folder, sorted by name; .DS_Store, .pt and other files are ignored."""
     files = sorted((path for path in folder.iterdir()
-                    if is_data_file(path) and path.suffix.lower() in IMAGE_EXTENSIONS), key=lambda p: p.name)
+                    if is_data_file(path) and path.suffix.lower() in IMAGE_EXTENSIONS), key=name_order)
     if not files:
         raise DatasetNotFoundError(f"Class folder {folder} holds no images "
                                    f"({', '.join(IMAGE_EXTENSIONS)}): add some, or remove the folder.")
@@ -77,7 +78,7 @@ class FolderDataset(SampleSplit):
             files = image_files(self.root / name)
             self.source_size += len(files)
             per_class.append([(path, label) for path in self._choose(files, train_fraction)])
-        self.samples = [Sample(index=i, sample_id=f"{path.parent.name}/{path.name}", path=path, label=label)
+        self.samples = [Sample(index=i, sample_id=sample_id_of(path), path=path, label=label)
                         for i, (path, label) in enumerate(take_in_turn(per_class))]
         if not self.samples:
             raise DatasetNotFoundError(f"The {split!r} split of {self.root} is empty: each class needs more images.")

@@ -84,7 +84,7 @@ def _write_class(folder: Path, recipe: str, seed: int, class_index: int, per_cla
 def _same_settings(dest: Path, settings: dict) -> bool:
     """True when dest/workbook_source.json records the same generator settings."""
     try:
-        recorded = json.loads((dest / SOURCE_FILE).read_text())
+        recorded = json.loads((dest / SOURCE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     if not isinstance(recorded, dict):
@@ -97,7 +97,7 @@ def _same_settings(dest: Path, settings: dict) -> bool:
 def _made_by_the_generator(dest: Path) -> bool:
     """True when dest holds this generator's manifest and a workbook_source.json that says "synthetic"."""
     try:
-        recorded = json.loads((dest / SOURCE_FILE).read_text())
+        recorded = json.loads((dest / SOURCE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(recorded, dict) and recorded.get("source") == "synthetic" and (dest / MANIFEST_NAME).is_file()

@@ -56,9 +56,14 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, **kwargs)
 
 
+def venv_python(venv: Path, windows: bool = os.name == "nt") -> Path:
+    """The interpreter of the venv at `venv`: bin/python, or Scripts\\python.exe on Windows."""
+    return venv / "Scripts" / "python.exe" if windows else venv / "bin" / "python"
+
+
 def install(venv: Path, pins: list[str], keep: bool) -> Path:
     """Create `venv` (unless `keep` and it exists), install the project with its [test] extra; its python."""
-    python = venv / "bin" / "python"
+    python = venv_python(venv)
     if keep and python.exists():
         return python
     shutil.rmtree(venv, ignore_errors=True)

@@ -1,12 +1,14 @@
 """Fixtures shared by the test modules: the real sample, a small transform, the float32 agreement check.
 
-Tests that need real images take the `real_sample` fixture: a folder that links (never copies)
-the Positive/ and Negative/ folders named by WORKBOOK_REAL_SAMPLE, in the test's own tmp_path
-so that caches written beside the images land there; without the variable the test skips.
+Tests that need real images take the `real_sample` fixture: a folder that links (copies only where
+the system refuses links: Windows without Developer Mode) the Positive/ and Negative/ folders named
+by WORKBOOK_REAL_SAMPLE, in the test's own tmp_path so that caches written beside the images land
+there; without the variable the test skips.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +33,10 @@ def real_sample(tmp_path) -> Path:
     root = tmp_path / "real_sample"
     root.mkdir()
     for cls in ("Positive", "Negative"):
-        (root / cls).symlink_to(source / cls, target_is_directory=True)
+        try:
+            (root / cls).symlink_to(source / cls, target_is_directory=True)
+        except OSError:  # Windows without the symlink privilege (no Developer Mode): a copy does as well
+            shutil.copytree(source / cls, root / cls)
     return root
 
 

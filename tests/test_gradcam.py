@@ -114,7 +114,7 @@ def test_hooks_are_removed_and_change_nothing_meanwhile(frozen_resnet):
     images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         before = model(images)
-    with GradCAM(model) as cam:
+    with GradCAM(model):
         assert len(model.layer4._forward_hooks) == 1
         with torch.no_grad():
             assert torch.equal(model(images), before)

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 from helpers.plumbing.requirements import declared_floors, is_below, name_and_floor
-from helpers.tools.run_notebooks import strip_notebook, stripped_text
+from helpers.tools.notebook_files import strip_notebook, stripped_text
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -128,7 +128,7 @@ def test_the_workbook_command_offers_what_the_makefile_runs():
                             text=True, timeout=60)
     assert result.returncode == 0
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    for command in ("run", "test", "lab", "bench", "strip"):
+    for command in ("run", "test", "lint", "format", "lab", "bench", "strip"):
         assert command in result.stdout and f"-m helpers {command}" in makefile
 
 

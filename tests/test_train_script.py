@@ -201,7 +201,7 @@ def test_file_names_from_the_data_are_printed_without_escape_sequences(tiny, tmp
     assert "\x1b" not in err and "\\xff.jpg" in err
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="Windows file names are always Unicode")
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="Windows and macOS (APFS) file names are always Unicode")
 def test_a_file_name_that_is_not_utf8_is_named_not_a_codec_error(tmp_path, capsys):
     data = generate_dataset(tmp_path / "data", per_class=6, seed=0, progress=False)
     first = next((data / "Positive").iterdir())

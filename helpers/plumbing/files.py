@@ -32,6 +32,11 @@ DIGEST_CACHE_NAME = ".content_hashes.json"  # one per data folder (in records_di
 DIGEST_CACHE_FORMAT = "concrete-crack-workbook/digests/1"
 SETTLE_NS = 2_000_000_000  # a file changed less than 2 s before it was hashed is hashed again next time
 
+# Windows refuses to replace a file that another program holds open (an antivirus scan or the search
+# indexer looking at a file just written, a reader), where POSIX replaces it anyway: there the rename is
+# tried again after each of these waits before the PermissionError counts. Elsewhere it is tried once.
+REPLACE_WAITS_S: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8) if os.name == "nt" else ()
+
 KEY_FILE_NAME = ".workbook_key"  # in the data folder: the secret that seals the workbook's own records
 _live_temporaries: set[Path] = set()  # this process's temporary files, still being written
 _held_locks: dict[Path, tuple[int, object]] = {}  # lock file -> (how many blocks hold it, its open file)
@@ -254,6 +259,17 @@ def disk_full_error(path: Path, temp: Path, size_hint: int | None) -> DiskFullEr
     return error
 
 
+def replace_file(source: Path, target: Path) -> None:
+    """os.replace(source, target), tried again after each of REPLACE_WAITS_S while it raises PermissionError."""
+    for wait in REPLACE_WAITS_S:
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            time.sleep(wait)
+    os.replace(source, target)
+
+
 @contextmanager
 def atomic_path(path: str | Path, size_hint: int | None = None) -> Iterator[Path]:
     """A unique temporary path beside `path` to write to; renamed over `path` when the block succeeds.
@@ -276,7 +292,7 @@ def atomic_path(path: str | Path, size_hint: int | None = None) -> Iterator[Path
     _live_temporaries.add(temp)
     try:
         yield temp
-        os.replace(temp, path)
+        replace_file(temp, path)
     except (OSError, RuntimeError) as error:
         if is_disk_full(error) and not isinstance(error, DiskFullError):
             raise disk_full_error(path, temp, size_hint) from error

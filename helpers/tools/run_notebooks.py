@@ -1,4 +1,4 @@
-"""Run every notebook in order, headless, each in a fresh kernel (`make run`); strip outputs (`make strip`).
+"""Run every notebook in order, headless, each in a fresh kernel (`make run`).
 
 Executed copies go to `build/executed/` (git-ignored), figures to `images/` (in a class on a
 shared hub, WORKBOOK_DATASET set, both go under the learner's WORKBOOK_DATA_DIR). The data question
@@ -21,7 +21,6 @@ from nbclient.exceptions import CellExecutionError
 
 from helpers.data import prepare_data, read_source
 from helpers.verify import verify_dataset
-from helpers.plumbing.files import atomic_path
 from helpers.analysis import accuracy_interval
 from helpers.model import (
     CheckpointMismatchError, WeightsUnavailableError, imagenet_weights_path, load_checkpoint, load_imagenet_state_dict,
@@ -292,33 +291,3 @@ def trained_model_summary(comparable: bool) -> str:
                                               "capstone's 99.44%"))
     lines.append(f"  model:   {path}")
     return "\n".join(lines)
-
-
-def stripped_text(path: Path) -> str:
-    """The notebook at `path` without outputs, execution counts and widget state, in nbformat's own layout.
-
-    The layout is the one JupyterLab saves (nbformat.write: sorted keys, one space of indent, a final
-    newline), so saving a clean notebook in JupyterLab changes no line, and a diff shows only real edits.
-    """
-    notebook = nbformat.read(path, as_version=nbformat.NO_CONVERT)
-    for cell in notebook.cells:
-        if cell.cell_type == "code":
-            cell.outputs = []
-            cell.execution_count = None
-        cell.metadata.pop("execution", None)
-    notebook.metadata.pop("widgets", None)
-    text = nbformat.writes(notebook, version=nbformat.NO_CONVERT)
-    return text if text.endswith("\n") else text + "\n"
-
-
-def strip_notebook(path: Path) -> bool:
-    """Rewrite one notebook as stripped_text gives it, in place; True when it changed.
-
-    Notebooks are committed that way (tests/test_project.py checks it).
-    """
-    new_text = stripped_text(path)
-    if new_text == path.read_text(encoding="utf-8"):
-        return False
-    with atomic_path(path) as temp:
-        temp.write_text(new_text, encoding="utf-8")
-    return True

@@ -1,0 +1,91 @@
+"""What differs between Linux, macOS and Windows, made the same: sample ids, file replacement, venv layout."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+import helpers.plumbing.files as files
+from helpers.dataset import CrackDataset, list_class_files
+from helpers.folder_dataset import FolderDataset
+from helpers.plumbing.files import atomic_path, replace_file
+from helpers.synthetic_dataset import generate_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSED, DECOMPOSED = unicodedata.normalize("NFC", "café.jpg"), unicodedata.normalize("NFD", "café.jpg")
+
+
+def dataset_named(tmp_path: Path, folder: str, name: str) -> Path:
+    """A tiny synthetic set whose Positive/00002.jpg is renamed to `name`."""
+    root = generate_dataset(tmp_path / folder, per_class=3, seed=0, progress=False)
+    os.rename(root / "Positive" / "00002.jpg", root / "Positive" / name)
+    return root
+
+
+def test_sample_ids_and_order_are_the_same_whichever_unicode_form_the_file_system_hands_out(tmp_path):
+    """macOS's HFS+ lists "café" decomposed (e + accent); Linux and Windows keep what was written."""
+    assert COMPOSED != DECOMPOSED
+    composed, decomposed = dataset_named(tmp_path, "nfc", COMPOSED), dataset_named(tmp_path, "nfd", DECOMPOSED)
+    if len(list((decomposed / "Positive").iterdir())) != 3 or (decomposed / "Positive" / COMPOSED).exists():
+        pytest.skip("this file system normalises names itself")
+    assert [p.name for p in list_class_files(decomposed, "Positive")][-1] == DECOMPOSED  # sorted after 00003.jpg
+    for make in (
+        lambda root: CrackDataset(root, split="all", progress=False),
+        lambda root: FolderDataset(root, split="all"),
+    ):
+        ids = [[sample.sample_id for sample in make(root).samples] for root in (composed, decomposed)]
+        assert ids[0] == ids[1] and f"Positive/{COMPOSED}" in ids[0]
+
+
+def test_a_replacement_refused_for_a_moment_is_tried_again_where_windows_needs_it(tmp_path, monkeypatch):
+    refusals, waits, real_replace = [], [], os.replace
+
+    def busy_twice(source, target):
+        if len(refusals) < 2:
+            refusals.append(target)
+            raise PermissionError(13, "The process cannot access the file because it is being used")
+        real_replace(source, target)
+
+    monkeypatch.setattr(files, "REPLACE_WAITS_S", (0.05, 0.1, 0.2))
+    monkeypatch.setattr(files.os, "replace", busy_twice)
+    monkeypatch.setattr(files.time, "sleep", waits.append)
+    target = tmp_path / "record.json"
+    target.write_text("old", encoding="utf-8")
+    with atomic_path(target) as temp:
+        temp.write_text("new", encoding="utf-8")
+    assert target.read_text(encoding="utf-8") == "new" and waits == [0.05, 0.1] and len(refusals) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]  # no temporary file left behind
+
+
+def test_without_waits_a_refused_replacement_fails_at_once(tmp_path, monkeypatch):
+    def refused(source, target):
+        raise PermissionError(13, "read-only folder")
+
+    monkeypatch.setattr(files, "REPLACE_WAITS_S", ())
+    monkeypatch.setattr(files.os, "replace", refused)
+    monkeypatch.setattr(files.time, "sleep", lambda seconds: pytest.fail("waited where no wait was asked for"))
+    with pytest.raises(PermissionError, match="read-only folder"):
+        replace_file(tmp_path / "a", tmp_path / "b")
+
+
+def test_only_windows_waits_for_a_refused_replacement():
+    assert bool(files.REPLACE_WAITS_S) == (os.name == "nt")
+    assert sum(files.REPLACE_WAITS_S) < 2  # a file truly held open fails within two seconds
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="scripts/check_floors.py reads pyproject.toml with tomllib")
+def test_the_floors_script_finds_the_venvs_python_on_every_system():
+    spec = importlib.util.spec_from_file_location("check_floors", ROOT / "scripts" / "check_floors.py")
+    check_floors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check_floors)
+    venv = Path("build") / "floors-venv"
+    assert check_floors.venv_python(venv, windows=False) == venv / "bin" / "python"
+    assert check_floors.venv_python(venv, windows=True) == venv / "Scripts" / "python.exe"
+    # The [test] extra's new tools float: only the runtime libraries are pinned to their floors.
+    pinned = {line.split("==")[0] for line in check_floors.constraints([])}
+    assert pinned == set(check_floors.PINNED) and not pinned & {"ruff", "check-jsonschema", "pyyaml"}
