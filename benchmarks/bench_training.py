@@ -47,8 +47,16 @@ from helpers.speed.int8 import int8_unavailable_reason, quantize_backbone, round
 from helpers.model import backbone_of, build_resnet18  # noqa: E402
 from helpers.settings import pick_device, real_sample_dir  # noqa: E402
 from helpers.speed import (  # noqa: E402
-    Backbone, FastSettings, bf16_is_fast, candidates_here, choose_backbone, choose_decoding, default_num_workers,
-    forget_built_backbones, machine_key, worker_candidates,
+    Backbone,
+    FastSettings,
+    bf16_is_fast,
+    candidates_here,
+    choose_backbone,
+    choose_decoding,
+    default_num_workers,
+    forget_built_backbones,
+    machine_key,
+    worker_candidates,
 )
 from helpers.speed.backbone import calibration_images  # noqa: E402
 from helpers.synthetic_dataset import generate_dataset  # noqa: E402
@@ -66,9 +74,13 @@ OTHER_INT8 = {"int8 (conv1 float32), compiled": None, "int8 (conv1 8-bit weights
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=None,
-                        help="images to measure on (default 2,000 on a CPU, 4,000 on a GPU, where start-up "
-                             "costs would otherwise decide)")
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help="images to measure on (default 2,000 on a CPU, 4,000 on a GPU, where start-up "
+        "costs would otherwise decide)",
+    )
     parser.add_argument("--batch-size", type=int, default=100, help="the capstone's 100 by default")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
     parser.add_argument("--quick", action="store_true", help="60 images, 1 repeat, no torch.compile")
@@ -88,8 +100,14 @@ def cpu_kind() -> str:
     if cpuinfo.is_file():
         line = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "")
         flags = set(line.split(":", 1)[-1].split())
-    known = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
-             "avx512_bf16": "AVX512-BF16", "amx_tile": "AMX"}
+    known = {
+        "avx2": "AVX2",
+        "avx512f": "AVX-512",
+        "avx512_vnni": "AVX512-VNNI",
+        "avx_vnni": "AVX-VNNI",
+        "avx512_bf16": "AVX512-BF16",
+        "amx_tile": "AMX",
+    }
     found = [name for flag, name in known.items() if flag in flags]
     return (", ".join(found) or platform.machine()) + ("" if "amx_tile" in flags else ", no AMX")
 
@@ -98,14 +116,15 @@ def describe_machine(device: torch.device) -> str:
     """CPU model, cores, torch and torchao versions, load, threads, device, and what can run here."""
     gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    workers = (f"measured among {worker_candidates(device)}" if device.type == "cuda"
-               else default_num_workers(device))
+    workers = f"measured among {worker_candidates(device)}" if device.type == "cuda" else default_num_workers(device)
     names, ruled_out = candidates_here(FastSettings(), device)
-    return (f"CPU {machine_key()}{load}{gpu}\n"
-            f"CPU kind: {cpu_kind()}\n"
-            f"{torch.get_num_threads()} threads, device {device}, bf16 fast here: {bf16_is_fast(device)}, "
-            f"int8: {int8_unavailable_reason(device) or 'yes'}, DataLoader workers: {workers}\n"
-            f"candidates: {', '.join(names)}" + (f" (not: {'; '.join(ruled_out)})" if ruled_out else ""))
+    return (
+        f"CPU {machine_key()}{load}{gpu}\n"
+        f"CPU kind: {cpu_kind()}\n"
+        f"{torch.get_num_threads()} threads, device {device}, bf16 fast here: {bf16_is_fast(device)}, "
+        f"int8: {int8_unavailable_reason(device) or 'yes'}, DataLoader workers: {workers}\n"
+        f"candidates: {', '.join(names)}" + (f" (not: {'; '.join(ruled_out)})" if ruled_out else "")
+    )
 
 
 def benchmark_dataset(n_images: int, temp_dir: Path) -> tuple[CrackDataset, str]:
@@ -158,13 +177,15 @@ def rates_taking_turns(timers: dict, repeats: int) -> dict[str, float]:
     return {name: images[name] / statistics.median(seconds[name]) for name in timers}
 
 
-def forward_timer(name: str, model: nn.Module, images: torch.Tensor, settings: FastSettings, device: torch.device,
-                  batch_size: int):
+def forward_timer(
+    name: str, model: nn.Module, images: torch.Tensor, settings: FastSettings, device: torch.device, batch_size: int
+):
     """Times one batch through the backbone alone (eval mode, inference mode), images in memory."""
     backbone = choose_backbone(model, device, settings, FULL_SET, weights_fingerprint(model), default_transform())
     if name in OTHER_INT8:
-        backbone.run = quantize_backbone(backbone_of(model), calibration_images(default_transform()),
-                                         first_conv_bits=OTHER_INT8[name])
+        backbone.run = quantize_backbone(
+            backbone_of(model), calibration_images(default_transform()), first_conv_bits=OTHER_INT8[name]
+        )
     backbone.prepare(default_transform())
     first = backbone(images[:8])  # warm-up (and compilation, if any)
     batches = images.split(batch_size)
@@ -173,6 +194,7 @@ def forward_timer(name: str, model: nn.Module, images: torch.Tensor, settings: F
         batch = batches[i % len(batches)]
         backbone(batch)
         return len(batch)
+
     return run, first
 
 
@@ -215,18 +237,35 @@ def capstone_timers(model: nn.Module, dataset: CrackDataset, device: torch.devic
     return train_step, validation_step
 
 
-def extract_timer(model: nn.Module, dataset: CrackDataset, device: torch.device, batch_size: int,
-                  settings: FastSettings, num_workers: int | str | None = None):
+def extract_timer(
+    model: nn.Module,
+    dataset: CrackDataset,
+    device: torch.device,
+    batch_size: int,
+    settings: FastSettings,
+    num_workers: int | str | None = None,
+):
     """Times extract_features over every JPEG of `dataset`: no cache, `settings` (the workbook's, or a variant)."""
+
     def run(_: int) -> int:
-        extract_features(model, dataset, None, batch_size=batch_size, num_workers=num_workers,
-                         settings=settings, device=device, progress=False)
+        extract_features(
+            model,
+            dataset,
+            None,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            settings=settings,
+            device=device,
+            progress=False,
+        )
         return len(dataset)
+
     return run
 
 
-def features_timers(timers: dict, model: nn.Module, dataset: CrackDataset, device: torch.device, batch_size: int,
-                    workbook: FastSettings) -> tuple[str, list[str]]:
+def features_timers(
+    timers: dict, model: nn.Module, dataset: CrackDataset, device: torch.device, batch_size: int, workbook: FastSettings
+) -> tuple[str, list[str]]:
     """Add (b), extract_features as the workbook runs it, and the other choices, to `timers`.
 
     (b) leaves the decoder and the DataLoader workers to the workbook: on a GPU nvJPEG and
@@ -235,6 +274,7 @@ def features_timers(timers: dict, model: nn.Module, dataset: CrackDataset, devic
     PIL in the main process or in one worker, decode_jpeg in batches (on a GPU: PIL only).
     Returns (name of b, names of the others).
     """
+
     def readers(workers: int) -> str:
         return "main process" if workers == 0 else f"{workers} worker{'s' if workers > 1 else ''}"
 
@@ -245,8 +285,11 @@ def features_timers(timers: dict, model: nn.Module, dataset: CrackDataset, devic
     else:
         batched, why = choose_decoding(dataset, device, workbook, measure=True)
         name_b = f"(b) {'decode_jpeg in batches' if batched else 'PIL'} (measured), workers measured"
-        others = {"    PIL, main process": (pil, 0), "    PIL, 1 worker": (pil, 1),
-                  "    decode_jpeg in batches, main process": (replace(workbook, decode_on_device=True), 0)}
+        others = {
+            "    PIL, main process": (pil, 0),
+            "    PIL, 1 worker": (pil, 1),
+            "    decode_jpeg in batches, main process": (replace(workbook, decode_on_device=True), 0),
+        }
     timers[name_b] = extract_timer(model, dataset, device, batch_size, workbook)
     for name, (settings, workers) in others.items():
         timers[name] = extract_timer(model, dataset, device, batch_size, settings, num_workers=workers)
@@ -278,8 +321,7 @@ def decode_ms(dataset: CrackDataset) -> tuple[float, float]:
     """Milliseconds per image to decode + normalise: PIL + ToTensor (the dataset's way), torchvision.io."""
     paths = [sample.path for sample in dataset.samples]
     pil_transform = default_transform()
-    tensor_transform = v2.Compose([v2.ToDtype(torch.float32, scale=True),
-                                   v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    tensor_transform = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
     def with_pil(path):
         with Image.open(path) as image:
@@ -298,8 +340,10 @@ def decode_ms(dataset: CrackDataset) -> tuple[float, float]:
 def variants(device: torch.device, compile_too: bool) -> list[tuple[str, FastSettings]]:
     """The forward-pass settings worth comparing: layout, and every number format that can run here."""
     names, _ = candidates_here(FastSettings(), device)
-    rows = [("float32, contiguous", FastSettings(channels_last=False, bf16=False, int8=False)),
-            ("float32, channels_last", FastSettings(channels_last=True, bf16=False, int8=False, compile=False))]
+    rows = [
+        ("float32, contiguous", FastSettings(channels_last=False, bf16=False, int8=False)),
+        ("float32, channels_last", FastSettings(channels_last=True, bf16=False, int8=False, compile=False)),
+    ]
     if "bfloat16" in names or device.type == "cpu":  # emulated bfloat16 too, to show why it is ruled out
         rows.append(("bf16, channels_last", FastSettings(channels_last=True, bf16=True, compile=False)))
     if compile_too and "bfloat16 compiled" in names:
@@ -321,8 +365,9 @@ def workbook_backbone(model: nn.Module, device: torch.device) -> tuple[Backbone,
     """The backbone the notebooks would choose for the full 40,000-image set (measured here, once per
     machine, when not remembered), and the same choice as explicit settings."""
     chosen = choose_backbone(model, device, FastSettings(), FULL_SET, weights_fingerprint(model), default_transform())
-    settings = FastSettings(bf16=chosen.number_format == "bfloat16", int8=chosen.number_format == "int8",
-                            compile=chosen.compiled)
+    settings = FastSettings(
+        bf16=chosen.number_format == "bfloat16", int8=chosen.number_format == "int8", compile=chosen.compiled
+    )
     return chosen, settings
 
 
@@ -372,8 +417,9 @@ def main() -> None:
                 n = min(batch_size, 8)  # emulated bfloat16 is slow: a small batch is enough to see it
                 notes[name] = f"batches of {n}: bfloat16 is emulated on this CPU"
             start = time.perf_counter()
-            timers[name], first[name] = forward_timer(name, model, images[:n] if n < batch_size else images,
-                                                      settings, device, n)
+            timers[name], first[name] = forward_timer(
+                name, model, images[:n] if n < batch_size else images, settings, device, n
+            )
             if settings.compile:
                 notes[name] = f"compiling took {time.perf_counter() - start:.0f} s"
         for name, settings in variants(device, not args.no_compile):
@@ -409,20 +455,28 @@ def main() -> None:
     print("(c) the capstone's loop: JPEG files -> DataLoader (0 workers) -> whole model, float32, contiguous:")
     print(f"  {name_c:<36} {rate_c:8.1f} images/s  model.train(), forward + backward + Adam step on fc")
     print(f"  {name_val:<36} {rate_val:8.1f} images/s  model.eval(), forward")
-    print(f"head Linear(512, 2), 30,000 cached features + validation on 10,000 (1 thread, median of 3): "
-          f"1 epoch {head_1:.2f} s, 5 epochs {head_5:.2f} s")
+    print(
+        f"head Linear(512, 2), 30,000 cached features + validation on 10,000 (1 thread, median of 3): "
+        f"1 epoch {head_1:.2f} s, 5 epochs {head_5:.2f} s"
+    )
 
     print(f"\nextrapolated to the full set ({TRAIN_IMAGES:,} train + {VAL_IMAGES:,} validation images):")
-    print(f"  capstone = epochs x ({TRAIN_IMAGES:,} / training rate + {VAL_IMAGES:,} / validation rate), "
-          "both measured in (c)")
-    print(f"  workbook = {TRAIN_IMAGES + VAL_IMAGES:,} / rate b (features, once, {chosen.name})"
-          f" + head training (measured) + setting up the backbone (measured, {build_seconds:.0f} s)")
+    print(
+        f"  capstone = epochs x ({TRAIN_IMAGES:,} / training rate + {VAL_IMAGES:,} / validation rate), "
+        "both measured in (c)"
+    )
+    print(
+        f"  workbook = {TRAIN_IMAGES + VAL_IMAGES:,} / rate b (features, once, {chosen.name})"
+        f" + head training (measured) + setting up the backbone (measured, {build_seconds:.0f} s)"
+    )
     features_time = build_seconds + (TRAIN_IMAGES + VAL_IMAGES) / rate_b
     for epochs, head_time, target in ((1, head_1, 4), (5, head_5, 15)):
         capstone = epochs * (TRAIN_IMAGES / rate_c + VAL_IMAGES / rate_val)
         workbook = features_time + head_time
-        print(f"  {epochs} epoch{'s' if epochs > 1 else ' '} + validation: capstone {minutes(capstone)}, "
-              f"workbook {minutes(workbook)}, speed-up {capstone / workbook:5.1f}x (target >= {target}x)")
+        print(
+            f"  {epochs} epoch{'s' if epochs > 1 else ' '} + validation: capstone {minutes(capstone)}, "
+            f"workbook {minutes(workbook)}, speed-up {capstone / workbook:5.1f}x (target >= {target}x)"
+        )
     print(f"\nbenchmark took {time.perf_counter() - started:.0f} s; load average now {os.getloadavg()[0]:.1f}")
 
 

@@ -51,7 +51,9 @@ def long_cells(path: Path, at_least: float) -> tuple[float, list[tuple[float, st
         seconds = cell_seconds(cell)
         total += seconds
         if seconds >= at_least:
-            first = next((line for line in source.splitlines() if line.strip() and not line.startswith(("from ", "import "))), "")
+            first = next(
+                (line for line in source.splitlines() if line.strip() and not line.startswith(("from ", "import "))), ""
+            )
             slow.append((seconds, section, first.strip()))
     return total, slow
 

@@ -34,8 +34,9 @@ from helpers.plumbing.images import TENSOR_EXTENSION, load_image, load_tensor
 
 
 # ----------------------------------------------------------------------------- mistakes
-def misclassified(predictions: Predictions, threshold: float | None = None,
-                  most_confident_first: bool = False) -> list[dict]:
+def misclassified(
+    predictions: Predictions, threshold: float | None = None, most_confident_first: bool = False
+) -> list[dict]:
     """One row per wrongly classified image, ordered by its position in the data set.
 
     "confidence" is the probability the model gave to the class it predicted. With
@@ -46,12 +47,17 @@ def misclassified(predictions: Predictions, threshold: float | None = None,
     rows = []
     for i in torch.nonzero(predicted != predictions.labels).flatten().tolist():
         guess, actual = int(predicted[i]), int(predictions.labels[i])
-        rows.append({
-            "sample": i, "file": predictions.sample_ids[i],
-            "predicted": predictions.class_names[guess], "actual": predictions.class_names[actual],
-            "predicted_label": guess, "actual_label": actual,
-            "confidence": float(predictions.probabilities[i, guess]),
-        })
+        rows.append(
+            {
+                "sample": i,
+                "file": predictions.sample_ids[i],
+                "predicted": predictions.class_names[guess],
+                "actual": predictions.class_names[actual],
+                "predicted_label": guess,
+                "actual_label": actual,
+                "confidence": float(predictions.probabilities[i, guess]),
+            }
+        )
     if most_confident_first:
         rows.sort(key=lambda row: (-row["confidence"], row["sample"]))
     return rows
@@ -68,8 +74,11 @@ def _cell_text(column: str, value) -> str:
     return str(value)
 
 
-def format_table(rows: list[dict], columns: Sequence[str] = ("sample", "file", "predicted", "actual", "confidence"),
-                 limit: int | None = 20) -> str:
+def format_table(
+    rows: list[dict],
+    columns: Sequence[str] = ("sample", "file", "predicted", "actual", "confidence"),
+    limit: int | None = 20,
+) -> str:
     """The rows as an aligned text table (numbers on the right); at most `limit` rows, then "... and N more"."""
     if not rows:
         return "(no rows)"
@@ -79,8 +88,9 @@ def format_table(rows: list[dict], columns: Sequence[str] = ("sample", "file", "
     numeric = [isinstance(shown[0][column], (int, float)) for column in columns]
 
     def line(texts: Sequence[str]) -> str:
-        return "  ".join(text.rjust(width) if right else text.ljust(width)
-                         for text, width, right in zip(texts, widths, numeric)).rstrip()
+        return "  ".join(
+            text.rjust(width) if right else text.ljust(width) for text, width, right in zip(texts, widths, numeric)
+        ).rstrip()
 
     lines = [line(columns), line(["-" * width for width in widths])] + [line(texts) for texts in cells]
     if len(rows) > len(shown):
@@ -114,7 +124,7 @@ def accuracy_interval(correct: int, total: int, confidence: float = 0.95) -> tup
     denominator = 1 + z**2 / total
     centre = (p + z**2 / (2 * total)) / denominator
     half_width = z * math.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / denominator
-    lower = 0.0 if correct == 0 else centre - half_width      # exactly 0 and 1 at the edges,
+    lower = 0.0 if correct == 0 else centre - half_width  # exactly 0 and 1 at the edges,
     upper = 1.0 if correct == total else centre + half_width  # without rounding leftovers
     return lower, upper
 
@@ -134,17 +144,22 @@ class Comparison:
         first, second = self.names
         total = self.both_right + self.only_first_right + self.only_second_right + self.both_wrong
         disagree = self.only_first_right + self.only_second_right
-        text = (f"On the same {total:,} images, {first} and {second} disagree on {disagree:,}: "
-                f"{first} alone is right on {self.only_first_right:,}, {second} alone on {self.only_second_right:,}.")
+        text = (
+            f"On the same {total:,} images, {first} and {second} disagree on {disagree:,}: "
+            f"{first} alone is right on {self.only_first_right:,}, {second} alone on {self.only_second_right:,}."
+        )
         if disagree == 0:
             return text + " They make the same predictions: no difference to measure."
         verdict = "a real difference" if self.p_value < 0.05 else "no clear difference (it could be chance)"
-        return text + (f" If both were equally good, a split at least this uneven would happen with probability "
-                       f"{self.p_value:.2g}: {verdict}.")
+        return text + (
+            f" If both were equally good, a split at least this uneven would happen with probability "
+            f"{self.p_value:.2g}: {verdict}."
+        )
 
 
-def compare_on_same_images(labels: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
-                           names: tuple[str, str] = ("model A", "model B")) -> Comparison:
+def compare_on_same_images(
+    labels: torch.Tensor, first: torch.Tensor, second: torch.Tensor, names: tuple[str, str] = ("model A", "model B")
+) -> Comparison:
     """Compare two models by the images where exactly one of them is right (an exact McNemar test).
 
     Overlapping accuracy intervals do not mean two models are alike, nor do separate ones prove a
@@ -156,9 +171,8 @@ def compare_on_same_images(labels: torch.Tensor, first: torch.Tensor, second: to
     right_1, right_2 = first == labels, second == labels
     b, c = int((right_1 & ~right_2).sum()), int((~right_1 & right_2).sum())
     n = b + c
-    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n if n else 1.0
-    return Comparison(names, int((right_1 & right_2).sum()), b, c, int((~right_1 & ~right_2).sum()),
-                      min(1.0, 2 * tail))
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n if n else 1.0
+    return Comparison(names, int((right_1 & right_2).sum()), b, c, int((~right_1 & ~right_2).sum()), min(1.0, 2 * tail))
 
 
 @dataclass
@@ -174,20 +188,24 @@ class Metrics:
     accuracy: float
     correct: int
     total: int
-    interval: tuple[float, float]              # 95% Wilson interval (accuracy_interval)
+    interval: tuple[float, float]  # 95% Wilson interval (accuracy_interval)
     per_class: dict[str, dict[str, float]]
     confusion: torch.Tensor
     class_names: list[str]
 
     def __str__(self) -> str:
         low, high = self.interval
-        lines = [f"accuracy: {self.accuracy:.2%} (95% CI {low:.2%} to {high:.2%}), "
-                 f"{self.correct:,} of {self.total:,}", ""]
+        lines = [
+            f"accuracy: {self.accuracy:.2%} (95% CI {low:.2%} to {high:.2%}), {self.correct:,} of {self.total:,}",
+            "",
+        ]
         name_width = max(len("class"), *(len(name) for name in self.class_names))
         lines.append(f"{'class':<{name_width}}  {'precision':>9}  {'recall':>7}  {'F1':>7}  {'support':>8}")
         for name, values in self.per_class.items():
-            lines.append(f"{name:<{name_width}}  {values['precision']:>9.2%}  {values['recall']:>7.2%}  "
-                         f"{values['f1']:>7.2%}  {int(values['support']):>8,}")
+            lines.append(
+                f"{name:<{name_width}}  {values['precision']:>9.2%}  {values['recall']:>7.2%}  "
+                f"{values['f1']:>7.2%}  {int(values['support']):>8,}"
+            )
         lines += ["", "confusion matrix (rows = actual, columns = predicted):"]
         headers = [f"predicted {name}" for name in self.class_names]
         row_width = max(len(f"actual {name}") for name in self.class_names)
@@ -214,9 +232,15 @@ def compute_metrics(predictions: Predictions, threshold: float | None = None) ->
         precision, recall = _share(hits, called), _share(hits, actual)
         f1 = _share(2 * precision * recall, precision + recall)
         per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": actual}
-    return Metrics(accuracy=correct / total, correct=correct, total=total,
-                   interval=accuracy_interval(correct, total), per_class=per_class,
-                   confusion=confusion, class_names=list(predictions.class_names))
+    return Metrics(
+        accuracy=correct / total,
+        correct=correct,
+        total=total,
+        interval=accuracy_interval(correct, total),
+        per_class=per_class,
+        confusion=confusion,
+        class_names=list(predictions.class_names),
+    )
 
 
 def threshold_curve(predictions: Predictions, thresholds: Sequence[float] | None = None) -> dict[str, np.ndarray]:
@@ -264,8 +288,7 @@ def plot_misclassified(predictions: Predictions, rows: list[dict], n: int = 16, 
     shown = rows[:n]
     ncols = max(1, min(ncols, len(shown)))
     nrows = (len(shown) + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.0 * ncols, 2.7 * nrows), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.0 * ncols, 2.7 * nrows), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for ax, row in zip(axes.flat, shown):

@@ -31,11 +31,29 @@ from helpers.plumbing.archive import ArchiveError, extract_zip
 from helpers.dataset import CLASS_NAMES
 from helpers.plumbing.download import DownloadError, download_first
 from helpers.plumbing.files import (
-    DIGEST_CACHE_NAME, KEY_FILE_NAME, exclusive_lock, file_digest, read_json, write_json_atomically,
+    DIGEST_CACHE_NAME,
+    KEY_FILE_NAME,
+    exclusive_lock,
+    file_digest,
+    read_json,
+    write_json_atomically,
 )
 from helpers.settings import (
-    DATASET, OFFLINE, QUICK, SOURCE_FILE, data_dir, data_url, download_attempt_file, downloads_dir,
-    offline, quick_mode, real_dir, shared_dataset_dir, synthetic_dir, synthetic_per_class, tensors_dir,
+    DATASET,
+    OFFLINE,
+    QUICK,
+    SOURCE_FILE,
+    data_dir,
+    data_url,
+    download_attempt_file,
+    downloads_dir,
+    offline,
+    quick_mode,
+    real_dir,
+    shared_dataset_dir,
+    synthetic_dir,
+    synthetic_per_class,
+    tensors_dir,
 )
 from helpers.synthetic_dataset import generate_dataset
 from helpers.verify import VERIFIED_FILE, VerifyReport, is_verified, verify_dataset
@@ -57,7 +75,7 @@ BASE_URLS = (
     "https://cf-courses-data.s3.us.cloud-object-storage.appdomain.cloud/CognitiveClass/DL0321EN/data/images/",
     "https://cf-courses-data.s3.us.cloud-object-storage.appdomain.cloud/IBMDeveloperSkillsNetwork-DL0321EN-SkillsNetwork/images/",
 )
-EXPECTED_PER_CLASS = 20_000        # the full real set
+EXPECTED_PER_CLASS = 20_000  # the full real set
 RECORD_NAMES = (VERIFIED_FILE, SOURCE_FILE, DIGEST_CACHE_NAME, KEY_FILE_NAME)  # the workbook's, never an archive's
 
 
@@ -90,8 +108,9 @@ def any_host_reachable(urls: list[str], timeout: float = 5.0) -> bool:
     return False
 
 
-def download_dataset(dest: str | Path | None = None, url: str | None = None, sha256: str | None = None,
-                     progress: bool = True) -> Path:
+def download_dataset(
+    dest: str | Path | None = None, url: str | None = None, sha256: str | None = None, progress: bool = True
+) -> Path:
     """Download the capstone's JPEG archive, extract it safely into `dest` and verify it.
 
     `url` may be an address or a local zip (a teacher's mirror); by default the known addresses
@@ -110,20 +129,34 @@ def download_dataset(dest: str | Path | None = None, url: str | None = None, sha
     check_destination(dest)
     urls = candidate_urls(ARCHIVE_NAME, url)
     with exclusive_lock(dest):
-        archive, used_url = download_first(urls, downloads_dir() / ARCHIVE_NAME, sha256=sha256, progress=progress,
-                                           max_bytes=ARCHIVE_MAX_BYTES)
+        archive, used_url = download_first(
+            urls, downloads_dir() / ARCHIVE_NAME, sha256=sha256, progress=progress, max_bytes=ARCHIVE_MAX_BYTES
+        )
         (dest / SOURCE_FILE).unlink(missing_ok=True)  # from here until the new record, no address is claimed
-        extract_zip(archive, dest, progress=progress, max_bytes=ARCHIVE_MAX_BYTES, folders=CLASS_NAMES[::-1],
-                    ignore=RECORD_NAMES)
-        write_json_atomically({
-            "source": "download", "url": used_url, "archive": archive.name,
-            "archive_sha256": file_digest(archive), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }, dest / SOURCE_FILE)
+        extract_zip(
+            archive,
+            dest,
+            progress=progress,
+            max_bytes=ARCHIVE_MAX_BYTES,
+            folders=CLASS_NAMES[::-1],
+            ignore=RECORD_NAMES,
+        )
+        write_json_atomically(
+            {
+                "source": "download",
+                "url": used_url,
+                "archive": archive.name,
+                "archive_sha256": file_digest(archive),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+            dest / SOURCE_FILE,
+        )
     return dest
 
 
-def download_and_verify(dest: str | Path | None = None, url: str | None = None, sha256: str | None = None,
-                        progress: bool = True) -> tuple[Path, VerifyReport]:
+def download_and_verify(
+    dest: str | Path | None = None, url: str | None = None, sha256: str | None = None, progress: bool = True
+) -> tuple[Path, VerifyReport]:
     """download_dataset, then verify_dataset, with `dest` locked throughout: no other download
     can replace the images while they are checked (BusyError while another one runs)."""
     dest = Path(dest) if dest else real_dir()
@@ -138,8 +171,7 @@ def check_destination(dest: Path) -> None:
     for folder in (dest, *dest.parents):
         if folder.exists():
             if not folder.is_dir():
-                raise NotADirectoryError(f"{dest} cannot be a data folder: {folder} is a file; "
-                                         "choose another --dest.")
+                raise NotADirectoryError(f"{dest} cannot be a data folder: {folder} is a file; choose another --dest.")
             return
 
 
@@ -181,8 +213,7 @@ class DataChoice:
 
 def make_synthetic(progress: bool = True) -> Path:
     """Generate (or reuse) the synthetic stand-in for this mode and return its folder."""
-    return generate_dataset(synthetic_dir(), per_class=synthetic_per_class(), seed=0,
-                            overwrite=True, progress=progress)
+    return generate_dataset(synthetic_dir(), per_class=synthetic_per_class(), seed=0, overwrite=True, progress=progress)
 
 
 def shared_choice() -> DataChoice | None:
@@ -195,8 +226,11 @@ def shared_choice() -> DataChoice | None:
     if shared is None:
         return None
     source = "synthetic" if read_source(shared).get("source") == "synthetic" else "real"
-    return DataChoice(shared, source, f"the class's shared data set ({DATASET}), read-only; your caches, "
-                                      f"checkpoints and figures go to {data_dir()}.")
+    return DataChoice(
+        shared,
+        source,
+        f"the class's shared data set ({DATASET}), read-only; your caches, checkpoints and figures go to {data_dir()}.",
+    )
 
 
 def locate_dataset(progress: bool = True) -> DataChoice:
@@ -215,19 +249,26 @@ def locate_dataset(progress: bool = True) -> DataChoice:
         return DataChoice(real_dir(), "real", "the downloaded and verified Concrete Crack Images set.")
     attempt = read_json(download_attempt_file())
     if attempt:  # notebook 01 (or make run) tried already: say what happened, not "run 01"
-        return DataChoice(make_synthetic(progress), "synthetic",
-                          f"the real set could not be downloaded ({attempt.get('why', 'reason unknown')}, "
-                          f"{attempt.get('when', '')[:10]}); to get it later: `python -m helpers data download` "
-                          "(README, \"Getting the real data\"), then rerun the notebooks.")
-    return DataChoice(make_synthetic(progress), "synthetic",
-                      "the real set is not downloaded yet; run notebooks/01_download_data.ipynb to fetch it.")
+        return DataChoice(
+            make_synthetic(progress),
+            "synthetic",
+            f"the real set could not be downloaded ({attempt.get('why', 'reason unknown')}, "
+            f"{attempt.get('when', '')[:10]}); to get it later: `python -m helpers data download` "
+            "(README, \"Getting the real data\"), then rerun the notebooks.",
+        )
+    return DataChoice(
+        make_synthetic(progress),
+        "synthetic",
+        "the real set is not downloaded yet; run notebooks/01_download_data.ipynb to fetch it.",
+    )
 
 
 def _fall_back(why: str, progress: bool) -> DataChoice:
     """The synthetic stand-in, with the failed download recorded for the notebooks that follow."""
     try:
-        write_json_atomically({"why": why, "when": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-                              download_attempt_file())
+        write_json_atomically(
+            {"why": why, "when": datetime.now(timezone.utc).isoformat(timespec="seconds")}, download_attempt_file()
+        )
     except OSError:
         pass  # a read-only data folder: later notebooks just say less
     return DataChoice(make_synthetic(progress), "synthetic", f"the real set could not be downloaded ({why}).")

@@ -79,7 +79,7 @@ def is_data_file(path: Path) -> bool:
 
 
 def sample_id_of(path: Path) -> str:
-    """"<class folder>/<file name>", the same on every system: "/" always, and Unicode in NFC (macOS's
+    """ "<class folder>/<file name>", the same on every system: "/" always, and Unicode in NFC (macOS's
     HFS+ hands out decomposed names, "e" + accent, where Linux and Windows keep the composed "é")."""
     return unicodedata.normalize("NFC", f"{path.parent.name}/{path.name}")
 
@@ -118,8 +118,10 @@ def check_names(paths: Sequence[Path]) -> None:
         try:
             path.name.encode("utf-8")
         except UnicodeEncodeError:
-            raise BadFileNameError(f"{printable(path)} has a name that is not UTF-8: rename it (letters, digits, "
-                                   "- and _ are safe) and run again.") from None
+            raise BadFileNameError(
+                f"{printable(path)} has a name that is not UTF-8: rename it (letters, digits, "
+                "- and _ are safe) and run again."
+            ) from None
 
 
 def interleave(positives: Sequence, negatives: Sequence) -> list[tuple[object, int]]:
@@ -236,8 +238,7 @@ class CrackDataset(SampleSplit):
     def _drop_unreadable(positives, negatives, progress):
         """Decode every file; warn once about the unreadable ones and leave them out."""
         files = positives + negatives
-        bad = {path for path in tqdm(files, "Checking images", disable=not progress)
-               if not is_readable(path)}
+        bad = {path for path in tqdm(files, "Checking images", disable=not progress) if not is_readable(path)}
         if bad:
             names = ", ".join(f"{p.parent.name}/{p.name}" for p in sorted(bad)[:5])
             more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""

@@ -25,8 +25,10 @@ from helpers.analysis import image_for_display
 from helpers.inference import Predictions
 from helpers.workbook import has_widget_frontend
 
-FRONTEND_MESSAGE = ("The interactive explorer needs JupyterLab (or Jupyter Notebook / VS Code) "
-                    "with ipywidgets; showing a static summary instead.")
+FRONTEND_MESSAGE = (
+    "The interactive explorer needs JupyterLab (or Jupyter Notebook / VS Code) "
+    "with ipywidgets; showing a static summary instead."
+)
 
 # (what the filter menu shows, the value the code uses)
 FILTERS = (
@@ -38,7 +40,7 @@ FILTERS = (
     ("false negatives (missed cracks)", "false_negative"),
 )
 CACHE_SIZE = 64  # PNG pictures kept in memory, so stepping back and forth is quick
-GAP_PIXELS = 6   # white gap between the photo and its heat map
+GAP_PIXELS = 6  # white gap between the photo and its heat map
 
 
 def _as_numpy(values: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
@@ -82,19 +84,26 @@ def side_by_side_png(picture: np.ndarray, overlay: np.ndarray | None = None) -> 
 class Explorer:
     """Owns the widgets and keeps them in step; `widget` is the VBox to display."""
 
-    def __init__(self, crack_probability: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
-                 sample_ids: Sequence[str],
-                 load_image: Callable[[int], np.ndarray],
-                 heatmap: Callable[[int], np.ndarray] | None = None,
-                 threshold: float = 0.5, class_names: Sequence[str] = ("Negative", "Positive")):
+    def __init__(
+        self,
+        crack_probability: torch.Tensor | np.ndarray,
+        labels: torch.Tensor | np.ndarray,
+        sample_ids: Sequence[str],
+        load_image: Callable[[int], np.ndarray],
+        heatmap: Callable[[int], np.ndarray] | None = None,
+        threshold: float = 0.5,
+        class_names: Sequence[str] = ("Negative", "Positive"),
+    ):
         import ipywidgets as widgets
 
         self.probability = _as_numpy(crack_probability).astype(float)
         self.labels = _as_numpy(labels).astype(int)
         self.sample_ids = list(sample_ids)
         if not len(self.probability) == len(self.labels) == len(self.sample_ids):
-            raise ValueError(f"got {len(self.probability)} probabilities, {len(self.labels)} labels "
-                             f"and {len(self.sample_ids)} sample ids; they must match")
+            raise ValueError(
+                f"got {len(self.probability)} probabilities, {len(self.labels)} labels "
+                f"and {len(self.sample_ids)} sample ids; they must match"
+            )
         self.load_image = load_image
         self.heatmap = heatmap
         self.class_names = tuple(class_names)
@@ -102,8 +111,9 @@ class Explorer:
         self._png_cache: dict[int, bytes] = {}
 
         self.filter = widgets.Dropdown(options=FILTERS, value="all", description="show")
-        self.threshold = widgets.FloatSlider(value=threshold, min=0.01, max=0.99, step=0.01,
-                                             description="threshold", readout_format=".2f")
+        self.threshold = widgets.FloatSlider(
+            value=threshold, min=0.01, max=0.99, step=0.01, description="threshold", readout_format=".2f"
+        )
         # The slider counts positions 1..n in the filtered list (validation indices are in `info`).
         self.sample = widgets.IntSlider(value=1, min=1, max=1, description="sample")
         self.previous_button = widgets.Button(description="Previous", icon="arrow-left")
@@ -127,8 +137,7 @@ class Explorer:
         self.next_button.on_click(lambda _button: self.step(+1))
 
         navigation = widgets.HBox([self.previous_button, self.sample, self.next_button])
-        summary = widgets.VBox([self.threshold, self.mistakes, self.matrix],
-                               layout=widgets.Layout(margin="0 0 0 16px"))
+        summary = widgets.VBox([self.threshold, self.mistakes, self.matrix], layout=widgets.Layout(margin="0 0 0 16px"))
         # align_items="flex-start" keeps the picture at its own size instead of stretching it
         picture_and_summary = widgets.HBox([self.image, summary], layout=widgets.Layout(align_items="flex-start"))
         self.widget = widgets.VBox([self.filter, navigation, picture_and_summary, self.info])
@@ -169,15 +178,21 @@ class Explorer:
         """The confusion matrix at the current threshold as a small HTML table."""
         masks = outcome_masks(self.probability, self.labels, self.threshold.value)
         negative, positive = (html.escape(name) for name in self.class_names)
-        cells = [[masks["true_negative"].sum(), masks["false_positive"].sum()],
-                 [masks["false_negative"].sum(), masks["true_positive"].sum()]]
+        cells = [
+            [masks["true_negative"].sum(), masks["false_positive"].sum()],
+            [masks["false_negative"].sum(), masks["true_positive"].sum()],
+        ]
         style = "border:1px solid #999; padding:2px 8px; text-align:right"
         rows = "".join(
             f"<tr><th style='{style}'>actual {name}</th>"
-            + "".join(f"<td style='{style}'>{int(count)}</td>" for count in counts) + "</tr>"
-            for name, counts in zip((negative, positive), cells))
-        header = (f"<tr><th style='{style}'></th><th style='{style}'>predicted {negative}</th>"
-                  f"<th style='{style}'>predicted {positive}</th></tr>")
+            + "".join(f"<td style='{style}'>{int(count)}</td>" for count in counts)
+            + "</tr>"
+            for name, counts in zip((negative, positive), cells)
+        )
+        header = (
+            f"<tr><th style='{style}'></th><th style='{style}'>predicted {negative}</th>"
+            f"<th style='{style}'>predicted {positive}</th></tr>"
+        )
         return f"<table style='border-collapse:collapse'>{header}{rows}</table>"
 
     def info_html(self) -> str:
@@ -185,16 +200,20 @@ class Explorer:
         index = self.current_index
         if index is None:
             label = dict((value, text) for text, value in FILTERS)[self.filter.value]
-            return (f"<b>No samples are {html.escape(label)} at threshold {self.threshold.value:.2f}.</b> "
-                    "Pick another filter or move the threshold.")
+            return (
+                f"<b>No samples are {html.escape(label)} at threshold {self.threshold.value:.2f}.</b> "
+                "Pick another filter or move the threshold."
+            )
         crack = self.probability[index]
         actual, predicted = self.class_names[self.labels[index]], self.class_names[self.predicted(index)]
         verdict = "correct" if actual == predicted else "<span style='color:#c00'>mistake</span>"
-        return (f"<b>{html.escape(self.sample_ids[index])}</b> (validation sample #{index}, "
-                f"{self.sample.value} of {len(self.filtered_indices)} shown)<br>"
-                f"actual: {html.escape(actual)} &middot; predicted: {html.escape(predicted)} ({verdict})<br>"
-                f"P({html.escape(self.class_names[0])}) = {1 - crack:.3f} &middot; "
-                f"P({html.escape(self.class_names[1])}) = {crack:.3f}")
+        return (
+            f"<b>{html.escape(self.sample_ids[index])}</b> (validation sample #{index}, "
+            f"{self.sample.value} of {len(self.filtered_indices)} shown)<br>"
+            f"actual: {html.escape(actual)} &middot; predicted: {html.escape(predicted)} ({verdict})<br>"
+            f"P({html.escape(self.class_names[0])}) = {1 - crack:.3f} &middot; "
+            f"P({html.escape(self.class_names[1])}) = {crack:.3f}"
+        )
 
     # --- reacting to the user --------------------------------------------------------------
     def step(self, offset: int) -> None:
@@ -219,8 +238,10 @@ class Explorer:
         for control in (self.sample, self.previous_button, self.next_button):
             control.disabled = empty
         self.matrix.value = self.matrix_html()
-        self.mistakes.value = (f"<b>{self.mistake_count} mistakes</b> of {len(self.labels)} samples "
-                               f"at threshold {self.threshold.value:.2f}")
+        self.mistakes.value = (
+            f"<b>{self.mistake_count} mistakes</b> of {len(self.labels)} samples "
+            f"at threshold {self.threshold.value:.2f}"
+        )
         self._show_current()
 
     def _show_current(self) -> None:
@@ -231,18 +252,24 @@ class Explorer:
         self.info.value = self.info_html()
 
 
-def build_explorer(crack_probability: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
-                   sample_ids: list[str], load_image: Callable[[int], np.ndarray],
-                   heatmap: Callable[[int], np.ndarray] | None = None, threshold: float = 0.5,
-                   class_names: Sequence[str] = ("Negative", "Positive")):
+def build_explorer(
+    crack_probability: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    sample_ids: list[str],
+    load_image: Callable[[int], np.ndarray],
+    heatmap: Callable[[int], np.ndarray] | None = None,
+    threshold: float = 0.5,
+    class_names: Sequence[str] = ("Negative", "Positive"),
+):
     """The explorer's VBox (CSS class "crack-explorer"); `box.explorer` is the `Explorer` behind it."""
     explorer = Explorer(crack_probability, labels, sample_ids, load_image, heatmap, threshold, class_names)
     explorer.widget.explorer = explorer
     return explorer.widget
 
 
-def static_summary(crack_probability: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
-                   threshold: float = 0.5) -> str:
+def static_summary(
+    crack_probability: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, threshold: float = 0.5
+) -> str:
     """How many samples fall in each outcome at `threshold`, as plain text."""
     masks = outcome_masks(_as_numpy(crack_probability).astype(float), _as_numpy(labels).astype(int), threshold)
     lines = [f"Outcomes at threshold {threshold:.2f}:"]
@@ -250,8 +277,12 @@ def static_summary(crack_probability: torch.Tensor | np.ndarray, labels: torch.T
     return "\n".join(lines)
 
 
-def show_explorer(predictions: Predictions, heatmap: Callable[[int], np.ndarray] | None = None,
-                  threshold: float = 0.5, load_image: Callable[[int], np.ndarray] | None = None) -> Explorer | None:
+def show_explorer(
+    predictions: Predictions,
+    heatmap: Callable[[int], np.ndarray] | None = None,
+    threshold: float = 0.5,
+    load_image: Callable[[int], np.ndarray] | None = None,
+) -> Explorer | None:
     """Show the explorer for `predictions` in Jupyter; elsewhere print a static summary and return None.
 
     predictions: helpers.analysis.Predictions of a two-class model (probabilities, labels, ids, paths).
@@ -262,9 +293,16 @@ def show_explorer(predictions: Predictions, heatmap: Callable[[int], np.ndarray]
     """
     if has_widget_frontend():
         from IPython.display import display
-        box = build_explorer(predictions.crack_probability, predictions.labels, predictions.sample_ids,
-                             load_image or (lambda i: image_for_display(predictions.paths[i])), heatmap,
-                             threshold, predictions.class_names)
+
+        box = build_explorer(
+            predictions.crack_probability,
+            predictions.labels,
+            predictions.sample_ids,
+            load_image or (lambda i: image_for_display(predictions.paths[i])),
+            heatmap,
+            threshold,
+            predictions.class_names,
+        )
         display(box)
         return box.explorer
     print(FRONTEND_MESSAGE)

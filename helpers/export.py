@@ -51,26 +51,69 @@ EXPORT_FORMAT = "torch.export"
 # inputs are a pickle (checked with weights_only=True); weights and constants are raw bytes.
 SAMPLE_INPUTS = "data/sample_inputs/model.pt"
 PAYLOAD_CONFIGS = ("data/weights/model_weights_config.json", "data/constants/model_constants_config.json")
-ARCHIVE_MEMBERS = re.compile(r"archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
-                             r"|models/model\.json|data/weights/weight_\d+|data/constants/tensor_\d+|"
-                             + "|".join(re.escape(name) for name in (SAMPLE_INPUTS, *PAYLOAD_CONFIGS)))
+ARCHIVE_MEMBERS = re.compile(
+    r"archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
+    r"|models/model\.json|data/weights/weight_\d+|data/constants/tensor_\d+|"
+    + "|".join(re.escape(name) for name in (SAMPLE_INPUTS, *PAYLOAD_CONFIGS))
+)
 # What torch.export.load hands to sympy.sympify (which evaluates it as Python): the shape expressions
 # ("expr_str") written by sympy's srepr. Only these calls, with these arguments, are let through.
-SYMPY_FUNCTIONS = frozenset({
-    "Integer", "Rational", "Float", "Add", "Mul", "Pow", "Max", "Min", "Abs", "Mod", "Equality", "Unequality",
-    "LessThan", "StrictLessThan", "GreaterThan", "StrictGreaterThan", "Eq", "Ne", "Lt", "Le", "Gt", "Ge",
-    "And", "Or", "Not", "FloorDiv", "ModularIndexing", "Where", "PythonMod", "CleanDiv", "CeilToInt",
-    "FloorToInt", "CeilDiv", "RShift", "FloatTrueDiv", "IntTrueDiv", "TruncToFloat", "TruncToInt", "RoundToInt",
-    "RoundDecimal", "ToFloat", "Identity",
-})  # not PowByNatural, FloatPow or LShift: their arguments are not bounded, so 10**10**9 would hang the load
-SYMBOL_NAME = re.compile(r"[a-z]{1,4}\d{1,9}")           # what torch names shape symbols: s0, s77, u3
+SYMPY_FUNCTIONS = frozenset(
+    {
+        "Integer",
+        "Rational",
+        "Float",
+        "Add",
+        "Mul",
+        "Pow",
+        "Max",
+        "Min",
+        "Abs",
+        "Mod",
+        "Equality",
+        "Unequality",
+        "LessThan",
+        "StrictLessThan",
+        "GreaterThan",
+        "StrictGreaterThan",
+        "Eq",
+        "Ne",
+        "Lt",
+        "Le",
+        "Gt",
+        "Ge",
+        "And",
+        "Or",
+        "Not",
+        "FloorDiv",
+        "ModularIndexing",
+        "Where",
+        "PythonMod",
+        "CleanDiv",
+        "CeilToInt",
+        "FloorToInt",
+        "CeilDiv",
+        "RShift",
+        "FloatTrueDiv",
+        "IntTrueDiv",
+        "TruncToFloat",
+        "TruncToInt",
+        "RoundToInt",
+        "RoundDecimal",
+        "ToFloat",
+        "Identity",
+    }
+)  # not PowByNatural, FloatPow or LShift: their arguments are not bounded, so 10**10**9 would hang the load
+SYMBOL_NAME = re.compile(r"[a-z]{1,4}\d{1,9}")  # what torch names shape symbols: s0, s77, u3
 SYMBOL_ASSUMPTIONS = frozenset({"positive", "negative", "nonnegative", "nonpositive", "integer", "real", "finite"})
 FLOAT_TEXT = re.compile(r"-?\d{1,30}(\.\d{0,30})?(e-?\d{1,3})?")
 MAX_EXPRESSION_CHARS = 2_000
 MAX_INTEGER_DIGITS = 30
 OPERATOR_TARGET = re.compile(r"torch\.ops\.(aten|prims)\.\w+\.\w+|_operator\.\w+")  # what a graph node may call
-INPUT_DESCRIPTION = ("Nx3x{height}x{width} float32, RGB scaled to [0, 1] then ImageNet-normalised "
-                     "(mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225)")
+INPUT_DESCRIPTION = (
+    "Nx3x{height}x{width} float32, RGB scaled to [0, 1] then ImageNet-normalised "
+    "(mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225)"
+)
 
 
 class ExportFileError(ValueError):
@@ -82,8 +125,13 @@ def metadata_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def export_model(model: nn.Module, path: str | Path, example: torch.Tensor | None = None,
-                 format: str = EXPORT_FORMAT, class_names: Sequence[str] | None = None) -> Path:
+def export_model(
+    model: nn.Module,
+    path: str | Path,
+    example: torch.Tensor | None = None,
+    format: str = EXPORT_FORMAT,
+    class_names: Sequence[str] | None = None,
+) -> Path:
     """Export `model` (on the CPU, in eval mode) to a .pt2 file with torch.export; returns its path.
 
     example: a batch of inputs of the right size (default: 2 random 3x227x227 images); the
@@ -105,9 +153,13 @@ def export_model(model: nn.Module, path: str | Path, example: torch.Tensor | Non
     if len(names) != num_classes:
         raise ValueError(f"The model has {num_classes} outputs but {len(names)} class names were given.")
     height, width = example.shape[-2:]
-    info = {"class_names": names, "input": INPUT_DESCRIPTION.format(height=height, width=width),
-            "output": f"Nx{num_classes} logits (softmax gives probabilities)", "format": EXPORT_FORMAT,
-            "torch": str(torch.__version__)}
+    info = {
+        "class_names": names,
+        "input": INPUT_DESCRIPTION.format(height=height, width=width),
+        "output": f"Nx{num_classes} logits (softmax gives probabilities)",
+        "format": EXPORT_FORMAT,
+        "torch": str(torch.__version__),
+    }
     with atomic_path(path) as temp:
         torch.export.save(program, temp)
     write_json_atomically(info, metadata_path(path))
@@ -134,31 +186,43 @@ def check_archive(data: bytes, path: Path) -> None:
     try:
         from torch.export.pt2_archive import PT2ArchiveReader  # the archive format torch.export.load reads
     except ImportError:  # older torch: another format, whose parts are unpickled without checks
-        raise ExportFileError(f"Loading {path} safely needs a PyTorch whose exports use torch.export.pt2_archive "
-                              f"(torch 2.14 was checked; this is {torch.__version__}): upgrade torch, or load it "
-                              "with torch.export.load only if you trust where it came from.") from None
+        raise ExportFileError(
+            f"Loading {path} safely needs a PyTorch whose exports use torch.export.pt2_archive "
+            f"(torch 2.14 was checked; this is {torch.__version__}): upgrade torch, or load it "
+            "with torch.export.load only if you trust where it came from."
+        ) from None
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:  # what torch's fallback for old files reads
             names = archive.namelist()
         reader = PT2ArchiveReader(io.BytesIO(data))  # what torch.export.load reads
         members = reader.get_file_names()
         configs = [json.loads(reader.read_string(name))["config"] for name in PAYLOAD_CONFIGS]
-        pickled = [name for config in configs for name, item in config.items()
-                   if not isinstance(item, dict) or item.get("use_pickle")]
+        pickled = [
+            name
+            for config in configs
+            for name, item in config.items()
+            if not isinstance(item, dict) or item.get("use_pickle")
+        ]
     except Exception as error:
-        raise ExportFileError(f"{path} is not a model exported with torch.export "
-                              f"({type(error).__name__}): export it again with helpers.export.export_model.") from None
+        raise ExportFileError(
+            f"{path} is not a model exported with torch.export "
+            f"({type(error).__name__}): export it again with helpers.export.export_model."
+        ) from None
 
     def refuse(reason: str) -> ExportFileError:
-        return ExportFileError(f"{path} is refused because it could run code when loaded ({reason}): "
-                               "load exported models only from a trusted source, or export this one again.")
+        return ExportFileError(
+            f"{path} is refused because it could run code when loaded ({reason}): "
+            "load exported models only from a trusted source, or export this one again."
+        )
 
     try:
         program = json.loads(reader.read_string("models/model.json"))
         documents = [program, *(json.loads(reader.read_string(name)) for name in PAYLOAD_CONFIGS)]
     except (ValueError, RuntimeError, KeyError) as error:
-        raise ExportFileError(f"{path} is damaged: its models/model.json is not readable JSON "
-                              f"({type(error).__name__}), so export the model again.") from None
+        raise ExportFileError(
+            f"{path} is damaged: its models/model.json is not readable JSON "
+            f"({type(error).__name__}), so export the model again."
+        ) from None
     root = names[0].split("/")[0] + "/" if names else ""
     if len(set(names)) != len(names) or not all(name.startswith(root) for name in names):
         raise refuse("its zip holds repeated names or files outside the archive folder")
@@ -235,14 +299,17 @@ def _node_problem(node: ast.AST, depth: int) -> str | None:
         return None if ok else f"names {node.id[:40]!r}, which is not a shape symbol"
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd, ast.Not)):
         return _node_problem(node.operand, depth + 1)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv,
-                                                            ast.Mod, ast.Pow)):
-        if isinstance(node.op, ast.Pow) and not (isinstance(node.right, ast.Constant)
-                                                 and type(node.right.value) is int and 0 <= node.right.value <= 64):
+    if isinstance(node, ast.BinOp) and isinstance(
+        node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
+    ):
+        if isinstance(node.op, ast.Pow) and not (
+            isinstance(node.right, ast.Constant) and type(node.right.value) is int and 0 <= node.right.value <= 64
+        ):
             return "raises to a power other than a small whole number"
         return _node_problem(node.left, depth + 1) or _node_problem(node.right, depth + 1)
-    if isinstance(node, ast.Compare) and all(isinstance(op, (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE))
-                                             for op in node.ops):
+    if isinstance(node, ast.Compare) and all(
+        isinstance(op, (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)) for op in node.ops
+    ):
         for part in (node.left, *node.comparators):
             problem = _node_problem(part, depth + 1)
             if problem:
@@ -264,14 +331,22 @@ def _call_problem(node: ast.Call, depth: int) -> str | None:
     name, args, keywords = node.func.id, node.args, node.keywords
     literal = [arg.value if isinstance(arg, ast.Constant) else None for arg in args]
     if name == "Symbol":
-        flags_ok = all(k.arg in SYMBOL_ASSUMPTIONS and isinstance(k.value, ast.Constant)
-                       and type(k.value.value) is bool for k in keywords)
+        flags_ok = all(
+            k.arg in SYMBOL_ASSUMPTIONS and isinstance(k.value, ast.Constant) and type(k.value.value) is bool
+            for k in keywords
+        )
         ok = len(args) == 1 and isinstance(literal[0], str) and SYMBOL_NAME.fullmatch(literal[0]) and flags_ok
         return None if ok else "makes a Symbol with something other than a shape name and yes/no assumptions"
     if name == "Float":
-        ok = len(args) == 1 and isinstance(literal[0], str) and FLOAT_TEXT.fullmatch(literal[0]) and all(
-            k.arg == "precision" and isinstance(k.value, ast.Constant) and type(k.value.value) is int
-            for k in keywords)
+        ok = (
+            len(args) == 1
+            and isinstance(literal[0], str)
+            and FLOAT_TEXT.fullmatch(literal[0])
+            and all(
+                k.arg == "precision" and isinstance(k.value, ast.Constant) and type(k.value.value) is int
+                for k in keywords
+            )
+        )
         return None if ok else "makes a Float from something other than a number"
     if name not in SYMPY_FUNCTIONS:
         return f"calls {name[:40]!r}, which is not a sympy function export writes"
@@ -290,11 +365,14 @@ def load_class_names(path: str | Path) -> list[str]:
     try:
         names = json.loads(info_path.read_text(encoding="utf-8"))["class_names"]
     except (ValueError, KeyError, TypeError) as error:
-        raise ExportFileError(f"{info_path} is damaged ({type(error).__name__}): export the model again "
-                              "to write it anew.") from None
+        raise ExportFileError(
+            f"{info_path} is damaged ({type(error).__name__}): export the model again to write it anew."
+        ) from None
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise ExportFileError(f"{info_path} is damaged (its class_names are not a list of names): export the "
-                              "model again to write it anew.")
+        raise ExportFileError(
+            f"{info_path} is damaged (its class_names are not a list of names): export the "
+            "model again to write it anew."
+        )
     return names
 
 
@@ -308,6 +386,8 @@ def check_export(model: nn.Module, exported: nn.Module, images: torch.Tensor, at
     model = model.cpu().eval()
     difference = (model(images) - exported(images)).abs().max().item()
     if difference > atol:
-        raise ValueError(f"The exported model's logits differ from the original's by up to {difference:.3g}, "
-                         f"more than the tolerance {atol:g}: export the model again.")
+        raise ValueError(
+            f"The exported model's logits differ from the original's by up to {difference:.3g}, "
+            f"more than the tolerance {atol:g}: export the model again."
+        )
     return difference

@@ -88,8 +88,13 @@ def load_cached(path: Path, key: str) -> FeatureSet | None:
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        stored = FeatureSet(payload["features"], payload["labels"], list(payload["sample_ids"]), payload["key"],
-                            str(payload.get("number_format", "float32")))
+        stored = FeatureSet(
+            payload["features"],
+            payload["labels"],
+            list(payload["sample_ids"]),
+            payload["key"],
+            str(payload.get("number_format", "float32")),
+        )
         n = len(stored.sample_ids)
         if stored.features.shape != (n, FEATURE_SIZE) or stored.labels.shape != (n,):
             raise ValueError("the arrays in it do not fit together")
@@ -104,8 +109,12 @@ def load_cached(path: Path, key: str) -> FeatureSet | None:
 
 def save_atomically(feature_set: FeatureSet, path: Path) -> None:
     """Write the feature set to `path` through helpers.plumbing.files.atomic_path: no half file, ever."""
-    payload = {"key": feature_set.key, "features": feature_set.features,
-               "labels": feature_set.labels, "sample_ids": feature_set.sample_ids,
-               "number_format": feature_set.number_format}
+    payload = {
+        "key": feature_set.key,
+        "features": feature_set.features,
+        "labels": feature_set.labels,
+        "sample_ids": feature_set.sample_ids,
+        "number_format": feature_set.number_format,
+    }
     with atomic_path(path, size_hint=feature_set.features.nbytes + feature_set.labels.nbytes) as temp:
         torch.save(payload, temp)

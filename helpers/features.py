@@ -39,11 +39,22 @@ import torch
 from torch import nn
 
 from helpers.feature_cache import (
-    FeatureSet, cache_file, dataset_fingerprint, load_cached, save_atomically, weights_fingerprint,
+    FeatureSet,
+    cache_file,
+    dataset_fingerprint,
+    load_cached,
+    save_atomically,
+    weights_fingerprint,
 )
 from helpers.plumbing.progress import tqdm
 from helpers.speed import (
-    Backbone, FastSettings, Feeder, choose_backbone, choose_decoding, decoder_key_part, planned_batches,
+    Backbone,
+    FastSettings,
+    Feeder,
+    choose_backbone,
+    choose_decoding,
+    decoder_key_part,
+    planned_batches,
 )
 
 CACHE_FORMAT = "concrete-crack-workbook/features/2"  # part of the key: bump it when the recipe changes
@@ -66,21 +77,28 @@ def _key(data: str, weights: str, backbone: Backbone, batched: bool = False) -> 
     return hashlib.sha256("\n".join([CACHE_FORMAT, data, weights, how]).encode()).hexdigest()
 
 
-def feature_cache_key(dataset, model: nn.Module, settings: FastSettings | None = None,
-                      device: torch.device | str | None = None, weights: str | None = None) -> str:
+def feature_cache_key(
+    dataset,
+    model: nn.Module,
+    settings: FastSettings | None = None,
+    device: torch.device | str | None = None,
+    weights: str | None = None,
+) -> str:
     """One hash that changes whenever the cached features would: data, weights or number format.
 
     `weights`: weights_fingerprint(model), when already computed (hashing 45 MB takes a moment).
     """
     weights = weights or weights_fingerprint(model)
-    backbone = choose_backbone(model, device, settings, source_size(dataset), weights,
-                               getattr(dataset, "transform", None))
+    backbone = choose_backbone(
+        model, device, settings, source_size(dataset), weights, getattr(dataset, "transform", None)
+    )
     on_device, _ = choose_decoding(dataset, backbone.device, backbone.settings)
     return _key(dataset_fingerprint(dataset), weights, backbone, on_device)
 
 
-def compute_features(backbone: Backbone, batches: Iterable, total: int, desc: str,
-                     progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_features(
+    backbone: Backbone, batches: Iterable, total: int, desc: str, progress: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the backbone over every (images, labels) batch of `batches`: (features (N, 512), labels (N,))."""
     features, labels = [], []
     with backbone.threads(), tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
@@ -91,9 +109,18 @@ def compute_features(backbone: Backbone, batches: Iterable, total: int, desc: st
     return torch.cat(features), torch.cat(labels).long()
 
 
-def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = None, *, name: str | None = None,
-                     batch_size: int = 100, num_workers: int | str | None = None, settings: FastSettings | None = None,
-                     device: torch.device | str | None = None, progress: bool = True) -> FeatureSet:
+def extract_features(
+    model: nn.Module,
+    dataset,
+    cache_dir: str | Path | None = None,
+    *,
+    name: str | None = None,
+    batch_size: int = 100,
+    num_workers: int | str | None = None,
+    settings: FastSettings | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> FeatureSet:
     """The backbone features of every image of `dataset` (a CrackDataset), from the cache when possible.
 
     With `cache_dir`, the features live in cache_dir/<name>.pt (by default cache_name(dataset),
@@ -129,14 +156,20 @@ def extract_features(model: nn.Module, dataset, cache_dir: str | Path | None = N
     features, labels = compute_features(backbone, batches, len(dataset), f"features ({name})", progress)
     for note in notes:
         print(note)
-    feature_set = FeatureSet(features, labels, [sample.sample_id for sample in dataset.samples],
-                             _key(data, weights, backbone, on_device), backbone.number_format)
+    feature_set = FeatureSet(
+        features,
+        labels,
+        [sample.sample_id for sample in dataset.samples],
+        _key(data, weights, backbone, on_device),
+        backbone.number_format,
+    )
     if path is not None:
         try:
             save_atomically(feature_set, path)
         except OSError as error:  # a full disk or a read-only folder must not throw the work away
-            warnings.warn(f"The features are kept in memory and this run carries on, but they were not cached in {path}: "
-                          f"{error}")
+            warnings.warn(
+                f"The features are kept in memory and this run carries on, but they were not cached in {path}: {error}"
+            )
     return feature_set
 
 
@@ -149,14 +182,18 @@ def features_for(dataset, *sources: FeatureSet) -> FeatureSet:
     """
     formats = {source.number_format for source in sources}
     if len(formats) != 1:
-        raise ValueError(f"the feature sets were computed in different number formats ({', '.join(sorted(formats))}): "
-                         "compute them with the same settings.")
+        raise ValueError(
+            f"the feature sets were computed in different number formats ({', '.join(sorted(formats))}): "
+            "compute them with the same settings."
+        )
     rows = {sample_id: (source, row) for source in sources for row, sample_id in enumerate(source.sample_ids)}
     wanted = [sample.sample_id for sample in dataset.samples]
     missing = [sample_id for sample_id in wanted if sample_id not in rows]
     if missing:
-        raise ValueError(f"{len(missing)} images of this data set have no features here (first: {missing[0]}): "
-                         "extract_features computes them.")
+        raise ValueError(
+            f"{len(missing)} images of this data set have no features here (first: {missing[0]}): "
+            "extract_features computes them."
+        )
     picked = [rows[sample_id] for sample_id in wanted]
     features = torch.stack([source.features[row] for source, row in picked]) if picked else torch.empty(0, 512)
     labels = torch.tensor([int(source.labels[row]) for source, row in picked], dtype=torch.long)

@@ -55,8 +55,10 @@ def parameter_groups(model: nn.Module, head_lr: float = 1e-3, backbone_lr: float
     head_ids = {id(parameter) for parameter in model.fc.parameters()}
     head = [p for p in model.parameters() if p.requires_grad and id(p) in head_ids]
     backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    groups = [{"name": "head", "params": head, "lr": head_lr},
-              {"name": "backbone", "params": backbone, "lr": backbone_lr}]
+    groups = [
+        {"name": "head", "params": head, "lr": head_lr},
+        {"name": "backbone", "params": backbone, "lr": backbone_lr},
+    ]
     groups = [group for group in groups if group["params"]]
     if not groups:
         raise ValueError("The model has no trainable parameters (every requires_grad is False): nothing to train.")
@@ -64,9 +66,17 @@ def parameter_groups(model: nn.Module, head_lr: float = 1e-3, backbone_lr: float
 
 
 # ----------------------------------------------------------------------------- fine-tuning
-def fine_tune(model: nn.Module, train_loader, val_loader=None, epochs: int = 1, head_lr: float = 1e-3,
-              backbone_lr: float = 1e-4, device: str | torch.device | None = None, seed: int = 0,
-              progress: bool = True) -> History:
+def fine_tune(
+    model: nn.Module,
+    train_loader,
+    val_loader=None,
+    epochs: int = 1,
+    head_lr: float = 1e-3,
+    backbone_lr: float = 1e-4,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> History:
     """Train every trainable parameter (call unfreeze first): Adam, the head at head_lr, the rest at backbone_lr.
 
     The same loop as helpers.training.train (its train_one_epoch, cross-entropy,
@@ -79,15 +89,34 @@ def fine_tune(model: nn.Module, train_loader, val_loader=None, epochs: int = 1, 
     model.to(device)
     optimizer = torch.optim.Adam(parameter_groups(model, head_lr=head_lr, backbone_lr=backbone_lr))
     criterion = nn.CrossEntropyLoss()
-    history = History(settings={
-        "head_lr": head_lr, "backbone_lr": backbone_lr, "batch_size": getattr(train_loader, "batch_size", None),
-        "epochs": epochs, "seed": seed, "optimizer": "Adam", "device": str(device), "path": "fine-tune",
-        "backbone_mode": "eval except unfrozen blocks", "trainable": trainable_parameter_names(model),
-    })
+    history = History(
+        settings={
+            "head_lr": head_lr,
+            "backbone_lr": backbone_lr,
+            "batch_size": getattr(train_loader, "batch_size", None),
+            "epochs": epochs,
+            "seed": seed,
+            "optimizer": "Adam",
+            "device": str(device),
+            "path": "fine-tune",
+            "backbone_mode": "eval except unfrozen blocks",
+            "trainable": trainable_parameter_names(model),
+        }
+    )
     start = time.perf_counter()
     for epoch in tqdm(range(epochs), desc="epochs", disable=not progress):
-        history.epoch_loss.append(train_one_epoch(model, optimizer, criterion, train_loader, device, history=history,
-                                                  desc=f"epoch {epoch + 1}/{epochs}", progress=progress))
+        history.epoch_loss.append(
+            train_one_epoch(
+                model,
+                optimizer,
+                criterion,
+                train_loader,
+                device,
+                history=history,
+                desc=f"epoch {epoch + 1}/{epochs}",
+                progress=progress,
+            )
+        )
         if val_loader is not None:
             history.val_accuracy.append(evaluate(model, val_loader, device=device))
     model.eval()
@@ -98,8 +127,12 @@ def fine_tune(model: nn.Module, train_loader, val_loader=None, epochs: int = 1, 
 # ----------------------------------------------------------------------------- comparing runs
 def run_row(name: str, model: nn.Module, history: History) -> dict:
     """One row for compare_runs from a trained model and its History."""
-    return {"name": name, "trainable": count_parameters(model)[1], "seconds": history.seconds,
-            "accuracy": history.final_accuracy}
+    return {
+        "name": name,
+        "trainable": count_parameters(model)[1],
+        "seconds": history.seconds,
+        "accuracy": history.final_accuracy,
+    }
 
 
 def compare_runs(rows: list[dict]) -> str:

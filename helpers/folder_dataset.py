@@ -13,7 +13,14 @@ from typing import Callable, Literal, Sequence
 import torch
 
 from helpers.dataset import (
-    SPLITS, DatasetNotFoundError, Sample, SampleSplit, default_transform, is_data_file, name_order, sample_id_of,
+    SPLITS,
+    DatasetNotFoundError,
+    Sample,
+    SampleSplit,
+    default_transform,
+    is_data_file,
+    name_order,
+    sample_id_of,
     split_index,
 )
 from helpers.plumbing.images import IMAGE_EXTENSIONS, TILE_SIZE, load_image
@@ -25,18 +32,23 @@ def class_folders(root: Path) -> list[str]:
         raise DatasetNotFoundError(f"Dataset folder {root} does not exist: expected root/<class name>/<images>.")
     names = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
     if len(names) < 2:
-        raise DatasetNotFoundError(f"Dataset folder {root} has {len(names)} class folder(s) ({', '.join(names)}); "
-                                   "a classifier needs at least 2: root/<class name>/<images>.")
+        raise DatasetNotFoundError(
+            f"Dataset folder {root} has {len(names)} class folder(s) ({', '.join(names)}); "
+            "a classifier needs at least 2: root/<class name>/<images>."
+        )
     return names
 
 
 def image_files(folder: Path) -> list[Path]:
     """The image files of one class folder, sorted by name; .DS_Store, .pt and other files are ignored."""
-    files = sorted((path for path in folder.iterdir()
-                    if is_data_file(path) and path.suffix.lower() in IMAGE_EXTENSIONS), key=name_order)
+    files = sorted(
+        (path for path in folder.iterdir() if is_data_file(path) and path.suffix.lower() in IMAGE_EXTENSIONS),
+        key=name_order,
+    )
     if not files:
-        raise DatasetNotFoundError(f"Class folder {folder} holds no images "
-                                   f"({', '.join(IMAGE_EXTENSIONS)}): add some, or remove the folder.")
+        raise DatasetNotFoundError(
+            f"Class folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}): add some, or remove the folder."
+        )
     return files
 
 
@@ -62,8 +74,13 @@ class FolderDataset(SampleSplit):
     (PIL images) or any callable.
     """
 
-    def __init__(self, root: str | Path, split: Literal["train", "val", "all"] = "train",
-                 transform: Callable | None | Literal["default"] = "default", train_fraction: float = 0.75):
+    def __init__(
+        self,
+        root: str | Path,
+        split: Literal["train", "val", "all"] = "train",
+        transform: Callable | None | Literal["default"] = "default",
+        train_fraction: float = 0.75,
+    ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}; got {split!r}")
         if isinstance(transform, str) and transform != "default":
@@ -78,8 +95,10 @@ class FolderDataset(SampleSplit):
             files = image_files(self.root / name)
             self.source_size += len(files)
             per_class.append([(path, label) for path in self._choose(files, train_fraction)])
-        self.samples = [Sample(index=i, sample_id=sample_id_of(path), path=path, label=label)
-                        for i, (path, label) in enumerate(take_in_turn(per_class))]
+        self.samples = [
+            Sample(index=i, sample_id=sample_id_of(path), path=path, label=label)
+            for i, (path, label) in enumerate(take_in_turn(per_class))
+        ]
         if not self.samples:
             raise DatasetNotFoundError(f"The {split!r} split of {self.root} is empty: each class needs more images.")
 

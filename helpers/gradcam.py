@@ -91,8 +91,10 @@ class GradCAM:
     def raw_maps(self, images: torch.Tensor, class_index: int | torch.Tensor | None = None) -> torch.Tensor:
         """(N, 3, H, W) images -> (N, h, w) maps at the layer's resolution: not upsampled, not scaled."""
         if torch.is_inference_mode_enabled():
-            raise RuntimeError("Grad-CAM needs gradients, which torch.inference_mode() forbids: "
-                               "call it outside inference_mode (inside torch.no_grad() is fine).")
+            raise RuntimeError(
+                "Grad-CAM needs gradients, which torch.inference_mode() forbids: "
+                "call it outside inference_mode (inside torch.no_grad() is fine)."
+            )
         modes = {module: module.training for module in self.model.modules()}
         device = next(self.model.parameters()).device
         images = images.detach().clone().to(device)  # a plain copy, even of a tensor made in inference mode
@@ -147,8 +149,9 @@ class GradCAM:
         self.remove()
 
 
-def gradcam(model: nn.Module, image: torch.Tensor, class_index: int | None = None,
-            target_layer: nn.Module | None = None) -> np.ndarray:
+def gradcam(
+    model: nn.Module, image: torch.Tensor, class_index: int | None = None, target_layer: nn.Module | None = None
+) -> np.ndarray:
     """The (H, W) heatmap of one normalised (3, H, W) image; the hook is removed afterwards."""
     with GradCAM(model, target_layer) as cam:
         return cam(image[None], class_index)[0].cpu().numpy()
@@ -178,8 +181,9 @@ def overlay(image, heatmap: np.ndarray, alpha: float = 0.45, colormap: str = "je
     return np.round(255 * np.clip(blended, 0, 1)).astype(np.uint8)
 
 
-def plot_gradcam(model: nn.Module, dataset, indices: Sequence[int], titles: Sequence[str] | None = None,
-                 ncols: int = 4) -> Figure:
+def plot_gradcam(
+    model: nn.Module, dataset, indices: Sequence[int], titles: Sequence[str] | None = None, ncols: int = 4
+) -> Figure:
     """For each sample of `dataset`: the photo and, below it, Grad-CAM for the class the model predicted."""
     ncols = max(1, min(ncols, len(indices)))
     nrows = 2 * ((len(indices) + ncols - 1) // ncols)

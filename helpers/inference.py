@@ -40,8 +40,9 @@ def logits_from_features(head: nn.Module, features: torch.Tensor) -> torch.Tenso
 
 
 @torch.no_grad()
-def logits_from_loader(model: nn.Module, loader, device: str | torch.device | None = None,
-                       progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def logits_from_loader(
+    model: nn.Module, loader, device: str | torch.device | None = None, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the model (moved to `device`, in eval mode) over a loader of (images, labels) batches. Notebook 04.
 
     Returns (logits of shape (N, classes) as float32, labels of shape (N,)), both on the CPU.
@@ -64,11 +65,11 @@ def logits_from_loader(model: nn.Module, loader, device: str | torch.device | No
 class Predictions:
     """The model's class probabilities for every image of a data set, in the data set's order."""
 
-    sample_ids: list[str]        # "Positive/00162.jpg"
+    sample_ids: list[str]  # "Positive/00162.jpg"
     paths: list[Path]
-    labels: torch.Tensor         # (N,) int64, the actual classes
+    labels: torch.Tensor  # (N,) int64, the actual classes
     probabilities: torch.Tensor  # (N, C) float32, softmax of the logits
-    class_names: list[str]       # ["Negative", "Positive"]
+    class_names: list[str]  # ["Negative", "Positive"]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -102,9 +103,15 @@ def predictions_from_logits(logits: torch.Tensor, dataset) -> Predictions:
     )
 
 
-def predict_dataset(model: nn.Module, dataset, features: FeatureSet | None = None,
-                    device: str | torch.device | None = None, batch_size: int = 100,
-                    progress: bool = True, num_workers: int | None = None) -> Predictions:
+def predict_dataset(
+    model: nn.Module,
+    dataset,
+    features: FeatureSet | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int = 100,
+    progress: bool = True,
+    num_workers: int | None = None,
+) -> Predictions:
     """Predictions of `model` for every image of `dataset` (a CrackDataset). Notebook 05.
 
     With `features` (helpers.features.extract_features for this dataset and this backbone),
@@ -115,8 +122,10 @@ def predict_dataset(model: nn.Module, dataset, features: FeatureSet | None = Non
     if features is not None:
         dataset_ids = [sample.sample_id for sample in dataset.samples]
         if list(features.sample_ids) != dataset_ids:
-            raise ValueError("These features belong to other images (their sample ids differ from the "
-                             "dataset's): extract them for this dataset, in this order.")
+            raise ValueError(
+                "These features belong to other images (their sample ids differ from the "
+                "dataset's): extract them for this dataset, in this order."
+            )
         model.eval()
         return predictions_from_logits(logits_from_features(model.fc, features.features).float().cpu(), dataset)
     workers = default_num_workers() if num_workers is None else num_workers
@@ -131,8 +140,8 @@ class Prediction:
     """What the model says about one photo."""
 
     path: Path
-    label: str                       # the most likely class name
-    probability: float               # its probability (softmax), between 0 and 1
+    label: str  # the most likely class name
+    probability: float  # its probability (softmax), between 0 and 1
     probabilities: dict[str, float]  # every class name -> its probability; they sum to 1
 
     def to_dict(self) -> dict:
@@ -151,9 +160,14 @@ def load_image_tensor(path: str | Path) -> torch.Tensor:
     return default_transform()(to_size(open_photo(path), TILE_SIZE))
 
 
-def classify_photos(model: nn.Module, paths: Sequence[str | Path], class_names: Sequence[str],
-                    device: torch.device | str | None = None, batch_size: int = 32,
-                    errors: list[tuple[Path, Exception]] | None = None) -> list[Prediction]:
+def classify_photos(
+    model: nn.Module,
+    paths: Sequence[str | Path],
+    class_names: Sequence[str],
+    device: torch.device | str | None = None,
+    batch_size: int = 32,
+    errors: list[tuple[Path, Exception]] | None = None,
+) -> list[Prediction]:
     """The model's prediction for each photo file in `paths`, in the same order. Notebook 06.
 
     The model is put in eval mode (BatchNorm uses its learned statistics) and runs without
@@ -167,7 +181,7 @@ def classify_photos(model: nn.Module, paths: Sequence[str | Path], class_names: 
     predictions = []
     for start in range(0, len(paths), batch_size):
         batch_paths, images = [], []
-        for path in paths[start:start + batch_size]:
+        for path in paths[start : start + batch_size]:
             try:
                 images.append(load_image_tensor(path))
                 batch_paths.append(path)
@@ -189,5 +203,9 @@ def _prediction(path: Path, probabilities: torch.Tensor, class_names: Sequence[s
     if len(probabilities) != len(class_names):
         raise ValueError(f"The model gives {len(probabilities)} scores but {len(class_names)} class names were given.")
     best = int(probabilities.argmax())
-    return Prediction(path=path, label=str(class_names[best]), probability=float(probabilities[best]),
-                      probabilities={str(name): float(p) for name, p in zip(class_names, probabilities)})
+    return Prediction(
+        path=path,
+        label=str(class_names[best]),
+        probability=float(probabilities[best]),
+        probabilities={str(name): float(p) for name, p in zip(class_names, probabilities)},
+    )

@@ -23,13 +23,13 @@ from helpers.plumbing.files import atomic_path
 from helpers.plumbing.text import printable
 from helpers.settings import OFFLINE, offline, quick_mode, random_weights_allowed, weights_url
 
-IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1     # what the capstone's `pretrained=True` meant
+IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1  # what the capstone's `pretrained=True` meant
 WEIGHTS_URL = IMAGENET_WEIGHTS.url
-WEIGHTS_FILE = WEIGHTS_URL.rsplit("/", 1)[-1]          # resnet18-f37072fd.pth
+WEIGHTS_FILE = WEIGHTS_URL.rsplit("/", 1)[-1]  # resnet18-f37072fd.pth
 WEIGHTS_SHA256_PREFIX = WEIGHTS_FILE.rsplit("-", 1)[1].split(".")[0]  # f37072fd: how the file's SHA-256 starts
 CHECKPOINT_FORMAT = "concrete-crack-workbook/1"
 CHECKPOINT_KEYS = ("architecture", "num_classes", "class_names", "state_dict")  # besides "format"
-MAX_CLASSES = 10_000          # a checkpoint claiming more is refused before a model is built
+MAX_CLASSES = 10_000  # a checkpoint claiming more is refused before a model is built
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -54,9 +54,15 @@ class WeightsChoice:
 
     def __post_init__(self) -> None:
         if not self.description:
-            object.__setattr__(self, "description", "ImageNet (torchvision IMAGENET1K_V1)" if self.is_imagenet
-                               else "random initialisation (NOT pretrained)" if self.is_random
-                               else f"from {self.source}")
+            object.__setattr__(
+                self,
+                "description",
+                "ImageNet (torchvision IMAGENET1K_V1)"
+                if self.is_imagenet
+                else "random initialisation (NOT pretrained)"
+                if self.is_random
+                else f"from {self.source}",
+            )
 
     @property
     def is_imagenet(self) -> bool:
@@ -141,8 +147,12 @@ def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_resnet18(num_classes: int = 2, weights: WeightsChoice | str | Path | None = "imagenet",
-                   freeze_backbone: bool = True, progress: bool = True) -> nn.Module:
+def build_resnet18(
+    num_classes: int = 2,
+    weights: WeightsChoice | str | Path | None = "imagenet",
+    freeze_backbone: bool = True,
+    progress: bool = True,
+) -> nn.Module:
     """ResNet18 with a fresh `Linear(512, num_classes)` head.
 
     weights: "imagenet" (torchvision's IMAGENET1K_V1, the capstone's `pretrained=True`), a path
@@ -160,8 +170,10 @@ def build_resnet18(num_classes: int = 2, weights: WeightsChoice | str | Path | N
         state = _load_state_dict_file(Path(weights.source))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if not k.startswith("fc.")]:
-            raise WeightsUnavailableError(f"{weights.source} is not a ResNet18 state dict "
-                                          f"(missing {len(missing)} keys, {len(unexpected)} unexpected).")
+            raise WeightsUnavailableError(
+                f"{weights.source} is not a ResNet18 state dict "
+                f"(missing {len(missing)} keys, {len(unexpected)} unexpected)."
+            )
     if freeze_backbone:
         for parameter in model.parameters():
             parameter.requires_grad = False
@@ -227,8 +239,11 @@ def trainable_parameter_names(model: nn.Module) -> list[str]:
 
 def software_versions() -> dict[str, str]:
     """Versions worth recording next to a result."""
-    return {"python": platform.python_version(), "torch": str(torch.__version__),
-            "torchvision": str(torchvision.__version__)}
+    return {
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+    }
 
 
 @dataclass
@@ -260,18 +275,25 @@ def save_checkpoint(path: str | Path, model: nn.Module, class_names: list[str], 
     """
     path = Path(path)
     payload = {
-        "format": CHECKPOINT_FORMAT, "architecture": "resnet18", "num_classes": len(class_names),
-        "class_names": list(class_names), "state_dict": model.state_dict(),
-        "metadata": {**(metadata or {}), "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                     "versions": software_versions()},
+        "format": CHECKPOINT_FORMAT,
+        "architecture": "resnet18",
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "state_dict": model.state_dict(),
+        "metadata": {
+            **(metadata or {}),
+            "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": software_versions(),
+        },
     }
     with atomic_path(path) as temp:
         torch.save(payload, temp)
     return path
 
 
-def load_checkpoint(path: str | Path, num_classes: int | None = None,
-                    map_location: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(
+    path: str | Path, num_classes: int | None = None, map_location: str | torch.device = "cpu"
+) -> Checkpoint:
     """Rebuild the model saved by `save_checkpoint`: a Checkpoint with the model in eval mode.
 
     Loaded with `weights_only=True` (no code runs from the file). A file that is damaged, is not
@@ -292,7 +314,8 @@ def load_checkpoint(path: str | Path, num_classes: int | None = None,
         names = ", ".join(printable(name) for name in payload["class_names"][:10]) + (", ..." if found > 10 else "")
         raise CheckpointMismatchError(
             f"{path} has a {found}-class head ({names}), but {num_classes} classes were asked for: "
-            f"train a model for these classes or pick the matching checkpoint.")
+            f"train a model for these classes or pick the matching checkpoint."
+        )
     _check_finite(payload["state_dict"], path)
     model = build_resnet18(found, weights=None)
     _load_weights(model, payload["state_dict"], path)
@@ -307,7 +330,8 @@ def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointMismatchError(
                 f"{path} holds weights that are not numbers (NaN or infinite, e.g. {printable(name)[:60]}): the "
-                "training that saved it diverged, so train again with a smaller learning rate.")
+                "training that saved it diverged, so train again with a smaller learning rate."
+            )
 
 
 def _why_unreadable(path: Path, error: Exception) -> str:
@@ -317,11 +341,15 @@ def _why_unreadable(path: Path, error: Exception) -> str:
     if len(start) == 4 and not start.startswith((b"PK\x03\x04", b"\x80")):  # torch.save: a zip (long ago, a pickle)
         return f"{path} is not a checkpoint saved by this workbook: it is not a file written by torch.save."
     if _is_exported_program(path):
-        return (f"{path} is an exported model (torch.export), not a checkpoint: pass the .pt file notebook 04 "
-                "saved, or load this one with helpers.export.load_exported.")
+        return (
+            f"{path} is an exported model (torch.export), not a checkpoint: pass the .pt file notebook 04 "
+            "saved, or load this one with helpers.export.load_exported."
+        )
     if "Weights only load failed" in str(error):
-        return (f"{path} is not a checkpoint saved by this workbook: it holds Python objects other than "
-                "weights, which are not loaded because loading them could run code.")
+        return (
+            f"{path} is not a checkpoint saved by this workbook: it holds Python objects other than "
+            "weights, which are not loaded because loading them could run code."
+        )
     return f"{path} is damaged or incomplete (a save or a copy cut short?): save or copy it again."
 
 
@@ -338,7 +366,8 @@ def _check_payload(payload: object, path: Path) -> None:
     """Raise CheckpointMismatchError unless `payload` has every key of a workbook checkpoint, of the right kind."""
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointMismatchError(
-            f"{path} is not a checkpoint saved by this workbook (helpers.model.save_checkpoint).")
+            f"{path} is not a checkpoint saved by this workbook (helpers.model.save_checkpoint)."
+        )
     missing = [key for key in CHECKPOINT_KEYS if key not in payload]
     if missing:
         raise CheckpointMismatchError(f"{path} is not a complete workbook checkpoint: it has no {', '.join(missing)}.")
@@ -347,8 +376,9 @@ def _check_payload(payload: object, path: Path) -> None:
         raise CheckpointMismatchError(f"{path} holds a {printable(payload['architecture'])[:40]}, not a resnet18.")
     count, names, state = payload["num_classes"], payload["class_names"], payload["state_dict"]
     if type(count) is not int or not 2 <= count <= MAX_CLASSES:
-        raise CheckpointMismatchError(bad + f"num_classes must be a whole number from 2 to {MAX_CLASSES:,}, "
-                                            f"not {printable(repr(count))[:40]}.")
+        raise CheckpointMismatchError(
+            bad + f"num_classes must be a whole number from 2 to {MAX_CLASSES:,}, not {printable(repr(count))[:40]}."
+        )
     wanted = f"class_names must be a list of {count} strings (one per class)"
     if not isinstance(names, list):
         raise CheckpointMismatchError(bad + f"{wanted}, not a {type(names).__name__}.")
@@ -357,8 +387,9 @@ def _check_payload(payload: object, path: Path) -> None:
     odd = [name for name in names if not isinstance(name, str)]
     if odd:
         raise CheckpointMismatchError(bad + f"{wanted}, but it holds a {type(odd[0]).__name__}.")
-    if not isinstance(state, dict) or not all(isinstance(key, str) and isinstance(value, torch.Tensor)
-                                              for key, value in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
+    ):
         raise CheckpointMismatchError(bad + "its state_dict must map parameter names to tensors.")
     if not isinstance(payload.get("metadata", {}), dict):
         raise CheckpointMismatchError(bad + "its metadata must be a dict.")
@@ -379,7 +410,8 @@ def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) 
             problems = [str(error).splitlines()[-1].strip()]
     raise CheckpointMismatchError(
         f"{path}'s weights do not fit a ResNet18 with a {model.fc.out_features}-class head ({len(missing)} missing, "
-        f"{len(unexpected)} unexpected, {len(misshaped)} of another shape, e.g. {printable(problems[0])[:80]}).")
+        f"{len(unexpected)} unexpected, {len(misshaped)} of another shape, e.g. {printable(problems[0])[:80]})."
+    )
 
 
 def layer_summary(model: nn.Module) -> list[tuple[str, str, int, int]]:
@@ -387,8 +419,14 @@ def layer_summary(model: nn.Module) -> list[tuple[str, str, int, int]]:
     rows = []
     for name, block in model.named_children():
         params = list(block.parameters())
-        rows.append((name, type(block).__name__, sum(p.numel() for p in params),
-                     sum(p.numel() for p in params if p.requires_grad)))
+        rows.append(
+            (
+                name,
+                type(block).__name__,
+                sum(p.numel() for p in params),
+                sum(p.numel() for p in params if p.requires_grad),
+            )
+        )
     return rows
 
 

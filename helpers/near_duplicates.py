@@ -76,8 +76,10 @@ class NearDuplicateReport:
 
     def __str__(self) -> str:
         share = 100.0 * self.n_flagged / self.n_val
-        text = (f"{self.n_flagged} of {self.n_val} validation images ({share:.1f}%) have a near-duplicate "
-                f"in training (cosine >= {self.threshold:g} {self.method}).")
+        text = (
+            f"{self.n_flagged} of {self.n_val} validation images ({share:.1f}%) have a near-duplicate "
+            f"in training (cosine >= {self.threshold:g} {self.method})."
+        )
         if self.n_flagged:
             text += f" {self.n_cross_label} of these pairs have different labels."
         return text
@@ -87,17 +89,24 @@ def _check(train: FeatureSet, val: FeatureSet) -> None:
     """Clear errors for inputs that cannot be compared."""
     for name, part in (("train", train), ("val", val)):
         if part.features.ndim != 2 or len(part.features) == 0:
-            raise ValueError(f"The {name} features are empty or not a 2-D (N, D) tensor: "
-                             f"shape {tuple(part.features.shape)}.")
+            raise ValueError(
+                f"The {name} features are empty or not a 2-D (N, D) tensor: shape {tuple(part.features.shape)}."
+            )
         if not len(part.sample_ids) == len(part.labels) == len(part.features):
-            raise ValueError(f"The {name} FeatureSet has {len(part.features)} feature rows, {len(part.labels)} "
-                             f"labels and {len(part.sample_ids)} sample ids; they should be equal.")
+            raise ValueError(
+                f"The {name} FeatureSet has {len(part.features)} feature rows, {len(part.labels)} "
+                f"labels and {len(part.sample_ids)} sample ids; they should be equal."
+            )
     if train.features.shape[1] != val.features.shape[1]:
-        raise ValueError(f"train has {train.features.shape[1]} numbers per image, val {val.features.shape[1]}: "
-                         "compute both with the same backbone.")
+        raise ValueError(
+            f"train has {train.features.shape[1]} numbers per image, val {val.features.shape[1]}: "
+            "compute both with the same backbone."
+        )
     if train.number_format != val.number_format:
-        raise ValueError(f"train features are {train.number_format}, val features {val.number_format}: "
-                         "compute both with the same settings, or the similarities are not comparable.")
+        raise ValueError(
+            f"train features are {train.number_format}, val features {val.number_format}: "
+            "compute both with the same settings, or the similarities are not comparable."
+        )
 
 
 def _preparation(train: torch.Tensor, center: bool, whiten: bool) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -117,9 +126,15 @@ def _preparation(train: torch.Tensor, center: bool, whiten: bool) -> Callable[[t
     return lambda features: (features.float() - mean.float()) @ scale
 
 
-def find_near_duplicates(train: FeatureSet, val: FeatureSet, threshold: float = DEFAULT_THRESHOLD,
-                         center: bool = True, *, whiten: bool = True,
-                         chunk_rows: int = CHUNK_ROWS) -> NearDuplicateReport:
+def find_near_duplicates(
+    train: FeatureSet,
+    val: FeatureSet,
+    threshold: float = DEFAULT_THRESHOLD,
+    center: bool = True,
+    *,
+    whiten: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+) -> NearDuplicateReport:
     """For every validation image, its most similar training image (cosine of prepared features).
 
     center: subtract the training mean first; whiten (with center): also scale the training
@@ -136,15 +151,17 @@ def find_near_duplicates(train: FeatureSet, val: FeatureSet, threshold: float = 
     train_unit = torch.nn.functional.normalize(prepare(train.features), dim=1)
     best, best_train = [], []
     for start in range(0, len(val), chunk_rows):
-        chunk = torch.nn.functional.normalize(prepare(val.features[start:start + chunk_rows]), dim=1)
+        chunk = torch.nn.functional.normalize(prepare(val.features[start : start + chunk_rows]), dim=1)
         values, rows = (chunk @ train_unit.T).max(dim=1)
         best.append(values)
         best_train.append(rows)
     similarities, best_rows = torch.cat(best).clamp(-1.0, 1.0), torch.cat(best_train)
     order = torch.argsort(similarities, descending=True, stable=True)
     flagged = order[similarities[order] >= threshold]
-    pairs = [NearDuplicate(val.sample_ids[i], train.sample_ids[j], s)
-             for i, j, s in zip(flagged.tolist(), best_rows[flagged].tolist(), similarities[flagged].tolist())]
+    pairs = [
+        NearDuplicate(val.sample_ids[i], train.sample_ids[j], s)
+        for i, j, s in zip(flagged.tolist(), best_rows[flagged].tolist(), similarities[flagged].tolist())
+    ]
     n_cross = int((val.labels[flagged] != train.labels[best_rows[flagged]]).sum())
     method = ("after centring and whitening" if whiten else "after centring") if center else "of the raw features"
     return NearDuplicateReport(len(val), float(threshold), method, pairs, n_cross, similarities, best_rows)
@@ -159,18 +176,21 @@ def _picture(sample: Sample) -> Image.Image | np.ndarray:
     return tensor.permute(1, 2, 0).numpy()
 
 
-def plot_near_duplicates(report: NearDuplicateReport, val_dataset: SampleSplit, train_dataset: SampleSplit,
-                         n: int = 6) -> Figure:
+def plot_near_duplicates(
+    report: NearDuplicateReport, val_dataset: SampleSplit, train_dataset: SampleSplit, n: int = 6
+) -> Figure:
     """The `n` most similar pairs side by side (validation left, training right), and a histogram.
 
     Pairs below the threshold are shown too when fewer than `n` are flagged, so you can see what
     "almost" looks like. The data sets must be the ones the features were computed from.
     """
     if len(val_dataset) != report.n_val or int(report.best_train.max()) >= len(train_dataset):
-        raise ValueError(f"The report does not fit these data sets ({len(val_dataset)} validation images, "
-                         f"the report has {report.n_val}): pass the data sets the features were computed from.")
+        raise ValueError(
+            f"The report does not fit these data sets ({len(val_dataset)} validation images, "
+            f"the report has {report.n_val}): pass the data sets the features were computed from."
+        )
     flagged = {pair.val_id: pair.train_id for pair in report.pairs}
-    order = torch.argsort(report.similarities, descending=True, stable=True)[:max(n, 0)].tolist()
+    order = torch.argsort(report.similarities, descending=True, stable=True)[: max(n, 0)].tolist()
     cols = min(3, max(len(order), 1))  # pairs per row
     rows = -(-len(order) // cols)
     fig = plt.figure(figsize=(3.6 * cols, 2.1 * rows + 2.8))
@@ -179,8 +199,10 @@ def plot_near_duplicates(report: NearDuplicateReport, val_dataset: SampleSplit, 
         val_sample, train_sample = val_dataset.samples[i], train_dataset.samples[int(report.best_train[i])]
         similarity = float(report.similarities[i])
         if (similarity >= report.threshold) != (flagged.get(val_sample.sample_id) == train_sample.sample_id):
-            raise ValueError(f"{val_sample.sample_id} and {train_sample.sample_id} are not a pair of the report: "
-                             "pass the data sets the features were computed from.")
+            raise ValueError(
+                f"{val_sample.sample_id} and {train_sample.sample_id} are not a pair of the report: "
+                "pass the data sets the features were computed from."
+            )
         mark = "" if similarity >= report.threshold else " (below)"
         labels = "" if val_sample.label == train_sample.label else ", labels differ"
         for side, sample in enumerate((val_sample, train_sample)):

@@ -39,8 +39,14 @@ class TrainedHead:
     weights: WeightsChoice
 
 
-def checkpoint_metadata(choice: DataChoice, train_set: CrackDataset, val_set: CrackDataset, weights: WeightsChoice,
-                        history: History, feature_format: str = "float32") -> dict:
+def checkpoint_metadata(
+    choice: DataChoice,
+    train_set: CrackDataset,
+    val_set: CrackDataset,
+    weights: WeightsChoice,
+    history: History,
+    feature_format: str = "float32",
+) -> dict:
     """What a checkpoint records about its training: weights, data, split, accuracy, settings.
 
     feature_format: how the backbone computed the features the head was trained on
@@ -48,19 +54,32 @@ def checkpoint_metadata(choice: DataChoice, train_set: CrackDataset, val_set: Cr
     """
     dedupe = bool(getattr(train_set, "dedupe", False))
     return {
-        "weights": weights.label, "weights_description": weights.description,
-        "data_source": choice.source, "data_path": str(choice.path),
-        "n_train": len(train_set), "n_val": len(val_set),
+        "weights": weights.label,
+        "weights_description": weights.description,
+        "data_source": choice.source,
+        "data_path": str(choice.path),
+        "n_train": len(train_set),
+        "n_val": len(val_set),
         "split": CAPSTONE_SPLIT + (", byte-identical copies kept on one side" if dedupe else ""),
-        "val_accuracy": history.final_accuracy, "training": history.settings, "quick_mode": quick_mode(),
+        "val_accuracy": history.final_accuracy,
+        "training": history.settings,
+        "quick_mode": quick_mode(),
         "features": feature_format,
     }
 
 
-def train_capstone_head(choice: DataChoice, weights: WeightsChoice | str | Path | None = "imagenet", *,
-                        epochs: int = 1, lr: float = 1e-3,
-                        batch_size: int = 100, dedupe: bool = False, device: str | torch.device | None = None,
-                        seed: int = 0, progress: bool = True) -> TrainedHead:
+def train_capstone_head(
+    choice: DataChoice,
+    weights: WeightsChoice | str | Path | None = "imagenet",
+    *,
+    epochs: int = 1,
+    lr: float = 1e-3,
+    batch_size: int = 100,
+    dedupe: bool = False,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> TrainedHead:
     """The capstone's method on cached features: ResNet18, frozen backbone, new Linear(512, 2), Adam.
 
     weights: a WeightsChoice, "imagenet", a path to a state dict, or None (a random backbone: only when asked for).
@@ -74,15 +93,30 @@ def train_capstone_head(choice: DataChoice, weights: WeightsChoice | str | Path 
     model = build_resnet18(num_classes=len(train_set.classes), weights=weights, progress=progress)
     train_features = extract_features(model, train_set, feature_cache_dir(), device=device, progress=progress)
     val_features = extract_features(model, val_set, feature_cache_dir(), device=device, progress=progress)
-    history = train_head(model.fc, train_features, val_features, epochs=epochs, lr=lr, batch_size=batch_size,
-                         seed=seed, device=device, progress=progress)
+    history = train_head(
+        model.fc,
+        train_features,
+        val_features,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
     return TrainedHead(model.cpu().eval(), train_set, val_set, train_features, val_features, history, weights)
 
 
 def save_trained_head(path: str | Path, choice: DataChoice, trained: TrainedHead) -> Path:
     """Save the model with what it is (checkpoint_metadata) at `path`, in the format notebook 05 loads."""
-    metadata = checkpoint_metadata(choice, trained.train_set, trained.val_set, trained.weights, trained.history,
-                                   trained.train_features.number_format)
+    metadata = checkpoint_metadata(
+        choice,
+        trained.train_set,
+        trained.val_set,
+        trained.weights,
+        trained.history,
+        trained.train_features.number_format,
+    )
     return save_checkpoint(path, trained.model, trained.train_set.classes, metadata)
 
 
@@ -99,8 +133,10 @@ def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> Checkpoint:
         checkpoint = load_checkpoint(path, num_classes=len(CrackDataset.classes))
         meta = checkpoint.metadata
         if meta.get("data_path") == str(choice.path) and meta.get("n_val") == val_size:
-            print(f"Loaded {path} (trained by notebook 04 on {meta.get('n_train'):,} images, "
-                  f"weights: {checkpoint.weights.description}).")
+            print(
+                f"Loaded {path} (trained by notebook 04 on {meta.get('n_train'):,} images, "
+                f"weights: {checkpoint.weights.description})."
+            )
             return checkpoint
         print(f"{path} was trained on other data ({meta.get('data_path')}); training a new head for {choice.path}.")
     else:

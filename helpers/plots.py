@@ -31,8 +31,17 @@ def _show_row(axes: Sequence, paths: Sequence[Path], label: str) -> None:
         with Image.open(path) as image:
             ax.imshow(image.convert("RGB"))
         ax.set_title(path.name, fontsize=8)
-    axes[0].text(-0.08, 0.5, label, transform=axes[0].transAxes, rotation=90,
-                 ha="right", va="center", fontsize=10, fontweight="bold")
+    axes[0].text(
+        -0.08,
+        0.5,
+        label,
+        transform=axes[0].transAxes,
+        rotation=90,
+        ha="right",
+        va="center",
+        fontsize=10,
+        fontweight="bold",
+    )
 
 
 def show_samples(root: str | Path, n_per_class: int = 6, seed: int = 0, title: str | None = None) -> Figure:
@@ -57,8 +66,9 @@ def plot_class_balance(counts: dict[str, int], title: str = "Images per class") 
     return fig
 
 
-def compare_real_synthetic(real_root: str | Path | None, synthetic_root: str | Path, n: int = 5,
-                           seed: int = 0) -> Figure:
+def compare_real_synthetic(
+    real_root: str | Path | None, synthetic_root: str | Path, n: int = 5, seed: int = 0
+) -> Figure:
     """Real and synthetic images side by side, class by class (synthetic only when no real data is at hand)."""
     rows = []
     for class_name in reversed(CLASS_NAMES):
@@ -73,16 +83,22 @@ def compare_real_synthetic(real_root: str | Path | None, synthetic_root: str | P
     return fig
 
 
-def denormalize(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
-                std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+def denormalize(
+    images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
     """Undo ImageNet normalisation so a batch can be shown: (N, 3, H, W) -> values in [0, 1]."""
     mean_t = torch.tensor(mean).view(1, 3, 1, 1)
     std_t = torch.tensor(std).view(1, 3, 1, 1)
     return (images * std_t + mean_t).clamp(0, 1)
 
 
-def show_batch(images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES,
-               ncols: int = 8, title: str = "One batch from the DataLoader") -> Figure:
+def show_batch(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: Sequence[str] = CLASS_NAMES,
+    ncols: int = 8,
+    title: str = "One batch from the DataLoader",
+) -> Figure:
     """Show a normalised batch as pictures, each titled with its label."""
     images = denormalize(images.float().cpu())
     nrows = (len(images) + ncols - 1) // ncols

@@ -31,8 +31,10 @@ from helpers.workbook import has_widget_frontend
 def upload_classifier(model: nn.Module, class_names: Sequence[str]):
     """A widget to classify a photo the learner uploads (JupyterLab); None, with a message, elsewhere."""
     if not has_widget_frontend():
-        print("The upload widget needs JupyterLab (or Jupyter Notebook / VS Code); "
-              "call classify_files([...], checkpoint) or `python -m helpers predict` instead.")
+        print(
+            "The upload widget needs JupyterLab (or Jupyter Notebook / VS Code); "
+            "call classify_files([...], checkpoint) or `python -m helpers predict` instead."
+        )
         return None
     import ipywidgets as widgets
 
@@ -47,8 +49,7 @@ def upload_classifier(model: nn.Module, class_names: Sequence[str]):
                 path.write_bytes(bytes(item["content"]))
                 try:
                     prediction = classify_photos(model, [path], class_names)[0]
-                    print(f"{printable(item['name'])}: {printable(prediction.label)} "
-                          f"({prediction.probability:.1%})")
+                    print(f"{printable(item['name'])}: {printable(prediction.label)} ({prediction.probability:.1%})")
                 except (BadImageError, FileNotFoundError) as error:
                     print(f"error: {printable(error)}")
 

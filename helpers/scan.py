@@ -37,10 +37,10 @@ from helpers.settings import pick_device
 class ScanResult:
     """The crack probability of every tile of one photo, and where the tiles were."""
 
-    probabilities: np.ndarray              # (rows, cols): crack probability per tile
-    tile: int                              # tile side in pixels
-    stride: int                            # step between tiles (== tile: no overlap)
-    image_size: tuple[int, int]            # (height, width) of the photo
+    probabilities: np.ndarray  # (rows, cols): crack probability per tile
+    tile: int  # tile side in pixels
+    stride: int  # step between tiles (== tile: no overlap)
+    image_size: tuple[int, int]  # (height, width) of the photo
     boxes: list[tuple[int, int]] = field(default_factory=list)  # (top, left) per tile, row by row
 
     @property
@@ -57,8 +57,9 @@ def _axis_positions(length: int, tile: int, stride: int) -> list[int]:
     return positions
 
 
-def tile_positions(height: int, width: int, tile: int = TILE_SIZE,
-                   stride: int | None = None) -> tuple[list[int], list[int]]:
+def tile_positions(
+    height: int, width: int, tile: int = TILE_SIZE, stride: int | None = None
+) -> tuple[list[int], list[int]]:
     """(tops, lefts): where the tiles start, so that together they cover the whole photo.
 
     stride None means stride = tile (tiles side by side); a smaller stride makes them overlap.
@@ -70,8 +71,10 @@ def tile_positions(height: int, width: int, tile: int = TILE_SIZE,
     if stride > tile:
         raise ValueError(f"A stride ({stride}) larger than the tile ({tile}) would leave gaps between tiles.")
     if height < tile or width < tile:
-        raise ValueError(f"The photo ({height}x{width}) is smaller than one {tile}x{tile} tile: "
-                         f"classify it directly (helpers.predict), it needs no scanning.")
+        raise ValueError(
+            f"The photo ({height}x{width}) is smaller than one {tile}x{tile} tile: "
+            f"classify it directly (helpers.predict), it needs no scanning."
+        )
     return _axis_positions(height, tile, stride), _axis_positions(width, tile, stride)
 
 
@@ -90,14 +93,24 @@ def as_rgb_image(image) -> Image.Image:
         raise ValueError(f"Expected an HxWx3 array, got shape {array.shape}.")
     if array.dtype != np.uint8:
         if array.min() < 0 or array.max() > 1:
-            raise ValueError("A float array must hold values in [0, 1]; for 0-255 values use "
-                             "np.clip(array, 0, 255).astype(np.uint8).")
+            raise ValueError(
+                "A float array must hold values in [0, 1]; for 0-255 values use "
+                "np.clip(array, 0, 255).astype(np.uint8)."
+            )
         array = np.round(array * 255).astype(np.uint8)
     return Image.fromarray(array)
 
 
-def scan(model: nn.Module, image, tile: int = TILE_SIZE, stride: int | None = None, batch_size: int = 32,
-         device: torch.device | str | None = None, progress: bool = True, crack_class: int = 1) -> ScanResult:
+def scan(
+    model: nn.Module,
+    image,
+    tile: int = TILE_SIZE,
+    stride: int | None = None,
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    crack_class: int = 1,
+) -> ScanResult:
     """Classify every tile of a large photo; returns each tile's probability of `crack_class`.
 
     image: a path (an unreadable file raises BadImageError), a PIL image or an HxWx3 array.
@@ -116,8 +129,9 @@ def scan(model: nn.Module, image, tile: int = TILE_SIZE, stride: int | None = No
     model = model.to(device).eval()
     scores = []
     for start in tqdm(range(0, len(boxes), batch_size), desc="Scanning", unit="batch", disable=not progress):
-        batch = torch.stack([pixels[:, top:top + tile, left:left + tile]
-                             for top, left in boxes[start:start + batch_size]])
+        batch = torch.stack(
+            [pixels[:, top : top + tile, left : left + tile] for top, left in boxes[start : start + batch_size]]
+        )
         with torch.no_grad():
             probabilities = torch.softmax(model(batch.to(device)), dim=1)
         scores.append(probabilities[:, crack_class].cpu())
@@ -131,8 +145,8 @@ def probability_map(result: ScanResult) -> np.ndarray:
     total = np.zeros((height, width), dtype=np.float32)
     count = np.zeros((height, width), dtype=np.float32)
     for (top, left), probability in zip(result.boxes, result.probabilities.ravel()):
-        total[top:top + result.tile, left:left + result.tile] += probability
-        count[top:top + result.tile, left:left + result.tile] += 1
+        total[top : top + result.tile, left : left + result.tile] += probability
+        count[top : top + result.tile, left : left + result.tile] += 1
     return total / count  # every pixel is covered by at least one tile (tile_positions sees to it)
 
 
@@ -149,8 +163,9 @@ def plot_scan(image, result: ScanResult, threshold: float = 0.5) -> Figure:
             flagged += 1
             ax.add_patch(Rectangle((left, top), result.tile, result.tile, fill=False, edgecolor="white", linewidth=2))
     fig.colorbar(shown, ax=ax, fraction=0.03, label="crack probability")
-    ax.set_title(f"{flagged} of {len(result.boxes)} tiles above {threshold:.0%} "
-                 f"(tile {result.tile}, stride {result.stride})")
+    ax.set_title(
+        f"{flagged} of {len(result.boxes)} tiles above {threshold:.0%} (tile {result.tile}, stride {result.stride})"
+    )
     ax.axis("off")
     fig.tight_layout()
     return fig

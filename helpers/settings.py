@@ -52,7 +52,7 @@ REQUIRE_BROWSER = "WORKBOOK_REQUIRE_BROWSER"
 PLAIN_PROGRESS = "WORKBOOK_PLAIN_PROGRESS"
 
 DEFAULT_SYNTHETIC_PER_CLASS = 1_000  # offline stand-in for a full run
-QUICK_SYNTHETIC_PER_CLASS = 50       # WORKBOOK_QUICK=1
+QUICK_SYNTHETIC_PER_CLASS = 50  # WORKBOOK_QUICK=1
 
 _YES = {"1", "true", "yes", "on"}
 _NO = {"0", "false", "no", "off"}
@@ -91,8 +91,9 @@ def env_int(name: str, default: int, minimum: int = 1) -> int:
     except ValueError:
         number = None
     if number is None or number < minimum:
-        raise SettingsError(f"{name}={value!r} is not understood: use a whole number of at least {minimum}, "
-                            f"e.g. {name}={default}.")
+        raise SettingsError(
+            f"{name}={value!r} is not understood: use a whole number of at least {minimum}, e.g. {name}={default}."
+        )
     return number
 
 
@@ -155,19 +156,27 @@ def shared_dataset_dir() -> Path | None:
     if path is None:
         return None
     if not path.exists():
-        raise SettingsError(f"{DATASET}={str(path)!r} does not exist: point it at the shared folder that holds "
-                            "Positive/ and Negative/ (ask your teacher where it is), or unset it.")
+        raise SettingsError(
+            f"{DATASET}={str(path)!r} does not exist: point it at the shared folder that holds "
+            "Positive/ and Negative/ (ask your teacher where it is), or unset it."
+        )
     if not path.is_dir():
-        raise SettingsError(f"{DATASET}={str(path)!r} is a file, not a folder: point it at the folder that holds "
-                            "Positive/ and Negative/.")
+        raise SettingsError(
+            f"{DATASET}={str(path)!r} is a file, not a folder: point it at the folder that holds "
+            "Positive/ and Negative/."
+        )
     missing = [name for name in ("Positive", "Negative") if not (path / name).is_dir()]
     if missing:
-        raise SettingsError(f"{DATASET}={str(path)!r} has no {' and no '.join(f'{m}/' for m in missing)} folder: "
-                            "point it at the folder that holds Positive/ and Negative/.")
+        raise SettingsError(
+            f"{DATASET}={str(path)!r} has no {' and no '.join(f'{m}/' for m in missing)} folder: "
+            "point it at the folder that holds Positive/ and Negative/."
+        )
     own = data_dir()
     if own == path or path in own.parents:
-        raise SettingsError(f"{DATA_DIR}={str(own)!r} lies inside {DATASET}={str(path)!r}, which learners only read: "
-                            f"give each learner a folder of their own, e.g. {DATA_DIR}=~/workbook-data.")
+        raise SettingsError(
+            f"{DATA_DIR}={str(own)!r} lies inside {DATASET}={str(path)!r}, which learners only read: "
+            f"give each learner a folder of their own, e.g. {DATA_DIR}=~/workbook-data."
+        )
     return path
 
 
@@ -192,8 +201,10 @@ def check_address(name: str, value: str | None) -> str | None:
         return None
     scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]+)://", value)
     if not value.strip() or (scheme and scheme.group(1).lower() not in ("http", "https", "file")):
-        raise SettingsError(f"{name}={value!r} is not an address the workbook can fetch: give an http://, https:// "
-                            "or file:// address, or the path of a local file.")
+        raise SettingsError(
+            f"{name}={value!r} is not an address the workbook can fetch: give an http://, https:// "
+            "or file:// address, or the path of a local file."
+        )
     return value
 
 
@@ -318,8 +329,11 @@ def pick_device(preference: str | torch.device | None = None) -> torch.device:
     except (RuntimeError, ValueError, TypeError):
         raise SettingsError(f"{shown} is not a device name; this machine has: {', '.join(available)}.") from None
     index = 0 if device.index is None else device.index
-    known = device.type == "cpu" or (device.type == "mps" and "mps" in available) \
+    known = (
+        device.type == "cpu"
+        or (device.type == "mps" and "mps" in available)
         or (device.type == "cuda" and f"cuda:{index}" in available)
+    )
     if not known:
         raise SettingsError(f"{shown} is not available on this machine, which has: {', '.join(available)}.")
     return device

@@ -42,6 +42,7 @@ DEFAULT_CLASSES = {"Positive": "crack", "Negative": "no_crack"}
 
 # ----------------------------------------------------------------------------- surfaces
 
+
 def _upsample(field: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize a 2-D float array to (height, width) with bicubic interpolation."""
     image = Image.fromarray(field.astype(np.float32))
@@ -60,13 +61,12 @@ def _pores_and_specks(rng: np.random.Generator, height: int, width: int) -> np.n
     Drawn on a grey "L" image where 128 means "no change", so that PIL can soften them."""
     layer = Image.new("L", (width, height), 128)
     draw = ImageDraw.Draw(layer)
-    area = height * width / 114**2                    # 1.0 for the half-size field of a 227 tile
-    for sign, density, (low, high) in ((-1, rng.uniform(3, 30), (0.05, 0.3)),
-                                       (+1, rng.uniform(0, 15), (0.04, 0.15))):
+    area = height * width / 114**2  # 1.0 for the half-size field of a 227 tile
+    for sign, density, (low, high) in ((-1, rng.uniform(3, 30), (0.05, 0.3)), (+1, rng.uniform(0, 15), (0.04, 0.15))):
         n = rng.poisson(density * area)
         xs, ys = rng.uniform(0, width, n), rng.uniform(0, height, n)
-        radii = 0.5 + rng.exponential(0.45, n)        # mostly tiny, now and then larger
-        stretch = rng.uniform(0.75, 1.3, (n, 2))      # slightly oval
+        radii = 0.5 + rng.exponential(0.45, n)  # mostly tiny, now and then larger
+        stretch = rng.uniform(0.75, 1.3, (n, 2))  # slightly oval
         values = 128 + 300 * sign * rng.uniform(low, high, n)
         for x, y, r, (sx, sy), value in zip(xs, ys, radii, stretch, values):
             draw.ellipse([x - r * sx, y - r * sy, x + r * sx, y + r * sy], fill=int(value))
@@ -85,8 +85,8 @@ def _lighting(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
 
 def _tint(rng: np.random.Generator) -> np.ndarray:
     """Per-channel multipliers from neutral grey to beige/brownish (red above blue)."""
-    warmth = rng.beta(1.6, 2.0) * 0.18                # real photos: R - B from ~2 to ~25 grey levels
-    cast = rng.normal(0, 0.005, size=3)               # a slight colour cast of the camera
+    warmth = rng.beta(1.6, 2.0) * 0.18  # real photos: R - B from ~2 to ~25 grey levels
+    cast = rng.normal(0, 0.005, size=3)  # a slight colour cast of the camera
     return np.array([1 + warmth / 3, 1.0, 1 - 2 * warmth / 3]) + cast
 
 
@@ -95,13 +95,14 @@ def _sample_brightness(rng: np.random.Generator, kind: str) -> float:
     and vary less than the intact ones; we copy that (so brightness is a weak clue in both)."""
     if kind == "crack":
         return float(np.clip(rng.normal(176, 17), 95, 225))
-    if rng.random() < 0.15:                           # some intact surfaces: dim or dark concrete
+    if rng.random() < 0.15:  # some intact surfaces: dim or dark concrete
         return float(np.clip(rng.normal(145, 15), 95, 200))
     return float(np.clip(rng.normal(192, 15), 120, 240))
 
 
-def make_surface(rng: np.random.Generator, height: int = 227, width: int = 227, *,
-                 brightness: float | None = None) -> np.ndarray:
+def make_surface(
+    rng: np.random.Generator, height: int = 227, width: int = 227, *, brightness: float | None = None
+) -> np.ndarray:
     """A concrete-like surface: float32 array (height, width, 3) with values in [0, 255].
 
     Any size works; the texture is measured in pixels, so a large array looks like a larger
@@ -110,34 +111,45 @@ def make_surface(rng: np.random.Generator, height: int = 227, width: int = 227, 
     if brightness is None:
         brightness = _sample_brightness(rng, "plain")
     half_h, half_w = (height + 1) // 2, (width + 1) // 2
-    shade = (1.0
-             + rng.uniform(0.006, 0.03) * _smooth_noise(rng, half_h, half_w, cell=14)  # broad blotches
-             + rng.uniform(0.01, 0.03) * _smooth_noise(rng, half_h, half_w, cell=3)    # small blotches
-             + rng.uniform(0.01, 0.025) * rng.standard_normal((half_h, half_w), dtype=np.float32)  # grain
-             + _pores_and_specks(rng, half_h, half_w)
-             + _lighting(rng, half_h, half_w))
+    shade = (
+        1.0
+        + rng.uniform(0.006, 0.03) * _smooth_noise(rng, half_h, half_w, cell=14)  # broad blotches
+        + rng.uniform(0.01, 0.03) * _smooth_noise(rng, half_h, half_w, cell=3)  # small blotches
+        + rng.uniform(0.01, 0.025) * rng.standard_normal((half_h, half_w), dtype=np.float32)  # grain
+        + _pores_and_specks(rng, half_h, half_w)
+        + _lighting(rng, half_h, half_w)
+    )
     shade = _upsample(shade, height, width)
     colour = brightness * _tint(rng)
     surface = np.empty((height, width, 3), dtype=np.float32)
-    for channel in range(3):                          # channel by channel: faster than broadcasting
+    for channel in range(3):  # channel by channel: faster than broadcasting
         surface[:, :, channel] = shade * colour[channel]
     return np.clip(surface, 0, 255, out=surface)
 
 
 # ----------------------------------------------------------------------------- defects
 
+
 def _gradual_noise(rng: np.random.Generator, n: int, window: int) -> np.ndarray:
     """n random numbers (std ~1) that change gradually, over about `window` steps."""
     return np.convolve(rng.standard_normal(n + window - 1), np.ones(window) / np.sqrt(window), mode="valid")
 
 
-def _random_walk(rng: np.random.Generator, start: tuple[float, float], angle: float, length: float,
-                 *, meander: float, jitter: float, step: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
+def _random_walk(
+    rng: np.random.Generator,
+    start: tuple[float, float],
+    angle: float,
+    length: float,
+    *,
+    meander: float,
+    jitter: float,
+    step: float = 2.5,
+) -> tuple[np.ndarray, np.ndarray]:
     """Points (n, 2) of a path from `start` heading `angle`, and the heading at each point.
     `meander` bends the path slowly, `jitter` makes it zig-zag (both in radians)."""
     n = max(3, int(length / step))
     slow_turns = _gradual_noise(rng, n, window=16)
-    zigzag = np.repeat(rng.standard_normal(n // 4 + 1), 4)[:n]     # kinks every 4 steps
+    zigzag = np.repeat(rng.standard_normal(n // 4 + 1), 4)[:n]  # kinks every 4 steps
     heading = angle + meander * slow_turns + jitter * (zigzag + 0.5 * rng.standard_normal(n))
     steps = step * np.stack([np.cos(heading), np.sin(heading)], axis=1)
     points = np.asarray(start, dtype=float) + np.cumsum(steps, axis=0)
@@ -154,14 +166,15 @@ def _crack_widths(rng: np.random.Generator, n: int, width: float, *, taper_start
     return np.clip(width * np.exp(0.25 * wobble) * taper, 0.5, 1.6 * width)
 
 
-def _fill_path(draw: ImageDraw.ImageDraw, rng: np.random.Generator, points: np.ndarray,
-               heading: np.ndarray, widths: np.ndarray) -> None:
+def _fill_path(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, points: np.ndarray, heading: np.ndarray, widths: np.ndarray
+) -> None:
     """Fill a path of varying width with ragged edges, one four-sided piece per step (so sharp
     bends leave no holes), plus a 1 px centre line that keeps even the thinnest crack connected."""
     smooth = np.convolve(np.pad(heading, 6, mode="edge"), np.ones(13) / 13, mode="valid")
-    normal = np.stack([-np.sin(smooth), np.cos(smooth)], axis=1)   # at right angles to the path
+    normal = np.stack([-np.sin(smooth), np.cos(smooth)], axis=1)  # at right angles to the path
     padded = np.pad(points, ((2, 2), (0, 0)), mode="edge")
-    middle = sum(padded[k:k + len(points)] for k in range(5)) / 5  # the zig-zag, smoothed for the edges
+    middle = sum(padded[k : k + len(points)] for k in range(5)) / 5  # the zig-zag, smoothed for the edges
     ragged = [np.exp(0.12 * _gradual_noise(rng, len(points), window=5)) for _side in range(2)]
     left = (middle + normal * (widths / 2 * ragged[0])[:, None]).tolist()
     right = (middle - normal * (widths / 2 * ragged[1])[:, None]).tolist()
@@ -175,7 +188,7 @@ def _fill_path(draw: ImageDraw.ImageDraw, rng: np.random.Generator, points: np.n
 def _darken(surface: np.ndarray, amount: np.ndarray) -> None:
     """surface *= 1 - amount, in place (amount: HxW or HxWx3, 0 = unchanged, negative = lighter)."""
     factor = 1.0 - amount
-    for channel in range(3):                          # channel by channel: faster than broadcasting
+    for channel in range(3):  # channel by channel: faster than broadcasting
         surface[:, :, channel] *= factor if factor.ndim == 2 else factor[:, :, channel]
     np.clip(surface, 0, 255, out=surface)
 
@@ -199,9 +212,15 @@ def _steps_on_tile(points: np.ndarray, rows: int, cols: int, margin: float) -> i
     return len(points) if on_tile.all() else max(int(np.argmin(on_tile)), 2)
 
 
-def draw_crack(surface: np.ndarray, rng: np.random.Generator, *,
-               start: tuple[float, float] | None = None, angle: float | None = None,
-               length: float | None = None, width: float | None = None) -> np.ndarray:
+def draw_crack(
+    surface: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    start: tuple[float, float] | None = None,
+    angle: float | None = None,
+    length: float | None = None,
+    width: float | None = None,
+) -> np.ndarray:
     """Draw one crack with a few branches into `surface` (in place); return its bool HxW mask.
 
     start is (x, y) in pixels, angle in radians (0 = to the right), length and width in pixels.
@@ -211,8 +230,8 @@ def draw_crack(surface: np.ndarray, rng: np.random.Generator, *,
     diagonal = float(np.hypot(rows, cols))
     width = float(np.exp(rng.uniform(np.log(2.0), np.log(26.0)))) if width is None else float(width)
     crosses = start is None and rng.random() < 0.8
-    if start is None and crosses:                     # enter from a random point on the border
-        along = rng.uniform(0.1, 0.9)                 # top, right, bottom or left edge
+    if start is None and crosses:  # enter from a random point on the border
+        along = rng.uniform(0.1, 0.9)  # top, right, bottom or left edge
         edges = [(along * cols, 0.0), (cols, along * rows), (along * cols, rows), (0.0, along * rows)]
         start = edges[int(rng.integers(4))]
         toward_centre = np.arctan2(rows / 2 - start[1], cols / 2 - start[0])
@@ -230,19 +249,18 @@ def draw_crack(surface: np.ndarray, rng: np.random.Generator, *,
     points, heading = points[:keep], heading[:keep]
     widths = _crack_widths(rng, len(points), width, taper_start=not crosses)
     _fill_path(draw, rng, points, heading, widths)
-    for _ in range(rng.poisson(0.8)):                 # branches split off at a slant and thin out
+    for _ in range(rng.poisson(0.8)):  # branches split off at a slant and thin out
         k = int(rng.integers(len(points) // 6, len(points) * 5 // 6 + 1))
         branch_angle = heading[k] + rng.choice([-1, 1]) * rng.uniform(0.35, 1.1)
         branch_length = rng.uniform(0.15, 0.5) * min(length, diagonal)
-        b_points, b_heading = _random_walk(rng, tuple(points[k]), branch_angle, branch_length,
-                                           meander=0.3, jitter=0.35)
+        b_points, b_heading = _random_walk(rng, tuple(points[k]), branch_angle, branch_length, meander=0.3, jitter=0.35)
         b_width = max(1.0, widths[k] * rng.uniform(0.3, 0.7))
         b_widths = _crack_widths(rng, len(b_points), b_width, taper_start=False)
         _fill_path(draw, rng, b_points, b_heading, b_widths)
 
     core, halo = _blurred(mask_image, 0.7), _blurred(mask_image, 4 + 1.5 * width)
     darkness = rng.uniform(0.55, 0.8) * core + rng.uniform(0.1, 0.3) * halo
-    if rng.random() < 0.5:                            # a lit edge on one side, like a spalled rim
+    if rng.random() < 0.5:  # a lit edge on one side, like a spalled rim
         shift = (int(rng.integers(-2, 3)), int(rng.integers(-2, 3)))
         darkness -= rng.uniform(0.08, 0.2) * np.clip(np.roll(core, shift, axis=(0, 1)) - core, 0, 1)
     _darken(surface, np.clip(darkness, -0.3, 0.88))
@@ -252,7 +270,7 @@ def draw_crack(surface: np.ndarray, rng: np.random.Generator, *,
 def add_stain(surface: np.ndarray, rng: np.random.Generator) -> None:
     """One to three soft dark blobs with blotchy edges, grey to brownish (damp, dirt)."""
     rows, cols = surface.shape[:2]
-    ys = np.arange(0, rows, 4, dtype=np.float32)[:, None]   # every 4th pixel: stains are smooth
+    ys = np.arange(0, rows, 4, dtype=np.float32)[:, None]  # every 4th pixel: stains are smooth
     xs = np.arange(0, cols, 4, dtype=np.float32)[None, :]
     blob = np.zeros((len(ys), xs.shape[1]), dtype=np.float32)
     for _ in range(rng.integers(1, 4)):
@@ -263,7 +281,7 @@ def add_stain(surface: np.ndarray, rng: np.random.Generator) -> None:
         blob = np.maximum(blob, np.exp(-(u**2 + v**2)))
     blob = np.clip(blob * (1.3 + 0.35 * _smooth_noise(rng, *blob.shape, cell=3)) - 0.3, 0, 1)
     blob = _upsample(blob, rows, cols)
-    brownish = 1.0 + rng.uniform(0, 0.25) * np.array([0.0, 0.3, 0.7])   # blue darkens most
+    brownish = 1.0 + rng.uniform(0, 0.25) * np.array([0.0, 0.3, 0.7])  # blue darkens most
     _darken(surface, rng.uniform(0.1, 0.3) * blob[:, :, None] * brownish.astype(np.float32))
 
 
@@ -274,7 +292,7 @@ def add_shadow(surface: np.ndarray, rng: np.random.Generator) -> None:
     xs = np.arange(cols, dtype=np.float32)[None, :]
     theta = rng.uniform(0, np.pi)
     x0, y0 = rng.uniform(0, cols), rng.uniform(0, rows)
-    distance = (xs - x0) * np.cos(theta) + (ys - y0) * np.sin(theta)   # signed, from a line through (x0, y0)
+    distance = (xs - x0) * np.cos(theta) + (ys - y0) * np.sin(theta)  # signed, from a line through (x0, y0)
     softness = rng.uniform(3, 25)
     if rng.random() < 1 / 3:
         inside = 1 / (1 + np.exp(-distance / softness))
@@ -322,8 +340,8 @@ HARD_CASES = {"stain": add_stain, "shadow": add_shadow, "pores": add_pits, "scra
 
 # ----------------------------------------------------------------------------- images
 
-def make_image(rng: np.random.Generator, recipe: str = "crack",
-               size: int = 227) -> tuple[Image.Image, dict]:
+
+def make_image(rng: np.random.Generator, recipe: str = "crack", size: int = 227) -> tuple[Image.Image, dict]:
     """One size x size RGB image drawn by `recipe` (see RECIPES), and an info dict:
     {"recipe": recipe, "kind": what was drawn, "mask": bool array of crack pixels}."""
     if recipe not in RECIPES:
@@ -334,7 +352,7 @@ def make_image(rng: np.random.Generator, recipe: str = "crack",
     surface = make_surface(rng, size, size, brightness=_sample_brightness(rng, kind))
     mask = np.zeros((size, size), dtype=bool)
     if kind == "crack":
-        if rng.random() < 0.2:                        # so that a stain alone doesn't mean "no crack"
+        if rng.random() < 0.2:  # so that a stain alone doesn't mean "no crack"
             HARD_CASES[str(rng.choice(["stain", "shadow", "pores"]))](surface, rng)
         mask |= draw_crack(surface, rng)
         if rng.random() < 0.2:

@@ -32,12 +32,12 @@ MANIFEST_NAME = "synthetic_manifest.csv"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def _duplicate_fractions(classes: Mapping[str, str],
-                         fraction: Mapping[str, float] | float | None) -> dict[str, float]:
+def _duplicate_fractions(classes: Mapping[str, str], fraction: Mapping[str, float] | float | None) -> dict[str, float]:
     """One duplicate fraction per class folder, checked to lie in [0, 0.5]."""
     if fraction is None:
-        result = {folder: DUPLICATE_FRACTION["crack" if recipe == "crack" else "other"]
-                  for folder, recipe in classes.items()}
+        result = {
+            folder: DUPLICATE_FRACTION["crack" if recipe == "crack" else "other"] for folder, recipe in classes.items()
+        }
     elif isinstance(fraction, Mapping):
         unknown = set(fraction) - set(classes)
         if unknown:
@@ -56,12 +56,13 @@ def _plan_duplicates(seed: int, class_index: int, per_class: int, fraction: floa
     rng = np.random.default_rng([seed, class_index, 2])
     order = rng.permutation(per_class)
     copies, originals = order[:n_copies], np.sort(order[n_copies:])
-    sources = rng.choice(originals, size=n_copies)   # one photo may be copied more than once
+    sources = rng.choice(originals, size=n_copies)  # one photo may be copied more than once
     return {int(c): int(s) for c, s in zip(copies, sources)}
 
 
-def _write_class(folder: Path, recipe: str, seed: int, class_index: int, per_class: int,
-                 fraction: float, quality: int, bar: tqdm) -> list[dict]:
+def _write_class(
+    folder: Path, recipe: str, seed: int, class_index: int, per_class: int, fraction: float, quality: int, bar: tqdm
+) -> list[dict]:
     """Write one class folder; return its manifest rows in file order."""
     folder.mkdir()
     copies = _plan_duplicates(seed, class_index, per_class, fraction)
@@ -77,8 +78,15 @@ def _write_class(folder: Path, recipe: str, seed: int, class_index: int, per_cla
     for i, source in sorted(copies.items()):
         shutil.copyfile(folder / names[source], folder / names[i])
         bar.update(1)
-    return [{"class": folder.name, "filename": names[i], "kind": kinds[copies.get(i, i)],
-             "duplicate_of": names[copies[i]] if i in copies else ""} for i in range(per_class)]
+    return [
+        {
+            "class": folder.name,
+            "filename": names[i],
+            "kind": kinds[copies.get(i, i)],
+            "duplicate_of": names[copies[i]] if i in copies else "",
+        }
+        for i in range(per_class)
+    ]
 
 
 def _same_settings(dest: Path, settings: dict) -> bool:
@@ -109,8 +117,9 @@ def _check_replaceable(dest: Path) -> None:
         raise FileExistsError(f"{dest} is a file, not a folder; choose an empty or new folder.")
     if not _made_by_the_generator(dest):
         entries = sorted(dest.iterdir(), key=lambda p: (not p.is_file(), p.name.startswith("."), p.name))
-        raise FileExistsError(f"{dest} holds files the workbook did not make (e.g. {entries[0].name}); "
-                              "choose an empty or new folder.")
+        raise FileExistsError(
+            f"{dest} holds files the workbook did not make (e.g. {entries[0].name}); choose an empty or new folder."
+        )
 
 
 def _move_into_place(tmp: Path, dest: Path) -> None:
@@ -128,10 +137,17 @@ def _move_into_place(tmp: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def generate_dataset(dest: str | Path, per_class: int = 1000, seed: int = 0, *,
-                     classes: Mapping[str, str] | None = None,
-                     duplicate_fraction: Mapping[str, float] | float | None = None,
-                     quality: int = 90, overwrite: bool = False, progress: bool = True) -> Path:
+def generate_dataset(
+    dest: str | Path,
+    per_class: int = 1000,
+    seed: int = 0,
+    *,
+    classes: Mapping[str, str] | None = None,
+    duplicate_fraction: Mapping[str, float] | float | None = None,
+    quality: int = 90,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
     """Write a synthetic data set laid out like the real one: dest/<class>/00001.jpg, ...
 
     classes maps folder -> recipe (default {"Positive": "crack", "Negative": "no_crack"}).
@@ -150,17 +166,24 @@ def generate_dataset(dest: str | Path, per_class: int = 1000, seed: int = 0, *,
     for folder, recipe in classes.items():
         if recipe not in RECIPES:
             raise ValueError(f"class {folder!r}: unknown recipe {recipe!r}; choose one of {RECIPES}.")
-    settings = {"source": "synthetic", "generator": "helpers.synthetic", "seed": int(seed),
-                "per_class": int(per_class), "classes": classes,
-                "duplicate_fraction": _duplicate_fractions(classes, duplicate_fraction),
-                "quality": int(quality)}
+    settings = {
+        "source": "synthetic",
+        "generator": "helpers.synthetic",
+        "seed": int(seed),
+        "per_class": int(per_class),
+        "classes": classes,
+        "duplicate_fraction": _duplicate_fractions(classes, duplicate_fraction),
+        "quality": int(quality),
+    }
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         if dest.is_dir() and _same_settings(dest, settings):
             return dest
         _check_replaceable(dest)
         if not overwrite:
-            raise FileExistsError(f"{dest} already exists and was not made with these settings. "
-                                  "Pass overwrite=True to replace it, or choose another folder.")
+            raise FileExistsError(
+                f"{dest} already exists and was not made with these settings. "
+                "Pass overwrite=True to replace it, or choose another folder."
+            )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{secrets.token_hex(4)}"
     try:
@@ -169,8 +192,16 @@ def generate_dataset(dest: str | Path, per_class: int = 1000, seed: int = 0, *,
         total = per_class * len(classes)
         with tqdm(total=total, desc="synthetic images", unit="img", disable=not progress) as bar:
             for class_index, (folder, recipe) in enumerate(classes.items()):
-                rows += _write_class(tmp / folder, recipe, settings["seed"], class_index, per_class,
-                                     settings["duplicate_fraction"][folder], quality, bar)
+                rows += _write_class(
+                    tmp / folder,
+                    recipe,
+                    settings["seed"],
+                    class_index,
+                    per_class,
+                    settings["duplicate_fraction"][folder],
+                    quality,
+                    bar,
+                )
         with open(tmp / MANIFEST_NAME, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=["class", "filename", "kind", "duplicate_of"])
             writer.writeheader()
@@ -178,7 +209,7 @@ def generate_dataset(dest: str | Path, per_class: int = 1000, seed: int = 0, *,
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         (tmp / SOURCE_FILE).write_text(json.dumps({**settings, "created": created}, indent=2) + "\n")
         _move_into_place(tmp, dest)
-    except BaseException:                 # KeyboardInterrupt too: leave nothing half-written behind
+    except BaseException:  # KeyboardInterrupt too: leave nothing half-written behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
@@ -218,7 +249,12 @@ def image_statistics(folder: str | Path, max_per_class: int | None = None) -> di
         mean = total / n_pixels
         std = np.sqrt(np.maximum(total_sq / n_pixels - mean**2, 0))
         p05, p50, p95 = (float(p) for p in np.percentile(brightness, [5, 50, 95]))
-        stats[class_dir.name] = {"n": len(files), "mean_rgb": mean.round(2).tolist(),
-                                 "std_rgb": std.round(2).tolist(), "brightness_p05": round(p05, 2),
-                                 "brightness_p50": round(p50, 2), "brightness_p95": round(p95, 2)}
+        stats[class_dir.name] = {
+            "n": len(files),
+            "mean_rgb": mean.round(2).tolist(),
+            "std_rgb": std.round(2).tolist(),
+            "brightness_p05": round(p05, 2),
+            "brightness_p50": round(p50, 2),
+            "brightness_p95": round(p95, 2),
+        }
     return stats

@@ -47,9 +47,9 @@ class History:
     """
 
     iteration_loss: list[float] = field(default_factory=list)  # one per optimiser step (capstone's loss_list)
-    epoch_loss: list[float] = field(default_factory=list)      # mean training loss of each epoch
-    val_accuracy: list[float] = field(default_factory=list)    # after each epoch, between 0 and 1
-    seconds: float = 0.0                                       # wall time of the whole training
+    epoch_loss: list[float] = field(default_factory=list)  # mean training loss of each epoch
+    val_accuracy: list[float] = field(default_factory=list)  # after each epoch, between 0 and 1
+    seconds: float = 0.0  # wall time of the whole training
     settings: dict = field(default_factory=dict)
 
     @property
@@ -99,12 +99,15 @@ def check_loss(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
     _steps[optimizer] = step
     value = loss.item()
     if not math.isfinite(value):
-        raise TrainingDiverged(f"The loss became {value} at step {step}, so training stopped and nothing was saved: "
-                               "lower the learning rate (the capstone's is 0.001) and train again.")
+        raise TrainingDiverged(
+            f"The loss became {value} at step {step}, so training stopped and nothing was saved: "
+            "lower the learning rate (the capstone's is 0.001) and train again."
+        )
 
 
-def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
-                  inputs: torch.Tensor, labels: torch.Tensor) -> float:
+def training_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
+) -> float:
     """One step of the capstone's loop: zero the gradients, forward, loss, backward, update.
 
     A loss that is not a number (NaN or infinite: the learning rate is far too high) stops
@@ -119,9 +122,18 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion:
     return loss.item()
 
 
-def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, batches,
-                    device: torch.device, *, frozen_backbone: bool = True, history: History | None = None,
-                    desc: str = "epoch", progress: bool = False) -> float:
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    batches,
+    device: torch.device,
+    *,
+    frozen_backbone: bool = True,
+    history: History | None = None,
+    desc: str = "epoch",
+    progress: bool = False,
+) -> float:
     """One pass of the capstone's loop over `batches` of (inputs, labels); returns the mean loss.
 
     set_train_mode first (frozen parts stay in eval mode unless frozen_backbone=False), then one
@@ -142,19 +154,21 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, criterio
     return loss_sum / seen
 
 
-def row_batches(features: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                order: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def row_batches(
+    features: torch.Tensor, labels: torch.Tensor, batch_size: int, order: torch.Tensor | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Split rows into (features, labels) batches, in order or in the given `order` of row indices."""
     if order is not None:
         features, labels = features[order], labels[order]
-    return [(features[start:start + batch_size], labels[start:start + batch_size])
-            for start in range(0, len(labels), batch_size)]
+    return [
+        (features[start : start + batch_size], labels[start : start + batch_size])
+        for start in range(0, len(labels), batch_size)
+    ]
 
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: str | torch.device | None = None,
-             progress: bool = False) -> float:
+def evaluate(model: nn.Module, loader, device: str | torch.device | None = None, progress: bool = False) -> float:
     """Accuracy (between 0 and 1) of the model, in eval mode, on a loader of (inputs, labels)."""
     logits, labels = logits_from_loader(model, loader, device=device, progress=progress)
     predicted = logits.argmax(dim=1)
@@ -162,9 +176,18 @@ def evaluate(model: nn.Module, loader, device: str | torch.device | None = None,
 
 
 # ----------------------------------------------------------------------------- training
-def train(model: nn.Module, train_loader, val_loader=None, *, epochs: int = 1, lr: float = 1e-3,
-          device: str | torch.device | None = None, seed: int = 0, freeze_batchnorm: bool = True,
-          progress: bool = True) -> History:
+def train(
+    model: nn.Module,
+    train_loader,
+    val_loader=None,
+    *,
+    epochs: int = 1,
+    lr: float = 1e-3,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    freeze_batchnorm: bool = True,
+    progress: bool = True,
+) -> History:
     """The direct path: train the model's trainable parameters on batches of images.
 
     Cross-entropy loss and Adam over the parameters with requires_grad=True (the new `fc`).
@@ -179,16 +202,33 @@ def train(model: nn.Module, train_loader, val_loader=None, *, epochs: int = 1, l
     model.to(device)
     optimizer = torch.optim.Adam(trainable_parameters(model), lr=lr)
     criterion = nn.CrossEntropyLoss()
-    history = History(settings={
-        "lr": lr, "batch_size": getattr(train_loader, "batch_size", None), "epochs": epochs, "seed": seed,
-        "optimizer": "Adam", "device": str(device), "path": "direct",
-        "backbone_mode": "eval" if freeze_batchnorm else "train",
-    })
+    history = History(
+        settings={
+            "lr": lr,
+            "batch_size": getattr(train_loader, "batch_size", None),
+            "epochs": epochs,
+            "seed": seed,
+            "optimizer": "Adam",
+            "device": str(device),
+            "path": "direct",
+            "backbone_mode": "eval" if freeze_batchnorm else "train",
+        }
+    )
     start = time.perf_counter()
     for epoch in tqdm(range(epochs), desc="epochs", disable=not progress):
-        history.epoch_loss.append(train_one_epoch(model, optimizer, criterion, train_loader, device,
-                                                  frozen_backbone=freeze_batchnorm, history=history,
-                                                  desc=f"epoch {epoch + 1}/{epochs}", progress=progress))
+        history.epoch_loss.append(
+            train_one_epoch(
+                model,
+                optimizer,
+                criterion,
+                train_loader,
+                device,
+                frozen_backbone=freeze_batchnorm,
+                history=history,
+                desc=f"epoch {epoch + 1}/{epochs}",
+                progress=progress,
+            )
+        )
         if val_loader is not None:
             history.val_accuracy.append(evaluate(model, val_loader, device=device))
     model.eval()
@@ -200,17 +240,30 @@ def _rows(feature_set: FeatureSet, name: str) -> tuple[torch.Tensor, torch.Tenso
     """A feature set's features as float32 (N, D) and labels as int64 (N,), or a clear error."""
     features, labels = getattr(feature_set, "features", None), getattr(feature_set, "labels", None)
     if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
-        raise TypeError(f"{name}: need a FeatureSet (helpers.features.extract_features), "
-                        f"not {type(feature_set).__name__}")
+        raise TypeError(
+            f"{name}: need a FeatureSet (helpers.features.extract_features), not {type(feature_set).__name__}"
+        )
     if features.dim() != 2 or labels.dim() != 1 or len(features) != len(labels) or len(labels) == 0:
-        raise ValueError(f"{name}: need features of shape (N, D) and labels of shape (N,) with N > 0; "
-                         f"got {tuple(features.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"{name}: need features of shape (N, D) and labels of shape (N,) with N > 0; "
+            f"got {tuple(features.shape)} and {tuple(labels.shape)}"
+        )
     return features.float(), labels.long()
 
 
-def train_head(head: nn.Module, train_set: FeatureSet, val_set: FeatureSet | None = None, *,
-               epochs: int = 1, lr: float = 1e-3, batch_size: int = 100, shuffle: bool = False, seed: int = 0,
-               device: str | torch.device | None = None, progress: bool = True) -> History:
+def train_head(
+    head: nn.Module,
+    train_set: FeatureSet,
+    val_set: FeatureSet | None = None,
+    *,
+    epochs: int = 1,
+    lr: float = 1e-3,
+    batch_size: int = 100,
+    shuffle: bool = False,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> History:
     """The fast path: the same optimisation as `train`, on precomputed backbone features.
 
     train_set, val_set: FeatureSets (helpers.features.extract_features), or anything with
@@ -229,10 +282,19 @@ def train_head(head: nn.Module, train_set: FeatureSet, val_set: FeatureSet | Non
     head.to(device)
     optimizer = torch.optim.Adam(trainable_parameters(head), lr=lr)
     criterion = nn.CrossEntropyLoss()
-    history = History(settings={
-        "lr": lr, "batch_size": batch_size, "epochs": epochs, "seed": seed, "optimizer": "Adam",
-        "device": str(device), "path": "features", "backbone_mode": "precomputed", "shuffle": shuffle,
-    })
+    history = History(
+        settings={
+            "lr": lr,
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "seed": seed,
+            "optimizer": "Adam",
+            "device": str(device),
+            "path": "features",
+            "backbone_mode": "precomputed",
+            "shuffle": shuffle,
+        }
+    )
     start = time.perf_counter()
     bar = tqdm(range(epochs), desc="epochs", disable=not progress)
     for _ in bar:

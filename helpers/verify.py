@@ -18,7 +18,13 @@ import torch
 
 from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files
 from helpers.plumbing.files import (
-    folder_hashes, read_json, record_key, records_dir, relative_name, seal, write_json_atomically,
+    folder_hashes,
+    read_json,
+    record_key,
+    records_dir,
+    relative_name,
+    seal,
+    write_json_atomically,
 )
 from helpers.plumbing.images import TILE_SIZE, open_image, size_problem
 from helpers.plumbing.progress import tqdm
@@ -55,8 +61,10 @@ class VerifyReport:
             return []
         n = len(self.other_sizes)
         name, (width, height) = next(iter(self.other_sizes.items()))
-        return [f"{n:,} image{'s are' if n > 1 else ' is'} not {TILE_SIZE}x{TILE_SIZE} (e.g. {name} is "
-                f"{width}x{height}); the datasets resize them to {TILE_SIZE}x{TILE_SIZE}."]
+        return [
+            f"{n:,} image{'s are' if n > 1 else ' is'} not {TILE_SIZE}x{TILE_SIZE} (e.g. {name} is "
+            f"{width}x{height}); the datasets resize them to {TILE_SIZE}x{TILE_SIZE}."
+        ]
 
     def __str__(self) -> str:
         counts = ", ".join(f"{n:,} {name}" for name, n in self.counts.items())
@@ -105,11 +113,15 @@ def _fingerprint(root: Path, files: list[Path], progress: bool = False) -> dict:
     """
     hashes = folder_hashes(root, files, progress)
     lines = sorted(f"{relative_name(path, root)}|{digest}" for path, digest in zip(files, hashes))
-    return {"n_files": len(files), "files_sha256": hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()}
+    return {
+        "n_files": len(files),
+        "files_sha256": hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest(),
+    }
 
 
-def verify_dataset(root: str | Path, expected_per_class: int | None = None, decode: bool = True,
-                   progress: bool = True) -> VerifyReport:
+def verify_dataset(
+    root: str | Path, expected_per_class: int | None = None, decode: bool = True, progress: bool = True
+) -> VerifyReport:
     """Check a data folder: both class folders present, how many images each, every file decodable.
 
     Images that are not 227x227 are listed in the report's notes (the datasets resize them);
@@ -123,8 +135,10 @@ def verify_dataset(root: str | Path, expected_per_class: int | None = None, deco
         report.problems.append(f"{root} is a file, not a folder: give the folder that holds Positive/ and Negative/")
         return report
     if not root.is_dir():
-        report.problems.append(f"{root} does not exist: run notebooks/01_download_data.ipynb, "
-                               "or `python -m helpers data download` (real) / `synthetic` (offline).")
+        report.problems.append(
+            f"{root} does not exist: run notebooks/01_download_data.ipynb, "
+            "or `python -m helpers data download` (real) / `synthetic` (offline)."
+        )
         return report
     files: list[Path] = []
     for name in CLASS_NAMES[::-1]:  # Positive first, as the capstone lists them
@@ -149,8 +163,10 @@ def verify_dataset(root: str | Path, expected_per_class: int | None = None, deco
     if report.ok and decode:
         try:
             key = record_key(create=True)
-            write_json_atomically({**fingerprint, "counts": report.counts, "seal": seal(fingerprint, key)},
-                                  records_dir(root) / VERIFIED_FILE)
+            write_json_atomically(
+                {**fingerprint, "counts": report.counts, "seal": seal(fingerprint, key)},
+                records_dir(root) / VERIFIED_FILE,
+            )
         except OSError:
             pass  # a read-only mirror is fine; we just verify again next time
     return report
@@ -176,6 +192,7 @@ def is_verified(root: str | Path) -> bool:
         files = [p for name in CLASS_NAMES for p in list_class_files(root, name)]
         fingerprint = _fingerprint(root, files)
         return {k: recorded.get(k) for k in fingerprint} == fingerprint and hmac.compare_digest(
-            str(recorded.get("seal", "")), seal(fingerprint, key))
+            str(recorded.get("seal", "")), seal(fingerprint, key)
+        )
     except (OSError, DatasetNotFoundError):
         return False

@@ -23,8 +23,15 @@ if TYPE_CHECKING:  # the first cell checks the versions before torch is imported
 
 # The packages a learner's version check lists, in the order they matter to the lesson.
 CHECKED_PACKAGES = (
-    "torch", "torchvision", "numpy", "pillow", "matplotlib",
-    "requests", "tqdm", "ipywidgets", "jupyterlab",
+    "torch",
+    "torchvision",
+    "numpy",
+    "pillow",
+    "matplotlib",
+    "requests",
+    "tqdm",
+    "ipywidgets",
+    "jupyterlab",
 )
 
 
@@ -63,7 +70,8 @@ def check_versions(packages: tuple[str, ...] = CHECKED_PACKAGES) -> dict[str, st
         print(f"{name:<12} {version:<16} {'(needs >= ' + floor + ')' if floor else ''}")
     if problems:
         raise RuntimeError(
-            "Some packages are missing or too old: " + "; ".join(problems)
+            "Some packages are missing or too old: "
+            + "; ".join(problems)
             + ". Run `make lab` from the project folder (it installs what is needed), "
             "or `pip install -e .` inside your environment."
         )
@@ -80,8 +88,13 @@ def run_stamp(source: str, weights: WeightsChoice | None = None) -> str:
     """
     parts = [f"{source} data"]
     if weights is not None:
-        parts.append("ImageNet backbone" if weights.is_imagenet else "random backbone" if weights.is_random
-                     else f"backbone from {Path(str(weights.source)).name}")
+        parts.append(
+            "ImageNet backbone"
+            if weights.is_imagenet
+            else "random backbone"
+            if weights.is_random
+            else f"backbone from {Path(str(weights.source)).name}"
+        )
     if quick_mode():
         parts.append("quick mode")
     return " · ".join(parts)
@@ -101,8 +114,10 @@ def announce_run(choice, weights: WeightsChoice | None = None) -> str:
     if weights is not None:
         print(f"  weights: {weights.description}")
     if choice.source != "real" or (weights is not None and weights.is_random):
-        print("  Results below show how the method works; they say nothing about real concrete or the "
-              "capstone's 99.44%, which need the real data and the ImageNet weights.")
+        print(
+            "  Results below show how the method works; they say nothing about real concrete or the "
+            "capstone's 99.44%, which need the real data and the ImageNet weights."
+        )
     return figure_stamp
 
 
@@ -114,8 +129,15 @@ def save_figure(fig, name: str, dpi: int = 110) -> Path:
     """
     if figure_stamp and not getattr(fig, "_workbook_stamped", False):
         below = fig.get_tightbbox(fig.canvas.get_renderer())  # in inches: under everything drawn so far
-        fig.text(below.x1 / fig.get_figwidth(), (below.y0 - 0.04) / fig.get_figheight(), figure_stamp,
-                 ha="right", va="top", fontsize=7, color="0.4")
+        fig.text(
+            below.x1 / fig.get_figwidth(),
+            (below.y0 - 0.04) / fig.get_figheight(),
+            figure_stamp,
+            ha="right",
+            va="top",
+            fontsize=7,
+            color="0.4",
+        )
         fig._workbook_stamped = True  # saving twice stamps once
     path = images_dir() / name
     with atomic_path(path) as temp:

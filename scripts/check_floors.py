@@ -78,8 +78,10 @@ def install(venv: Path, pins: list[str], keep: bool) -> Path:
 
 def print_versions(python: Path) -> None:
     names = ", ".join(repr(name) for name in (*PINNED, "pytest"))
-    code = ("import importlib.metadata as m, sys; print('python', sys.version.split()[0]); "
-            f"[print(n, m.version(n)) for n in ({names})]")
+    code = (
+        "import importlib.metadata as m, sys; print('python', sys.version.split()[0]); "
+        f"[print(n, m.version(n)) for n in ({names})]"
+    )
     run([str(python), "-c", code], check=True)
 
 
@@ -88,8 +90,13 @@ def main() -> int:
     parser.add_argument("--venv", type=Path, default=ROOT / "build" / "floors-venv", help="default: build/floors-venv")
     parser.add_argument("--keep", action="store_true", help="reuse an existing venv instead of rebuilding it")
     parser.add_argument("--only-install", action="store_true", help="install and print versions, run no tests")
-    parser.add_argument("--pin", action="append", default=[], metavar="NAME==VERSION",
-                        help="pin a package to VERSION instead of its floor (repeatable)")
+    parser.add_argument(
+        "--pin",
+        action="append",
+        default=[],
+        metavar="NAME==VERSION",
+        help="pin a package to VERSION instead of its floor (repeatable)",
+    )
     args = parser.parse_args()
 
     start = time.monotonic()
@@ -99,8 +106,14 @@ def main() -> int:
         return 0
     print("+", python, *PYTEST, flush=True)
     last = "no output"
-    with subprocess.Popen([str(python), *PYTEST], cwd=ROOT, env={**os.environ, "WORKBOOK_QUICK": "1"},
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as pytest:
+    with subprocess.Popen(
+        [str(python), *PYTEST],
+        cwd=ROOT,
+        env={**os.environ, "WORKBOOK_QUICK": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as pytest:
         for line in pytest.stdout:  # streamed, and the last line (pytest's summary) kept
             print(line, end="", flush=True)
             last = line.strip() or last

@@ -53,9 +53,12 @@ def model() -> nn.Module:
 @pytest.fixture(scope="session")
 def small_transform() -> Callable[..., Callable]:
     """small_transform(size=64): shrink the images (bfloat16 is emulated, and slow, on most CPUs)."""
+
     def make(size: int = 64) -> Callable:
-        return transforms.Compose([transforms.Resize(size), transforms.ToTensor(),
-                                   transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        return transforms.Compose(
+            [transforms.Resize(size), transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        )
+
     return make
 
 
@@ -79,11 +82,15 @@ def train_logistic_head(features: torch.Tensor, labels: torch.Tensor, steps: int
 def assert_agrees_with_float32() -> Callable[[FeatureSet, FeatureSet, str, float], None]:
     """assert_agrees_with_float32(float32, rounded, what, min_cosine): rounded features (bf16, int8) stay
     close to float32's, and a head trained on float32 features keeps >= 99% of its predictions."""
+
     def check(float32: FeatureSet, rounded: FeatureSet, what: str, min_cosine: float) -> None:
         cosine = nn.functional.cosine_similarity(float32.features, rounded.features, dim=1)
         assert cosine.min() > min_cosine, f"lowest cosine similarity {cosine.min():.4f}"
         head = train_logistic_head(float32.features, float32.labels)
-        same = logits_from_features(head, float32.features).argmax(1) == logits_from_features(head, rounded.features).argmax(1)
+        same = logits_from_features(head, float32.features).argmax(1) == logits_from_features(
+            head, rounded.features
+        ).argmax(1)
         print(f"{what} changed {int((~same).sum())} of {len(same)} predictions; lowest cosine {cosine.min():.5f}")
         assert same.float().mean() >= 0.99, f"{what} changed {int((~same).sum())} of {len(same)} predictions"
+
     return check

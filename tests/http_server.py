@@ -76,7 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         behaviour = owner._next_behaviour(path)
         owner._record(RecordedRequest(self.command, path, self.headers, behaviour))
-        tokens = behaviour.split("+")                   # e.g. "drop_half+no_validators"
+        tokens = behaviour.split("+")  # e.g. "drop_half+no_validators"
         given = {t.split(":", 1)[0]: t.split(":", 1)[1] for t in tokens if ":" in t}
 
         if "delay" in given:
@@ -98,7 +98,7 @@ class _Handler(BaseHTTPRequestHandler):
         range_header = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
         if if_range is not None and if_range not in (etag, modified):
-            range_header = None              # the file changed: send all of it (RFC 9110 13.1.5)
+            range_header = None  # the file changed: send all of it (RFC 9110 13.1.5)
         if range_header and "ignore_range" not in tokens:
             match = re.fullmatch(r"bytes=(\d+)-(\d*)", range_header.strip())
             if match:
@@ -148,12 +148,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if "overlong" in tokens:
                 for i in range(0, len(body), 8192):
-                    piece = body[i:i + 8192]
+                    piece = body[i : i + 8192]
                     self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
                 self.wfile.write(b"0\r\n\r\n")
             elif "endless" in tokens:
                 deadline, block = time.monotonic() + 30, b"\0" * 65536
-                for _ in range(1024):                      # 64 MiB at most
+                for _ in range(1024):  # 64 MiB at most
                     if time.monotonic() > deadline:
                         break
                     self.wfile.write(block)
@@ -164,12 +164,12 @@ class _Handler(BaseHTTPRequestHandler):
                 for i in range(fast, len(body), 1024):
                     if time.monotonic() > deadline:
                         break
-                    self.wfile.write(body[i:i + 1024])
+                    self.wfile.write(body[i : i + 1024])
                     self.wfile.flush()
                     time.sleep(0.05)
             self.wfile.flush()
         except OSError:
-            pass                                           # the client hung up: expected
+            pass  # the client hung up: expected
 
     def _send_status(self, code: int, send_body: bool) -> None:
         body = f"{code} {self.responses.get(code, ('',))[0]}\n".encode()
@@ -194,8 +194,8 @@ class FileServer:
 
     def __init__(self, files: dict[str, bytes] | None = None):
         self.files: dict[str, bytes] = dict(files or {})
-        self.started = time.time() - 3600                  # Last-Modified of the files given here
-        self.modified: dict[str, float] = {}               # ... and of those added later
+        self.started = time.time() - 3600  # Last-Modified of the files given here
+        self.modified: dict[str, float] = {}  # ... and of those added later
         self.requests: list[RecordedRequest] = []
         self._behaviours: dict[str, deque[str]] = {}
         self._lock = threading.Lock()
@@ -236,8 +236,7 @@ class FileServer:
     def start(self) -> "FileServer":
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 

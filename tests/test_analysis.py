@@ -45,9 +45,13 @@ CRACK_PROBABILITY = [0.95, 0.10, 0.30, 0.80, 0.60, 0.45, 0.99, 0.55, 0.05, 0.65]
 def hand_made(labels=LABELS, crack_probability=CRACK_PROBABILITY) -> Predictions:
     p = torch.tensor(crack_probability, dtype=torch.float32)
     ids = [f"{'Positive' if y else 'Negative'}/{i:05d}.jpg" for i, y in enumerate(labels)]
-    return Predictions(sample_ids=ids, paths=[Path("/nowhere") / name for name in ids],
-                       labels=torch.tensor(labels), probabilities=torch.stack([1 - p, p], dim=1),
-                       class_names=["Negative", "Positive"])
+    return Predictions(
+        sample_ids=ids,
+        paths=[Path("/nowhere") / name for name in ids],
+        labels=torch.tensor(labels),
+        probabilities=torch.stack([1 - p, p], dim=1),
+        class_names=["Negative", "Positive"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +73,16 @@ def test_predictions_basics():
     assert predictions.predicted().tolist() == [1, 0, 0, 1, 1, 0, 1, 1, 0, 1]
 
 
-@pytest.mark.parametrize("threshold, expected", [
-    (0.0, [1] * 10),
-    (0.5, [1, 0, 0, 1, 1, 0, 1, 1, 0, 1]),
-    (0.6, [1, 0, 0, 1, 1, 0, 1, 0, 0, 1]),  # 0.60 >= 0.6 counts as a crack
-    (0.96, [0, 0, 0, 0, 0, 0, 1, 0, 0, 0]),
-    (1.0, [0] * 10),
-])
+@pytest.mark.parametrize(
+    "threshold, expected",
+    [
+        (0.0, [1] * 10),
+        (0.5, [1, 0, 0, 1, 1, 0, 1, 1, 0, 1]),
+        (0.6, [1, 0, 0, 1, 1, 0, 1, 0, 0, 1]),  # 0.60 >= 0.6 counts as a crack
+        (0.96, [0, 0, 0, 0, 0, 0, 1, 0, 0, 0]),
+        (1.0, [0] * 10),
+    ],
+)
 def test_predicted_at_a_threshold(threshold, expected):
     assert hand_made().predicted(threshold).tolist() == expected
 
@@ -83,8 +90,13 @@ def test_predicted_at_a_threshold(threshold, expected):
 def test_threshold_outside_0_1_and_crack_probability_with_three_classes_are_errors():
     with pytest.raises(ValueError):
         hand_made().predicted(1.5)
-    three = Predictions(["a", "b"], [Path("a"), Path("b")], torch.tensor([0, 2]),
-                        torch.tensor([[0.5, 0.2, 0.3], [0.1, 0.1, 0.8]]), ["x", "y", "z"])
+    three = Predictions(
+        ["a", "b"],
+        [Path("a"), Path("b")],
+        torch.tensor([0, 2]),
+        torch.tensor([[0.5, 0.2, 0.3], [0.1, 0.1, 0.8]]),
+        ["x", "y", "z"],
+    )
     assert three.predicted().tolist() == [0, 2]
     with pytest.raises(ValueError):
         _ = three.crack_probability
@@ -108,8 +120,9 @@ def test_predict_dataset_fast_path_matches_the_images(data_root):
     torch.manual_seed(0)
     model = build_resnet18(weights=None).eval()
     direct = predict_dataset(model, dataset, device="cpu", progress=False, num_workers=0)
-    features = extract_features(model, dataset, cache_dir=None, settings=FastSettings(bf16=False),
-                                device="cpu", num_workers=0, progress=False)
+    features = extract_features(
+        model, dataset, cache_dir=None, settings=FastSettings(bf16=False), device="cpu", num_workers=0, progress=False
+    )
     fast = predict_dataset(model, dataset, features=features, device="cpu", progress=False)
     assert direct.sample_ids == fast.sample_ids
     assert torch.equal(direct.labels, fast.labels)
@@ -120,12 +133,14 @@ def test_predict_dataset_refuses_features_of_other_images(data_root):
     dataset = CrackDataset(data_root, split="all", progress=False)
     n = len(dataset)
     model = build_resnet18(weights=None).eval()
-    shuffled = FeatureSet(torch.zeros(n, 512), dataset.labels(),
-                          [s.sample_id for s in reversed(dataset.samples)], key="")
+    shuffled = FeatureSet(
+        torch.zeros(n, 512), dataset.labels(), [s.sample_id for s in reversed(dataset.samples)], key=""
+    )
     with pytest.raises(ValueError, match="sample ids"):
         predict_dataset(model, dataset, features=shuffled)
-    too_few = FeatureSet(torch.zeros(n - 1, 512), dataset.labels()[1:],
-                         [s.sample_id for s in dataset.samples[1:]], key="")
+    too_few = FeatureSet(
+        torch.zeros(n - 1, 512), dataset.labels()[1:], [s.sample_id for s in dataset.samples[1:]], key=""
+    )
     with pytest.raises(ValueError):
         predict_dataset(model, dataset, features=too_few)
 
@@ -171,10 +186,15 @@ def test_confusion_matrix_rows_actual_columns_predicted():
     predictions = hand_made()
     matrix = confusion_matrix(predictions.labels, predictions.predicted(), 2)
     assert matrix.dtype == torch.int64
-    assert matrix.tolist() == [[2, 3],   # actual Negative: 2 right, 3 false alarms
-                               [2, 3]]   # actual Positive: 2 missed, 3 found
-    assert confusion_matrix(torch.tensor([0, 2, 2]), torch.tensor([0, 1, 2]), 3).tolist() == \
-        [[1, 0, 0], [0, 0, 0], [0, 1, 1]]
+    assert matrix.tolist() == [
+        [2, 3],  # actual Negative: 2 right, 3 false alarms
+        [2, 3],
+    ]  # actual Positive: 2 missed, 3 found
+    assert confusion_matrix(torch.tensor([0, 2, 2]), torch.tensor([0, 1, 2]), 3).tolist() == [
+        [1, 0, 0],
+        [0, 0, 0],
+        [0, 1, 1],
+    ]
     with pytest.raises(ValueError):
         confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3)
 
@@ -217,15 +237,15 @@ def test_threshold_curve_facts():
     curve = threshold_curve(predictions)
     assert set(curve) == {"threshold", "precision", "recall", "false_alarms", "missed_cracks", "mistakes"}
     assert np.allclose(curve["threshold"], np.linspace(0, 1, 101))
-    assert np.all(np.diff(curve["recall"]) <= 0)          # a higher bar finds fewer cracks
-    assert np.all(np.diff(curve["false_alarms"]) <= 0)    # ... and raises fewer false alarms
+    assert np.all(np.diff(curve["recall"]) <= 0)  # a higher bar finds fewer cracks
+    assert np.all(np.diff(curve["false_alarms"]) <= 0)  # ... and raises fewer false alarms
     assert curve["recall"][0] == 1.0 and curve["false_alarms"][0] == 5
     assert np.array_equal(curve["mistakes"], curve["false_alarms"] + curve["missed_cracks"])
     at_half = int(np.argmin(np.abs(curve["threshold"] - 0.5)))
     metrics = compute_metrics(predictions, threshold=0.5)
     assert curve["mistakes"][at_half] == metrics.total - metrics.correct
     assert curve["precision"][at_half] == pytest.approx(metrics.per_class["Positive"]["precision"])
-    assert math.isnan(curve["precision"][-1])             # nothing called a crack at 1.0
+    assert math.isnan(curve["precision"][-1])  # nothing called a crack at 1.0
     small = threshold_curve(predictions, [0.6, 0.96])
     assert small["missed_cracks"].tolist() == [2, 4]
 
@@ -243,7 +263,7 @@ def test_plot_misclassified_shows_the_images(data_root):
     assert len(rows) == len(dataset) == 8
     fig = plot_misclassified(predictions, rows, n=6, ncols=4)
     assert isinstance(fig, Figure)
-    assert count_images(fig) == 6 and len(fig.axes) == 8   # 2 rows of 4, the last 2 empty
+    assert count_images(fig) == 6 and len(fig.axes) == 8  # 2 rows of 4, the last 2 empty
     titles = [ax.get_title() for ax in fig.axes if ax.images]
     assert "pred Negative" in titles[0] and "actual Positive" in titles[0] and "95%" in titles[0]
     assert rows[0]["file"] in fig.axes[0].get_xlabel()  # the file name below the picture
@@ -305,8 +325,12 @@ def test_compare_on_same_images_counts_disagreements_and_tests_them():
     second[:12] = 1 - second[:12]  # the second model is wrong on 12 images the first gets right
     first[90:92] = 1 - first[90:92]  # and the first on 2 the second gets right
     comparison = compare_on_same_images(labels, first, second, names=("ten epochs", "one epoch"))
-    assert (comparison.both_right, comparison.only_first_right, comparison.only_second_right,
-            comparison.both_wrong) == (86, 12, 2, 0)
+    assert (
+        comparison.both_right,
+        comparison.only_first_right,
+        comparison.only_second_right,
+        comparison.both_wrong,
+    ) == (86, 12, 2, 0)
     # exact McNemar: P(X <= 2) for X ~ Binomial(14, 1/2), two-sided
     expected = 2 * sum(math.comb(14, k) for k in range(3)) / 2**14
     assert comparison.p_value == pytest.approx(expected)

@@ -25,8 +25,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 NOTEBOOK_05 = "notebooks/05_misclassification.ipynb"  # relative to ROOT, the server's root_dir
 DEMO_NOTEBOOK = "build/browser-test/explorer_demo.ipynb"  # generated; build/ is git-ignored
 ARTIFACTS = ROOT / "test-artifacts"
@@ -47,9 +53,10 @@ def _missing_requirement() -> str | None:
 
 # CI sets WORKBOOK_REQUIRE_BROWSER=1: there a missing Chromium fails the tests instead of skipping them.
 REQUIRED = browser_required()
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not REQUIRED and _missing_requirement() is not None,
-                                 reason=str(_missing_requirement()))]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not REQUIRED and _missing_requirement() is not None, reason=str(_missing_requirement())),
+]
 
 
 def _free_port() -> int:
@@ -62,10 +69,12 @@ def _write_private_settings(home: Path) -> dict[str, str]:
     """Temporary Jupyter folders: no user settings, no news pop-up, no autosave, no windowing."""
     config, settings = home / "config", home / "lab-settings"
     (config / "labconfig").mkdir(parents=True)
-    (config / "labconfig" / "page_config.json").write_text(json.dumps(
-        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
-    (config / "jupyter_server_config.json").write_text(json.dumps(
-        {"LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"}}))
+    (config / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
+    (config / "jupyter_server_config.json").write_text(
+        json.dumps({"LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"}})
+    )
     docmanager = settings / "@jupyterlab" / "docmanager-extension"
     docmanager.mkdir(parents=True)
     (docmanager / "plugin.jupyterlab-settings").write_text(json.dumps({"autosave": False}))
@@ -74,10 +83,15 @@ def _write_private_settings(home: Path) -> dict[str, str]:
     tracker = settings / "@jupyterlab" / "notebook-extension"
     tracker.mkdir(parents=True)
     (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
-    return {"JUPYTER_CONFIG_DIR": str(config), "JUPYTER_DATA_DIR": str(home / "data"),
-            "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "IPYTHONDIR": str(home / "ipython"),
-            "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
-            "WORKBOOK_QUICK": "1"}
+    return {
+        "JUPYTER_CONFIG_DIR": str(config),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "IPYTHONDIR": str(home / "ipython"),
+        "JUPYTERLAB_SETTINGS_DIR": str(settings),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "WORKBOOK_QUICK": "1",
+    }
 
 
 def _wait_until_up(url: str, token: str, process: subprocess.Popen, log: Path) -> None:
@@ -101,13 +115,28 @@ def lab_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("jupyter")
     port, token = _free_port(), secrets.token_hex(16)
     log = home / "server.log"
-    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}",
-               "--ServerApp.allow_root=True",  # CI runs as root; harmless otherwise
-               "--LabApp.expose_app_in_browser=True"]  # window.jupyterapp, to run the cells
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={ROOT}",
+        "--ServerApp.allow_root=True",  # CI runs as root; harmless otherwise
+        "--LabApp.expose_app_in_browser=True",
+    ]  # window.jupyterapp, to run the cells
     with open(log, "w") as log_file:
-        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **_write_private_settings(home)},
-                                   stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, **_write_private_settings(home)},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_until_up(url, token, process, log)
@@ -163,9 +192,14 @@ def _page_report(page, console: list[str]) -> str:
     """What went wrong, for the failure message: error outputs of the cells and the console."""
     errors = page.eval_on_selector_all(
         ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
-        "nodes => nodes.map(n => n.innerText.slice(-1500))")
-    return ("\n--- cell errors and warnings ---\n" + "\n".join(errors or ["(none)"])
-            + "\n--- browser console errors ---\n" + "\n".join(console or ["(none)"]))
+        "nodes => nodes.map(n => n.innerText.slice(-1500))",
+    )
+    return (
+        "\n--- cell errors and warnings ---\n"
+        + "\n".join(errors or ["(none)"])
+        + "\n--- browser console errors ---\n"
+        + "\n".join(console or ["(none)"])
+    )
 
 
 def run_notebook_and_check_explorer(browser, lab_server, notebook: str, screenshot: Path) -> dict:
@@ -178,8 +212,11 @@ def run_notebook_and_check_explorer(browser, lab_server, notebook: str, screensh
     try:
         # `reset`: a fresh workspace, so notebooks opened by an earlier test are not restored as hidden tabs.
         page.goto(f"{url}/lab/tree/{notebook}?reset&token={token}", wait_until="domcontentloaded")
-        page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                               " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=60_000)
+        page.wait_for_function(
+            "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+            " && window.jupyterapp.shell.currentWidget.sessionContext",
+            timeout=60_000,
+        )
         # Wait for the kernel, then Run > Run All Cells through JupyterLab's own command.
         page.evaluate("""async () => {
             const app = window.jupyterapp;
@@ -188,31 +225,46 @@ def run_notebook_and_check_explorer(browser, lab_server, notebook: str, screensh
             app.commands.execute('notebook:run-all-cells').then(
                 ok => { window.runAllResult = ok; }, error => { window.runAllResult = String(error); });
         }""")
-        page.wait_for_function("() => document.querySelector('.crack-explorer') || window.runAllResult !== undefined",
-                               timeout=RUN_ALL_SECONDS * 1000)
+        page.wait_for_function(
+            "() => document.querySelector('.crack-explorer') || window.runAllResult !== undefined",
+            timeout=RUN_ALL_SECONDS * 1000,
+        )
         if page.locator(".crack-explorer").count() == 0:  # the run ended; give the widget a moment to render
             try:
                 page.wait_for_selector(".crack-explorer", timeout=20_000)
             except Exception:
-                pytest.fail(f"{notebook}: no .crack-explorer after Run All Cells (result: "
-                            f"{page.evaluate('window.runAllResult')}){_page_report(page, console)}")
+                pytest.fail(
+                    f"{notebook}: no .crack-explorer after Run All Cells (result: "
+                    f"{page.evaluate('window.runAllResult')}){_page_report(page, console)}"
+                )
 
         explorer = page.locator(".crack-explorer").first
         explorer.scroll_into_view_if_needed()
-        for selector in (".crack-explorer-threshold", "img.crack-explorer-image", ".crack-explorer-matrix",
-                         ".crack-explorer-sample"):
+        for selector in (
+            ".crack-explorer-threshold",
+            "img.crack-explorer-image",
+            ".crack-explorer-matrix",
+            ".crack-explorer-sample",
+        ):
             assert explorer.locator(selector).count() == 1, (
-                f"{notebook}: {selector} missing{_page_report(page, console)}")
+                f"{notebook}: {selector} missing{_page_report(page, console)}"
+            )
         mistakes, matrix = explorer.locator(".crack-explorer-mistakes"), explorer.locator(".crack-explorer-matrix")
-        texts = {"explorers": page.locator(".crack-explorer").count(),
-                 "before_mistakes": mistakes.inner_text(), "before_matrix": matrix.inner_text()}
+        texts = {
+            "explorers": page.locator(".crack-explorer").count(),
+            "before_mistakes": mistakes.inner_text(),
+            "before_matrix": matrix.inner_text(),
+        }
 
         # Move the threshold with the keyboard, as a learner could: focus the handle, press End (-> 0.99).
         explorer.locator(".crack-explorer-threshold .noUi-handle").focus()
         page.keyboard.press("End")
         try:
-            page.wait_for_function("([node, text]) => node.innerText !== text",
-                                   arg=[mistakes.element_handle(), texts["before_mistakes"]], timeout=30_000)
+            page.wait_for_function(
+                "([node, text]) => node.innerText !== text",
+                arg=[mistakes.element_handle(), texts["before_mistakes"]],
+                timeout=30_000,
+            )
         except Exception:
             pytest.fail(f"{notebook}: moving the threshold changed nothing on the page{_page_report(page, console)}")
         texts.update(after_mistakes=mistakes.inner_text(), after_matrix=matrix.inner_text())
@@ -237,7 +289,9 @@ def test_notebook_05_explorer_in_jupyterlab(browser, lab_server):
     """Notebook 05 runs top to bottom in JupyterLab and ends with a working explorer."""
     path = ROOT / NOTEBOOK_05
     if not path.exists():  # renamed or removed: with the browser required (CI), that is a failure, not a skip
-        (pytest.fail if REQUIRED else pytest.skip)(f"{NOTEBOOK_05} is missing: update NOTEBOOK_05 in tests/test_browser.py")
+        (pytest.fail if REQUIRED else pytest.skip)(
+            f"{NOTEBOOK_05} is missing: update NOTEBOOK_05 in tests/test_browser.py"
+        )
     original = path.read_bytes()
     texts = run_notebook_and_check_explorer(browser, lab_server, NOTEBOOK_05, ARTIFACTS / "notebook05_explorer.png")
     assert texts["after_mistakes"] != texts["before_mistakes"]

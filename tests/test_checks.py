@@ -96,8 +96,11 @@ def test_unanswered_stub_says_so_and_does_not_raise(check_name, stub, capsys):
     assert result is False and printed.startswith("Not answered yet:"), printed
 
 
-@pytest.mark.parametrize("error", [ZeroDivisionError("division by zero"), ValueError("bad shape"),
-                                   NameError("name 'np' is not defined")], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "error",
+    [ZeroDivisionError("division by zero"), ValueError("bad shape"), NameError("name 'np' is not defined")],
+    ids=lambda e: type(e).__name__,
+)
 @pytest.mark.parametrize("check_name", FUNCTION_CHECKS)
 def test_an_answer_that_crashes_is_reported_as_that_crash(check_name, error, capsys):
     def broken(*args):
@@ -232,8 +235,11 @@ def _head_no_return(model):
 
 def _per_block(model, *, what="trainable", keys="blocks"):
     counts = {}
-    pairs = model.named_parameters() if keys == "names" else (
-        (f"{block}.{name}", p) for block, child in model.named_children() for name, p in child.named_parameters())
+    pairs = (
+        model.named_parameters()
+        if keys == "names"
+        else ((f"{block}.{name}", p) for block, child in model.named_children() for name, p in child.named_parameters())
+    )
     for name, p in pairs:
         key = name if keys == "names" else name.split(".")[0]
         if what == "tensors":
@@ -248,13 +254,18 @@ def _per_block(model, *, what="trainable", keys="blocks"):
 
 
 def _per_block_comprehension(model):
-    return {name: sum(p.numel() for p in block.parameters() if p.requires_grad)
-            for name, block in model.named_children() if any(p.requires_grad for p in block.parameters())}
+    return {
+        name: sum(p.numel() for p in block.parameters() if p.requires_grad)
+        for name, block in model.named_children()
+        if any(p.requires_grad for p in block.parameters())
+    }
 
 
 def _per_block_tensors_as_values(model):
-    return {name: torch.tensor(sum(p.numel() for p in block.parameters() if p.requires_grad))
-            for name, block in model.named_children()}
+    return {
+        name: torch.tensor(sum(p.numel() for p in block.parameters() if p.requires_grad))
+        for name, block in model.named_children()
+    }
 
 
 # ----------------------------------------------------------------------------- notebook 04
@@ -365,8 +376,11 @@ def _groups(model, head_lr, backbone_lr, *, how="right"):
     layer4 = [p for p in model.layer4.parameters() if p.requires_grad]
     layer3 = [p for p in model.layer3.parameters() if p.requires_grad]
     early_rate = {"same": backbone_lr, "head": head_lr}.get(how, backbone_lr / 10)
-    groups = [{"params": head, "lr": head_lr}, {"params": layer4, "lr": backbone_lr},
-              {"params": layer3, "lr": early_rate}]
+    groups = [
+        {"params": head, "lr": head_lr},
+        {"params": layer4, "lr": backbone_lr},
+        {"params": layer3, "lr": early_rate},
+    ]
     if how == "one group":
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": head_lr}]
     if how == "backbone together":  # helpers.finetune.parameter_groups: two groups
@@ -400,8 +414,11 @@ def _groups_as_generators(model, head_lr, backbone_lr):
     def trainable(block):
         return (p for p in block.parameters() if p.requires_grad)
 
-    return ({"params": trainable(model.fc), "lr": head_lr}, {"params": trainable(model.layer4), "lr": backbone_lr},
-            {"params": trainable(model.layer3), "lr": backbone_lr / 10})
+    return (
+        {"params": trainable(model.fc), "lr": head_lr},
+        {"params": trainable(model.layer4), "lr": backbone_lr},
+        {"params": trainable(model.layer3), "lr": backbone_lr / 10},
+    )
 
 
 WRONG_ANSWERS = [
@@ -410,8 +427,11 @@ WRONG_ANSWERS = [
     ("check_interleave", _interleave_positions_as_labels, "count the groups' positions"),
     ("check_interleave", _interleave_sorted_labels, "not in the order the groups were given"),
     ("check_interleave", lambda groups: [(f, 1) for f in groups[0][1]], "as a pair `(files, labels)`"),
-    ("check_interleave", lambda groups: (sorted(_interleave_loop(groups)[0])[::-1], _interleave_loop(groups)[1]),
-     "the files should be"),  # sorted backwards by name: neither whole groups nor turns
+    (
+        "check_interleave",
+        lambda groups: (sorted(_interleave_loop(groups)[0])[::-1], _interleave_loop(groups)[1]),
+        "the files should be",
+    ),  # sorted backwards by name: neither whole groups nor turns
     ("check_split_sizes", lambda n: _sizes(n, how="round"), "was rounded up"),
     ("check_split_sizes", lambda n: _sizes(n, how="ceil"), "was rounded up"),
     ("check_split_sizes", lambda n: (math.ceil(n * 0.7), math.ceil(n * 0.15), math.ceil(n * 0.15)), "more than the"),
@@ -466,18 +486,21 @@ WRONG_ANSWERS = [
     ("check_unfreeze", lambda m: _unfreeze(m, ("layer1", "layer2", "layer3", "layer4")), "layer1, layer2 can learn"),
     ("check_unfreeze", lambda m: _unfreeze(m, ("layer3", "layer4"), freeze_head=True), "no longer learns"),
     ("check_unfreeze", lambda m: _unfreeze(m, ("layer3", "layer4"), partly=True), "only part of layer3"),
-    *[("check_parameter_groups", partial(_groups, how=how), hint) for how, hint in {
-        "one group": "everything learns at the head's rate",
-        "backbone together": "layer3 learns at layer4's rate",   # helpers.finetune's two groups
-        "same": "layer3 learns at layer4's rate",
-        "head": "layer3 learns at the head's rate",
-        "swapped": "the head learns at the backbone's rate",
-        "layer3 always": "frozen parameters sit in your groups",  # layer3's parameters, frozen or not
-        "head twice": "sits in two groups",
-        "no lr": "no \"lr\" of its own",
-        "no head": "the head can learn but is in no group",
-        "no layer3": "layer3 can learn but is in no group",
-    }.items()],
+    *[
+        ("check_parameter_groups", partial(_groups, how=how), hint)
+        for how, hint in {
+            "one group": "everything learns at the head's rate",
+            "backbone together": "layer3 learns at layer4's rate",  # helpers.finetune's two groups
+            "same": "layer3 learns at layer4's rate",
+            "head": "layer3 learns at the head's rate",
+            "swapped": "the head learns at the backbone's rate",
+            "layer3 always": "frozen parameters sit in your groups",  # layer3's parameters, frozen or not
+            "head twice": "sits in two groups",
+            "no lr": "no \"lr\" of its own",
+            "no head": "the head can learn but is in no group",
+            "no layer3": "layer3 can learn but is in no group",
+        }.items()
+    ],
     ("check_parameter_groups", lambda m, h, b: {"params": m.parameters(), "lr": h}, "a list of dicts"),
 ]
 
@@ -486,8 +509,10 @@ RIGHT_ANSWERS = [
     ("check_interleave", _interleave_zip),
     ("check_interleave", _interleave_slices),  # a tuple of files and a tensor of labels
     ("check_split_sizes", lambda n: _sizes(n)),  # int(n * 0.7)
-    ("check_split_sizes", lambda n: [math.floor(n * 0.7), math.floor(n * 0.15), n - math.floor(n * 0.7)
-                                     - math.floor(n * 0.15)]),
+    (
+        "check_split_sizes",
+        lambda n: [math.floor(n * 0.7), math.floor(n * 0.15), n - math.floor(n * 0.7) - math.floor(n * 0.15)],
+    ),
     ("check_split_sizes", lambda n: torch.tensor([n * 7 // 10, n * 15 // 100, n - n * 7 // 10 - n * 15 // 100])),
     ("check_split_sizes", lambda n: tuple(np.array([n * 70 // 100, n * 15 // 100, n - n * 70 // 100 - n * 15 // 100]))),
     ("check_leak_counts", _leaks_loop),
@@ -516,14 +541,16 @@ RIGHT_ANSWERS = [
 ]
 
 
-@pytest.mark.parametrize("check_name, answer, hint", WRONG_ANSWERS,
-                         ids=[f"{name}-{hint}" for name, _, hint in WRONG_ANSWERS])
+@pytest.mark.parametrize(
+    "check_name, answer, hint", WRONG_ANSWERS, ids=[f"{name}-{hint}" for name, _, hint in WRONG_ANSWERS]
+)
 def test_typical_wrong_answer_gets_the_hint_that_names_it(check_name, answer, hint, capsys):
     assert_wrong(check_name, answer, hint, capsys)
 
 
-@pytest.mark.parametrize("check_name, answer", RIGHT_ANSWERS,
-                         ids=[f"{name}-{i}" for i, (name, _) in enumerate(RIGHT_ANSWERS)])
+@pytest.mark.parametrize(
+    "check_name, answer", RIGHT_ANSWERS, ids=[f"{name}-{i}" for i, (name, _) in enumerate(RIGHT_ANSWERS)]
+)
 def test_right_answer_in_another_style_passes(check_name, answer, capsys):
     assert_right(check_name, answer, capsys)
 
@@ -542,6 +569,7 @@ def test_an_answer_of_an_unforeseen_shape_is_told_so_not_raised(check_name, caps
 
 def test_an_answer_the_check_cannot_compare_is_told_so_not_raised(capsys):
     """Files that are lists cannot go in a set to compare them: the check says so in its sentence."""
+
     def answer(groups):
         return [[file] for _, group in groups for file in group][::-1], [1, 0, 2, 1, 0, 2]
 
@@ -581,6 +609,7 @@ def test_train_one_epoch_gives_each_run_a_fresh_head(capsys):
 
 def test_a_right_answer_that_changes_its_inputs_still_passes(capsys):
     """The check judges the answer against its own cases, not against inputs the answer changed in place."""
+
     def tiles_then_clear(probabilities, threshold):
         tiles = [tuple(rc) for rc in np.argwhere(probabilities >= threshold)]
         probabilities[:] = 0
@@ -604,10 +633,18 @@ def _comparison(only_one: int, only_ten: int, both_right: int = 50) -> Compariso
     return compare_on_same_images(labels, one, ten, names=("one epoch", "ten epochs"))
 
 
-COMPARISONS = {"ten better": _comparison(2, 15), "one better": _comparison(14, 1), "unclear": _comparison(7, 11),
-               "identical": _comparison(0, 0)}
-DECISIONS = {"ten better": "ten epochs", "one better": "one epoch", "unclear": "no clear difference",
-             "identical": "no clear difference"}
+COMPARISONS = {
+    "ten better": _comparison(2, 15),
+    "one better": _comparison(14, 1),
+    "unclear": _comparison(7, 11),
+    "identical": _comparison(0, 0),
+}
+DECISIONS = {
+    "ten better": "ten epochs",
+    "one better": "one epoch",
+    "unclear": "no clear difference",
+    "identical": "no clear difference",
+}
 
 
 @pytest.mark.parametrize("case", COMPARISONS)
@@ -618,16 +655,19 @@ def test_more_epochs_accepts_the_decision_the_counts_support(case, capsys):
     assert_right("check_more_epochs", f"  {DECISIONS[case].title()}. ", capsys, comparison)  # other spellings
 
 
-@pytest.mark.parametrize("case, answer, hint", [
-    ("unclear", "ten epochs", "do not show that ten epochs is better"),      # more right, but within chance
-    ("unclear", "one epoch", "do not show that one epoch is better"),
-    ("ten better", "no clear difference", "so the data do pick one of them"),
-    ("ten better", "one epoch", "that is not one epoch"),
-    ("one better", "ten epochs", "that is not ten epochs"),
-    ("identical", "ten epochs", "do not show"),
-    ("unclear", "yes", "none of the three decisions"),
-    ("unclear", 10, "none of the three decisions"),
-])
+@pytest.mark.parametrize(
+    "case, answer, hint",
+    [
+        ("unclear", "ten epochs", "do not show that ten epochs is better"),  # more right, but within chance
+        ("unclear", "one epoch", "do not show that one epoch is better"),
+        ("ten better", "no clear difference", "so the data do pick one of them"),
+        ("ten better", "one epoch", "that is not one epoch"),
+        ("one better", "ten epochs", "that is not ten epochs"),
+        ("identical", "ten epochs", "do not show"),
+        ("unclear", "yes", "none of the three decisions"),
+        ("unclear", 10, "none of the three decisions"),
+    ],
+)
 def test_more_epochs_names_the_wrong_decision(case, answer, hint, capsys):
     assert_wrong("check_more_epochs", answer, hint, capsys, COMPARISONS[case])
 
@@ -642,26 +682,32 @@ def test_batchnorm_experiment_is_what_the_lesson_says():
     assert checks._batchnorm_experiment() == {"running_mean", "running_var", "num_batches_tracked"}
 
 
-@pytest.mark.parametrize("prediction", [
-    load_solution("ex04_training").my_prediction,
-    ["running_mean", "running_var", "num_batches_tracked"],
-    ("num_batches_tracked", "running_var", "running_mean "),
-    frozenset({"running_mean", "running_var", "num_batches_tracked"}),
-])
+@pytest.mark.parametrize(
+    "prediction",
+    [
+        load_solution("ex04_training").my_prediction,
+        ["running_mean", "running_var", "num_batches_tracked"],
+        ("num_batches_tracked", "running_var", "running_mean "),
+        frozenset({"running_mean", "running_var", "num_batches_tracked"}),
+    ],
+)
 def test_batchnorm_prediction_accepts_the_right_prediction_in_any_collection(prediction, capsys):
     assert_right("check_batchnorm_prediction", prediction, capsys)
 
 
-@pytest.mark.parametrize("prediction, hint", [
-    (set(), "only stops gradients"),                                               # "frozen means nothing moves"
-    ({"running_mean", "running_var", "num_batches_tracked", "weight"}, "weight is a parameter"),
-    ({"weight", "bias"}, "bias is a parameter"),
-    ({"running_mean", "running_var"}, "counts the batches"),
-    ({"num_batches_tracked"}, "you left out running_mean, running_var"),
-    ({"running_mean", "momentum"}, "'momentum' is not one of the layer's tensors"),
-    ("running_mean", "as a set of names"),
-    ({"running_mean": True}, "as a set of names"),
-])
+@pytest.mark.parametrize(
+    "prediction, hint",
+    [
+        (set(), "only stops gradients"),  # "frozen means nothing moves"
+        ({"running_mean", "running_var", "num_batches_tracked", "weight"}, "weight is a parameter"),
+        ({"weight", "bias"}, "bias is a parameter"),
+        ({"running_mean", "running_var"}, "counts the batches"),
+        ({"num_batches_tracked"}, "you left out running_mean, running_var"),
+        ({"running_mean", "momentum"}, "'momentum' is not one of the layer's tensors"),
+        ("running_mean", "as a set of names"),
+        ({"running_mean": True}, "as a set of names"),
+    ],
+)
 def test_batchnorm_prediction_names_the_wrong_prediction(prediction, hint, capsys):
     assert_wrong("check_batchnorm_prediction", prediction, hint, capsys)
 
@@ -669,15 +715,48 @@ def test_batchnorm_prediction_names_the_wrong_prediction(prediction, hint, capsy
 def _curve(crack_probability: list[float], labels: list[int]) -> dict:
     """threshold_curve of made-up predictions (101 thresholds from 0 to 1, as in notebook 05)."""
     crack = torch.tensor(crack_probability)
-    predictions = Predictions(sample_ids=[str(i) for i in range(len(labels))], paths=[], labels=torch.tensor(labels),
-                              probabilities=torch.stack([1 - crack, crack], dim=1),
-                              class_names=["Negative", "Positive"])
+    predictions = Predictions(
+        sample_ids=[str(i) for i in range(len(labels))],
+        paths=[],
+        labels=torch.tensor(labels),
+        probabilities=torch.stack([1 - crack, crack], dim=1),
+        class_names=["Negative", "Positive"],
+    )
     return threshold_curve(predictions)
 
 
 # 20 cracks and 6 intact surfaces: recall falls below 95% (19 of 20) once the threshold passes 0.45
-CURVE = _curve([0.05, 0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.9, 0.92, 0.94, 0.95, 0.96,
-                0.97, 0.99, 0.1, 0.3, 0.35, 0.42, 0.5, 0.6], [1] * 20 + [0] * 6)
+CURVE = _curve(
+    [
+        0.05,
+        0.2,
+        0.3,
+        0.4,
+        0.45,
+        0.5,
+        0.55,
+        0.6,
+        0.7,
+        0.75,
+        0.8,
+        0.85,
+        0.9,
+        0.9,
+        0.92,
+        0.94,
+        0.95,
+        0.96,
+        0.97,
+        0.99,
+        0.1,
+        0.3,
+        0.35,
+        0.42,
+        0.5,
+        0.6,
+    ],
+    [1] * 20 + [0] * 6,
+)
 
 
 def test_threshold_curve_case_is_what_the_tests_assume():
@@ -685,24 +764,36 @@ def test_threshold_curve_case_is_what_the_tests_assume():
     assert CURVE["recall"][i] == 0.95 and CURVE["recall"][i + 1] < 0.95
 
 
-@pytest.mark.parametrize("answer", [0.2, np.float64(0.2), np.float32(0.2), torch.tensor(0.2), [0.2],
-                                    float(CURVE["threshold"][20]),
-                                    load_solution("ex05_misclassification").my_threshold(CURVE)])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        0.2,
+        np.float64(0.2),
+        np.float32(0.2),
+        torch.tensor(0.2),
+        [0.2],
+        float(CURVE["threshold"][20]),
+        load_solution("ex05_misclassification").my_threshold(CURVE),
+    ],
+)
 def test_threshold_for_recall_accepts_the_highest_threshold_that_keeps_the_recall(answer, capsys):
     assert_right("check_threshold_for_recall", answer, capsys, CURVE)
 
 
-@pytest.mark.parametrize("answer, hint", [
-    (0.5, "recall is 75.0%, below 95%: too many cracks slip through"),   # the default threshold
-    (0.21, "recall is 90.0%, below 95%"),
-    (0.1, "a higher threshold also keeps 95% recall"),                    # safe, but more false alarms than needed
-    (0.0, "with 6 false alarms"),
-    (95, "the recall you need"),
-    (1.5, "no threshold"),
-    (0.205, "not one of the thresholds the curve was measured at"),
-    ("0.2", "one number between 0 and 1"),
-    (np.array([0.1, 0.2]), "one number between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "answer, hint",
+    [
+        (0.5, "recall is 75.0%, below 95%: too many cracks slip through"),  # the default threshold
+        (0.21, "recall is 90.0%, below 95%"),
+        (0.1, "a higher threshold also keeps 95% recall"),  # safe, but more false alarms than needed
+        (0.0, "with 6 false alarms"),
+        (95, "the recall you need"),
+        (1.5, "no threshold"),
+        (0.205, "not one of the thresholds the curve was measured at"),
+        ("0.2", "one number between 0 and 1"),
+        (np.array([0.1, 0.2]), "one number between 0 and 1"),
+    ],
+)
 def test_threshold_for_recall_names_the_wrong_choice(answer, hint, capsys):
     assert_wrong("check_threshold_for_recall", answer, hint, capsys, CURVE)
 
@@ -714,16 +805,23 @@ def test_threshold_for_recall_recomputes_the_decision_from_the_curve_it_is_given
     assert_wrong("check_threshold_for_recall", 0.2, "a higher threshold also keeps", capsys, other)
 
 
-@pytest.mark.parametrize("check_name, objects", [("check_more_epochs", (COMPARISONS["unclear"],)),
-                                                 ("check_batchnorm_prediction", ()),
-                                                 ("check_threshold_for_recall", (CURVE,))])
+@pytest.mark.parametrize(
+    "check_name, objects",
+    [
+        ("check_more_epochs", (COMPARISONS["unclear"],)),
+        ("check_batchnorm_prediction", ()),
+        ("check_threshold_for_recall", (CURVE,)),
+    ],
+)
 def test_an_unanswered_value_check_says_so(check_name, objects, capsys):
     result, printed = run_check(check_name, None, capsys, *objects)
     assert result is False and printed.startswith("Not answered yet:"), printed
 
 
-@pytest.mark.parametrize("check_name, answer, objects", [("check_more_epochs", "ten epochs", ({"p": 1},)),
-                                                         ("check_threshold_for_recall", 0.2, ({"threshold": [0.2]},))])
+@pytest.mark.parametrize(
+    "check_name, answer, objects",
+    [("check_more_epochs", "ten epochs", ({"p": 1},)), ("check_threshold_for_recall", 0.2, ({"threshold": [0.2]},))],
+)
 def test_a_value_check_given_the_wrong_object_says_so_and_does_not_raise(check_name, answer, objects, capsys):
     result, printed = run_check(check_name, answer, capsys, *objects)
     assert result is False and printed.startswith("Not yet: the check could not read"), printed

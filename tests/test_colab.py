@@ -60,14 +60,19 @@ def test_readme_has_one_colab_badge_per_notebook_made_from_the_repository():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert readme_badges() in readme
     links = re.findall(r"\]\((https://colab\.research\.google\.com/github/[^)]+)\)", readme)
-    assert links == [f"https://colab.research.google.com/github/{repository_name()}/blob/main/notebooks/{path.name}"
-                     for path in NOTEBOOKS]
+    assert links == [
+        f"https://colab.research.google.com/github/{repository_name()}/blob/main/notebooks/{path.name}"
+        for path in NOTEBOOKS
+    ]
     assert all(readme.count(badge_markdown(path.name)) == 1 for path in NOTEBOOKS)
 
 
 def test_the_address_is_written_in_one_place():
-    holders = [path.relative_to(ROOT).as_posix() for path in (ROOT / "helpers").rglob("*.py")
-               if repository_name() in path.read_text(encoding="utf-8")]
+    holders = [
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "helpers").rglob("*.py")
+        if repository_name() in path.read_text(encoding="utf-8")
+    ]
     assert holders == ["helpers/tools/colab.py"]
     assert REPOSITORY in colab_cell_source() and repository_name() in badge_markdown("01_download_data.ipynb")
     fork = "https://github.com/someone/fork-of-it"
@@ -94,8 +99,9 @@ def test_python_m_helpers_colab_writes_what_is_committed(tmp_path):
 
     readme = tmp_path / "README.md"
     committed = (ROOT / "README.md").read_text(encoding="utf-8")
-    readme.write_text(committed.replace(readme_badges(), readme_badges(repository="https://github.com/a/b")),
-                      encoding="utf-8")
+    readme.write_text(
+        committed.replace(readme_badges(), readme_badges(repository="https://github.com/a/b")), encoding="utf-8"
+    )
     assert write_readme_badges(readme) is True and readme.read_text(encoding="utf-8") == committed
     assert write_readme_badges(readme) is False
 
@@ -112,13 +118,18 @@ def fake_colab_machine(tmp_path):
     (fakes / "pip" / "__main__.py").write_text(
         "import os, sys\n"
         "with open(os.environ['FAKE_LOG'], 'a', encoding='utf-8') as log:\n"
-        "    log.write(' '.join(['pip', *sys.argv[1:]]) + '\\n')\n", encoding="utf-8")
+        "    log.write(' '.join(['pip', *sys.argv[1:]]) + '\\n')\n",
+        encoding="utf-8",
+    )
     bin_dir.mkdir()
     git = bin_dir / "git"  # a clone of the workbook: helpers/ and notebooks/, marked as the clone's
-    git.write_text('#!/bin/sh\necho "git $*" >> "$FAKE_LOG"\n'
-                   'for folder; do :; done\n'
-                   'mkdir -p "$folder/helpers" "$folder/notebooks"\n'
-                   'echo "CLONED = True" > "$folder/helpers/__init__.py"\n', encoding="utf-8")
+    git.write_text(
+        '#!/bin/sh\necho "git $*" >> "$FAKE_LOG"\n'
+        'for folder; do :; done\n'
+        'mkdir -p "$folder/helpers" "$folder/notebooks"\n'
+        'echo "CLONED = True" > "$folder/helpers/__init__.py"\n',
+        encoding="utf-8",
+    )
     git.chmod(0o755)
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER, encoding="utf-8")
@@ -128,10 +139,20 @@ def fake_colab_machine(tmp_path):
     def run(source: str, colab: bool) -> dict:
         cell = tmp_path / "cell.py"
         cell.write_text(source, encoding="utf-8")
-        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(fakes),
-               "FAKE_LOG": str(log)}
-        result = subprocess.run([sys.executable, "-S", str(driver), str(cell), "colab" if colab else "elsewhere"],
-                                cwd=work, env=env, capture_output=True, text=True, timeout=60)
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(fakes),
+            "FAKE_LOG": str(log),
+        }
+        result = subprocess.run(
+            [sys.executable, "-S", str(driver), str(cell), "colab" if colab else "elsewhere"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         return json.loads(result.stdout.splitlines()[-1])
 
@@ -148,8 +169,10 @@ def test_in_colab_the_cell_clones_the_repository_installs_it_and_imports_helpers
     assert source.count(f'"{COLAB_FOLDER}"') == 1
     folder = work / "concrete-crack-workbook"  # /content/... is Colab's; here the test's own folder stands in
     result = run(source.replace(f'"{COLAB_FOLDER}"', f'"{folder}"'), colab=True)
-    assert commands() == [f"git clone --quiet --depth 1 {REPOSITORY} {folder}",  # once, though the cell ran twice
-                          f"pip install --quiet -e {folder}"]
+    assert commands() == [
+        f"git clone --quiet --depth 1 {REPOSITORY} {folder}",  # once, though the cell ran twice
+        f"pip install --quiet -e {folder}",
+    ]
     assert result == {"cwd": str(folder / "notebooks"), "helpers": str(folder / "helpers" / "__init__.py")}
 
 

@@ -127,8 +127,9 @@ def test_a_corrupt_archive_is_named_by_its_full_path(workbook_env, file_server):
     with pytest.raises(ArchiveError) as caught:
         download_dataset(url=file_server.url("/broken.zip"), progress=False)
     [archive] = (workbook_env / "downloads").glob("*.zip")
-    assert str(caught.value) == (f"{archive} is not a valid zip archive (corrupt or incomplete "
-                                 f"download): delete it and download again.")
+    assert str(caught.value) == (
+        f"{archive} is not a valid zip archive (corrupt or incomplete download): delete it and download again."
+    )
 
 
 def test_prepare_data_offline_says_so_and_uses_synthetic(workbook_env, monkeypatch, capsys):
@@ -183,7 +184,9 @@ def test_quick_mode_uses_the_tiny_synthetic_set(workbook_env, monkeypatch):
     choice = locate_dataset(progress=False)
     assert choice.path == workbook_env / "synthetic_quick"
     assert verify_dataset(choice.path, progress=False).counts == {
-        "Positive": QUICK_SYNTHETIC_PER_CLASS, "Negative": QUICK_SYNTHETIC_PER_CLASS}
+        "Positive": QUICK_SYNTHETIC_PER_CLASS,
+        "Negative": QUICK_SYNTHETIC_PER_CLASS,
+    }
 
 
 def test_verify_names_each_problem(tmp_path):
@@ -194,8 +197,9 @@ def test_verify_names_each_problem(tmp_path):
     report = verify_dataset(root, progress=False)
     assert not report.ok
     assert any("Negative" in p and "does not exist" in p for p in report.problems)
-    assert any(p.startswith(os.path.join("Positive", "00002.jpg")) and "cannot be decoded" in p
-               for p in report.problems)
+    assert any(
+        p.startswith(os.path.join("Positive", "00002.jpg")) and "cannot be decoded" in p for p in report.problems
+    )
     assert "00002.jpg" in str(report)
 
     (root / "Negative").mkdir()
@@ -218,16 +222,18 @@ def test_verify_lists_other_sizes_and_refuses_enormous_images(tmp_path, monkeypa
     Image.new("RGB", (16, 16)).save(buffer, format="JPEG")
     data = bytearray(buffer.getvalue())
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = (10_000).to_bytes(2, "big") * 2
+    data[sof + 5 : sof + 9] = (10_000).to_bytes(2, "big") * 2
     (root / "Positive" / "00003.jpg").write_bytes(bytes(data))
     decoded = []
     real_load = ImageFile.ImageFile.load
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size) or real_load(self))
     report = verify_dataset(root, progress=False)
     assert (10_000, 10_000) not in decoded
-    assert report.problems == [f"{os.path.join('Positive', '00003.jpg')} is 10000x10000 pixels (100 megapixels), "
-                               "more than the 40 megapixels an image may have here: shrink it, "
-                               "or cut it into 227x227 tiles"]
+    assert report.problems == [
+        f"{os.path.join('Positive', '00003.jpg')} is 10000x10000 pixels (100 megapixels), "
+        "more than the 40 megapixels an image may have here: shrink it, "
+        "or cut it into 227x227 tiles"
+    ]
     assert not is_verified(root)
 
 
@@ -242,12 +248,14 @@ def test_verification_stamp_is_invalidated_by_a_change(tmp_path):
 
 def test_verification_is_not_trusted_after_a_same_size_edit_with_the_old_mtime(tmp_path, monkeypatch):
     import helpers.plumbing.files as files_module
+
     monkeypatch.setattr(files_module, "SETTLE_NS", 0)  # trust digests of files written a moment ago
 
     def bmp(seed: int) -> bytes:  # every 227x227 BMP has the same size
         buffer = io.BytesIO()
         Image.fromarray(np.random.default_rng(seed).integers(0, 256, (227, 227, 3), dtype=np.uint8)).save(
-            buffer, format="BMP")
+            buffer, format="BMP"
+        )
         return buffer.getvalue()
 
     root = image_folder(tmp_path / "set", 2, bmp, suffix=".bmp")
@@ -269,21 +277,31 @@ def test_a_record_the_workbook_did_not_seal_is_not_trusted(workbook_env, tmp_pat
     (root / ".verified.json").write_text(json.dumps({**record, "seal": "0" * 64}))
     assert not is_verified(root)
     files = sorted(root.glob("*/*.jpg"))  # the record of the workbook before seals: count and bytes
-    (root / ".verified.json").write_text(json.dumps({"n_files": 4, "total_bytes": sum(p.stat().st_size for p in files)}))
+    (root / ".verified.json").write_text(
+        json.dumps({"n_files": 4, "total_bytes": sum(p.stat().st_size for p in files)})
+    )
     assert not is_verified(root)
 
 
 def forged_record(files: dict[str, bytes]) -> bytes:
     """A .verified.json computed from the files' contents alone, as anyone making an archive could."""
     lines = sorted(f"{name}|{hashlib.sha1(data).hexdigest()}" for name, data in files.items())
-    return json.dumps({"n_files": len(files), "files_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest(),
-                       "counts": {"Positive": 2, "Negative": 2}}).encode()
+    return json.dumps(
+        {
+            "n_files": len(files),
+            "files_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest(),
+            "counts": {"Positive": 2, "Negative": 2},
+        }
+    ).encode()
 
 
 @pytest.mark.parametrize("prefix", ["", "wrapped/"])
 def test_a_verified_record_inside_the_archive_never_counts(workbook_env, tmp_path, prefix):
-    files = {f"{name}/{i:05d}.jpg": jpeg_bytes(10 * c + i) for c, name in enumerate(("Positive", "Negative"))
-             for i in range(2)}
+    files = {
+        f"{name}/{i:05d}.jpg": jpeg_bytes(10 * c + i)
+        for c, name in enumerate(("Positive", "Negative"))
+        for i in range(2)
+    }
     files["Positive/00001.jpg"] = b"not an image at all"  # the download then fails to verify
     archive = tmp_path / "forged.zip"
     with zipfile.ZipFile(archive, "w") as out:
@@ -311,7 +329,10 @@ def test_a_second_address_whose_archive_is_wrapped_replaces_the_images(workbook_
     found = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*.jpg")}
     assert found == expected
     assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == [
-        "Negative", "Positive", "workbook_source.json"]
+        "Negative",
+        "Positive",
+        "workbook_source.json",
+    ]
 
 
 def test_an_archive_without_the_class_folders_fails_saying_so(workbook_env, tmp_path):
@@ -338,8 +359,9 @@ def test_a_second_download_into_the_same_folder_is_told_another_is_running(workb
     dest = workbook_env / "concrete_crack_images"
     in_use = workbook_env / ".concrete_crack_images.extracting-0123abcd"  # the other process's folder, being filled
     (in_use / "Positive").mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(dest)], cwd=ROOT, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(dest)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(OSError, match="Another process is downloading or extracting into .*concrete_crack_images"):
@@ -356,11 +378,14 @@ def test_a_second_download_into_the_same_folder_is_told_another_is_running(workb
 def test_two_downloads_at_once_never_verify_a_partial_set(workbook_env, tmp_path):
     archive = tmp_path / "set.zip"
     archive.write_bytes(zip_bytes(per_class=150))
-    code = ("import sys\nfrom helpers.tools.data import main\n"
-            f"sys.exit(main(['download', '--url', {str(archive)!r}]))")
+    code = f"import sys\nfrom helpers.tools.data import main\nsys.exit(main(['download', '--url', {str(archive)!r}]))"
     env = {**os.environ, "WORKBOOK_DATA_DIR": str(workbook_env)}
-    runs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
     for status, stderr in results:
         assert status == 0 or "Another process is downloading" in stderr, stderr
@@ -389,8 +414,10 @@ def test_cli_errors_are_one_clear_sentence(workbook_env, tmp_path, file_server, 
     code = main(["download", "--url", url, "--dest", str(dest)])
     err = capsys.readouterr().err
     assert code == 1
-    assert err == (f"error: Could not download {url}: the server answered 404 Not Found. Check the "
-                   f"address, or download the file by hand and pass its path.\n")
+    assert err == (
+        f"error: Could not download {url}: the server answered 404 Not Found. Check the "
+        f"address, or download the file by hand and pass its path.\n"
+    )
     assert not dest.exists()
 
 
@@ -400,8 +427,9 @@ def test_cli_synthetic_overwrite_keeps_a_foreign_folder(tmp_path, capsys):
     (dest / "thesis.txt").write_text("do not delete")
     assert main(["synthetic", "--per-class", "2", "--dest", str(dest), "--overwrite"]) == 1
     err = capsys.readouterr().err
-    assert err == (f"error: {dest} holds files the workbook did not make (e.g. thesis.txt); "
-                   "choose an empty or new folder.\n")
+    assert err == (
+        f"error: {dest} holds files the workbook did not make (e.g. thesis.txt); choose an empty or new folder.\n"
+    )
     assert (dest / "thesis.txt").read_text() == "do not delete"
     assert sorted(p.name for p in dest.iterdir()) == ["thesis.txt"]
 
@@ -418,13 +446,23 @@ def test_cli_ctrl_c_during_a_download_says_one_line_and_keeps_the_part(tmp_path,
     downloads = (tmp_path / "data").resolve() / "downloads"
     env = {**os.environ, "WORKBOOK_DATA_DIR": str(tmp_path / "data")}
     env.pop("WORKBOOK_DATA_URL", None)
-    command = [sys.executable, "-m", "helpers", "data", "download", "--url", file_server.url("/slow.zip"),
-               "--dest", str(tmp_path / "real")]
+    command = [
+        sys.executable,
+        "-m",
+        "helpers",
+        "data",
+        "download",
+        "--url",
+        file_server.url("/slow.zip"),
+        "--dest",
+        str(tmp_path / "real"),
+    ]
     # A child gets Python's Ctrl+C handler only if SIGINT is not ignored here (nohup, CI).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE)   # bytes: text mode turns \r into \n
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )  # bytes: text mode turns \r into \n
     finally:
         signal.signal(signal.SIGINT, previous)
     try:
@@ -450,8 +488,14 @@ def test_cli_ctrl_c_during_a_download_says_one_line_and_keeps_the_part(tmp_path,
 
 def test_cli_runs_as_a_module(tmp_path):
     env = {**os.environ, "WORKBOOK_DATA_DIR": str(tmp_path / "data")}
-    result = subprocess.run([sys.executable, "-m", "helpers", "data", "verify", str(tmp_path / "absent")],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers", "data", "verify", str(tmp_path / "absent")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "run notebooks/01_download_data.ipynb" in result.stdout
 
@@ -468,8 +512,9 @@ def test_verify_prints_hostile_and_non_utf8_file_names_safely(tmp_path):
     if NON_UTF8_NAMES:  # a name that is not UTF-8 (Linux keeps its bytes)
         with open(os.fsencode(root / "Negative") + b"/caf\xe9.jpg", "wb") as file:
             file.write(b"not an image either")
-    result = subprocess.run([sys.executable, "-m", "helpers", "data", "verify", str(root)], capture_output=True,
-                            cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers", "data", "verify", str(root)], capture_output=True, cwd=ROOT, timeout=120
+    )
     out = result.stdout.decode("utf-8")
     assert result.returncode == 1 and b"Traceback" not in result.stderr, result.stderr
     assert "\x1b" not in out and not any(line.startswith("  - fake line") for line in out.splitlines())
@@ -484,6 +529,7 @@ def test_ctrl_c_in_the_data_commands_is_one_line_and_130(tmp_path, capsys, monke
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(helpers.tools.data, "verify_dataset", interrupted)
     monkeypatch.setattr(helpers.tools.data, "generate_dataset", interrupted)
     assert main([part.replace("DIR", str(tmp_path / "set")) for part in command]) == 130

@@ -46,8 +46,10 @@ def noise_image(seed: int, mode: str = "RGB") -> Image.Image:
 
 def make_dataset(root: Path, n_pos: int = 20, n_neg: int = 20, seed: int = 0) -> Path:
     """Create root/Positive and root/Negative with real-style names, in shuffled order."""
-    names = {"Positive": [f"{i:05d}.jpg" for i in range(1, n_pos + 1)],
-             "Negative": [f"{i:05d}.jpg" for i in range(1, n_neg + 1)]}
+    names = {
+        "Positive": [f"{i:05d}.jpg" for i in range(1, n_pos + 1)],
+        "Negative": [f"{i:05d}.jpg" for i in range(1, n_neg + 1)],
+    }
     if n_pos > 3:
         names["Positive"][-2:] = ["10000_1.jpg", "10001_1.jpg"]  # names as in the real data
     jobs = [(cls, name) for cls, files in names.items() for name in files]
@@ -81,8 +83,7 @@ def test_files_sorted_whatever_the_directory_order(tmp_path, monkeypatch):
     assert names == sorted(names)
     assert names[0] == "00001.jpg" and names[-1] == "10001_1.jpg"
     data = CrackDataset(root, split="all", progress=False)
-    assert ids(data)[:4] == ["Positive/00001.jpg", "Negative/00001.jpg",
-                             "Positive/00002.jpg", "Negative/00002.jpg"]
+    assert ids(data)[:4] == ["Positive/00001.jpg", "Negative/00001.jpg", "Positive/00002.jpg", "Negative/00002.jpg"]
 
 
 def test_junk_files_ignored_and_all_image_kinds_kept(tmp_path):
@@ -342,15 +343,17 @@ def huge_jpeg(path: Path, width: int = 10_000, height: int = 10_000) -> Path:
     Image.new("RGB", (16, 16), (90, 90, 90)).save(buffer, format="JPEG")
     data = bytearray(buffer.getvalue())
     sof = data.index(b"\xff\xc0")  # baseline frame header: length (2), precision (1), height (2), width (2)
-    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
     path.write_bytes(bytes(data))
     return path
 
 
 def no_decoding(monkeypatch):
     """Make any decoding of pixel data fail the test: a check that reads only the header passes."""
+
     def refuse(self, *args, **kwargs):
         raise AssertionError(f"{getattr(self, 'filename', 'an image')} was decoded")
+
     monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
 
 
@@ -376,6 +379,7 @@ def test_other_sizes_are_resized_to_227_like_predict(tmp_path):
 def test_227_images_are_not_resized(root40, monkeypatch):
     def no_resize(*args, **kwargs):
         raise AssertionError("a 227x227 image was resized")
+
     monkeypatch.setattr(Image.Image, "resize", no_resize)
     data = CrackDataset(root40, split="all", progress=False)
     assert data[0][0].shape == (3, SIZE, SIZE)
@@ -396,8 +400,10 @@ def test_an_enormous_image_is_refused_from_its_header(tmp_path, monkeypatch):
         position = [s.path for s in data.samples].index(path)
         with pytest.raises(BadImageError) as error:
             data[position]
-        assert str(error.value) == (f"{path} is 10000x10000 pixels (100 megapixels), more than the 40 "
-                                    "megapixels an image may have here: shrink it, or cut it into 227x227 tiles.")
+        assert str(error.value) == (
+            f"{path} is 10000x10000 pixels (100 megapixels), more than the 40 "
+            "megapixels an image may have here: shrink it, or cut it into 227x227 tiles."
+        )
 
 
 # ----------------------------------------------------------------------------- .pt files
@@ -435,11 +441,12 @@ def test_uint8_and_one_channel_tensors(tmp_path):
     assert torch.equal(raw[1][0], torch.ones(3, 8, 8))
 
 
-@pytest.mark.parametrize("content", [{"image": torch.zeros(3, 4, 4)}, torch.zeros(2, 4, 4),
-                                     torch.zeros(3, 4), torch.zeros(3, 4, 4, dtype=torch.int64)])
+@pytest.mark.parametrize(
+    "content",
+    [{"image": torch.zeros(3, 4, 4)}, torch.zeros(2, 4, 4), torch.zeros(3, 4), torch.zeros(3, 4, 4, dtype=torch.int64)],
+)
 def test_bad_tensor_files(tmp_path, content):
-    root = make_tensor_dataset(tmp_path, {("Positive", "1.pt"): content,
-                                          ("Negative", "1.pt"): torch.zeros(3, 4, 4)})
+    root = make_tensor_dataset(tmp_path, {("Positive", "1.pt"): content, ("Negative", "1.pt"): torch.zeros(3, 4, 4)})
     data = CrackDataset(root, split="all", progress=False)
     with pytest.raises(BadImageError) as error:
         data[0]

@@ -49,6 +49,7 @@ def interrupted_download(server, dest, path="/data.bin", behaviour="drop_half"):
 
 # --- file_digest -------------------------------------------------------------------------
 
+
 def test_file_digest_matches_hashlib(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(PAYLOAD)
@@ -57,8 +58,9 @@ def test_file_digest_matches_hashlib(tmp_path):
 
 # --- download_file over HTTP -------------------------------------------------------------
 
+
 def test_full_download_with_checksum(server, tmp_path):
-    dest = tmp_path / "sub" / "dir" / "data.bin"      # parent folders are created
+    dest = tmp_path / "sub" / "dir" / "data.bin"  # parent folders are created
     result = download_file(server.url("/data.bin"), dest, sha256=PAYLOAD_SHA.upper(), **FAST)
     assert result == dest
     assert dest.read_bytes() == PAYLOAD
@@ -111,18 +113,18 @@ def test_dropped_connection_with_no_retries_keeps_part_for_next_call(server, tmp
 def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     dest = tmp_path / "data.bin"
     kept = interrupted_download(server, dest)
-    part_of(dest).write_bytes(b"x" * len(kept))          # must not stay at the front
+    part_of(dest).write_bytes(b"x" * len(kept))  # must not stay at the front
     server.script("/data.bin", "ignore_range")
     download_file(server.url("/data.bin"), dest, sha256=PAYLOAD_SHA, **FAST)
     assert dest.read_bytes() == PAYLOAD
-    assert len(server.requests) == 2                      # restarted within the same answer
+    assert len(server.requests) == 2  # restarted within the same answer
     assert server.requests[1].headers.get("Range") == f"bytes={len(kept)}-"
 
 
 def test_part_already_complete_is_accepted_after_416(server, tmp_path):
     dest = tmp_path / "data.bin"
     interrupted_download(server, dest)
-    part_of(dest).write_bytes(PAYLOAD)                    # e.g. cut just before the rename
+    part_of(dest).write_bytes(PAYLOAD)  # e.g. cut just before the rename
     download_file(server.url("/data.bin"), dest, sha256=PAYLOAD_SHA, **FAST)
     assert dest.read_bytes() == PAYLOAD
     assert len(server.requests) == 2
@@ -139,12 +141,12 @@ def test_part_too_large_restarts_after_416(server, tmp_path):
 
 
 def test_resume_after_the_file_changed_fetches_the_new_version_whole(server, tmp_path):
-    version_b = os.urandom(len(PAYLOAD))                 # same size, other bytes, other ETag
+    version_b = os.urandom(len(PAYLOAD))  # same size, other bytes, other ETag
     dest = tmp_path / "data.bin"
-    kept = interrupted_download(server, dest)             # version A, cut half-way
+    kept = interrupted_download(server, dest)  # version A, cut half-way
     server.add_file("/data.bin", version_b)
     download_file(server.url("/data.bin"), dest, sha256=hashlib.sha256(version_b).hexdigest(), **FAST)
-    assert dest.read_bytes() == version_b                 # not A's head + B's tail
+    assert dest.read_bytes() == version_b  # not A's head + B's tail
     resume = server.requests[-1]
     assert resume.headers.get("Range") == f"bytes={len(kept)}-"
     assert resume.headers.get("If-Range") == FileServer.etag(PAYLOAD)
@@ -159,7 +161,7 @@ def test_resume_with_last_modified_only(server, tmp_path):
     assert dest.read_bytes() == PAYLOAD
     resume = server.requests[-1]
     assert resume.headers.get("Range") == f"bytes={len(kept)}-"
-    assert resume.headers.get("If-Range", "").endswith(" GMT")    # the Last-Modified date
+    assert resume.headers.get("If-Range", "").endswith(" GMT")  # the Last-Modified date
 
 
 @pytest.mark.parametrize("validators", ["no_validators", "weak_etag"])
@@ -169,11 +171,13 @@ def test_without_a_validator_the_part_is_not_resumed_blindly(server, tmp_path, c
     server.script("/data.bin", validators)
     download_file(server.url("/data.bin"), dest, sha256=PAYLOAD_SHA, backoff=0.01, chunk_size=16_384)
     assert dest.read_bytes() == PAYLOAD
-    assert server.requests[-1].headers.get("Range") is None        # restarted from byte 0
+    assert server.requests[-1].headers.get("Range") is None  # restarted from byte 0
     err = capsys.readouterr().err
-    assert (f"Downloading {dest.name} again from the start: no ETag or Last-Modified was "
-            f"recorded to check that the {len(kept):,} bytes kept in {part_of(dest)} belong to "
-            f"the same version of the file.") in err
+    assert (
+        f"Downloading {dest.name} again from the start: no ETag or Last-Modified was "
+        f"recorded to check that the {len(kept):,} bytes kept in {part_of(dest)} belong to "
+        f"the same version of the file."
+    ) in err
 
 
 @pytest.mark.parametrize("failure", ["status:503", "status:429", "status:500"])
@@ -210,13 +214,13 @@ def test_client_error_fails_at_once_and_leaves_nothing(server, tmp_path, code, w
     message = str(caught.value)
     assert message.startswith(f"Could not download {url}: the server answered {words}.")
     assert "download the file by hand" in message
-    assert len(server.requests) == 1                      # no retries
+    assert len(server.requests) == 1  # no retries
     assert not dest.exists() and not part_of(dest).exists()
     assert list(tmp_path.iterdir()) == []
 
 
 def test_response_longer_than_announced_is_stopped(server, tmp_path):
-    server.script("/data.bin", "overlong")                # Content-Length: half, then all of it
+    server.script("/data.bin", "overlong")  # Content-Length: half, then all of it
     dest = tmp_path / "data.bin"
     url = server.url("/data.bin")
     with pytest.raises(DownloadError) as caught:
@@ -224,8 +228,9 @@ def test_response_longer_than_announced_is_stopped(server, tmp_path):
     assert str(caught.value) == (
         f"The server at {url} sent more than the {HALF:,} bytes it announced; the download was "
         f"stopped and the partial file {part_of(dest)} deleted. Try again later or use another "
-        f"address.")
-    assert len(server.requests) == 1                      # not retried
+        f"address."
+    )
+    assert len(server.requests) == 1  # not retried
     assert list(tmp_path.iterdir()) == []
 
 
@@ -237,7 +242,8 @@ def test_endless_response_is_stopped_at_max_bytes(server, tmp_path):
         download_file(url, dest, max_bytes=1_000_000, **FAST)
     assert str(caught.value) == (
         f"The file at {url} is larger than 1,000,000 bytes, the most expected for it; the "
-        f"download was stopped and the partial file {part_of(dest)} deleted. Check the address.")
+        f"download was stopped and the partial file {part_of(dest)} deleted. Check the address."
+    )
     assert len(server.requests) == 1
     assert list(tmp_path.iterdir()) == []
 
@@ -247,8 +253,9 @@ def test_announced_size_over_max_bytes_is_refused_before_downloading(server, tmp
     url = server.url("/data.bin")
     with pytest.raises(DownloadError) as caught:
         download_file(url, dest, max_bytes=100_000, **FAST)
-    assert str(caught.value).startswith(f"The file at {url} is {len(PAYLOAD):,} bytes, more than "
-                                        f"100,000 bytes, the most expected for it;")
+    assert str(caught.value).startswith(
+        f"The file at {url} is {len(PAYLOAD):,} bytes, more than 100,000 bytes, the most expected for it;"
+    )
     assert len(server.requests) == 1
     assert list(tmp_path.iterdir()) == []
 
@@ -279,7 +286,7 @@ def test_failed_transfer_with_no_bytes_received_leaves_no_part(server, tmp_path)
     server.add_file("/small.bin", b"s" * 1000, "drop_half", "drop_half")
     dest = tmp_path / "small.bin"
     with pytest.raises(DownloadError, match="after 2 attempts"):
-        download_file(server.url("/small.bin"), dest, retries=1, **FAST)   # 16 kB chunks
+        download_file(server.url("/small.bin"), dest, retries=1, **FAST)  # 16 kB chunks
     assert list(tmp_path.iterdir()) == []
 
 
@@ -298,7 +305,7 @@ def test_existing_verified_file_is_not_downloaded_again(server, tmp_path):
     dest = tmp_path / "data.bin"
     dest.write_bytes(PAYLOAD)
     assert download_file(server.url("/data.bin"), dest, sha256=PAYLOAD_SHA, **FAST) == dest
-    assert download_file(server.url("/data.bin"), dest, **FAST) == dest   # no checksum given
+    assert download_file(server.url("/data.bin"), dest, **FAST) == dest  # no checksum given
     assert server.requests == []
 
 
@@ -311,6 +318,7 @@ def test_existing_file_with_wrong_checksum_is_downloaded_again(server, tmp_path)
 
 
 # --- download_first ----------------------------------------------------------------------
+
 
 def closed_port_url() -> str:
     with socket.socket() as sock:
@@ -337,14 +345,16 @@ def test_download_first_reports_every_address_with_its_reason(server, tmp_path):
     with pytest.raises(DownloadError) as caught:
         download_first(urls, dest, sha256=PAYLOAD_SHA, retries=1, **FAST)
     lines = str(caught.value).splitlines()
-    assert lines[0] == ("None of the 3 addresses gave the file; check the addresses, or download "
-                        "the file by hand and pass its path:")
+    assert lines[0] == (
+        "None of the 3 addresses gave the file; check the addresses, or download the file by hand and pass its path:"
+    )
     assert lines[1] == f"  - {urls[0]}: the server answered 404 Not Found"
     assert lines[2].startswith(f"  - {urls[1]}: could not be reached (the connection failed (")
     assert lines[2].endswith("), 2 attempts)")
     other_sha = hashlib.sha256(b"another file").hexdigest()
-    assert lines[3] == (f"  - {urls[2]}: the file does not have the expected SHA-256 "
-                        f"(expected {PAYLOAD_SHA}, got {other_sha})")
+    assert lines[3] == (
+        f"  - {urls[2]}: the file does not have the expected SHA-256 (expected {PAYLOAD_SHA}, got {other_sha})"
+    )
     assert "internet" not in str(caught.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -354,8 +364,10 @@ def test_download_first_says_check_your_connection_only_when_nothing_answered(tm
     with pytest.raises(DownloadError) as caught:
         download_first(urls, tmp_path / "data.bin", retries=0, **FAST)
     lines = str(caught.value).splitlines()
-    assert lines[0] == ("None of the 2 addresses could be reached; check your internet connection, "
-                        "or download the file by hand and pass its path:")
+    assert lines[0] == (
+        "None of the 2 addresses could be reached; check your internet connection, "
+        "or download the file by hand and pass its path:"
+    )
     assert len(lines) == 3 and all("could not be reached" in line for line in lines[1:])
 
 
@@ -363,8 +375,10 @@ def test_one_address_that_fails_gives_its_own_message(server, tmp_path):
     url = server.url("/missing.bin")
     with pytest.raises(DownloadError) as caught:
         download_first([url], tmp_path / "data.bin", **FAST)
-    assert str(caught.value) == (f"Could not download {url}: the server answered 404 Not Found. "
-                                 f"Check the address, or download the file by hand and pass its path.")
+    assert str(caught.value) == (
+        f"Could not download {url}: the server answered 404 Not Found. "
+        f"Check the address, or download the file by hand and pass its path."
+    )
     url = server.url("/data.bin")
     with pytest.raises(ChecksumError) as caught:
         download_first([url], tmp_path / "data.bin", sha256="0" * 64, **FAST)
@@ -379,18 +393,21 @@ def test_server_errors_after_every_retry_do_not_blame_the_connection(server, tmp
         download_file(url, tmp_path / "data.bin", retries=1, **FAST)
     assert str(caught.value) == (
         f"Could not download {url} after 2 attempts: the server answered 503 Service Unavailable, "
-        f"a problem on the server's side; try again later or use another address.")
+        f"a problem on the server's side; try again later or use another address."
+    )
 
 
 def test_connection_failures_after_every_retry_say_check_your_connection(tmp_path):
     url = closed_port_url()
     with pytest.raises(DownloadError) as caught:
         download_file(url, tmp_path / "data.bin", retries=1, **FAST)
-    assert str(caught.value).startswith(f"Could not reach {url} after 2 attempts; check your "
-                                        f"internet connection and run this again.")
+    assert str(caught.value).startswith(
+        f"Could not reach {url} after 2 attempts; check your internet connection and run this again."
+    )
 
 
 # --- one cached file per address ---------------------------------------------------------
+
 
 def test_download_first_keeps_one_file_per_address(server, tmp_path):
     other = PAYLOAD[::-1]
@@ -403,7 +420,7 @@ def test_download_first_keeps_one_file_per_address(server, tmp_path):
     assert first.parent == second.parent == tmp_path and first.suffix == second.suffix == ".bin"
     assert [r.path for r in server.requests] == ["/data.bin", "/other.bin"]
     assert download_first([server.url("/other.bin")], dest, **FAST) == (second, used)
-    assert len(server.requests) == 2                      # the second address's file is reused
+    assert len(server.requests) == 2  # the second address's file is reused
 
 
 def test_part_from_another_address_is_not_resumed(server, tmp_path):
@@ -419,6 +436,7 @@ def test_part_from_another_address_is_not_resumed(server, tmp_path):
 
 
 # --- local sources -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("as_uri", [False, True], ids=["plain-path", "file-url"])
 def test_local_source_is_copied_and_verified(tmp_path, as_uri):
@@ -452,8 +470,7 @@ def test_missing_local_source_names_the_file(tmp_path):
 
 # --- extract_zip -------------------------------------------------------------------------
 
-DATASET = {"Positive/00001.jpg": b"crack one", "Positive/00002.jpg": b"crack two",
-           "Negative/00001.jpg": b"no crack"}
+DATASET = {"Positive/00001.jpg": b"crack one", "Positive/00002.jpg": b"crack two", "Negative/00001.jpg": b"no crack"}
 
 
 def make_zip(path, members, *, compression=zipfile.ZIP_DEFLATED):
@@ -465,8 +482,7 @@ def make_zip(path, members, *, compression=zipfile.ZIP_DEFLATED):
 
 
 def files_under(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in folder.rglob("*") if p.is_file()}
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def no_temp_folders(parent):
@@ -474,8 +490,7 @@ def no_temp_folders(parent):
 
 
 def test_extract_zip_layout_and_contents(tmp_path):
-    archive = make_zip(tmp_path / "data.zip",
-                       {"Positive/": b"", **DATASET, "__MACOSX/Positive/._00001.jpg": b"junk"})
+    archive = make_zip(tmp_path / "data.zip", {"Positive/": b"", **DATASET, "__MACOSX/Positive/._00001.jpg": b"junk"})
     dest = tmp_path / "real"
     assert extract_zip(archive, dest, progress=False) == dest
     assert files_under(dest) == DATASET
@@ -495,8 +510,7 @@ def test_member_with_dotdot_is_refused_before_writing(tmp_path, bad_name):
     assert not (tmp_path / "out").exists() or no_temp_folders(tmp_path / "out")
 
 
-@pytest.mark.parametrize("bad_name", ["/tmp/evil.txt", "C:\\evil.txt", "C:/evil.txt",
-                                      "\\evil.txt"])
+@pytest.mark.parametrize("bad_name", ["/tmp/evil.txt", "C:\\evil.txt", "C:/evil.txt", "\\evil.txt"])
 def test_absolute_member_is_refused(tmp_path, bad_name):
     archive = make_zip(tmp_path / "data.zip", {**DATASET, bad_name: b"evil"})
     dest = tmp_path / "real"
@@ -532,18 +546,21 @@ def test_corrupt_zip_gives_archive_error(tmp_path, kind):
     with pytest.raises(ArchiveError) as caught:
         extract_zip(archive, dest, progress=False)
     assert not isinstance(caught.value, UnsafeArchiveError)
-    assert str(caught.value) == (f"{archive} is not a valid zip archive (corrupt or incomplete "
-                                 f"download): delete it and download again.")
+    assert str(caught.value) == (
+        f"{archive} is not a valid zip archive (corrupt or incomplete download): delete it and download again."
+    )
     assert not dest.exists()
     assert no_temp_folders(tmp_path)
 
 
 def test_crc_error_while_reading_a_member_gives_archive_error(tmp_path):
-    archive = make_zip(tmp_path / "data.zip", {"Positive/a.jpg": b"A" * 1000,
-                                               "Negative/b.jpg": b"B" * 1000},
-                       compression=zipfile.ZIP_STORED)
+    archive = make_zip(
+        tmp_path / "data.zip",
+        {"Positive/a.jpg": b"A" * 1000, "Negative/b.jpg": b"B" * 1000},
+        compression=zipfile.ZIP_STORED,
+    )
     data = bytearray(archive.read_bytes())
-    data[data.index(b"B" * 1000) + 500] ^= 0xFF          # flip one byte inside the second member
+    data[data.index(b"B" * 1000) + 500] ^= 0xFF  # flip one byte inside the second member
     archive.write_bytes(bytes(data))
     dest = tmp_path / "real"
     with pytest.raises(ArchiveError, match="not a valid zip archive"):
@@ -573,7 +590,7 @@ def test_stale_temp_folder_is_removed(tmp_path):
     stale = tmp_path / ".real.extracting-deadbeef"
     (stale / "Positive").mkdir(parents=True)
     (stale / "Positive" / "00001.jpg").write_bytes(b"half")
-    other = tmp_path / ".other.extracting-cafe"          # belongs to another folder: kept
+    other = tmp_path / ".other.extracting-cafe"  # belongs to another folder: kept
     other.mkdir()
     archive = make_zip(tmp_path / "data.zip", DATASET)
     extract_zip(archive, tmp_path / "real", progress=False)
@@ -584,7 +601,7 @@ def test_stale_temp_folder_is_removed(tmp_path):
 
 # --- extraction limits -------------------------------------------------------------------
 
-BOMB = 50 * 2**20                                         # 50 MiB of zeros: about 50 kB zipped
+BOMB = 50 * 2**20  # 50 MiB of zeros: about 50 kB zipped
 
 
 def test_zip_bomb_is_refused_before_writing(tmp_path):
@@ -596,7 +613,8 @@ def test_zip_bomb_is_refused_before_writing(tmp_path):
     total = BOMB + sum(len(content) for content in DATASET.values())
     assert str(caught.value) == (
         f"Refusing to extract {archive}: its 4 files would take {total:,} bytes, more than "
-        f"{10 * 2**20:,} bytes, the most expected; it is not the expected data set.")
+        f"{10 * 2**20:,} bytes, the most expected; it is not the expected data set."
+    )
     assert not dest.exists() and no_temp_folders(tmp_path)
 
 
@@ -606,9 +624,9 @@ def test_member_whose_header_understates_its_size_is_not_extracted(tmp_path):
     # Its uncompressed size, in the local header (at byte 22) and the central directory (24).
     for signature, size_at, name_at in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
         start = data.index(signature)
-        while data[start + name_at:start + name_at + len(name)] != name:
+        while data[start + name_at : start + name_at + len(name)] != name:
             start = data.index(signature, start + 4)
-        data[start + size_at:start + size_at + 4] = (1000).to_bytes(4, "little")
+        data[start + size_at : start + size_at + 4] = (1000).to_bytes(4, "little")
     archive.write_bytes(bytes(data))
     assert zipfile.ZipFile(archive).getinfo(name.decode()).file_size == 1000
     dest = tmp_path / "real"
@@ -636,5 +654,6 @@ def test_member_larger_than_declared_is_stopped_while_extracting(tmp_path, monke
     assert str(caught.value) == (
         f"Refusing to extract {archive}: its member 'Positive/00002.jpg' holds more than the "
         f"{len(DATASET['Positive/00002.jpg'])} bytes its header declares; it is corrupt or "
-        f"malicious, so delete it and download again.")
+        f"malicious, so delete it and download again."
+    )
     assert not dest.exists() and no_temp_folders(tmp_path)

@@ -18,8 +18,28 @@ from helpers.workbook import has_widget_frontend
 # 20 samples: 0-9 have cracks, 10-19 do not. At threshold 0.5: samples 8 and 9 are missed
 # cracks (false negatives), 18 and 19 are false alarms (false positives).
 LABELS = [1] * 10 + [0] * 10
-PROBABILITIES = [0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.45, 0.3,
-                 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.55, 0.72]
+PROBABILITIES = [
+    0.95,
+    0.9,
+    0.85,
+    0.8,
+    0.75,
+    0.7,
+    0.65,
+    0.6,
+    0.45,
+    0.3,
+    0.05,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.35,
+    0.4,
+    0.55,
+    0.72,
+]
 SIZE = 8
 
 
@@ -40,13 +60,15 @@ def predictions(folder=None) -> Predictions:
             paths.append(folder / f"{i:05d}.png")
             Image.fromarray(solid_picture(i)).save(paths[-1])
     probabilities = torch.tensor([[1 - p, p] for p in PROBABILITIES])
-    return Predictions([f"{i:05d}.jpg" for i in range(20)], paths, torch.tensor(LABELS), probabilities,
-                       ["Negative", "Positive"])
+    return Predictions(
+        [f"{i:05d}.jpg" for i in range(20)], paths, torch.tensor(LABELS), probabilities, ["Negative", "Positive"]
+    )
 
 
 def make_explorer(**kwargs):
-    box = build_explorer(torch.tensor(PROBABILITIES), torch.tensor(LABELS),
-                         [f"{i:05d}.jpg" for i in range(20)], solid_picture, **kwargs)
+    box = build_explorer(
+        torch.tensor(PROBABILITIES), torch.tensor(LABELS), [f"{i:05d}.jpg" for i in range(20)], solid_picture, **kwargs
+    )
     return box, box.explorer
 
 
@@ -67,14 +89,17 @@ def test_the_box_carries_the_css_classes_the_browser_test_looks_for():
     assert (explorer.threshold.min, explorer.threshold.max) == (0.01, 0.99)
 
 
-@pytest.mark.parametrize("outcome, expected", [
-    ("all", list(range(20))),
-    ("misclassified", [8, 9, 18, 19]),
-    ("true_positive", list(range(8))),
-    ("true_negative", list(range(10, 18))),
-    ("false_positive", [18, 19]),
-    ("false_negative", [8, 9]),
-])
+@pytest.mark.parametrize(
+    "outcome, expected",
+    [
+        ("all", list(range(20))),
+        ("misclassified", [8, 9, 18, 19]),
+        ("true_positive", list(range(8))),
+        ("true_negative", list(range(10, 18))),
+        ("false_positive", [18, 19]),
+        ("false_negative", [8, 9]),
+    ],
+)
 def test_filter_picks_the_right_samples_at_threshold_one_half(outcome, expected):
     _, explorer = make_explorer()
     explorer.filter.value = outcome

@@ -117,6 +117,7 @@ def crafted_archive(kind: str, exported: Path, target: Path, evil: bytes) -> Non
     if kind == "sample inputs replaced":  # torch falls back to weights_only=False for these
         rewrite(exported, target, lambda name, data: evil if name == "data/sample_inputs/model.pt" else data)
     elif kind == "a weight marked use_pickle":
+
         def change(name: str, data: bytes) -> bytes:
             if name == "data/weights/model_weights_config.json":
                 config = json.loads(data)
@@ -124,6 +125,7 @@ def crafted_archive(kind: str, exported: Path, target: Path, evil: bytes) -> Non
                 first["use_pickle"] = True
                 return json.dumps(config).encode()
             return evil if name == "data/weights/weight_0" else data
+
         rewrite(exported, target, change)
     elif kind == "an extra pickle member":
         rewrite(exported, target, lambda name, data: data)
@@ -131,6 +133,7 @@ def crafted_archive(kind: str, exported: Path, target: Path, evil: bytes) -> Non
             new.writestr(old.namelist()[0].split("/")[0] + "/extra/evil.pkl", evil)
     else:  # the pre-2.8 layout torch.export.load still falls back to
         from torch._export.serde.schema import SCHEMA_VERSION
+
         with zipfile.ZipFile(exported) as old, zipfile.ZipFile(target, "w") as new:
             root = old.namelist()[0].split("/")[0]
             new.writestr("version", ".".join(map(str, SCHEMA_VERSION)))
@@ -140,8 +143,9 @@ def crafted_archive(kind: str, exported: Path, target: Path, evil: bytes) -> Non
 
 
 @needs_new_archives
-@pytest.mark.parametrize("kind", ["sample inputs replaced", "a weight marked use_pickle",
-                                  "an extra pickle member", "an old-format archive"])
+@pytest.mark.parametrize(
+    "kind", ["sample inputs replaced", "a weight marked use_pickle", "an extra pickle member", "an old-format archive"]
+)
 def test_a_crafted_archive_is_refused_before_anything_is_unpickled(exported_path, tmp_path, kind):
     marker = tmp_path / "pwned"
     crafted = tmp_path / "crafted.pt2"
@@ -176,7 +180,6 @@ def test_an_older_torch_is_told_to_upgrade_instead_of_loading_unchecked(exported
         load_exported(exported_path)
 
 
-
 SYMBOL = "Symbol('s77', positive=True, integer=True)"
 
 
@@ -197,12 +200,14 @@ def code_payloads(marker: Path) -> dict[str, str]:
 
 def with_program(exported: Path, target: Path, change: Callable[[dict], None]) -> None:
     """Copy the export, passing its parsed models/model.json through `change`."""
+
     def rewrite_program(name: str, data: bytes) -> bytes:
         if name != "models/model.json":
             return data
         program = json.loads(data)
         change(program)
         return json.dumps(program).encode()
+
     rewrite(exported, target, rewrite_program)
 
 
@@ -241,18 +246,29 @@ def test_guard_code_and_foreign_node_targets_are_refused(exported_path, tmp_path
             program["guards_code"] = ["__import__('os').getpid() > 0"]
         else:
             program["graph_module"]["graph"]["nodes"][0]["target"] = "torch.serialization.os.system"
+
     crafted = tmp_path / "crafted.pt2"
     with_program(exported_path, crafted, change)
     with pytest.raises(ExportFileError, match="trusted source"):
         load_exported(crafted)
 
 
-@pytest.mark.parametrize("expression", [
-    SYMBOL, "Add(Mul(Integer(2), Symbol('s0', positive=True, integer=True)), Integer(1))",
-    "FloorDiv(Symbol('s0', integer=True), Integer(2))", "Max(Integer(2), s0)", "s0**2 + 3*u1 - 1",
-    "Eq(Symbol('s0', integer=True), Integer(2))", "s0 <= 4", "Float('1.5', precision=53)"])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        SYMBOL,
+        "Add(Mul(Integer(2), Symbol('s0', positive=True, integer=True)), Integer(1))",
+        "FloorDiv(Symbol('s0', integer=True), Integer(2))",
+        "Max(Integer(2), s0)",
+        "s0**2 + 3*u1 - 1",
+        "Eq(Symbol('s0', integer=True), Integer(2))",
+        "s0 <= 4",
+        "Float('1.5', precision=53)",
+    ],
+)
 def test_the_expressions_export_writes_pass_the_grammar(expression):
     from helpers.export import expression_problem
+
     assert expression_problem(expression) is None
 
 

@@ -23,7 +23,12 @@ from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, CrackDataset
 from helpers.folder_dataset import FolderDataset
 from helpers.plumbing.images import BadImageError
 from helpers.speed.fast_input import (
-    DeviceDecoder, EncodedImages, Feeder, can_decode_on_device, collate_encoded, is_plain_jpeg,
+    DeviceDecoder,
+    EncodedImages,
+    Feeder,
+    can_decode_on_device,
+    collate_encoded,
+    is_plain_jpeg,
 )
 from helpers.speed.workers import PROBE_BATCHES, WorkerTrial, batches_measuring_workers, can_measure, fastest
 from helpers.features import extract_features, feature_cache_key
@@ -170,6 +175,7 @@ class FakeCosts:
             self.now += batched * len(encoded)
             images = decode(encoded, device)
             return images if same_pixels else [image ^ 1 for image in images]  # one level off, everywhere
+
         dataset.transform = pil_transform
         monkeypatch.setattr(fast_input, "_decode_jpegs", batched_decode)
 
@@ -177,11 +183,14 @@ class FakeCosts:
         return self.now
 
 
-@pytest.mark.parametrize("pil, batched, same, expected", [
-    (1.0, 0.2, True, True),    # decode_jpeg faster, same tensors: taken
-    (0.2, 1.0, True, False),   # PIL faster: kept
-    (1.0, 0.2, False, False),  # faster but other pixels: never taken
-])
+@pytest.mark.parametrize(
+    "pil, batched, same, expected",
+    [
+        (1.0, 0.2, True, True),  # decode_jpeg faster, same tensors: taken
+        (0.2, 1.0, True, False),  # PIL faster: kept
+        (1.0, 0.2, False, False),  # faster but other pixels: never taken
+    ],
+)
 def test_the_cpus_decoders_are_timed_and_checked(synthetic_root, monkeypatch, pil, batched, same, expected):
     dataset = CrackDataset(synthetic_root, split="all", progress=False)
     costs = FakeCosts(monkeypatch, dataset, pil, batched, same)
@@ -198,10 +207,13 @@ def test_a_cpu_measures_its_decoders_once_per_folder_and_only_for_a_big_one(synt
     def measured(dataset):
         calls.append(dataset.root)
         return fast_input.DecoderTrial(pil_rate=500.0, batched_rate=1500.0, same_pixels=True, images=50)
+
     monkeypatch.setattr(backbone_module, "measure_decoders", measured)
     small = CrackDataset(synthetic_root, split="train", progress=False)  # 40 images in the folder
     assert choose_decoding(small, "cpu", FastSettings(), measure=True) == (
-        False, "40 images are too few to pay for measuring the two decoders")
+        False,
+        "40 images are too few to pay for measuring the two decoders",
+    )
     big = CrackDataset(synthetic_root, split="train", progress=False)
     big.source_size = DECODERS_MEASURED_FROM
     assert choose_decoding(big, "cpu", FastSettings())[0] is False and not calls  # the cache key's question: no timing
@@ -215,15 +227,25 @@ def test_a_cpu_measures_its_decoders_once_per_folder_and_only_for_a_big_one(synt
 
 
 def test_the_decoder_a_cpu_measured_changes_no_feature_and_no_cache_key(model, synthetic_root, monkeypatch, capsys):
-    monkeypatch.setattr(backbone_module, "measure_decoders", lambda dataset: fast_input.DecoderTrial(
-        pil_rate=1.0, batched_rate=2.0, same_pixels=True, images=50))
+    monkeypatch.setattr(
+        backbone_module,
+        "measure_decoders",
+        lambda dataset: fast_input.DecoderTrial(pil_rate=1.0, batched_rate=2.0, same_pixels=True, images=50),
+    )
     dataset = CrackDataset(synthetic_root, split="val", progress=False)
     dataset.source_size = DECODERS_MEASURED_FROM
     auto = FastSettings(bf16=False, int8=False)
     batched = extract_features(model, dataset, None, settings=auto, device="cpu", num_workers=0, progress=False)
     assert "the JPEGs are decoded on the CPU, in batches" in capsys.readouterr().out
-    with_pil = extract_features(model, dataset, None, settings=FastSettings(bf16=False, int8=False, decode_on_device=False),
-                                device="cpu", num_workers=0, progress=False)
+    with_pil = extract_features(
+        model,
+        dataset,
+        None,
+        settings=FastSettings(bf16=False, int8=False, decode_on_device=False),
+        device="cpu",
+        num_workers=0,
+        progress=False,
+    )
     assert torch.equal(batched.features, with_pil.features)
     assert batched.key == with_pil.key == feature_cache_key(dataset, model, auto, "cpu")
 
@@ -232,7 +254,9 @@ def test_a_reused_buffer_is_overwritten_and_a_fresh_one_is_not(synthetic_root):
     dataset = CrackDataset(synthetic_root, split="all", progress=False)
     expected = torch.stack([dataset[i][0] for i in range(20)])
     for reuse in (False, True):
-        first, second = list(Feeder(dataset, "cpu", batch_size=10, on_device=True, reuse_buffer=reuse).batches(0, 0, 20))
+        first, second = list(
+            Feeder(dataset, "cpu", batch_size=10, on_device=True, reuse_buffer=reuse).batches(0, 0, 20)
+        )
         assert first[0].is_contiguous(memory_format=torch.channels_last)
         assert torch.equal(second[0], expected[10:])
         assert torch.equal(first[0], expected[:10]) is not reuse  # reused: the second batch wrote over the first
@@ -248,8 +272,9 @@ def test_the_fastest_choice_counts_start_up_against_the_images_left():
     assert fastest([same, quick_start], remaining=1000) == 0  # a tie: fewer processes
 
 
-@pytest.mark.parametrize("cores, expected", [(1, [0]), (2, [0, 1]), (3, [0, 1, 2]), (8, [0, 2, 4]),
-                                             (16, [0, 2, 4, 8]), (64, [0, 2, 4, 8])])
+@pytest.mark.parametrize(
+    "cores, expected", [(1, [0]), (2, [0, 1]), (3, [0, 1, 2]), (8, [0, 2, 4]), (16, [0, 2, 4, 8]), (64, [0, 2, 4, 8])]
+)
 def test_worker_candidates_follow_the_cores(monkeypatch, cores, expected):
     monkeypatch.setattr(workers_module.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert worker_candidates("cuda") == expected
@@ -277,11 +302,13 @@ def test_measured_batches_cover_every_image_once_in_order(synthetic_root):
 
 def test_extract_features_reports_what_it_measured(model, synthetic_root, capsys):
     dataset = CrackDataset(synthetic_root, split="all", progress=False)
-    measured = extract_features(model, dataset, None, batch_size=2, settings=FLOAT32, device="cpu",
-                                num_workers="measure", progress=False)
+    measured = extract_features(
+        model, dataset, None, batch_size=2, settings=FLOAT32, device="cpu", num_workers="measure", progress=False
+    )
     assert "DataLoader workers, measured on the first" in capsys.readouterr().out
-    plain = extract_features(model, dataset, None, batch_size=2, settings=FLOAT32, device="cpu",
-                             num_workers=0, progress=False)
+    plain = extract_features(
+        model, dataset, None, batch_size=2, settings=FLOAT32, device="cpu", num_workers=0, progress=False
+    )
     assert torch.allclose(measured.features, plain.features, atol=1e-5)  # batches of 2 either way
     assert measured.sample_ids == plain.sample_ids
 
@@ -308,8 +335,13 @@ def test_nvjpeg_gives_nearly_pils_pixels(odd_root, synthetic_root):
         decoder = DeviceDecoder(dataset, "cuda")
         pixels = decoder.pixels(items, indices)
         assert pixels.device.type == "cuda" and decoder.fallbacks == 0
-        expected = torch.stack([(dataset[i][0] * torch.tensor(IMAGENET_STD).view(3, 1, 1)
-                                 + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) * 255 for i in range(len(dataset))])
+        expected = torch.stack(
+            [
+                (dataset[i][0] * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1))
+                * 255
+                for i in range(len(dataset))
+            ]
+        )
         difference = (pixels.cpu().float() - expected).abs()
         assert difference.mean() < 1.0 and difference.max() <= 16
 
@@ -321,8 +353,9 @@ def test_on_a_gpu_the_workers_are_measured(model, synthetic_root, capsys):
     out = capsys.readouterr().out
     assert "the JPEGs are decoded on the GPU, in batches" in out
     assert "DataLoader workers, measured on the first" in out or not can_measure(40, worker_candidates("cuda"), 1)
-    cpu = extract_features(model, dataset, None, batch_size=1, settings=FLOAT32, device="cpu", num_workers=0,
-                           progress=False)
+    cpu = extract_features(
+        model, dataset, None, batch_size=1, settings=FLOAT32, device="cpu", num_workers=0, progress=False
+    )
     assert nn.functional.cosine_similarity(gpu.features, cpu.features, dim=1).min() > 0.99
 
 
@@ -343,6 +376,7 @@ def test_the_main_process_decodes_on_one_thread_and_the_backbone_keeps_its_threa
     def counting(image):
         seen.append(torch.get_num_threads())
         return transform(image)
+
     dataset.transform = counting
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -359,7 +393,7 @@ def test_a_batch_decoded_in_parts_side_by_side_is_the_data_sets_tensors(syntheti
     before = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
-        (images, labels), = Feeder(dataset, "cpu", batch_size=40, on_device=True).batches(0)
+        ((images, labels),) = Feeder(dataset, "cpu", batch_size=40, on_device=True).batches(0)
     finally:
         torch.set_num_threads(before)
     assert 3 in fast_input._POOL  # three parts, decoded by three threads
@@ -377,6 +411,7 @@ def test_workers_are_measured_once_a_run_for_a_folder(model, synthetic_root, cap
     for dataset in (train, val):  # the same folder, fed the same way: not measured again
         extract_features(model, dataset, None, batch_size=2, settings=FLOAT32, device="cpu", progress=False)
         assert "DataLoader workers" not in capsys.readouterr().out
-    extract_features(model, every, None, batch_size=2, settings=FLOAT32, device="cpu", num_workers="measure",
-                     progress=False)
+    extract_features(
+        model, every, None, batch_size=2, settings=FLOAT32, device="cpu", num_workers="measure", progress=False
+    )
     assert "DataLoader workers, measured on the first" in capsys.readouterr().out  # asked for: measured

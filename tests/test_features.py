@@ -23,7 +23,12 @@ from helpers.inference import logits_from_features
 from helpers.model import backbone_of, build_resnet18
 from helpers.settings import feature_cache_dir
 from helpers.speed import (
-    Backbone, FastSettings, bf16_is_fast, choose_backbone, choose_number_format, default_num_workers,
+    Backbone,
+    FastSettings,
+    bf16_is_fast,
+    choose_backbone,
+    choose_number_format,
+    default_num_workers,
 )
 from helpers.synthetic_dataset import generate_dataset
 
@@ -48,9 +53,11 @@ def copy_root(tmp_path, synthetic_root) -> Path:
 
 def fake_backbone(calls: list):
     """Stands in for Backbone.__call__ in cache tests: records each call, returns numbered features."""
+
     def fake(backbone, images):
         calls.append(len(images))
         return torch.arange(len(images) * 512, dtype=torch.float32).reshape(len(images), 512)
+
     return fake
 
 
@@ -64,8 +71,9 @@ def float32_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def extract(model, dataset, cache_dir, settings=FLOAT32, **kwargs) -> FeatureSet:
-    return extract_features(model, dataset, cache_dir, settings=settings, device="cpu",
-                            num_workers=0, progress=False, **kwargs)
+    return extract_features(
+        model, dataset, cache_dir, settings=settings, device="cpu", num_workers=0, progress=False, **kwargs
+    )
 
 
 # ----------------------------------------------------------------------------- your own classes, any size
@@ -120,8 +128,9 @@ def test_cached_path_equals_direct_path(model, synthetic_root, tmp_path):
 
 def test_feature_set_shapes_labels_and_order(model, synthetic_root, small_transform):
     dataset = CrackDataset(synthetic_root, split="train", transform=small_transform(), progress=False)
-    feature_set = extract_features(model, dataset, None, settings=FLOAT32, device="cpu",
-                                   batch_size=5, num_workers=1, progress=False)  # a worker keeps the order
+    feature_set = extract_features(
+        model, dataset, None, settings=FLOAT32, device="cpu", batch_size=5, num_workers=1, progress=False
+    )  # a worker keeps the order
     assert len(feature_set) == len(dataset) == 12
     assert feature_set.features.shape == (12, 512) and feature_set.features.dtype == torch.float32
     assert feature_set.labels.dtype == torch.int64
@@ -137,15 +146,16 @@ def test_feature_set_shapes_labels_and_order(model, synthetic_root, small_transf
 def test_bf16_agrees_with_float32_on_synthetic_images(model, tmp_path, small_transform, assert_agrees_with_float32):
     root = generate_dataset(tmp_path / "data", per_class=32, seed=5, progress=False)
     dataset = CrackDataset(root, split="all", transform=small_transform(), progress=False)
-    assert_agrees_with_float32(extract(model, dataset, None, FLOAT32), extract(model, dataset, None, BF16),
-                               "bf16", 0.99)
+    assert_agrees_with_float32(
+        extract(model, dataset, None, FLOAT32), extract(model, dataset, None, BF16), "bf16", 0.99
+    )
 
 
-def test_bf16_agrees_with_float32_on_the_real_sample(model, real_sample, small_transform,
-                                                     assert_agrees_with_float32):
+def test_bf16_agrees_with_float32_on_the_real_sample(model, real_sample, small_transform, assert_agrees_with_float32):
     dataset = CrackDataset(real_sample, split="val", transform=small_transform(), progress=False)
-    assert_agrees_with_float32(extract(model, dataset, None, FLOAT32), extract(model, dataset, None, BF16),
-                               "bf16", 0.99)
+    assert_agrees_with_float32(
+        extract(model, dataset, None, FLOAT32), extract(model, dataset, None, BF16), "bf16", 0.99
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -187,8 +197,11 @@ def test_cache_miss_then_hit(model, copy_root, tmp_path, monkeypatch, capsys):
 
 
 def test_a_dedupe_split_has_its_own_cache_file(copy_root):
-    names = {cache_name(CrackDataset(copy_root, split, dedupe=dedupe, progress=False))
-             for split in ("train", "val") for dedupe in (False, True)}
+    names = {
+        cache_name(CrackDataset(copy_root, split, dedupe=dedupe, progress=False))
+        for split in ("train", "val")
+        for dedupe in (False, True)
+    }
     assert names == {"data-train", "data-val", "data-train-dedupe", "data-val-dedupe"}
 
 
@@ -250,7 +263,8 @@ def test_stale_cache_recomputed(model, copy_root, tmp_path, monkeypatch):
     extract(model, CrackDataset(copy_root, split="all", progress=False), cache, settings=BF16)
     assert calls == [16, 17, 17]
     assert torch.load(cache / "data-all.pt", weights_only=True)["key"] == key_of(
-        model, CrackDataset(copy_root, split="all", progress=False), BF16)
+        model, CrackDataset(copy_root, split="all", progress=False), BF16
+    )
 
 
 def bmp_bytes(seed: int) -> bytes:
@@ -293,8 +307,15 @@ def test_corrupt_cache_is_a_miss_with_a_warning(model, copy_root, tmp_path, monk
         torch.save({"key": "x", "features": torch.zeros(3, 512)}, path)
     elif content == "wrong_length":
         key = feature_cache_key(dataset, model, FLOAT32, device="cpu")  # the right key, damaged arrays
-        torch.save({"key": key, "features": torch.zeros(16, 512), "labels": torch.zeros(15, dtype=torch.long),
-                    "sample_ids": [s.sample_id for s in dataset.samples]}, path)
+        torch.save(
+            {
+                "key": key,
+                "features": torch.zeros(16, 512),
+                "labels": torch.zeros(15, dtype=torch.long),
+                "sample_ids": [s.sample_id for s in dataset.samples],
+            },
+            path,
+        )
     else:
         path.write_bytes(content)
     calls = []
@@ -337,8 +358,9 @@ def test_cpus_decode_in_the_main_process_until_eight_cores(monkeypatch, cores, c
 
 
 def test_features_for_another_split_are_the_same_rows_by_sample_id():
-    train = FeatureSet(torch.arange(6.0).repeat(512, 1).T, torch.tensor([0, 1, 0, 1, 0, 1]),
-                       [f"t{i}" for i in range(6)], "train-key")
+    train = FeatureSet(
+        torch.arange(6.0).repeat(512, 1).T, torch.tensor([0, 1, 0, 1, 0, 1]), [f"t{i}" for i in range(6)], "train-key"
+    )
     val = FeatureSet(torch.full((2, 512), 9.0), torch.tensor([1, 0]), ["v0", "v1"], "val-key")
 
     class Split:  # what features_for reads of a data set: its samples' ids, in order
@@ -355,17 +377,26 @@ def test_features_for_another_split_are_the_same_rows_by_sample_id():
         features_for(Split(["t0"]), train, val)
 
 
-@pytest.mark.parametrize("failure", [RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0"),
-                                     OSError(28, "No space left on device")], ids=["torch-runtime-error", "enospc"])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0"),
+        OSError(28, "No space left on device"),
+    ],
+    ids=["torch-runtime-error", "enospc"],
+)
 def test_a_full_disk_keeps_the_features_and_says_where_and_how_much(model, copy_root, tmp_path, monkeypatch, failure):
     monkeypatch.setattr(Backbone, "__call__", fake_backbone([]))
 
     def full_disk(obj, file):
         raise failure
+
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.warns(UserWarning) as warned:
         feature_set = extract(model, CrackDataset(copy_root, split="all", progress=False), tmp_path / "cache")
     assert len(feature_set) == 16 and feature_set.features.shape == (16, 512)  # computed and returned
     message = str(warned[-1].message)
-    assert f"The disk holding {tmp_path / 'cache'}" in message and "needs about 32.9 kB" in message  # 16 x 512 x 4 + 16 x 8
+    assert (
+        f"The disk holding {tmp_path / 'cache'}" in message and "needs about 32.9 kB" in message
+    )  # 16 x 512 x 4 + 16 x 8
     assert "carries on" in message

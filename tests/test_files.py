@@ -133,8 +133,9 @@ with exclusive_lock(sys.argv[1]):
 def test_the_lock_holds_across_processes_and_dies_with_its_holder(tmp_path):
     folder = tmp_path / "images"
     root = Path(__file__).resolve().parent.parent
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], cwd=root, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(BusyError, match=r"Another process is downloading or extracting into .*images .*wait"):
@@ -152,14 +153,16 @@ def test_the_lock_holds_across_processes_and_dies_with_its_holder(tmp_path):
 TORCH_SHORT_WRITE = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4160 vs 4054")
 
 
-@pytest.mark.parametrize("failure", [TORCH_SHORT_WRITE, OSError(28, "No space left on device")],
-                         ids=["torch-runtime-error", "enospc"])
+@pytest.mark.parametrize(
+    "failure", [TORCH_SHORT_WRITE, OSError(28, "No space left on device")], ids=["torch-runtime-error", "enospc"]
+)
 def test_a_full_disk_is_one_sentence_naming_the_folder_and_the_space(tmp_path, monkeypatch, failure):
     import torch
 
     def full_disk(obj, file):
         Path(file).write_bytes(b"x" * 1000)
         raise failure
+
     monkeypatch.setattr(torch, "save", full_disk)
     target = tmp_path / "checkpoints" / "model.pt"
     with pytest.raises(files_module.DiskFullError) as error:

@@ -27,16 +27,18 @@ from helpers.training import set_train_mode, train_head
 
 CLASSES = {"no_defect": "plain", "crack": "crack", "stain": "stain"}
 PER_CLASS = 8
-SMALL = transforms.Compose([transforms.Resize(64), transforms.ToTensor(),
-                            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+SMALL = transforms.Compose(
+    [transforms.Resize(64), transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+)
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    folder = generate_dataset(tmp_path_factory.mktemp("three") / "data", per_class=PER_CLASS, seed=0,
-                              classes=CLASSES, progress=False)
+    folder = generate_dataset(
+        tmp_path_factory.mktemp("three") / "data", per_class=PER_CLASS, seed=0, classes=CLASSES, progress=False
+    )
     (folder / "crack" / ".DS_Store").write_bytes(b"\x00\x01")  # what macOS leaves behind
-    (folder / ".ipynb_checkpoints").mkdir()                     # a hidden folder is not a class
+    (folder / ".ipynb_checkpoints").mkdir()  # a hidden folder is not a class
     return folder
 
 
@@ -119,8 +121,7 @@ def test_a_three_class_head_learns_and_its_checkpoint_names_the_classes(root, tm
     train = FolderDataset(root, "train", transform=SMALL)
     model = small_model().eval()
     features = extract_features(model, train, cache_dir=None, num_workers=0, device="cpu", progress=False)
-    history = train_head(model.fc, features, epochs=30, lr=1e-2, batch_size=6,
-                         device="cpu", progress=False)
+    history = train_head(model.fc, features, epochs=30, lr=1e-2, batch_size=6, device="cpu", progress=False)
     assert history.epoch_loss[-1] < history.epoch_loss[0] * 0.5
     path = save_checkpoint(tmp_path / "three.pt", model, train.classes, {"data": "synthetic"})
     checkpoint = load_checkpoint(path, num_classes=3)
@@ -166,8 +167,16 @@ def test_fine_tune_changes_layer4_and_the_head_only(root):
     model = small_model()
     unfreeze(model)
     before = copy.deepcopy(model.state_dict())
-    history = fine_tune(model, DataLoader(train, batch_size=6, shuffle=True), DataLoader(val, batch_size=6),
-                        epochs=3, head_lr=1e-2, backbone_lr=1e-3, device="cpu", progress=False)
+    history = fine_tune(
+        model,
+        DataLoader(train, batch_size=6, shuffle=True),
+        DataLoader(val, batch_size=6),
+        epochs=3,
+        head_lr=1e-2,
+        backbone_lr=1e-3,
+        device="cpu",
+        progress=False,
+    )
     after = model.state_dict()
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert "fc.weight" in changed and "layer4.1.conv2.weight" in changed
@@ -178,8 +187,12 @@ def test_fine_tune_changes_layer4_and_the_head_only(root):
     assert history.settings["head_lr"] == 1e-2 and history.settings["backbone_lr"] == 1e-3
     assert not model.training
 
-    table = compare_runs([run_row("layer4 + head", model, history),
-                          {"name": "head only", "trainable": 1539, "seconds": 0.5, "accuracy": None}])
+    table = compare_runs(
+        [
+            run_row("layer4 + head", model, history),
+            {"name": "head only", "trainable": 1539, "seconds": 0.5, "accuracy": None},
+        ]
+    )
     lines = table.splitlines()
     assert "trainable parameters" in lines[0] and len(lines) == 4
     assert f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,}" in lines[2]

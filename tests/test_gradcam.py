@@ -19,9 +19,11 @@ A1 = [[0.0, 2.0, 0.0], [1.0, 0.0, 1.0], [4.0, 0.0, 0.0]]
 # score_c = sum_k V[c, k] * sum_ij W[i, j] * A[k, i, j], so dscore_c / dA[k, i, j] = V[c, k] * W[i, j]
 # varies over space, and the Grad-CAM weight is alpha_ck = V[c, k] * mean(W) = V[c, k] * 0.5.
 W = [[0.5, 1.0, 0.0], [0.0, 1.0, 0.5], [0.0, 0.5, 1.0]]  # sum 4.5, mean 0.5
-V = [[1.0, -2.0],    # class 0: alpha = ( 0.5, -1.0)
-     [-1.0, 1.0],    # class 1: alpha = (-0.5,  0.5)
-     [-1.0, -1.0]]   # class 2: alpha = (-0.5, -0.5): no positive evidence anywhere
+V = [
+    [1.0, -2.0],  # class 0: alpha = ( 0.5, -1.0)
+    [-1.0, 1.0],  # class 1: alpha = (-0.5,  0.5)
+    [-1.0, -1.0],
+]  # class 2: alpha = (-0.5, -0.5): no positive evidence anywhere
 # Scores: sum W*A0 = 4, sum W*A1 = 2.5, so class 0: 4 - 5 = -1, class 1: -4 + 2.5 = -1.5,
 # class 2: -6.5. The predicted class is 0.
 #
@@ -52,7 +54,7 @@ def test_hand_made_map_matches_tensor_arithmetic():
     net, x = LinearScoreNet(), hand_input()
     a, v, w = x[0], net.V, net.W
     for c in range(3):
-        alpha = v[c] * w.mean()                                   # gradient averaged over space
+        alpha = v[c] * w.mean()  # gradient averaged over space
         expected = torch.relu((alpha[:, None, None] * a).sum(0))
         with GradCAM(net, net.target) as cam:
             assert torch.allclose(cam.raw_maps(x, c)[0], expected)
@@ -64,8 +66,8 @@ def test_hand_made_map_raw_and_scaled():
     with GradCAM(net, net.target) as cam:
         assert torch.allclose(cam.raw_maps(x, 0)[0], torch.tensor(MAP_0))
         assert torch.allclose(cam.raw_maps(x, 1)[0], torch.tensor(MAP_1))
-        assert torch.allclose(cam.raw_maps(x)[0], torch.tensor(MAP_0))   # None = predicted class (0)
-        assert torch.allclose(cam(x, 0)[0], torch.tensor(MAP_0) / 1.5)   # scaled so the peak is 1
+        assert torch.allclose(cam.raw_maps(x)[0], torch.tensor(MAP_0))  # None = predicted class (0)
+        assert torch.allclose(cam(x, 0)[0], torch.tensor(MAP_0) / 1.5)  # scaled so the peak is 1
         assert torch.allclose(cam(x, 1)[0], torch.tensor(MAP_1) / 1.5)
         two = torch.cat([x, x])
         per_image = cam(two, torch.tensor([1, 0]))
@@ -142,8 +144,14 @@ def concrete(rng: np.random.Generator) -> np.ndarray:
 def cracked_anywhere(rng: np.random.Generator) -> np.ndarray:
     surface = concrete(rng)
     start = (rng.uniform(8, SIZE - 8), rng.uniform(8, SIZE - 8))
-    draw_crack(surface, rng, start=start, angle=rng.uniform(0, 2 * np.pi),
-               length=rng.uniform(15, 30), width=rng.uniform(1.5, 4))
+    draw_crack(
+        surface,
+        rng,
+        start=start,
+        angle=rng.uniform(0, 2 * np.pi),
+        length=rng.uniform(15, 30),
+        width=rng.uniform(1.5, 4),
+    )
     return surface
 
 
@@ -153,7 +161,7 @@ def cracked_in_quadrant(rng: np.random.Generator, row: int, col: int) -> np.ndar
         surface = concrete(rng)
         centre = (col * HALF + HALF / 2 + rng.uniform(-4, 4), row * HALF + HALF / 2 + rng.uniform(-4, 4))
         mask = draw_crack(surface, rng, start=centre, angle=rng.uniform(0, 2 * np.pi), length=12, width=2.5)
-        if mask[row * HALF:(row + 1) * HALF, col * HALF:(col + 1) * HALF].sum() >= 0.9 * mask.sum():
+        if mask[row * HALF : (row + 1) * HALF, col * HALF : (col + 1) * HALF].sum() >= 0.9 * mask.sum():
             return surface
 
 
@@ -165,10 +173,17 @@ def as_batch(surfaces: list[np.ndarray]) -> torch.Tensor:
 def small_cnn() -> nn.Sequential:
     """Three conv blocks, global average pooling, a linear head; index 6 is the last conv block."""
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU()),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 2))
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 2),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +199,7 @@ def crack_detector() -> nn.Module:
     for _epoch in range(8):
         order = torch.randperm(len(labels), generator=order_generator)
         for start in range(0, len(labels), 32):
-            batch = order[start:start + 32]
+            batch = order[start : start + 32]
             loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
             optimizer.zero_grad()
             loss.backward()
@@ -200,8 +215,12 @@ def corner_cracks() -> tuple[torch.Tensor, list[tuple[int, int]]]:
 
 
 def heat_in_quadrant(heatmaps: torch.Tensor, quadrants: list[tuple[int, int]]) -> np.ndarray:
-    return np.array([float(h[r * HALF:(r + 1) * HALF, c * HALF:(c + 1) * HALF].sum() / h.sum())
-                     for h, (r, c) in zip(heatmaps, quadrants)])
+    return np.array(
+        [
+            float(h[r * HALF : (r + 1) * HALF, c * HALF : (c + 1) * HALF].sum() / h.sum())
+            for h, (r, c) in zip(heatmaps, quadrants)
+        ]
+    )
 
 
 def test_gradcam_finds_the_crack(crack_detector, corner_cracks):

@@ -23,7 +23,13 @@ from helpers.speed.int8 import (
     int8_untested_reason,
 )
 from helpers.model import backbone_of, build_resnet18
-from helpers.speed import MEASURE_MIN_IMAGES, FastSettings, choose_backbone, choose_number_format, forget_built_backbones
+from helpers.speed import (
+    MEASURE_MIN_IMAGES,
+    FastSettings,
+    choose_backbone,
+    choose_number_format,
+    forget_built_backbones,
+)
 from helpers.speed.backbone import calibration_images
 from helpers.speed.measure import Measurement, Trial, machine_key, remember
 from helpers.synthetic_dataset import generate_dataset
@@ -69,8 +75,9 @@ def synthetic_split(tmp_path_factory, small_transform):
 
 
 def extract(model, dataset, settings, cache_dir=None, **kwargs):
-    return extract_features(model, dataset, cache_dir, settings=settings, device="cpu", num_workers=0,
-                            progress=False, **kwargs)
+    return extract_features(
+        model, dataset, cache_dir, settings=settings, device="cpu", num_workers=0, progress=False, **kwargs
+    )
 
 
 # ----------------------------------------------------------------------------- folding BatchNorm
@@ -128,14 +135,19 @@ def test_without_torchao_the_workbook_runs_in_float32_and_says_why(monkeypatch, 
         warnings.simplefilter("error")
         features = extract(model, synthetic_split, FastSettings(bf16=False))
     assert features.number_format == "float32"
-    assert "in float32 (bfloat16 turned off in the settings; int8 is off: torchao is not installed" in capsys.readouterr().out
+    assert (
+        "in float32 (bfloat16 turned off in the settings; int8 is off: torchao is not installed"
+        in capsys.readouterr().out
+    )
 
 
 def test_torchao_that_cannot_be_imported_or_does_not_fit_torch_falls_back(monkeypatch):
     monkeypatch.setattr(int8_module, "torchao_version", lambda: "0.18.0")
     monkeypatch.setattr(int8_module, "torchao_import_error", lambda: "ImportError: undefined symbol")
-    assert "cannot be imported" in int8_unavailable_reason("cpu") and "undefined symbol" in int8_unavailable_reason("cpu")
-    (torch_version, torchao_version), = KNOWN_BAD_VERSIONS
+    assert "cannot be imported" in int8_unavailable_reason("cpu") and "undefined symbol" in int8_unavailable_reason(
+        "cpu"
+    )
+    ((torch_version, torchao_version),) = KNOWN_BAD_VERSIONS
     monkeypatch.setattr(int8_module.torch, "__version__", f"{torch_version[0]}.{torch_version[1]}.0")
     monkeypatch.setattr(int8_module, "torchao_version", lambda: f"{torchao_version[0]}.{torchao_version[1]}.0")
     assert "does not turn the graph into int8 kernels" in int8_unavailable_reason("cpu")
@@ -167,12 +179,14 @@ def test_auto_never_builds_int8_for_small_folders_and_explicit_int8_says_why_not
 
 
 def test_a_failed_int8_build_is_skipped_when_measuring_and_falls_back_with_a_warning_later(
-        monkeypatch, model, synthetic_split, small_transform, capsys):
+    monkeypatch, model, synthetic_split, small_transform, capsys
+):
     monkeypatch.setattr(speed_module, "int8_unavailable_reason", lambda device: None)
     monkeypatch.setattr(speed_module, "int8_untested_reason", lambda: None)
 
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler after all")
+
     monkeypatch.setattr(speed_module, "quantize_backbone", broken)
     forget_built_backbones()
     few = CrackDataset(synthetic_split.root, split="val", transform=small_transform(), progress=False)
@@ -220,8 +234,9 @@ def test_int8_predictions_agree_with_float32_on_synthetic_images(int8_and_float3
 
 
 @needs_int8
-def test_int8_features_have_their_own_cache_key_and_reuse_one_backbone(int8_and_float32, model, synthetic_split,
-                                                                       tmp_path, monkeypatch):
+def test_int8_features_have_their_own_cache_key_and_reuse_one_backbone(
+    int8_and_float32, model, synthetic_split, tmp_path, monkeypatch
+):
     float32, int8, _ = int8_and_float32
     assert int8.key != float32.key
     monkeypatch.setattr(speed_module, "quantize_backbone", lambda *a, **k: pytest.fail("built it twice"))
@@ -239,8 +254,9 @@ def test_first_conv_bits_must_be_7_8_or_none():
 
 
 @needs_int8
-def test_int8_backbone_pads_short_batches_and_splits_long_ones(int8_and_float32, model, synthetic_split,
-                                                                small_transform, monkeypatch):
+def test_int8_backbone_pads_short_batches_and_splits_long_ones(
+    int8_and_float32, model, synthetic_split, small_transform, monkeypatch
+):
     monkeypatch.setattr(speed_module, "quantize_backbone", lambda *a, **k: pytest.fail("built it twice"))
     backbone = choose_backbone(model, "cpu", INT8, weights=weights_fingerprint(model))
     int8_backbone = backbone.prepare(synthetic_split.transform).run  # the one the fixture built

@@ -39,7 +39,7 @@ def imports_by_module() -> dict[str, set[str]]:
 
 
 def layer(module: str) -> str:
-    """"lesson", "plumbing", "speed", "tools", or "entry" (helpers/__main__.py)."""
+    """ "lesson", "plumbing", "speed", "tools", or "entry" (helpers/__main__.py)."""
     parts = module.split(".")
     if len(parts) > 2 or (len(parts) == 2 and parts[1] in SUBPACKAGES):
         return parts[1]
@@ -79,15 +79,19 @@ def test_the_notebooks_import_lessons_and_the_speed_door_only():
         source = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
         source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
         for name in workbook_imports(source):
-            assert layer(name) in ("lesson", "speed") and not name.startswith("helpers.speed."), \
+            assert layer(name) in ("lesson", "speed") and not name.startswith("helpers.speed."), (
                 f"{notebook.name} imports {name}"
+            )
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("from helpers.speed.int8 import x", {"helpers.speed.int8"}),
-    ("def f():\n    import helpers.tools.cli\n", {"helpers.tools.cli"}),
-    ("from torch import nn\nfrom .x import y", set()),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from helpers.speed.int8 import x", {"helpers.speed.int8"}),
+        ("def f():\n    import helpers.tools.cli\n", {"helpers.tools.cli"}),
+        ("from torch import nn\nfrom .x import y", set()),
+    ],
+)
 def test_the_import_reader_sees_lazy_and_top_level_imports(source, expected):
     assert workbook_imports(source) == expected
 

@@ -13,8 +13,16 @@ import torch
 
 import helpers.speed.backbone as backbone_module
 from helpers.speed import (
-    CANDIDATES, MEASURE_MIN_IMAGES, SMALL_FOLDER, FastSettings, Measurement, candidates_here, choose_number_format,
-    decisions_file, machine_key, remembered,
+    CANDIDATES,
+    MEASURE_MIN_IMAGES,
+    SMALL_FOLDER,
+    FastSettings,
+    Measurement,
+    candidates_here,
+    choose_number_format,
+    decisions_file,
+    machine_key,
+    remembered,
 )
 from helpers.speed.measure import MAX_ROUNDING, Trial, measure, remember
 
@@ -32,8 +40,13 @@ class FakeClock:
         return self.now
 
 
-def fake_candidates(clock: FakeClock, seconds_per_image: dict[str, float], setup: dict[str, float] | None = None,
-                    noise: dict[str, float] | None = None, broken: tuple[str, ...] = ()) -> dict:
+def fake_candidates(
+    clock: FakeClock,
+    seconds_per_image: dict[str, float],
+    setup: dict[str, float] | None = None,
+    noise: dict[str, float] | None = None,
+    broken: tuple[str, ...] = (),
+) -> dict:
     """Builders of fake runners: each advances `clock` by its seconds per image and returns
     features that differ from float32's by `noise` (relative); a `broken` one raises when built."""
     torch.manual_seed(0)
@@ -49,8 +62,11 @@ def fake_candidates(clock: FakeClock, seconds_per_image: dict[str, float], setup
             def run(images: torch.Tensor) -> torch.Tensor:
                 clock.now += seconds_per_image[name] * len(images)
                 return reference * (1 + noise.get(name, 0.0) * torch.randn_like(reference))
+
             return run
+
         return build
+
     return {name: builder(name) for name in seconds_per_image}
 
 
@@ -64,18 +80,22 @@ def own_data_dir(tmp_path, monkeypatch):
 @pytest.fixture
 def all_candidates(monkeypatch):
     """As if every candidate could run on this machine."""
+
     def here(settings, device="cpu"):
         names = [name for name in CANDIDATES if not (name == "int8" and settings.int8 is False)]
         return names, ([] if "int8" in names else ["int8 turned off in the settings"])
+
     monkeypatch.setattr(backbone_module, "candidates_here", here)
 
 
 def measuring(clock: FakeClock, calls: list, **fakes):
     """A measure_here for choose_number_format that measures the fakes with the fake clock, counting its calls."""
+
     def measure_here(names: list[str]) -> Measurement:
         calls.append(list(names))
         candidates = fake_candidates(clock, **fakes)
         return measure({name: candidates[name] for name in names}, IMAGES, machine_key(), clock=clock)
+
     return measure_here
 
 
@@ -87,7 +107,7 @@ def test_the_fastest_candidate_is_chosen_whichever_it_is(fastest, all_candidates
     assert choice.name == fastest and calls == [list(CANDIDATES)]
     assert choice.compiled == (fastest in ("bfloat16 compiled", "int8"))
     assert choice.number_format == fastest.split()[0]
-    line, = capsys.readouterr().out.strip().splitlines()  # exactly one line: the rates and the choice
+    (line,) = capsys.readouterr().out.strip().splitlines()  # exactly one line: the rates and the choice
     assert line.endswith(f"-> {fastest}") or f"-> {fastest};" in line
     assert f"{fastest} 20 img/s" in line  # 8 images in 0.4 s; every other one 10 img/s
     assert all(f"{name} 10 img/s" in line for name in CANDIDATES if name != fastest)
@@ -152,8 +172,12 @@ def test_a_candidate_that_fails_or_rounds_too_much_is_skipped(all_candidates):
     clock, calls = FakeClock(), []
     rates = {"float32": 0.1, "bfloat16": 0.05, "bfloat16 compiled": 0.01, "int8": 0.005}
     noise = {"bfloat16": 1e-3, "int8": 0.5}  # int8 fastest but its features are far off
-    choice = choose_number_format(FastSettings(), "cpu", BIG, measuring(
-        clock, calls, seconds_per_image=rates, noise=noise, broken=("bfloat16 compiled",)))
+    choice = choose_number_format(
+        FastSettings(),
+        "cpu",
+        BIG,
+        measuring(clock, calls, seconds_per_image=rates, noise=noise, broken=("bfloat16 compiled",)),
+    )
     assert choice.name == "bfloat16"
     trials = {trial.name: trial for trial in remembered(machine_key()).trials}
     assert trials["bfloat16 compiled"].skipped.startswith("failed: RuntimeError")
@@ -165,8 +189,12 @@ def test_a_candidate_that_fails_or_rounds_too_much_is_skipped(all_candidates):
 def test_when_nothing_but_float32_works_float32_is_chosen(all_candidates):
     clock, calls = FakeClock(), []
     rates = {name: 0.1 for name in CANDIDATES}
-    choice = choose_number_format(FastSettings(), "cpu", BIG, measuring(
-        clock, calls, seconds_per_image=rates, broken=("bfloat16", "bfloat16 compiled", "int8")))
+    choice = choose_number_format(
+        FastSettings(),
+        "cpu",
+        BIG,
+        measuring(clock, calls, seconds_per_image=rates, broken=("bfloat16", "bfloat16 compiled", "int8")),
+    )
     assert choice.name == "float32"
 
 
@@ -216,8 +244,12 @@ def test_small_or_unknown_folders_are_not_measured_and_say_so(all_candidates):
 def test_middle_sized_folders_measure_only_what_is_quick_to_build(all_candidates, capsys):
     clock, calls = FakeClock(), []
     rates = {"float32": 0.1, "bfloat16": 0.05, "bfloat16 compiled": 0.04, "int8": 0.02}
-    choice = choose_number_format(FastSettings(), "cpu", MEASURE_MIN_IMAGES - 1,
-                                  measuring(clock, calls, seconds_per_image=rates, setup={"int8": 30.0}))
+    choice = choose_number_format(
+        FastSettings(),
+        "cpu",
+        MEASURE_MIN_IMAGES - 1,
+        measuring(clock, calls, seconds_per_image=rates, setup={"int8": 30.0}),
+    )
     assert calls == [["float32", "bfloat16"]]  # nothing compiled for a folder this size
     assert choice.name == "bfloat16" and "bfloat16 compiled, int8 not measured" in choice.why
     assert "-> bfloat16" in capsys.readouterr().out
@@ -257,8 +289,12 @@ def test_gpus_are_not_measured(monkeypatch):
 def test_an_unwritable_data_folder_still_chooses(all_candidates, monkeypatch, capsys):
     def refuse(*args, **kwargs):
         raise OSError("read-only file system")
+
     monkeypatch.setattr(backbone_module, "remember", refuse)
     clock, calls = FakeClock(), []
     rates = {"float32": 0.1, "bfloat16": 0.05, "bfloat16 compiled": 0.04, "int8": 0.02}
-    assert choose_number_format(FastSettings(), "cpu", BIG, measuring(clock, calls, seconds_per_image=rates)).name == "int8"
+    assert (
+        choose_number_format(FastSettings(), "cpu", BIG, measuring(clock, calls, seconds_per_image=rates)).name
+        == "int8"
+    )
     assert "not kept: read-only file system" in capsys.readouterr().out

@@ -102,8 +102,9 @@ def state_dict_bytes(model: torch.nn.Module) -> bytes:
 
 
 @pytest.mark.parametrize("offline", [True, False], ids=["WORKBOOK_OFFLINE=1", "the download fails"])
-def test_without_the_file_the_learner_reads_one_message_and_no_downloading_line(no_weights, monkeypatch, capfd,
-                                                                                offline):
+def test_without_the_file_the_learner_reads_one_message_and_no_downloading_line(
+    no_weights, monkeypatch, capfd, offline
+):
     """torch.hub printed 'Downloading: "...resnet18-f37072fd.pth"' before the workbook's 'cannot be had'."""
     monkeypatch.setenv("WORKBOOK_QUICK", "1")  # the notebooks' quick mode: carry on with a random backbone
     with FileServer() as server:  # answers 404 to everything: a download that fails
@@ -158,9 +159,14 @@ def test_random_fallback_only_in_quick_mode_or_when_asked(no_weights, monkeypatc
     assert resolve_weights(allow_random=True).is_random
 
 
-@pytest.mark.parametrize("given, source, label", [
-    ("imagenet", "imagenet", "imagenet"), (None, None, "random"), (Path("/w/r.pth"), "/w/r.pth", "/w/r.pth"),
-])
+@pytest.mark.parametrize(
+    "given, source, label",
+    [
+        ("imagenet", "imagenet", "imagenet"),
+        (None, None, "random"),
+        (Path("/w/r.pth"), "/w/r.pth", "/w/r.pth"),
+    ],
+)
 def test_weights_choice_reads_back_what_a_checkpoint_records(given, source, label):
     weights = WeightsChoice.of(given)
     assert weights.source == source and weights.label == label and weights.description
@@ -172,8 +178,9 @@ def test_weights_choice_reads_back_what_a_checkpoint_records(given, source, labe
 def test_checkpoint_round_trip(tmp_path):
     model = build_resnet18(weights=None)
     torch.nn.init.normal_(model.fc.weight)
-    path = save_checkpoint(tmp_path / "ckpt" / "model.pt", model, ["Negative", "Positive"],
-                           {"weights": "random", "val_accuracy": 0.75})
+    path = save_checkpoint(
+        tmp_path / "ckpt" / "model.pt", model, ["Negative", "Positive"], {"weights": "random", "val_accuracy": 0.75}
+    )
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary file left behind
     checkpoint = load_checkpoint(path, num_classes=2)
     assert isinstance(checkpoint, Checkpoint) and checkpoint.path == path and not checkpoint.model.training
@@ -198,8 +205,9 @@ def test_wrong_checkpoints_get_clear_errors(tmp_path):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A good 2-class checkpoint (random weights) to damage in the tests below."""
-    return save_checkpoint(tmp_path_factory.mktemp("good") / "good.pt", build_resnet18(2, weights=None),
-                           ["Negative", "Positive"])
+    return save_checkpoint(
+        tmp_path_factory.mktemp("good") / "good.pt", build_resnet18(2, weights=None), ["Negative", "Positive"]
+    )
 
 
 class NotWeights:
@@ -209,6 +217,7 @@ class NotWeights:
 def changed(key: str, value: object) -> Callable[[dict], None]:
     def change(payload: dict) -> None:
         payload[key] = value
+
     return change
 
 
@@ -246,7 +255,7 @@ def test_a_wrong_payload_gets_one_plain_sentence(checkpoint, tmp_path, what):
 
 
 def truncated(data: bytes) -> bytes:
-    return data[:len(data) // 2]
+    return data[: len(data) // 2]
 
 
 def not_weights(data: bytes) -> bytes:
@@ -290,8 +299,11 @@ def test_ten_million_classes_fail_before_anything_is_built(checkpoint, tmp_path,
 
 
 def test_control_characters_in_class_names_are_not_shown(tmp_path):
-    path = save_checkpoint(tmp_path / "odd.pt", build_resnet18(3, weights=None),
-                           ["\x1b[2Jcrack", "no\ncrack", "\x1b]0;title\x07stain\x1b[31m"])
+    path = save_checkpoint(
+        tmp_path / "odd.pt",
+        build_resnet18(3, weights=None),
+        ["\x1b[2Jcrack", "no\ncrack", "\x1b]0;title\x07stain\x1b[31m"],
+    )
     with pytest.raises(CheckpointMismatchError) as error:
         load_checkpoint(path, num_classes=2)
     message = str(error.value)
@@ -320,9 +332,9 @@ def test_thirty_concurrent_saves_of_one_checkpoint(tmp_path):
 def test_a_temporary_file_left_by_a_killed_save(tmp_path):
     model = build_resnet18(weights=None)
     path = save_checkpoint(tmp_path / "model.pt", model, ["Negative", "Positive"])
-    stale = tmp_path / ".model.pt.4242-deadbeef.tmp.pt"     # a save killed two minutes ago
-    fresh = tmp_path / ".model.pt.4343-0badcafe.tmp.pt"     # a save still running in another process
-    other = tmp_path / ".other.pt.4242-deadbeef.tmp.pt"     # another checkpoint's: not ours to remove
+    stale = tmp_path / ".model.pt.4242-deadbeef.tmp.pt"  # a save killed two minutes ago
+    fresh = tmp_path / ".model.pt.4343-0badcafe.tmp.pt"  # a save still running in another process
+    other = tmp_path / ".other.pt.4242-deadbeef.tmp.pt"  # another checkpoint's: not ours to remove
     for temp in (stale, fresh, other):
         temp.write_bytes(b"half a checkpoint")
     two_minutes_ago = time.time() - 120

@@ -52,8 +52,9 @@ NEAR_COPIES = {  # kind -> (how it is made, JPEG quality it is saved at)
 
 
 def _features(model: nn.Module, root: Path) -> FeatureSet:
-    return extract_features(model, FolderDataset(root, split="all"), settings=FLOAT32, device="cpu",
-                            num_workers=0, progress=False)
+    return extract_features(
+        model, FolderDataset(root, split="all"), settings=FLOAT32, device="cpu", num_workers=0, progress=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +184,9 @@ def test_plot_shows_pairs_and_a_histogram(folders, features):
     assert isinstance(figure, Figure)
     assert len(figure.axes) == 2 * 4 + 1  # two images per pair, one histogram
     assert figure.axes[-1].get_xlabel().startswith("best cosine similarity")
-    few = plot_near_duplicates(find_near_duplicates(features["train"], features["near"], threshold=1.0), near_set,
-                               train_set, n=2)  # nothing flagged: the closest pairs are shown all the same
+    few = plot_near_duplicates(
+        find_near_duplicates(features["train"], features["near"], threshold=1.0), near_set, train_set, n=2
+    )  # nothing flagged: the closest pairs are shown all the same
     assert len(few.axes) == 2 * 2 + 1 and "(below)" in few.axes[0].get_title(loc="left")
     with pytest.raises(ValueError, match="data sets the features were computed from"):
         plot_near_duplicates(report, train_set, near_set)

@@ -133,7 +133,11 @@ def test_command_line_in_a_subprocess(workdir):
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     result = subprocess.run(
         [sys.executable, "-m", "helpers", "predict", str(workdir / "a.jpg"), "--checkpoint", str(workdir / "two.pt")],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{workdir / 'a.jpg'}: ")
@@ -148,11 +152,15 @@ def rewritten_checkpoint(workdir: Path, name: str, **changes: object) -> Path:
     return workdir / name
 
 
-@pytest.mark.parametrize("changes, words", [
-    ({"class_names": None}, ("no-names.pt", "has no class_names")),
-    ({"class_names": ["a", "b", "c"]}, ("three-names.pt", "a list of 2 strings", "holds 3")),
-    ({"num_classes": 10**7}, ("huge.pt", "from 2 to 10,000")),
-], ids=["no class names", "three names for two classes", "ten million classes"])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"class_names": None}, ("no-names.pt", "has no class_names")),
+        ({"class_names": ["a", "b", "c"]}, ("three-names.pt", "a list of 2 strings", "holds 3")),
+        ({"num_classes": 10**7}, ("huge.pt", "from 2 to 10,000")),
+    ],
+    ids=["no class names", "three names for two classes", "ten million classes"],
+)
 def test_a_wrong_checkpoint_is_one_line(workdir, capsys, changes, words):
     path = rewritten_checkpoint(workdir, words[0], **changes)
     assert main([photos(workdir)[0], "--checkpoint", str(path)]) == 1
@@ -191,8 +199,21 @@ def test_a_bad_file_does_not_hide_the_good_ones(workdir, capsys, as_json):
 def test_a_reader_that_stops_early_gets_no_traceback(workdir):
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "helpers", "predict", "--json", *photos(workdir), "--checkpoint", str(workdir / "two.pt")],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "helpers",
+            "predict",
+            "--json",
+            *photos(workdir),
+            "--checkpoint",
+            str(workdir / "two.pt"),
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     process.stdout.close()  # like `| head -c 10` exiting before the first line is written
     err = process.stderr.read()
@@ -213,6 +234,7 @@ def test_a_checkpoint_with_nan_weights_is_refused_on_load(workdir, capsys):
 
 def test_an_exported_model_given_as_checkpoint_is_named_as_such(workdir, capsys):
     from helpers.export import export_model
+
     torch.manual_seed(0)
     export_model(build_resnet18(2, weights=None), workdir / "model.pt2", example=torch.randn(2, 3, 64, 64))
     assert main([photos(workdir)[0], "--checkpoint", str(workdir / "model.pt2")]) == 1
@@ -234,6 +256,7 @@ def test_ctrl_c_in_predict_is_one_line_and_130(workdir, capsys, monkeypatch):
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(helpers.tools.predict, "classify_photos", interrupted)
     assert main([photos(workdir)[0], "--checkpoint", str(workdir / "two.pt")]) == 130
     err = capsys.readouterr().err

@@ -84,8 +84,11 @@ def test_there_are_numbered_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_notebooks_hold_no_outputs_and_use_python3(path):
     notebook = json.loads(path.read_text(encoding="utf-8"))
-    dirty = [i for i, cell in enumerate(notebook["cells"])
-             if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count"))]
+    dirty = [
+        i
+        for i, cell in enumerate(notebook["cells"])
+        if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count"))
+    ]
     assert not dirty, f"{path.name}: cells {dirty} hold outputs; run `make strip` before committing"
     assert notebook["metadata"]["kernelspec"]["name"] == "python3"
 
@@ -101,8 +104,9 @@ def test_strip_removes_outputs(tmp_path):
     assert strip_notebook(dirty) is True
     assert strip_notebook(dirty) is False  # already clean: nothing to write
     cleaned = json.loads(dirty.read_text(encoding="utf-8"))
-    assert all(not c.get("outputs") and not c.get("execution_count")
-               for c in cleaned["cells"] if c["cell_type"] == "code")
+    assert all(
+        not c.get("outputs") and not c.get("execution_count") for c in cleaned["cells"] if c["cell_type"] == "code"
+    )
     assert dirty.read_text(encoding="utf-8") == source.read_text(encoding="utf-8")  # back to the committed bytes
 
 
@@ -111,8 +115,9 @@ def test_committed_notebooks_are_in_nbformats_own_layout(path):
     """What JupyterLab writes on save (nbformat.write) is what is committed: a save changes no line."""
     text = path.read_text(encoding="utf-8")
     notebook = nbformat.read(path, as_version=nbformat.NO_CONVERT)
-    assert text == nbformat.writes(notebook, version=nbformat.NO_CONVERT) + "\n", \
+    assert text == nbformat.writes(notebook, version=nbformat.NO_CONVERT) + "\n", (
         f"{path.name} is not in nbformat's layout: run `make strip`"
+    )
     assert text == stripped_text(path)
 
 
@@ -124,8 +129,9 @@ def test_licence_and_dataset_credit():
 
 
 def test_the_workbook_command_offers_what_the_makefile_runs():
-    result = subprocess.run([sys.executable, "-m", "helpers", "--help"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     for command in ("run", "test", "lint", "format", "lab", "bench", "strip"):
@@ -134,22 +140,26 @@ def test_the_workbook_command_offers_what_the_makefile_runs():
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_data_folder_is_ignored_by_git():
-    result = subprocess.run(["git", "check-ignore", "-q", "data/concrete_crack_images/Positive/00001.jpg"],
-                            cwd=ROOT, capture_output=True)
+    result = subprocess.run(
+        ["git", "check-ignore", "-q", "data/concrete_crack_images/Positive/00001.jpg"], cwd=ROOT, capture_output=True
+    )
     if result.returncode == 128:
         pytest.skip("not a git checkout")
     assert result.returncode == 0, "data/ downloads must be ignored by git"
 
 
-@pytest.mark.parametrize("requirement, expected", [
-    ("torch>=2.3", ("torch", "2.3")),
-    ("Pillow >= 9.5", ("pillow", "9.5")),
-    ("numpy>=1.24,<3", ("numpy", "1.24")),
-    ("torchao>=0.9,>=0.11", ("torchao", "0.11")),
-    ('nbval>=0.11; extra == "test"', ("nbval", "0.11")),
-    ("jupyterlab", ("jupyterlab", "")),
-    ("requests==2.31", ("requests", "")),
-])
+@pytest.mark.parametrize(
+    "requirement, expected",
+    [
+        ("torch>=2.3", ("torch", "2.3")),
+        ("Pillow >= 9.5", ("pillow", "9.5")),
+        ("numpy>=1.24,<3", ("numpy", "1.24")),
+        ("torchao>=0.9,>=0.11", ("torchao", "0.11")),
+        ('nbval>=0.11; extra == "test"', ("nbval", "0.11")),
+        ("jupyterlab", ("jupyterlab", "")),
+        ("requests==2.31", ("requests", "")),
+    ],
+)
 def test_floors_are_read_by_packaging(requirement, expected):
     assert name_and_floor(requirement) == expected
 

@@ -27,7 +27,7 @@ def covered(height: int, width: int, tile: int, stride: int | None) -> np.ndarra
     for top in tops:
         for left in lefts:
             assert 0 <= top <= height - tile and 0 <= left <= width - tile
-            count[top:top + tile, left:left + tile] += 1
+            count[top : top + tile, left : left + tile] += 1
     return count
 
 
@@ -102,7 +102,7 @@ def crack_photo() -> np.ndarray:
     rng = np.random.default_rng(2)
     surface = make_surface(rng, 3 * TILE, 4 * TILE)
     for row, col in CRACK_TILES:
-        tile_view = surface[row * TILE:(row + 1) * TILE, col * TILE:(col + 1) * TILE]  # drawn into in place
+        tile_view = surface[row * TILE : (row + 1) * TILE, col * TILE : (col + 1) * TILE]  # drawn into in place
         draw_crack(tile_view, rng, width=10)
     return as_uint8(surface)
 
@@ -143,9 +143,10 @@ def test_probability_map(result):
     heat = probability_map(result)
     assert heat.shape == (681, 908)
     for (top, left), p in zip(result.boxes, result.probabilities.ravel()):
-        assert np.allclose(heat[top:top + TILE, left:left + TILE], p)  # no overlap: the tile's own score
-    overlapping = ScanResult(probabilities=np.array([[0.2, 0.6]]), tile=4, stride=2, image_size=(4, 6),
-                             boxes=[(0, 0), (0, 2)])
+        assert np.allclose(heat[top : top + TILE, left : left + TILE], p)  # no overlap: the tile's own score
+    overlapping = ScanResult(
+        probabilities=np.array([[0.2, 0.6]]), tile=4, stride=2, image_size=(4, 6), boxes=[(0, 0), (0, 2)]
+    )
     assert np.allclose(probability_map(overlapping)[0], [0.2, 0.2, 0.4, 0.4, 0.6, 0.6])  # the mean where they meet
 
 
@@ -163,7 +164,7 @@ def test_an_unreadable_photo_is_named(crack_photo, tmp_path):
     whole = tmp_path / "whole.jpg"
     Image.fromarray(crack_photo).save(whole, format="JPEG")
     truncated = tmp_path / "truncated.jpg"
-    truncated.write_bytes(whole.read_bytes()[:len(whole.read_bytes()) // 2])
+    truncated.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])
     (tmp_path / "not-a-photo.png").write_bytes(b"just text")
     for name in ("truncated.jpg", "not-a-photo.png"):
         with pytest.raises(BadImageError, match=f"{name}: not readable as an image"):

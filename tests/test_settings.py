@@ -13,15 +13,34 @@ import torch
 
 from helpers import settings
 from helpers.settings import (
-    SettingsError, data_dir, default_checkpoint_path, env_flag, env_int, feature_cache_dir, int8_allowed, pick_device,
-    quick_mode, synthetic_per_class,
+    SettingsError,
+    data_dir,
+    default_checkpoint_path,
+    env_flag,
+    env_int,
+    feature_cache_dir,
+    int8_allowed,
+    pick_device,
+    quick_mode,
+    synthetic_per_class,
 )
 
 HELPERS = Path(__file__).resolve().parent.parent / "helpers"
 
 
-@pytest.mark.parametrize("value, expected", [("1", True), ("yes", True), ("ON", True), (" true ", True),
-                                             ("0", False), ("no", False), ("Off", False), ("", False)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("1", True),
+        ("yes", True),
+        ("ON", True),
+        (" true ", True),
+        ("0", False),
+        ("no", False),
+        ("Off", False),
+        ("", False),
+    ],
+)
 def test_yes_no_values(monkeypatch, value, expected):
     monkeypatch.setenv("WORKBOOK_OFFLINE", value)
     assert env_flag("WORKBOOK_OFFLINE") is expected
@@ -68,8 +87,14 @@ def test_every_folder_follows_the_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("WORKBOOK_QUICK", "0")
     root = data_dir()
     assert root == (tmp_path / "elsewhere").resolve()
-    for path in (settings.real_dir(), settings.synthetic_dir(), settings.downloads_dir(), feature_cache_dir(),
-                 settings.checkpoints_dir(), default_checkpoint_path()):
+    for path in (
+        settings.real_dir(),
+        settings.synthetic_dir(),
+        settings.downloads_dir(),
+        feature_cache_dir(),
+        settings.checkpoints_dir(),
+        default_checkpoint_path(),
+    ):
         assert root in path.parents
     assert default_checkpoint_path().name == "resnet18_cracks.pt"
     monkeypatch.setenv("WORKBOOK_QUICK", "1")
@@ -113,10 +138,18 @@ def test_no_other_module_reads_workbook_variables():
     assert documented == defined
 
 
-BAD_SETTINGS = [("WORKBOOK_QUICK", "banana"), ("WORKBOOK_OFFLINE", "banana"), ("WORKBOOK_SYNTHETIC_PER_CLASS", "banana"),
-                ("WORKBOOK_PLAIN_PROGRESS", "x"), ("WORKBOOK_DEVICE", "banana"), ("WORKBOOK_DATA_URL", "ftp://host/x.zip"),
-                ("WORKBOOK_WEIGHTS_URL", "gopher://host/w.pth"), ("WORKBOOK_DATA_DIR", "A_FILE"),
-                ("WORKBOOK_REAL_SAMPLE", "A_FILE"), ("WORKBOOK_DATASET", "A_FILE")]
+BAD_SETTINGS = [
+    ("WORKBOOK_QUICK", "banana"),
+    ("WORKBOOK_OFFLINE", "banana"),
+    ("WORKBOOK_SYNTHETIC_PER_CLASS", "banana"),
+    ("WORKBOOK_PLAIN_PROGRESS", "x"),
+    ("WORKBOOK_DEVICE", "banana"),
+    ("WORKBOOK_DATA_URL", "ftp://host/x.zip"),
+    ("WORKBOOK_WEIGHTS_URL", "gopher://host/w.pth"),
+    ("WORKBOOK_DATA_DIR", "A_FILE"),
+    ("WORKBOOK_REAL_SAMPLE", "A_FILE"),
+    ("WORKBOOK_DATASET", "A_FILE"),
+]
 
 
 @pytest.mark.parametrize("name, value", BAD_SETTINGS)
@@ -136,9 +169,20 @@ def test_validate_settings_accepts_the_defaults(monkeypatch):
     settings.validate_settings()
 
 
-@pytest.mark.parametrize("command", [["run"], ["predict", "photo.jpg"], ["train"], ["data", "verify", "somewhere"],
-                                     ["data", "synthetic"], ["strip"], ["lint"],
-                                     ["format"], ["test"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run"],
+        ["predict", "photo.jpg"],
+        ["train"],
+        ["data", "verify", "somewhere"],
+        ["data", "synthetic"],
+        ["strip"],
+        ["lint"],
+        ["format"],
+        ["test"],
+    ],
+)
 @pytest.mark.parametrize("name, value", [("WORKBOOK_QUICK", "banana"), ("WORKBOOK_DEVICE", "banana")])
 def test_every_command_stops_on_a_bad_setting_before_any_work(monkeypatch, capsys, command, name, value):
     import helpers.tools.lint
@@ -149,6 +193,7 @@ def test_every_command_stops_on_a_bad_setting_before_any_work(monkeypatch, capsy
 
     def no_work(*args, **kwargs):
         raise AssertionError("the command started its work with a bad setting")
+
     monkeypatch.setattr(helpers.tools.run_notebooks, "run_all", no_work)
     monkeypatch.setattr(helpers.tools.notebook_files, "strip_notebook", no_work)
     monkeypatch.setattr(helpers.tools.lint, "run_checks", no_work)
@@ -162,8 +207,15 @@ def test_every_command_stops_on_a_bad_setting_before_any_work(monkeypatch, capsy
 
 def test_a_bad_progress_setting_is_one_line_even_at_import(tmp_path):
     env = {**os.environ, "WORKBOOK_PLAIN_PROGRESS": "x"}
-    result = subprocess.run([sys.executable, "-m", "helpers", "data", "verify", str(tmp_path)], capture_output=True,
-                            text=True, cwd=HELPERS.parent, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers", "data", "verify", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=HELPERS.parent,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
-        "error: WORKBOOK_PLAIN_PROGRESS='x' is not understood: use 1 (or yes, true, on) or 0 (or no, false, off)."]
+        "error: WORKBOOK_PLAIN_PROGRESS='x' is not understood: use 1 (or yes, true, on) or 0 (or no, false, off)."
+    ]

@@ -27,7 +27,14 @@ from helpers.dataset import CrackDataset, list_class_files
 from helpers.feature_cache import dataset_fingerprint
 from helpers.plumbing.files import DIGEST_CACHE_NAME, KEY_FILE_NAME, records_dir
 from helpers.settings import (
-    DATASET, PROJECT_ROOT, SettingsError, data_dir, executed_dir, images_dir, real_sample_dir, shared_dataset_dir,
+    DATASET,
+    PROJECT_ROOT,
+    SettingsError,
+    data_dir,
+    executed_dir,
+    images_dir,
+    real_sample_dir,
+    shared_dataset_dir,
     validate_settings,
 )
 from helpers.synthetic_dataset import generate_dataset
@@ -94,8 +101,9 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
     """Every entry under `folder` (the folder itself as "."): its (mode, size, mtime in ns)."""
     entries = {".": folder.stat()}
     entries |= {path.relative_to(folder).as_posix(): path.lstat() for path in folder.rglob("*")}
-    return {name: (s.st_mode, s.st_size if stat.S_ISREG(s.st_mode) else 0, s.st_mtime_ns)
-            for name, s in entries.items()}
+    return {
+        name: (s.st_mode, s.st_size if stat.S_ISREG(s.st_mode) else 0, s.st_mtime_ns) for name, s in entries.items()
+    }
 
 
 @contextmanager
@@ -116,8 +124,10 @@ def read_only_view(folder: Path) -> Iterator[Path]:
     mounted = subprocess.run(["mount", "--bind", str(folder), str(view)], capture_output=True, text=True)
     if mounted.returncode != 0:
         view.rmdir()
-        pytest.skip(f"this test runs as root, who ignores permission bits, and cannot bind-mount here to make a "
-                    f"read-only folder ({mounted.stderr.strip() or 'mount failed'})")
+        pytest.skip(
+            f"this test runs as root, who ignores permission bits, and cannot bind-mount here to make a "
+            f"read-only folder ({mounted.stderr.strip() or 'mount failed'})"
+        )
     try:
         remounted = subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], capture_output=True, text=True)
         if remounted.returncode != 0:
@@ -131,9 +141,18 @@ def read_only_view(folder: Path) -> Iterator[Path]:
 def learner_environment(home: Path, dataset: Path) -> dict[str, str]:
     """The environment a hub's spawner gives one learner: own HOME and data folder, the shared data set."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("WORKBOOK_")}
-    return {**env, "HOME": str(home), "WORKBOOK_DATA_DIR": str(home / "workbook-data"), DATASET: str(dataset),
-            "WORKBOOK_QUICK": "1", "WORKBOOK_OFFLINE": "1", "WORKBOOK_ALLOW_RANDOM_WEIGHTS": "1",
-            "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    return {
+        **env,
+        "HOME": str(home),
+        "WORKBOOK_DATA_DIR": str(home / "workbook-data"),
+        DATASET: str(dataset),
+        "WORKBOOK_QUICK": "1",
+        "WORKBOOK_OFFLINE": "1",
+        "WORKBOOK_ALLOW_RANDOM_WEIGHTS": "1",
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "OMP_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+    }
 
 
 @pytest.mark.slow
@@ -147,9 +166,16 @@ def test_two_learners_run_the_pipeline_of_notebooks_01_to_05_at_once_on_one_read
         learners = []
         for home in homes:
             home.mkdir(parents=True)
-            learners.append(subprocess.Popen([sys.executable, "-c", LEARNER], cwd=home,
-                                             env=learner_environment(home, dataset), stdout=subprocess.PIPE,
-                                             stderr=subprocess.STDOUT, text=True))
+            learners.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", LEARNER],
+                    cwd=home,
+                    env=learner_environment(home, dataset),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
         outputs = []
         try:
             outputs = [learner.communicate(timeout=600)[0] for learner in learners]
@@ -221,20 +247,29 @@ def test_records_of_a_folder_outside_the_class_stay_beside_it(tmp_path, monkeypa
 def test_a_learner_cannot_be_pointed_at_a_data_set_that_does_not_exist(tmp_path):
     missing = tmp_path / "srv" / "concrete"
     env = {**learner_environment(tmp_path / "home", missing), "WORKBOOK_QUICK": "0"}
-    result = subprocess.run([sys.executable, "-m", "helpers", "run"], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers", "run"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
-    assert result.stderr == (f"error: {DATASET}={str(missing)!r} does not exist: point it at the shared folder that "
-                             "holds Positive/ and Negative/ (ask your teacher where it is), or unset it.\n")
+    assert result.stderr == (
+        f"error: {DATASET}={str(missing)!r} does not exist: point it at the shared folder that "
+        "holds Positive/ and Negative/ (ask your teacher where it is), or unset it.\n"
+    )
     assert result.stdout == ""  # not one notebook started
 
 
-@pytest.mark.parametrize("layout, expected", [
-    ("no_negative", "has no Negative/ folder: point it at the folder that holds Positive/ and Negative/."),
-    ("empty", "has no Positive/ and no Negative/ folder: point it at the folder that holds Positive/ and Negative/."),
-    ("a_file", "is a file, not a folder: point it at the folder that holds Positive/ and Negative/."),
-    ("data_dir_inside", "lies inside WORKBOOK_DATASET="),
-])
+@pytest.mark.parametrize(
+    "layout, expected",
+    [
+        ("no_negative", "has no Negative/ folder: point it at the folder that holds Positive/ and Negative/."),
+        (
+            "empty",
+            "has no Positive/ and no Negative/ folder: point it at the folder that holds Positive/ and Negative/.",
+        ),
+        ("a_file", "is a file, not a folder: point it at the folder that holds Positive/ and Negative/."),
+        ("data_dir_inside", "lies inside WORKBOOK_DATASET="),
+    ],
+)
 def test_a_shared_data_set_that_is_not_one_is_one_sentence(tmp_path, monkeypatch, layout, expected):
     folder = tmp_path / "concrete"
     if layout == "a_file":

@@ -28,8 +28,9 @@ def make(dest: Path, **kwargs) -> Path:
 
 def file_hashes(folder: Path) -> dict[str, str]:
     """{"Positive/00001.jpg": md5, ...} for every JPEG under folder."""
-    return {f"{f.parent.name}/{f.name}": hashlib.md5(f.read_bytes()).hexdigest()
-            for f in sorted(folder.glob("*/*.jpg"))}
+    return {
+        f"{f.parent.name}/{f.name}": hashlib.md5(f.read_bytes()).hexdigest() for f in sorted(folder.glob("*/*.jpg"))
+    }
 
 
 def read_manifest(folder: Path) -> list[dict]:
@@ -49,9 +50,14 @@ def small_set(tmp_path_factory) -> Path:
 
 # ----------------------------------------------------------------------------- layout
 
+
 def test_layout_and_naming(small_set):
     assert sorted(p.name for p in small_set.iterdir()) == [
-        "Negative", "Positive", synthetic_dataset.MANIFEST_NAME, SOURCE_FILE]
+        "Negative",
+        "Positive",
+        synthetic_dataset.MANIFEST_NAME,
+        SOURCE_FILE,
+    ]
     for folder in ("Positive", "Negative"):
         names = sorted(p.name for p in (small_set / folder).iterdir())
         assert names == [f"{i:05d}.jpg" for i in range(1, 13)]
@@ -69,15 +75,24 @@ def test_manifest_lists_every_file_with_its_kind(small_set):
     assert list(rows[0]) == ["class", "filename", "kind", "duplicate_of"]
     assert len(rows) == 24
     assert {(r["class"], r["filename"]) for r in rows} == set(
-        (p.parent.name, p.name) for p in small_set.glob("*/*.jpg"))
+        (p.parent.name, p.name) for p in small_set.glob("*/*.jpg")
+    )
     assert {r["kind"] for r in rows if r["class"] == "Positive"} == {"crack"}
     assert {r["kind"] for r in rows if r["class"] == "Negative"} <= HARD_KINDS | {"plain"}
 
 
 def test_workbook_source_json(small_set):
     source = json.loads((small_set / SOURCE_FILE).read_text())
-    assert list(source) == ["source", "generator", "seed", "per_class", "classes",
-                            "duplicate_fraction", "quality", "created"]
+    assert list(source) == [
+        "source",
+        "generator",
+        "seed",
+        "per_class",
+        "classes",
+        "duplicate_fraction",
+        "quality",
+        "created",
+    ]
     assert source["source"] == "synthetic" and source["generator"] == "helpers.synthetic"
     assert (source["seed"], source["per_class"], source["quality"]) == (3, 12, 90)
     assert source["classes"] == {"Positive": "crack", "Negative": "no_crack"}
@@ -87,6 +102,7 @@ def test_workbook_source_json(small_set):
 
 
 # ----------------------------------------------------------------------------- determinism
+
 
 def test_same_seed_same_bytes_different_seed_different_bytes(tmp_path):
     first = file_hashes(make(tmp_path / "a", seed=11))
@@ -104,6 +120,7 @@ def test_images_do_not_depend_on_per_class(tmp_path):
 
 # ----------------------------------------------------------------------------- duplicates
 
+
 @pytest.mark.parametrize("fractions", [{"Positive": 0.1, "Negative": 0.25}, None])
 def test_duplicates_at_requested_fraction(tmp_path, fractions):
     per_class = 40
@@ -111,16 +128,17 @@ def test_duplicates_at_requested_fraction(tmp_path, fractions):
     expected = fractions or {"Positive": 0.015, "Negative": 0.065}
     rows = read_manifest(dest)
     for folder, fraction in expected.items():
-        n_copies = int(fraction * per_class + 0.5)          # rounded half up: 4 and 10, or 1 and 3
+        n_copies = int(fraction * per_class + 0.5)  # rounded half up: 4 and 10, or 1 and 3
         hashes = [hashlib.md5(p.read_bytes()).hexdigest() for p in sorted((dest / folder).glob("*.jpg"))]
         assert len(hashes) - len(set(hashes)) == n_copies
         copies = [r for r in rows if r["class"] == folder and r["duplicate_of"]]
         assert len(copies) == n_copies
-        for row in copies:                                  # byte-identical to the file it names
+        for row in copies:  # byte-identical to the file it names
             copy, original = dest / folder / row["filename"], dest / folder / row["duplicate_of"]
             assert copy.read_bytes() == original.read_bytes()
-            assert not next(r for r in rows if r["class"] == folder
-                            and r["filename"] == row["duplicate_of"])["duplicate_of"]
+            assert not next(r for r in rows if r["class"] == folder and r["filename"] == row["duplicate_of"])[
+                "duplicate_of"
+            ]
 
 
 def test_zero_disables_duplicates(tmp_path):
@@ -128,8 +146,7 @@ def test_zero_disables_duplicates(tmp_path):
     hashes = file_hashes(dest)
     assert len(set(hashes.values())) == len(hashes) == 40
     assert not any(r["duplicate_of"] for r in read_manifest(dest))
-    assert json.loads((dest / SOURCE_FILE).read_text())["duplicate_fraction"] == {
-        "Positive": 0.0, "Negative": 0.0}
+    assert json.loads((dest / SOURCE_FILE).read_text())["duplicate_fraction"] == {"Positive": 0.0, "Negative": 0.0}
 
 
 def test_bad_duplicate_fraction_is_refused(tmp_path):
@@ -141,6 +158,7 @@ def test_bad_duplicate_fraction_is_refused(tmp_path):
 
 
 # ----------------------------------------------------------------------------- skip, overwrite, atomic
+
 
 def test_matching_settings_skip_and_leave_the_folder_untouched(tmp_path):
     dest = make(tmp_path / "set", per_class=5, seed=1)
@@ -177,13 +195,14 @@ def test_overwrite_refuses_a_folder_the_workbook_did_not_make(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.txt").write_text("three years of work")
-    (mine / "Positive").mkdir()                              # looks like a data set, but no record says so
+    (mine / "Positive").mkdir()  # looks like a data set, but no record says so
     for overwrite in (False, True):
         with pytest.raises(FileExistsError) as error:
             make(mine, overwrite=overwrite)
         message = str(error.value)
-        assert message == (f"{mine} holds files the workbook did not make (e.g. thesis.txt); "
-                           "choose an empty or new folder.")
+        assert message == (
+            f"{mine} holds files the workbook did not make (e.g. thesis.txt); choose an empty or new folder."
+        )
         assert "\n" not in message
     assert (mine / "thesis.txt").read_text() == "three years of work"
     assert sorted(p.name for p in mine.iterdir()) == ["Positive", "thesis.txt"]
@@ -207,7 +226,7 @@ def test_overwrite_refuses_a_folder_the_workbook_did_not_make(tmp_path):
 
 def test_overwrite_still_replaces_a_generated_set_and_an_empty_folder(tmp_path):
     dest = make(tmp_path / "set", per_class=3, seed=1)
-    (dest / ".verified.json").write_text("{}")               # what later notebooks add beside the images
+    (dest / ".verified.json").write_text("{}")  # what later notebooks add beside the images
     make(dest, per_class=4, seed=2, overwrite=True)
     assert json.loads((dest / SOURCE_FILE).read_text())["per_class"] == 4
     assert not (dest / ".verified.json").exists()
@@ -240,7 +259,7 @@ def test_no_temp_folder_left_after_an_error(tmp_path, monkeypatch, error):
     calls.clear()
     with pytest.raises(error):
         make(old, per_class=4, seed=2, overwrite=True)
-    assert file_hashes(old) == before                        # the old set survives a failed overwrite
+    assert file_hashes(old) == before  # the old set survives a failed overwrite
     assert leftovers(tmp_path) == []
 
 
@@ -256,6 +275,7 @@ def test_custom_three_classes(tmp_path):
 
 
 # ----------------------------------------------------------------------------- images and masks
+
 
 def test_crack_mask_present_for_cracks_and_empty_otherwise():
     for i in range(10):
@@ -282,20 +302,22 @@ def test_cracks_are_darker_than_their_surroundings():
         grey = np.asarray(image.convert("L"), dtype=float)
         mask = info["mask"]
         grown = np.asarray(Image.fromarray(mask).convert("L").filter(ImageFilter.MaxFilter(9))) > 0
-        ring = grown & ~mask                                 # a band a few pixels wide around the crack
+        ring = grown & ~mask  # a band a few pixels wide around the crack
         assert grey[mask].mean() < grey[ring].mean() - 20, i
 
 
 def test_draw_crack_follows_its_arguments():
     surface = synthetic.make_surface(np.random.default_rng(0))
     before = surface.copy()
-    thin = synthetic.draw_crack(surface, np.random.default_rng(1), start=(0.0, 113.0), angle=0.0,
-                                length=400.0, width=2.0)
-    assert not np.array_equal(surface, before)               # drew in place
+    thin = synthetic.draw_crack(
+        surface, np.random.default_rng(1), start=(0.0, 113.0), angle=0.0, length=400.0, width=2.0
+    )
+    assert not np.array_equal(surface, before)  # drew in place
     rows, cols = np.nonzero(thin)
-    assert cols.min() <= 3 and cols.max() >= 200             # from the left edge, heading right
-    wide = synthetic.draw_crack(before.copy(), np.random.default_rng(1), start=(0.0, 113.0), angle=0.0,
-                                length=400.0, width=12.0)
+    assert cols.min() <= 3 and cols.max() >= 200  # from the left edge, heading right
+    wide = synthetic.draw_crack(
+        before.copy(), np.random.default_rng(1), start=(0.0, 113.0), angle=0.0, length=400.0, width=12.0
+    )
     assert wide.sum() > 2.5 * thin.sum()
 
 
@@ -317,6 +339,7 @@ def test_unknown_recipe_is_refused(tmp_path):
 
 
 # ----------------------------------------------------------------------------- statistics
+
 
 def test_image_statistics_keys(small_set):
     stats = synthetic_dataset.image_statistics(small_set, max_per_class=5)

@@ -62,10 +62,17 @@ def test_run_writes_checkpoint_plot_and_metrics(tiny, tmp_path, capsys):
     assert (metrics["n_train"], metrics["n_val"]) == (meta["n_train"], meta["n_val"]) == (18, 6)
     assert metrics["weights"] == "random" and metrics["data_path"] == str(tiny) and metrics["device"] == "cpu"
     assert metrics["features"] == meta["features"] and metrics["comparable_with_capstone"] is False
-    assert {k: metrics[k] for k in ("epochs", "lr", "batch_size", "dedupe")} == \
-        {"epochs": 1, "lr": 0.001, "batch_size": 100, "dedupe": False}
-    assert metrics["files"] == {"checkpoint": str(out / "resnet18_cracks.pt"), "loss_plot": str(out / "loss.png"),
-                                "metrics": str(out / "metrics.json")}
+    assert {k: metrics[k] for k in ("epochs", "lr", "batch_size", "dedupe")} == {
+        "epochs": 1,
+        "lr": 0.001,
+        "batch_size": 100,
+        "dedupe": False,
+    }
+    assert metrics["files"] == {
+        "checkpoint": str(out / "resnet18_cracks.pt"),
+        "loss_plot": str(out / "loss.png"),
+        "metrics": str(out / "metrics.json"),
+    }
 
     # Recomputed independently: the saved model through the whole network, image by image.
     val_set = CrackDataset(tiny, "val", progress=False)
@@ -81,30 +88,46 @@ def test_run_writes_checkpoint_plot_and_metrics(tiny, tmp_path, capsys):
 def test_default_out_is_a_timestamped_run_folder(tiny, workbook_dir, capsys):
     assert main(["--data", str(tiny), "--weights", "random", "--quiet", "--device", "cpu", "--epochs", "2"]) == 0
     runs = list((workbook_dir / "runs").iterdir())
-    assert len(runs) == 1 and {p.name for p in runs[0].iterdir()} == {"resnet18_cracks.pt", "loss.png",
-                                                                       "metrics.json"}
+    assert len(runs) == 1 and {p.name for p in runs[0].iterdir()} == {"resnet18_cracks.pt", "loss.png", "metrics.json"}
     assert json.loads((runs[0] / "metrics.json").read_text())["epochs"] == 2
 
 
 def test_help_runs_as_a_module():
-    result = subprocess.run([sys.executable, "-m", "helpers", "train", "--help"], capture_output=True, text=True,
-                            cwd=PROJECT_ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers", "train", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "--dedupe" in result.stdout and "python -m helpers train" in result.stdout
     assert "default: 100" in result.stdout and "default: 0.001" in result.stdout
 
 
-@pytest.mark.parametrize("args", [
-    ["--data", "{tmp}/missing"],
-    ["--data", "{tmp}"],                        # a folder without Positive/ and Negative/
-    ["--device", "banana"],
-    ["--epochs", "0"],
-    ["--epochs", "-1"],
-    ["--lr", "0"],
-    ["--batch-size", "0"],
-    ["--weights", "missing.pth"],
-], ids=["missing-folder", "no-class-folders", "bad-device", "zero-epochs", "negative-epochs", "zero-lr",
-        "zero-batch", "missing-weights-file"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--data", "{tmp}/missing"],
+        ["--data", "{tmp}"],  # a folder without Positive/ and Negative/
+        ["--device", "banana"],
+        ["--epochs", "0"],
+        ["--epochs", "-1"],
+        ["--lr", "0"],
+        ["--batch-size", "0"],
+        ["--weights", "missing.pth"],
+    ],
+    ids=[
+        "missing-folder",
+        "no-class-folders",
+        "bad-device",
+        "zero-epochs",
+        "negative-epochs",
+        "zero-lr",
+        "zero-batch",
+        "missing-weights-file",
+    ],
+)
 def test_bad_arguments_give_one_error_line(args, tiny, tmp_path, capsys):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     if args[0] != "--data":
@@ -115,12 +138,33 @@ def test_bad_arguments_give_one_error_line(args, tiny, tmp_path, capsys):
 
 
 def test_missing_imagenet_weights_without_random_is_an_error(tiny, tmp_path):
-    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "WORKBOOK_WEIGHTS_URL": "http://127.0.0.1:9/none",
-           "WORKBOOK_DATA_DIR": str(tmp_path / "wb")}
+    env = {
+        **os.environ,
+        "TORCH_HOME": str(tmp_path / "torch"),
+        "WORKBOOK_WEIGHTS_URL": "http://127.0.0.1:9/none",
+        "WORKBOOK_DATA_DIR": str(tmp_path / "wb"),
+    }
     env.pop("WORKBOOK_ALLOW_RANDOM_WEIGHTS", None)
-    result = subprocess.run([sys.executable, "-m", "helpers", "train", "--data", str(tiny), "--quiet", "--device", "cpu",
-                             "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=PROJECT_ROOT,
-                            env=env, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "helpers",
+            "train",
+            "--data",
+            str(tiny),
+            "--quiet",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert_one_error_line(result.stderr)
     assert "--weights random" in result.stderr and not (tmp_path / "out").exists()
@@ -148,14 +192,18 @@ def test_real_sample_one_epoch(real_sample, tmp_path, capsys):
     assert (out / "resnet18_cracks.pt").is_file() and (out / "loss.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--epochs", "99999999999999999999"], "--epochs"),
-    (["--batch-size", "10000000000"], "--batch-size"),
-    (["--lr", "inf"], "--lr"),
-    (["--lr", "nan"], "--lr"),
-    (["--data", "{tmp}/notes.txt"], "is a file, not a folder"),
-    (["--out", "{tmp}/notes.txt/run"], "is a file"),
-], ids=["huge-epochs", "huge-batch", "infinite-lr", "nan-lr", "data-is-a-file", "out-under-a-file"])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--epochs", "99999999999999999999"], "--epochs"),
+        (["--batch-size", "10000000000"], "--batch-size"),
+        (["--lr", "inf"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--data", "{tmp}/notes.txt"], "is a file, not a folder"),
+        (["--out", "{tmp}/notes.txt/run"], "is a file"),
+    ],
+    ids=["huge-epochs", "huge-batch", "infinite-lr", "nan-lr", "data-is-a-file", "out-under-a-file"],
+)
 def test_out_of_range_and_misplaced_arguments_are_one_line_before_any_work(args, words, tiny, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a folder")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
@@ -182,7 +230,9 @@ def test_a_loss_that_stops_being_a_number_stops_training_naming_the_step(tiny, t
     import helpers.pipeline
 
     real_train_head = helpers.pipeline.train_head
-    monkeypatch.setattr(helpers.pipeline, "train_head", lambda *a, **k: real_train_head(*a, **{**k, "lr": float("inf")}))
+    monkeypatch.setattr(
+        helpers.pipeline, "train_head", lambda *a, **k: real_train_head(*a, **{**k, "lr": float("inf")})
+    )
     assert train_tiny(tiny, tmp_path / "out", "--epochs", "3") == 1  # one step an epoch: step 2 is NaN
     err = capsys.readouterr().err
     assert_one_error_line(err.split("means little.", 1)[-1])  # after the warning about --weights random
@@ -192,8 +242,10 @@ def test_a_loss_that_stops_being_a_number_stops_training_naming_the_step(tiny, t
 
 def test_file_names_from_the_data_are_printed_without_escape_sequences(tiny, tmp_path, capsys, monkeypatch):
     evil = tmp_path / "\x1b[2Jfake\nerror: all good"
+
     def failing(*args, **kwargs):
         raise ValueError(f"Cannot read {evil}/\udcff.jpg: broken.")
+
     monkeypatch.setattr(helpers.tools.train, "train_capstone_head", failing)
     assert train_tiny(tiny, tmp_path / "out") == 1
     err = capsys.readouterr().err
@@ -201,7 +253,9 @@ def test_file_names_from_the_data_are_printed_without_escape_sequences(tiny, tmp
     assert "\x1b" not in err and "\\xff.jpg" in err
 
 
-@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="Windows and macOS (APFS) file names are always Unicode")
+@pytest.mark.skipif(
+    sys.platform in ("win32", "darwin"), reason="Windows and macOS (APFS) file names are always Unicode"
+)
 def test_a_file_name_that_is_not_utf8_is_named_not_a_codec_error(tmp_path, capsys):
     data = generate_dataset(tmp_path / "data", per_class=6, seed=0, progress=False)
     first = next((data / "Positive").iterdir())
@@ -217,6 +271,7 @@ def test_a_checkpoint_that_cannot_be_written_on_a_full_disk_says_so(tiny, tmp_pa
 
     def full_disk(obj, file):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4160 vs 4054")
+
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.warns(UserWarning, match="carries on"):  # the feature cache is skipped, the run goes on
         assert train_tiny(tiny, tmp_path / "out") == 1

@@ -56,8 +56,11 @@ def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def batchnorm_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     """running_mean, running_var and num_batches_tracked of every BatchNorm layer."""
-    return {name: value.clone() for name, value in model.named_buffers()
-            if name.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    return {
+        name: value.clone()
+        for name, value in model.named_buffers()
+        if name.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    }
 
 
 def changed(before: dict[str, torch.Tensor], model: nn.Module) -> list[str]:
@@ -103,8 +106,9 @@ def trained_models():
 def test_only_fc_receives_gradients_and_changes(trained_models):
     untouched, frozen_bn, capstone = trained_models
     for model in (frozen_bn, capstone):
-        backbone_grads = [name for name, p in model.named_parameters()
-                          if not name.startswith("fc.") and p.grad is not None]
+        backbone_grads = [
+            name for name, p in model.named_parameters() if not name.startswith("fc.") and p.grad is not None
+        ]
         assert backbone_grads == []
         assert model.fc.weight.grad is not None and model.fc.bias.grad is not None
         assert not torch.equal(model.fc.weight, untouched.fc.weight)
@@ -145,8 +149,9 @@ def test_train_head_learns_a_separable_problem():
     val_x, val_y = separable_features(200, seed=2)
     torch.manual_seed(0)
     head = nn.Linear(512, 2)
-    history = train_head(head, rows(train_x, train_y), rows(val_x, val_y), epochs=10, batch_size=50,
-                         device=DEVICE, progress=False)
+    history = train_head(
+        head, rows(train_x, train_y), rows(val_x, val_y), epochs=10, batch_size=50, device=DEVICE, progress=False
+    )
     assert len(history.iteration_loss) == 10 * 8 and len(history.epoch_loss) == 10
     assert history.epoch_loss[-1] < 0.2 * history.epoch_loss[0]
     assert history.final_accuracy >= 0.95 and history.final_accuracy > history.val_accuracy[0]
@@ -163,17 +168,32 @@ def synthetic_root(tmp_path_factory):
 
 def test_train_lowers_the_loss_on_synthetic_photos(synthetic_root):
     train_set = CrackDataset(synthetic_root, split="train", progress=False)  # 12 photos
-    val_set = CrackDataset(synthetic_root, split="val", progress=False)      # 4 photos
+    val_set = CrackDataset(synthetic_root, split="val", progress=False)  # 4 photos
     model = fresh_model()
     # One batch of all 12 photos per epoch and a small step, so the loss falls at every epoch.
-    history = train(model, DataLoader(train_set, batch_size=12), DataLoader(val_set, batch_size=4),
-                    epochs=3, lr=1e-4, device=DEVICE, progress=False)
+    history = train(
+        model,
+        DataLoader(train_set, batch_size=12),
+        DataLoader(val_set, batch_size=4),
+        epochs=3,
+        lr=1e-4,
+        device=DEVICE,
+        progress=False,
+    )
     assert len(history.iteration_loss) == 3 and len(history.val_accuracy) == 3
     assert history.epoch_loss[0] > history.epoch_loss[1] > history.epoch_loss[2]
     assert history.final_accuracy in {0.0, 0.25, 0.5, 0.75, 1.0}
     assert history.seconds > 0
-    assert history.settings == {"lr": 1e-4, "batch_size": 12, "epochs": 3, "seed": 0, "optimizer": "Adam",
-                                "device": "cpu", "path": "direct", "backbone_mode": "eval"}
+    assert history.settings == {
+        "lr": 1e-4,
+        "batch_size": 12,
+        "epochs": 3,
+        "seed": 0,
+        "optimizer": "Adam",
+        "device": "cpu",
+        "path": "direct",
+        "backbone_mode": "eval",
+    }
 
 
 # ----------------------------------------------------------------------------- the two paths agree
@@ -192,14 +212,15 @@ def test_direct_training_and_training_on_features_give_the_same_head():
     train_loader = DataLoader(tiny_images(20, seed=1), batch_size=8)  # 3 batches: 8, 8, 4
     val_loader = DataLoader(tiny_images(12, seed=2), batch_size=8)
     model = fresh_model()
-    head = copy.deepcopy(model.fc)     # the same starting head for both paths
-    capstone = copy.deepcopy(model)    # and the same model, for the capstone's train mode
+    head = copy.deepcopy(model.fc)  # the same starting head for both paths
+    capstone = copy.deepcopy(model)  # and the same model, for the capstone's train mode
     train_x, train_y = eval_features(model, train_loader)
     val_x, val_y = eval_features(model, val_loader)
 
     direct = train(model, train_loader, val_loader, epochs=2, seed=0, device=DEVICE, progress=False)
-    fast = train_head(head, rows(train_x, train_y), rows(val_x, val_y), epochs=2, batch_size=8, seed=0,
-                      device=DEVICE, progress=False)
+    fast = train_head(
+        head, rows(train_x, train_y), rows(val_x, val_y), epochs=2, batch_size=8, seed=0, device=DEVICE, progress=False
+    )
 
     torch.testing.assert_close(head.weight, model.fc.weight, atol=1e-5, rtol=0)
     torch.testing.assert_close(head.bias, model.fc.bias, atol=1e-5, rtol=0)
@@ -221,8 +242,16 @@ def test_train_head_is_deterministic_for_a_seed():
     def run(seed: int, shuffle: bool) -> tuple[History, nn.Module]:
         torch.manual_seed(0)
         head = nn.Linear(512, 2)
-        history = train_head(head, rows(features, labels), epochs=2, batch_size=25, shuffle=shuffle, seed=seed,
-                             device=DEVICE, progress=False)
+        history = train_head(
+            head,
+            rows(features, labels),
+            epochs=2,
+            batch_size=25,
+            shuffle=shuffle,
+            seed=seed,
+            device=DEVICE,
+            progress=False,
+        )
         return history, head
 
     (first, head_a), (second, head_b) = run(0, shuffle=True), run(0, shuffle=True)
@@ -258,8 +287,9 @@ def test_train_head_checks_its_inputs():
     with pytest.raises(ValueError, match="shape"):
         train_head(nn.Linear(512, 2), rows(features, labels[:9]), device=DEVICE, progress=False)
     with pytest.raises(ValueError, match="validation data: need features of shape"):
-        train_head(nn.Linear(512, 2), rows(features, labels), rows(features[:0], labels[:0]), device=DEVICE,
-                   progress=False)
+        train_head(
+            nn.Linear(512, 2), rows(features, labels), rows(features[:0], labels[:0]), device=DEVICE, progress=False
+        )
     with pytest.raises(TypeError, match="need a FeatureSet"):
         train_head(nn.Linear(512, 2), features, device=DEVICE, progress=False)  # the old four-tensor call
 
@@ -276,8 +306,8 @@ def sign_model() -> nn.Module:
 
 def test_predict_and_evaluate_on_a_model_with_known_answers():
     inputs = torch.tensor([[-2.0], [-1.0], [1.0], [2.0], [3.0]])
-    labels = torch.tensor([0, 0, 1, 1, 0])          # the last one is wrong: 4 of 5 right
-    model = sign_model().train()                    # predict must switch to eval itself
+    labels = torch.tensor([0, 0, 1, 1, 0])  # the last one is wrong: 4 of 5 right
+    model = sign_model().train()  # predict must switch to eval itself
     loader = DataLoader(TensorDataset(inputs, labels), batch_size=2)  # batches of 2, 2, 1
 
     logits, got_labels = logits_from_loader(model, loader, device=DEVICE)

@@ -19,13 +19,16 @@ from helpers.model import WeightsChoice  # noqa: E402
 from helpers.workbook import announce_run, run_stamp, save_figure  # noqa: E402
 
 
-@pytest.mark.parametrize("source, weights, quick, expected", [
-    ("synthetic", WeightsChoice(None), False, "synthetic data · random backbone"),
-    ("real", WeightsChoice("imagenet"), False, "real data · ImageNet backbone"),
-    ("synthetic", None, False, "synthetic data"),
-    ("synthetic", WeightsChoice(None), True, "synthetic data · random backbone · quick mode"),
-    ("real", WeightsChoice("/x/resnet18-mine.pth"), False, "real data · backbone from resnet18-mine.pth"),
-])
+@pytest.mark.parametrize(
+    "source, weights, quick, expected",
+    [
+        ("synthetic", WeightsChoice(None), False, "synthetic data · random backbone"),
+        ("real", WeightsChoice("imagenet"), False, "real data · ImageNet backbone"),
+        ("synthetic", None, False, "synthetic data"),
+        ("synthetic", WeightsChoice(None), True, "synthetic data · random backbone · quick mode"),
+        ("real", WeightsChoice("/x/resnet18-mine.pth"), False, "real data · backbone from resnet18-mine.pth"),
+    ],
+)
 def test_figure_stamp_names_data_weights_and_mode(monkeypatch, source, weights, quick, expected):
     monkeypatch.setenv("WORKBOOK_QUICK", "1" if quick else "0")
     assert run_stamp(source, weights) == expected
@@ -77,9 +80,12 @@ def test_make_run_names_each_section_and_sums_up_the_trained_model(monkeypatch, 
     monkeypatch.setenv("WORKBOOK_QUICK", "0")
     assert "none saved" in trained_model_summary(False)
     torch.manual_seed(0)
-    save_checkpoint(tmp_path / "checkpoints" / "resnet18_cracks.pt", build_resnet18(weights=None),
-                    ["Negative", "Positive"], {"n_train": 1500, "n_val": 500, "val_accuracy": 0.736,
-                                               "split": "capstone", "training": {"epochs": 1}})
+    save_checkpoint(
+        tmp_path / "checkpoints" / "resnet18_cracks.pt",
+        build_resnet18(weights=None),
+        ["Negative", "Positive"],
+        {"n_train": 1500, "n_val": 500, "val_accuracy": 0.736, "split": "capstone", "training": {"epochs": 1}},
+    )
     summary = trained_model_summary(False)
     assert "validation accuracy 73.60% (95% interval 69.57% to 77.27%), 1 epoch(s)" in summary
     assert "cannot be compared with the capstone's 99.44%" in summary and "resnet18_cracks.pt" in summary
@@ -99,6 +105,7 @@ def test_the_summary_counts_the_notebooks_that_ran(monkeypatch, tmp_path, capsys
         if path.name.startswith("02"):
             raise CellExecutionError("a cell failed", "ValueError", "boom")
         return run_notebooks.NotebookRun(1.0, peak_rss=600_000_000)
+
     monkeypatch.setattr(run_notebooks, "run_notebook", run_notebook)
     paths = [Path(f"0{i}_lesson.ipynb") for i in range(1, 8)]
     assert run_notebooks.run_all(paths) == 1
@@ -117,8 +124,10 @@ def test_the_memory_watch_reads_a_kernels_peak_and_samples_its_workers(monkeypat
 
     monkeypatch.setattr(run_notebooks, "SAMPLE_EVERY_S", 0.05)
     worker = "import time; b = b'w' * 200_000_000; time.sleep(1.0)"
-    kernel = ("import subprocess, sys; a = b'k' * 300_000_000; del a; "
-              f"subprocess.run([sys.executable, '-c', {worker!r}]); print('done', flush=True); sys.stdin.read()")
+    kernel = (
+        "import subprocess, sys; a = b'k' * 300_000_000; del a; "
+        f"subprocess.run([sys.executable, '-c', {worker!r}]); print('done', flush=True); sys.stdin.read()"
+    )
     process = subprocess.Popen([sys.executable, "-c", kernel], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         with run_notebooks.MemoryWatch(process.pid) as watch:

@@ -54,9 +54,15 @@ def _unsafe_reason(member: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def extract_zip(zip_path: str | Path, dest_dir: str | Path, *, progress: bool = True,
-                max_bytes: int = DEFAULT_MAX_BYTES, folders: Sequence[str] | None = None,
-                ignore: Collection[str] = ()) -> Path:
+def extract_zip(
+    zip_path: str | Path,
+    dest_dir: str | Path,
+    *,
+    progress: bool = True,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    folders: Sequence[str] | None = None,
+    ignore: Collection[str] = (),
+) -> Path:
     """Unpack ``zip_path`` into ``dest_dir`` (created if needed) and return ``dest_dir``.
 
     ``folders``: the top-level folders to take from the archive (at its top, or all inside one
@@ -69,8 +75,7 @@ def extract_zip(zip_path: str | Path, dest_dir: str | Path, *, progress: bool = 
     into ``dest_dir``; in every case nothing is left half-written.
     """
     zip_path, dest_dir = Path(zip_path).absolute(), Path(dest_dir)
-    not_valid = (f"{zip_path} is not a valid zip archive (corrupt or incomplete "
-                 f"download): delete it and download again.")
+    not_valid = f"{zip_path} is not a valid zip archive (corrupt or incomplete download): delete it and download again."
     if not zip_path.is_file():
         raise ArchiveError(f"{zip_path} does not exist: download it first.")
     try:
@@ -79,32 +84,36 @@ def extract_zip(zip_path: str | Path, dest_dir: str | Path, *, progress: bool = 
         raise ArchiveError(not_valid) from error
 
     with archive:
-        members = [m for m in archive.infolist() if not m.filename.startswith("__MACOSX/")
-                   and m.filename.rstrip("/").rsplit("/", 1)[-1] not in ignore]
-        for member in members:                # check everything before writing anything
+        members = [
+            m
+            for m in archive.infolist()
+            if not m.filename.startswith("__MACOSX/") and m.filename.rstrip("/").rsplit("/", 1)[-1] not in ignore
+        ]
+        for member in members:  # check everything before writing anything
             reason = _unsafe_reason(member)
             if reason:
                 raise UnsafeArchiveError(
                     f"Refusing to extract {zip_path.name}: member '{member.filename}' would "
                     f"be written outside {dest_dir} because {reason}; use an archive from a "
-                    f"trusted source.")
+                    f"trusted source."
+                )
         files = [m for m in members if not m.is_dir()]
         declared = sum(m.file_size for m in files)
         if declared > max_bytes:
             raise ArchiveError(
                 f"Refusing to extract {zip_path}: its {len(files)} files would take "
                 f"{declared:,} bytes, more than {max_bytes:,} bytes, the most expected; it is "
-                f"not the expected data set.")
+                f"not the expected data set."
+            )
 
         dest_dir.parent.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(dest_dir):  # no other process extracts here: what is left is stale
             for stale in dest_dir.parent.glob(f".{glob.escape(dest_dir.name)}.extracting-*"):
-                shutil.rmtree(stale, ignore_errors=True)     # left by an interrupted run
+                shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run
             temp_dir = dest_dir.parent / f".{dest_dir.name}.extracting-{uuid.uuid4().hex[:8]}"
             temp_dir.mkdir()
             try:
-                for member in tqdm(members, desc=f"Extracting {zip_path.name}", unit="file",
-                                   disable=not progress):
+                for member in tqdm(members, desc=f"Extracting {zip_path.name}", unit="file", disable=not progress):
                     _extract_member(archive, member, temp_dir, zip_path)
                 if folders is not None:
                     _keep_only(temp_dir, folders, zip_path)
@@ -112,7 +121,7 @@ def extract_zip(zip_path: str | Path, dest_dir: str | Path, *, progress: bool = 
             except (zipfile.BadZipFile, zlib.error, EOFError) as error:
                 shutil.rmtree(temp_dir, ignore_errors=True)
                 raise ArchiveError(not_valid) from error
-            except BaseException:                 # also Ctrl+C: leave nothing half-written
+            except BaseException:  # also Ctrl+C: leave nothing half-written
                 shutil.rmtree(temp_dir, ignore_errors=True)
                 raise
     return dest_dir
@@ -121,11 +130,14 @@ def extract_zip(zip_path: str | Path, dest_dir: str | Path, *, progress: bool = 
 def _keep_only(root: Path, folders: Sequence[str], zip_path: Path) -> None:
     """Leave in ``root`` only ``folders``, moved up first when the archive wrapped them in one folder."""
     if not all((root / name).is_dir() for name in folders):
-        wrappers = [entry for entry in root.iterdir() if entry.is_dir()
-                    and all((entry / name).is_dir() for name in folders)]
+        wrappers = [
+            entry for entry in root.iterdir() if entry.is_dir() and all((entry / name).is_dir() for name in folders)
+        ]
         if len(wrappers) != 1:
-            raise ArchiveError(f"{zip_path} holds no {'/, '.join(folders)}/ folders (at its top or in one folder): "
-                               "it is not the expected data set, so check the address.")
+            raise ArchiveError(
+                f"{zip_path} holds no {'/, '.join(folders)}/ folders (at its top or in one folder): "
+                "it is not the expected data set, so check the address."
+            )
         wrapper = root / f".wrapper-{uuid.uuid4().hex[:8]}"  # renamed first: it may be called like one of them
         os.replace(wrappers[0], wrapper)
         for name in folders:
@@ -145,8 +157,7 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _extract_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, root: Path,
-                    zip_path: Path) -> None:
+def _extract_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, root: Path, zip_path: Path) -> None:
     """Write one (already checked) member under ``root``, stopping if it holds more bytes than
     its header declares (zipfile cuts such a member short itself, then fails its CRC)."""
     target = root.joinpath(*[part for part in member.filename.split("/") if part not in ("", ".")])
@@ -162,7 +173,8 @@ def _extract_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, root: Pat
                 raise ArchiveError(
                     f"Refusing to extract {zip_path}: its member '{member.filename}' holds more "
                     f"than the {member.file_size:,} bytes its header declares; it is corrupt or "
-                    f"malicious, so delete it and download again.")
+                    f"malicious, so delete it and download again."
+                )
             out.write(chunk)
 
 

@@ -65,8 +65,11 @@ class DownloadInterrupted(KeyboardInterrupt):
     """Ctrl+C during a download. ``part`` is the partial file kept for resuming, or None."""
 
     def __init__(self, part: Path | None):
-        super().__init__(f"Download interrupted; run it again to resume from {part}." if part
-                         else "Download interrupted; run it again.")
+        super().__init__(
+            f"Download interrupted; run it again to resume from {part}."
+            if part
+            else "Download interrupted; run it again."
+        )
         self.part = part
 
 
@@ -75,7 +78,7 @@ class _RetryableError(Exception):
 
     def __init__(self, reason: str, connection: bool = False):
         super().__init__(reason)
-        self.connection = connection      # the network failed, rather than the server
+        self.connection = connection  # the network failed, rather than the server
 
 
 def _local_source(url: str) -> Path | None:
@@ -83,7 +86,7 @@ def _local_source(url: str) -> Path | None:
     if url.lower().startswith(("http://", "https://")):
         return None
     if url.lower().startswith("file://"):
-        return Path(url2pathname(urlparse(url).path))      # also decodes %20 and the like
+        return Path(url2pathname(urlparse(url).path))  # also decodes %20 and the like
     return Path(url).expanduser()
 
 
@@ -97,11 +100,19 @@ def _is_complete(path: Path, sha256: str | None) -> bool:
     return path.is_file() and (not sha256 or file_digest(path) == sha256.strip().lower())
 
 
-def download_file(url: str, dest: str | Path, *, sha256: str | None = None,
-                  timeout: tuple[float, float] = (10.0, 60.0), retries: int = 4,
-                  backoff: float = 1.0, chunk_size: int = 1 << 20, progress: bool = True,
-                  max_bytes: int = DEFAULT_MAX_BYTES,
-                  session: requests.Session | None = None) -> Path:
+def download_file(
+    url: str,
+    dest: str | Path,
+    *,
+    sha256: str | None = None,
+    timeout: tuple[float, float] = (10.0, 60.0),
+    retries: int = 4,
+    backoff: float = 1.0,
+    chunk_size: int = 1 << 20,
+    progress: bool = True,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    session: requests.Session | None = None,
+) -> Path:
     """Fetch ``url`` (http(s), ``file://`` or a local path) to ``dest`` and return ``dest``.
 
     If ``dest`` already exists (and matches ``sha256`` when given), nothing is fetched.
@@ -113,26 +124,55 @@ def download_file(url: str, dest: str | Path, *, sha256: str | None = None,
     if _is_complete(dest, expected):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")       # same folder, so the rename is atomic
+    part = dest.with_name(dest.name + ".part")  # same folder, so the rename is atomic
 
     with exclusive_lock(dest):  # one process at a time writes this .part (BusyError for the second)
-        _fetch_to(url, part, dest, timeout=timeout, retries=retries, backoff=backoff, chunk_size=chunk_size,
-                  progress=progress, max_bytes=max_bytes, session=session)
+        _fetch_to(
+            url,
+            part,
+            dest,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            chunk_size=chunk_size,
+            progress=progress,
+            max_bytes=max_bytes,
+            session=session,
+        )
         _check_and_rename(url, part, dest, expected)
     return dest
 
 
-def _fetch_to(url: str, part: Path, dest: Path, *, timeout: tuple[float, float], retries: int, backoff: float,
-              chunk_size: int, progress: bool, max_bytes: int, session: requests.Session | None) -> None:
+def _fetch_to(
+    url: str,
+    part: Path,
+    dest: Path,
+    *,
+    timeout: tuple[float, float],
+    retries: int,
+    backoff: float,
+    chunk_size: int,
+    progress: bool,
+    max_bytes: int,
+    session: requests.Session | None,
+) -> None:
     """Bring the bytes of ``url`` (http(s) or local) into ``part``."""
     source = _local_source(url)
     if source is not None:
         _copy_local(source, part, chunk_size=chunk_size, progress=progress, label=dest.name)
         return
     try:
-        _fetch_with_retries(url, part, timeout=timeout, retries=retries, backoff=backoff,
-                            chunk_size=chunk_size, progress=progress, session=session,
-                            max_bytes=max_bytes)
+        _fetch_with_retries(
+            url,
+            part,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            chunk_size=chunk_size,
+            progress=progress,
+            session=session,
+            max_bytes=max_bytes,
+        )
     except KeyboardInterrupt:
         _remove_if_empty(part)
         raise DownloadInterrupted(part if part.exists() else None) from None
@@ -148,8 +188,8 @@ def _check_and_rename(url: str, part: Path, dest: Path, expected: str | None) ->
                 f"The file from {url} does not have the expected SHA-256; the file may be "
                 f"corrupt or the mirror serves another version, so try another address.\n"
                 f"  expected: {expected}\n  actual:   {actual}",
-                reason=f"the file does not have the expected SHA-256 (expected {expected}, "
-                       f"got {actual})")
+                reason=f"the file does not have the expected SHA-256 (expected {expected}, got {actual})",
+            )
     os.replace(part, dest)
     _record_of(part).unlink(missing_ok=True)
 
@@ -159,29 +199,51 @@ def _copy_local(source: Path, part: Path, *, chunk_size: int, progress: bool, la
     if not source.is_file():
         raise DownloadError(
             f"Could not copy {source}: there is no such file. Check the path, or download "
-            f"the file by hand and pass its path.", reason="no such local file")
-    with open(source, "rb") as reader, open(part, "wb") as writer, \
-            tqdm(total=source.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                 disable=not progress) as bar:
+            f"the file by hand and pass its path.",
+            reason="no such local file",
+        )
+    with (
+        open(source, "rb") as reader,
+        open(part, "wb") as writer,
+        tqdm(
+            total=source.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=not progress
+        ) as bar,
+    ):
         while chunk := reader.read(chunk_size):
             writer.write(chunk)
             bar.update(len(chunk))
 
 
-def _fetch_with_retries(url: str, part: Path, *, timeout: tuple[float, float], retries: int,
-                        backoff: float, chunk_size: int, progress: bool, max_bytes: int,
-                        session: requests.Session | None) -> None:
+def _fetch_with_retries(
+    url: str,
+    part: Path,
+    *,
+    timeout: tuple[float, float],
+    retries: int,
+    backoff: float,
+    chunk_size: int,
+    progress: bool,
+    max_bytes: int,
+    session: requests.Session | None,
+) -> None:
     """Call :func:`_fetch_once` until it succeeds, waiting longer after each failure."""
     own_session = session is None
     session = session or requests.Session()
     attempts = max(retries, 0) + 1
     try:
         for attempt in range(attempts):
-            if attempt > 0:                   # wait 1 s, 2 s, 4 s... (with backoff=1)
+            if attempt > 0:  # wait 1 s, 2 s, 4 s... (with backoff=1)
                 time.sleep(backoff * 2 ** (attempt - 1))
             try:
-                _fetch_once(url, part, session=session, timeout=timeout, chunk_size=chunk_size,
-                            progress=progress, max_bytes=max_bytes)
+                _fetch_once(
+                    url,
+                    part,
+                    session=session,
+                    timeout=timeout,
+                    chunk_size=chunk_size,
+                    progress=progress,
+                    max_bytes=max_bytes,
+                )
                 return
             except _RetryableError as error:
                 last = error
@@ -198,10 +260,14 @@ def _fetch_with_retries(url: str, part: Path, *, timeout: tuple[float, float], r
         raise DownloadError(
             f"Could not reach {url} after {tries}; check your internet connection and run "
             f"this again.\nLast error: {last}.{kept}",
-            reason=f"could not be reached ({last}, {tries})", unreachable=True)
+            reason=f"could not be reached ({last}, {tries})",
+            unreachable=True,
+        )
     raise DownloadError(
         f"Could not download {url} after {tries}: {last}, a problem on the server's side; "
-        f"try again later or use another address.{kept}", reason=f"{last} ({tries})")
+        f"try again later or use another address.{kept}",
+        reason=f"{last} ({tries})",
+    )
 
 
 def _record_of(part: Path) -> Path:
@@ -223,8 +289,10 @@ def _remove_if_empty(part: Path) -> None:
 def _validators(response: requests.Response) -> dict:
     """The ETag (a strong one: If-Range may not use a weak ``W/`` one) and Last-Modified."""
     etag = response.headers.get("ETag")
-    return {"etag": etag if etag and not etag.startswith("W/") else None,
-            "last_modified": response.headers.get("Last-Modified")}
+    return {
+        "etag": etag if etag and not etag.startswith("W/") else None,
+        "last_modified": response.headers.get("Last-Modified"),
+    }
 
 
 def _total_from_content_range(header: str | None) -> int | None:
@@ -242,34 +310,45 @@ def _resume_point(url: str, part: Path, progress: bool) -> tuple[int, dict]:
     if record.get("url") == url and (record.get("etag") or record.get("last_modified")):
         return size, record
     if size and progress:
-        tqdm.write(f"Downloading {part.stem} again from the start: no ETag or Last-Modified was "
-                   f"recorded to check that the {size:,} bytes kept in {part} belong to the same "
-                   f"version of the file.", file=sys.stderr)
+        tqdm.write(
+            f"Downloading {part.stem} again from the start: no ETag or Last-Modified was "
+            f"recorded to check that the {size:,} bytes kept in {part} belong to the same "
+            f"version of the file.",
+            file=sys.stderr,
+        )
     _discard(part)
     return 0, {}
 
 
-def _fetch_once(url: str, part: Path, *, session: requests.Session, timeout: tuple[float, float],
-                chunk_size: int, progress: bool, max_bytes: int) -> None:
+def _fetch_once(
+    url: str,
+    part: Path,
+    *,
+    session: requests.Session,
+    timeout: tuple[float, float],
+    chunk_size: int,
+    progress: bool,
+    max_bytes: int,
+) -> None:
     """One request: resume ``part`` if it is still the same version, stream the body into it
     (never past the announced size or ``max_bytes``), check its size."""
     resume_from, record = _resume_point(url, part, progress)
 
     def request(resume_from: int) -> requests.Response:
-        headers = {"Accept-Encoding": "identity"}   # the raw bytes, so sizes add up
-        if resume_from:                             # the rest, if it is still the same version
+        headers = {"Accept-Encoding": "identity"}  # the raw bytes, so sizes add up
+        if resume_from:  # the rest, if it is still the same version
             headers["Range"] = f"bytes={resume_from}-"
             headers["If-Range"] = record.get("etag") or record["last_modified"]
         return session.get(url, headers=headers, stream=True, timeout=timeout)
 
     try:
         response = request(resume_from)
-        if response.status_code == 416:     # "range not satisfiable": nothing after that byte
+        if response.status_code == 416:  # "range not satisfiable": nothing after that byte
             full_size = _total_from_content_range(response.headers.get("Content-Range"))
             response.close()
             if full_size == resume_from:
-                return                       # the .part was already complete
-            _discard(part)                   # it is bigger than the file, or unknown: restart
+                return  # the .part was already complete
+            _discard(part)  # it is bigger than the file, or unknown: restart
             resume_from = 0
             response = request(0)
         with response:
@@ -278,11 +357,12 @@ def _fetch_once(url: str, part: Path, *, session: requests.Session, timeout: tup
                 content_range = response.headers.get("Content-Range", "")
                 now = _validators(response)
                 if not content_range.startswith(f"bytes {resume_from}-") or any(
-                        now[key] and record.get(key) and now[key] != record[key] for key in now):
+                    now[key] and record.get(key) and now[key] != record[key] for key in now
+                ):
                     _discard(part)
                     raise _RetryableError("the server resumed from the wrong byte or version")
                 total = _total_from_content_range(content_range)
-            else:                            # 200: the server sent the whole file from byte 0
+            else:  # 200: the server sent the whole file from byte 0
                 resume_from = 0
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
@@ -291,11 +371,11 @@ def _fetch_once(url: str, part: Path, *, session: requests.Session, timeout: tup
                 raise DownloadError(
                     f"The file at {url} is {total:,} bytes, more than {max_bytes:,} bytes, the "
                     f"most expected for it; it was not downloaded. Check the address.",
-                    reason=f"it is {total:,} bytes, more than the {max_bytes:,} expected")
+                    reason=f"it is {total:,} bytes, more than the {max_bytes:,} expected",
+                )
             if resume_from == 0:
                 write_json_atomically({"url": url, **_validators(response)}, _record_of(part))
-            size = _write_body(response, part, resume_from, total, max_bytes,
-                               chunk_size=chunk_size, progress=progress)
+            size = _write_body(response, part, resume_from, total, max_bytes, chunk_size=chunk_size, progress=progress)
     except requests.Timeout as error:
         raise _RetryableError("the server did not answer in time", connection=True) from error
     except requests.exceptions.ChunkedEncodingError as error:
@@ -303,32 +383,51 @@ def _fetch_once(url: str, part: Path, *, session: requests.Session, timeout: tup
     except requests.ConnectionError as error:
         raise _RetryableError(f"the connection failed ({_short_reason(error)})", connection=True) from error
     except requests.RequestException as error:
-        raise DownloadError(f"Could not download {url}: {error}. Check the address.",
-                            reason=str(error)) from error
+        raise DownloadError(f"Could not download {url}: {error}. Check the address.", reason=str(error)) from error
 
-    if size is None:                         # it went on past the limit: nothing more was written
+    if size is None:  # it went on past the limit: nothing more was written
         _discard(part)
         stopped = f"the download was stopped and the partial file {part} deleted."
         if total is None:
             raise DownloadError(
                 f"The file at {url} is larger than {max_bytes:,} bytes, the most expected for "
-                f"it; {stopped} Check the address.", reason=f"larger than {max_bytes:,} bytes")
+                f"it; {stopped} Check the address.",
+                reason=f"larger than {max_bytes:,} bytes",
+            )
         raise DownloadError(
             f"The server at {url} sent more than the {total:,} bytes it announced; {stopped} "
             f"Try again later or use another address.",
-            reason=f"it sent more than the {total:,} bytes it announced")
+            reason=f"it sent more than the {total:,} bytes it announced",
+        )
     if total is not None and size < total:
         raise _RetryableError(f"the connection closed after {size} of {total} bytes", connection=True)
 
 
-def _write_body(response: requests.Response, part: Path, start: int, total: int | None,
-                max_bytes: int, *, chunk_size: int, progress: bool) -> int | None:
+def _write_body(
+    response: requests.Response,
+    part: Path,
+    start: int,
+    total: int | None,
+    max_bytes: int,
+    *,
+    chunk_size: int,
+    progress: bool,
+) -> int | None:
     """Write the body to ``part`` (appended after ``start`` bytes); its size then, or None as
     soon as the body goes past ``total`` (or ``max_bytes`` when no size was announced)."""
     limit, size = (max_bytes if total is None else total), start
-    with open(part, "ab" if start else "wb") as file, \
-            tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                 desc=part.stem, disable=not progress) as bar:       # the name without .part
+    with (
+        open(part, "ab" if start else "wb") as file,
+        tqdm(
+            total=total,
+            initial=start,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=part.stem,
+            disable=not progress,
+        ) as bar,
+    ):  # the name without .part
         for chunk in response.iter_content(chunk_size=chunk_size):
             if size + len(chunk) > limit:
                 return None
@@ -354,7 +453,8 @@ def _check_status(url: str, response: requests.Response) -> None:
         raise DownloadError(
             f"Could not download {url}: the server answered {answer}. Check the address, "
             f"or download the file by hand and pass its path.",
-            reason=f"the server answered {answer}")
+            reason=f"the server answered {answer}",
+        )
 
 
 def download_first(urls: Sequence[str], dest: str | Path, **kwargs) -> tuple[Path, str]:
@@ -379,9 +479,12 @@ def download_first(urls: Sequence[str], dest: str | Path, **kwargs) -> tuple[Pat
     if len(failures) == 1:
         raise failures[0][1]
     unreachable = all(error.unreachable for _, error in failures)
-    advice = ("could be reached; check your internet connection," if unreachable
-              else "gave the file; check the addresses,")
+    advice = (
+        "could be reached; check your internet connection," if unreachable else "gave the file; check the addresses,"
+    )
     raise DownloadError(
         f"None of the {len(urls)} addresses {advice} or download the file by hand and pass its "
         f"path:" + "".join(f"\n  - {url}: {error.reason}" for url, error in failures),
-        reason="no address worked", unreachable=unreachable)
+        reason="no address worked",
+        unreachable=unreachable,
+    )

@@ -57,9 +57,11 @@ def _try_lock(file) -> bool:
     try:
         if os.name == "nt":
             import msvcrt
+
             msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
         else:
             import fcntl
+
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:  # EWOULDBLOCK (flock); EACCES or EDEADLOCK (msvcrt): another process holds it
         if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)):
@@ -72,10 +74,12 @@ def _unlock(file) -> None:
     """Release the lock taken by _try_lock (closing the file would release it too)."""
     if os.name == "nt":
         import msvcrt
+
         file.seek(0)
         msvcrt.locking(file.fileno(), msvcrt.LK_UNLCK, 1)
     else:
         import fcntl
+
         fcntl.flock(file.fileno(), fcntl.LOCK_UN)
 
 
@@ -97,8 +101,10 @@ def exclusive_lock(path: str | Path) -> Iterator[Path]:
         lock.parent.mkdir(parents=True, exist_ok=True)
         file = _acquire(lock)
         if file is None:
-            raise BusyError(f"Another process is downloading or extracting into {Path(path).absolute()} "
-                            f"(it holds {lock}): wait for it to finish, then run this again.")
+            raise BusyError(
+                f"Another process is downloading or extracting into {Path(path).absolute()} "
+                f"(it holds {lock}): wait for it to finish, then run this again."
+            )
         _held_locks[lock] = (1, file)
     try:
         yield lock
@@ -134,7 +140,9 @@ def _acquire(lock: Path):
         except FileNotFoundError:
             pass
         file.close()  # it was deleted under us: open the new one
-    raise BusyError(f"The lock {lock} keeps changing hands: wait for the other processes to finish, then run this again.")
+    raise BusyError(
+        f"The lock {lock} keeps changing hands: wait for the other processes to finish, then run this again."
+    )
 
 
 def record_key(create: bool = False) -> bytes | None:
@@ -253,8 +261,10 @@ def disk_full_error(path: Path, temp: Path, size_hint: int | None) -> DiskFullEr
     except OSError:
         free = ""
     needed = f"about {_size(size_hint)}" if size_hint else f"more than the {_size(written)} written before it filled up"
-    error = DiskFullError(f"The disk holding {path.parent} is full: {path.name} needs {needed}{free}; "
-                          "free some space, or set WORKBOOK_DATA_DIR to a folder on a larger disk.")
+    error = DiskFullError(
+        f"The disk holding {path.parent} is full: {path.name} needs {needed}{free}; "
+        "free some space, or set WORKBOOK_DATA_DIR to a folder on a larger disk."
+    )
     error.errno = errno.ENOSPC  # set after: OSError(errno, text) would print "[Errno 28]" before the sentence
     return error
 
@@ -342,8 +352,9 @@ def _relative_names(base: Path):
     def name_of(path: str) -> str:
         text = path if os.path.isabs(path) else os.path.join(cwd, path)
         if text.startswith(prefix) and os.sep + ".." not in text and os.sep + "." + os.sep not in text:
-            return text[len(prefix):].replace(os.sep, "/")
+            return text[len(prefix) :].replace(os.sep, "/")
         return relative_name(Path(path), base)
+
     return name_of
 
 
@@ -369,8 +380,9 @@ def _hash_file(path: Path, before: os.stat_result) -> tuple[str, bool]:
     return digest, settled and _stat_key(os.stat(path)) == _stat_key(before)
 
 
-def content_hashes(paths: Sequence[Path], cache_file: Path | None = None, progress: bool = False,
-                   base: str | Path | None = None) -> list[str]:
+def content_hashes(
+    paths: Sequence[Path], cache_file: Path | None = None, progress: bool = False, base: str | Path | None = None
+) -> list[str]:
     """SHA-1 of each file's bytes, in order. With `cache_file` (one per data folder), digests are reused.
 
     The cache names each file relative to `base` (default: the cache file's folder), so that a
@@ -415,8 +427,7 @@ def _update_digest_cache(cache_file: Path, new: dict[str, list], base: Path) -> 
     """Add `new` entries to the digest cache (read again first: another process may have added some)
     and drop the entries of files that no longer exist (names are relative to `base`)."""
     entries = _read_digest_cache(cache_file)
-    entries = {name: entry for name, entry in entries.items()
-               if name not in new and (base / name).exists()}
+    entries = {name: entry for name, entry in entries.items() if name not in new and (base / name).exists()}
     entries.update(new)
     text = json.dumps({"format": DIGEST_CACHE_FORMAT, "algorithm": "sha1", "files": entries}, separators=(",", ":"))
     try:

@@ -38,9 +38,11 @@ def size_problem(size: tuple[int, int]) -> str | None:
     width, height = size
     if width * height <= MAX_IMAGE_PIXELS:
         return None
-    return (f"is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), more than the "
-            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels an image may have here: shrink it, "
-            f"or cut it into {TILE_SIZE}x{TILE_SIZE} tiles")
+    return (
+        f"is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), more than the "
+        f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels an image may have here: shrink it, "
+        f"or cut it into {TILE_SIZE}x{TILE_SIZE} tiles"
+    )
 
 
 def open_image(path: Path) -> Image.Image:

@@ -19,6 +19,7 @@ def printable(text: object) -> str:
 
     The bytes of a name that is not UTF-8 are shown as ``\\xff``, so the file is still named.
     """
+
     def shown(char: str) -> str:
         category = unicodedata.category(char)
         if char in "\t\n\r\v\f" or category in ("Zl", "Zp"):
@@ -26,4 +27,5 @@ def printable(text: object) -> str:
         if category == "Cs":  # a byte that is not UTF-8, kept by os.fsdecode as U+DC80..U+DCFF
             return f"\\x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else "?"
         return "" if category.startswith("C") else char
+
     return "".join(map(shown, ESCAPE_SEQUENCE.sub("", str(text))))

@@ -31,12 +31,25 @@ from helpers.model import backbone_of
 from helpers.settings import int8_allowed, pick_device
 from helpers.speed.fast_input import DECODERS_MEASURED_FROM, DecoderTrial, can_decode_on_device, measure_decoders
 from helpers.speed.int8 import (
-    CALIBRATION_IMAGES, CALIBRATION_SEED, RECIPE, CompiledBackbone, int8_unavailable_reason, int8_untested_reason,
+    CALIBRATION_IMAGES,
+    CALIBRATION_SEED,
+    RECIPE,
+    CompiledBackbone,
+    int8_unavailable_reason,
+    int8_untested_reason,
     quantize_backbone,
 )
 from helpers.speed.measure import (
-    MEASURE_MIN_IMAGES, QUICK_TO_BUILD, SMALL_FOLDER, TIMED_IMAGES, Measurement, decisions_file, machine_key, measure,
-    remember, remembered,
+    MEASURE_MIN_IMAGES,
+    QUICK_TO_BUILD,
+    SMALL_FOLDER,
+    TIMED_IMAGES,
+    Measurement,
+    decisions_file,
+    machine_key,
+    measure,
+    remember,
+    remembered,
 )
 from helpers.synthetic import make_image
 
@@ -89,7 +102,7 @@ def _name(number_format: str, compiled: bool) -> str:
 
 
 def _format_of(name: str) -> tuple[str, bool]:
-    """"bfloat16 compiled" -> ("bfloat16", True); "int8" -> ("int8", True)."""
+    """ "bfloat16 compiled" -> ("bfloat16", True); "int8" -> ("int8", True)."""
     number_format = name.split()[0]
     return number_format, name.endswith("compiled") or number_format == "int8"
 
@@ -125,8 +138,11 @@ def candidates_here(settings: FastSettings, device: torch.device | str = "cpu") 
     elif not bf16_is_fast(device):
         why_not.append("bfloat16 is emulated on this CPU (several times slower than float32)")
     else:
-        names += [name for name, compiled in (("bfloat16", False), ("bfloat16 compiled", True))
-                  if settings.compile is None or settings.compile == compiled]
+        names += [
+            name
+            for name, compiled in (("bfloat16", False), ("bfloat16 compiled", True))
+            if settings.compile is None or settings.compile == compiled
+        ]
     if settings.int8 is False:
         why_not.append("int8 turned off in the settings")
     elif not int8_allowed():
@@ -138,8 +154,12 @@ def candidates_here(settings: FastSettings, device: torch.device | str = "cpu") 
     return names, why_not
 
 
-def choose_number_format(settings: FastSettings, device: torch.device | str, source_size: int | None = None,
-                         measure_here: Callable[[list[str]], Measurement] | None = None) -> FormatChoice:
+def choose_number_format(
+    settings: FastSettings,
+    device: torch.device | str,
+    source_size: int | None = None,
+    measure_here: Callable[[list[str]], Measurement] | None = None,
+) -> FormatChoice:
     """How the backbone computes, with the settings' None ("auto") resolved for the device and the data's size.
 
     Explicit settings win (int8=True, bf16=True, or both False). On a CPU the others are measured
@@ -173,22 +193,36 @@ def choose_number_format(settings: FastSettings, device: torch.device | str, sou
         return FormatChoice("float32", compiled, "; ".join(why_not))
     if source_size is None or source_size < SMALL_FOLDER:
         count = "an unknown number of" if source_size is None else f"{source_size:,}"
-        return FormatChoice("float32", compiled, f"{count} images are too few to pay for measuring which number "
-                            f"format is fastest here, or for building one")
+        return FormatChoice(
+            "float32",
+            compiled,
+            f"{count} images are too few to pay for measuring which number format is fastest here, or for building one",
+        )
     wanted = names if source_size >= MEASURE_MIN_IMAGES else [name for name in names if name in QUICK_TO_BUILD]
     known = remembered(machine_key())
     if known is not None and known.covers(wanted):
         measured = [name for name in names if known.covers([name])]
         best = known.choose(source_size, measured)
-        return FormatChoice(*_format_of(best.name), f"the fastest for {source_size:,} images, set-up included, "
-                            f"measured on this machine earlier ({known.summary(measured)}; kept in {decisions_file()})")
+        return FormatChoice(
+            *_format_of(best.name),
+            f"the fastest for {source_size:,} images, set-up included, "
+            f"measured on this machine earlier ({known.summary(measured)}; kept in {decisions_file()})",
+        )
     if measure_here is None:
-        return FormatChoice("float32", compiled, "not measured on this machine yet (choose_backbone measures, "
-                            "once, when a folder this big meets this machine)")
+        return FormatChoice(
+            "float32",
+            compiled,
+            "not measured on this machine yet (choose_backbone measures, "
+            "once, when a folder this big meets this machine)",
+        )
     if len(wanted) == 1:
-        return FormatChoice("float32", compiled, f"not measured on this machine yet: {', '.join(names[1:])} must be "
-                            f"compiled first (with measuring, about a minute: that pays from {MEASURE_MIN_IMAGES:,} "
-                            "images, and is remembered)")
+        return FormatChoice(
+            "float32",
+            compiled,
+            f"not measured on this machine yet: {', '.join(names[1:])} must be "
+            f"compiled first (with measuring, about a minute: that pays from {MEASURE_MIN_IMAGES:,} "
+            "images, and is remembered)",
+        )
     measurement = measure_here(wanted)
     try:
         where = f"kept in {remember(measurement)}"
@@ -196,28 +230,41 @@ def choose_number_format(settings: FastSettings, device: torch.device | str, sou
         where = f"not kept: {error}"
     best = measurement.choose(source_size, wanted)
     left_out = [name for name in names if name not in wanted]
-    later = (f"; {', '.join(left_out)} not measured: {'they need' if len(left_out) > 1 else 'it needs'} compiling, "
-             f"which pays from {MEASURE_MIN_IMAGES:,} images") if left_out else ""
-    print(f"number formats measured on this machine in {measurement.seconds:.0f} s, once ({where}): "
-          f"{measurement.summary(wanted)} -> {best.name}{_saving(measurement, best)}{later}")
-    return FormatChoice(*_format_of(best.name), f"the fastest for {source_size:,} images, set-up included, "
-                        f"measured here: {measurement.summary(wanted)}{later}")
+    later = (
+        (
+            f"; {', '.join(left_out)} not measured: {'they need' if len(left_out) > 1 else 'it needs'} compiling, "
+            f"which pays from {MEASURE_MIN_IMAGES:,} images"
+        )
+        if left_out
+        else ""
+    )
+    print(
+        f"number formats measured on this machine in {measurement.seconds:.0f} s, once ({where}): "
+        f"{measurement.summary(wanted)} -> {best.name}{_saving(measurement, best)}{later}"
+    )
+    return FormatChoice(
+        *_format_of(best.name),
+        f"the fastest for {source_size:,} images, set-up included, measured here: {measurement.summary(wanted)}{later}",
+    )
 
 
 def _saving(measurement: Measurement, best) -> str:
-    """"; at 40,000 images it saves N min against float32 (...)", or "" when it saves under a minute or float32 failed."""
+    """ "; at 40,000 images it saves N min against float32 (...)", or "" when it saves under a minute or float32 failed."""
     float32 = next((trial for trial in measurement.usable(["float32"])), None)
     if float32 is None or best.name == "float32":
         return ""
     saved = float32.seconds_for(FULL_SET) - best.seconds_for(FULL_SET)
     if saved < 60:
         return ""
-    return (f"; at {FULL_SET:,} images it saves {saved / 60:.0f} min against float32 "
-            f"(measuring cost {100 * measurement.seconds / max(saved, 1e-9):.0f} % of that)")
+    return (
+        f"; at {FULL_SET:,} images it saves {saved / 60:.0f} min against float32 "
+        f"(measuring cost {100 * measurement.seconds / max(saved, 1e-9):.0f} % of that)"
+    )
 
 
-def choose_decoding(dataset, device: torch.device | str, settings: FastSettings,
-                    measure: bool = False) -> tuple[bool, str]:
+def choose_decoding(
+    dataset, device: torch.device | str, settings: FastSettings, measure: bool = False
+) -> tuple[bool, str]:
     """(decode in batches with decode_jpeg?, why): how the JPEGs of `dataset` are decoded for the backbone.
 
     Auto (settings.decode_on_device None): on a CUDA GPU, when the data set can. On a CPU, for a
@@ -229,8 +276,9 @@ def choose_decoding(dataset, device: torch.device | str, settings: FastSettings,
     reason = can_decode_on_device(dataset)
     if settings.decode_on_device:
         if reason:
-            raise ValueError(f"FastSettings(decode_on_device=True) cannot run here: {reason}. "
-                             "Use decode_on_device=None or False.")
+            raise ValueError(
+                f"FastSettings(decode_on_device=True) cannot run here: {reason}. Use decode_on_device=None or False."
+            )
         return True, "asked for with FastSettings(decode_on_device=True)"
     if settings.decode_on_device is False:
         return False, "decoding in batches turned off in the settings"
@@ -249,8 +297,10 @@ def choose_decoding(dataset, device: torch.device | str, settings: FastSettings,
     folder = (str(getattr(dataset, "root", id(dataset))), repr(getattr(dataset, "transform", None)))
     if folder not in _DECODERS:
         _DECODERS[folder] = trial = measure_decoders(dataset)
-        print(f"JPEG decoders measured on the first {trial.images} images: {trial.summary()} -> "
-              f"{'decode_jpeg in batches' if trial.batched_is_faster else 'PIL'}")
+        print(
+            f"JPEG decoders measured on the first {trial.images} images: {trial.summary()} -> "
+            f"{'decode_jpeg in batches' if trial.batched_is_faster else 'PIL'}"
+        )
     trial = _DECODERS[folder]
     return trial.batched_is_faster, f"measured on this folder: {trial.summary()}"
 
@@ -270,8 +320,9 @@ def decoder_key_part(device: torch.device | str, settings: FastSettings, batched
     return f"|decode_jpeg on {device.type}"
 
 
-def calibration_images(transform: Callable | None, count: int = CALIBRATION_IMAGES,
-                       seed: int = CALIBRATION_SEED) -> torch.Tensor:
+def calibration_images(
+    transform: Callable | None, count: int = CALIBRATION_IMAGES, seed: int = CALIBRATION_SEED
+) -> torch.Tensor:
     """`count` synthetic concrete photos (half cracked), through `transform`: (count, 3, 227, 227).
 
     The int8 backbone is calibrated on these, never on the data being measured, so the training
@@ -309,8 +360,16 @@ class Backbone:
     features on the CPU.
     """
 
-    def __init__(self, model: nn.Module, device: torch.device, settings: FastSettings, number_format: str,
-                 why: str = "", weights: str | None = None, compiled: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        settings: FastSettings,
+        number_format: str,
+        why: str = "",
+        weights: str | None = None,
+        compiled: bool = False,
+    ):
         self.model, self.device, self.settings, self.number_format = model, device, settings, number_format
         self.compiled = compiled or number_format == "int8"
         self.why = why  # one sentence: why this number format
@@ -324,7 +383,7 @@ class Backbone:
 
     @property
     def name(self) -> str:
-        """"float32", "bfloat16", "bfloat16 compiled" or "int8"."""
+        """ "float32", "bfloat16", "bfloat16 compiled" or "int8"."""
         return _name(self.number_format, self.compiled)
 
     def prepare(self, transform: Callable | None = None) -> Backbone:
@@ -336,14 +395,17 @@ class Backbone:
             return self
         if self.number_format == "int8":
             try:
-                self.run = self._built(transform, lambda: quantize_backbone(backbone_of(self.model),
-                                                                             calibration_images(transform)))
+                self.run = self._built(
+                    transform, lambda: quantize_backbone(backbone_of(self.model), calibration_images(transform))
+                )
                 return self
             except Exception as error:
                 if self.settings.int8:  # asked for explicitly: do not quietly do something else
                     raise
-                warnings.warn(f"Could not build the int8 backbone ({type(error).__name__}: {error}); "
-                              "computing the features in float32 instead.")
+                warnings.warn(
+                    f"Could not build the int8 backbone ({type(error).__name__}: {error}); "
+                    "computing the features in float32 instead."
+                )
                 self.number_format, self.compiled = "float32", False
                 self.why = "the int8 build failed (see the warning)"
         self.run = self._built(None, self._float_copy)
@@ -365,8 +427,9 @@ class Backbone:
         kept = _BUILT.get(self.name)
         if kept is None or kept[0] != key:
             if self.number_format == "int8":
-                print("building the int8 backbone (calibration on synthetic images, then torch.compile): "
-                      "about 30 s, once")
+                print(
+                    "building the int8 backbone (calibration on synthetic images, then torch.compile): about 30 s, once"
+                )
             _BUILT.pop(self.name, None)  # each may hold a compiled model: keep only the newest
             _BUILT[self.name] = key, build()
         return _BUILT[self.name][1]
@@ -388,15 +451,21 @@ class Backbone:
             self.prepare()
         memory_format = torch.channels_last if self.settings.channels_last else torch.contiguous_format
         images = images.to(self.device, memory_format=memory_format, non_blocking=True)
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                            enabled=self.number_format == "bfloat16"):
+        with torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.number_format == "bfloat16"
+        ):
             features = self.run(images)
         return features.float().cpu()
 
 
-def choose_backbone(model: nn.Module, device: torch.device | str | None = None, settings: FastSettings | None = None,
-                    source_size: int | None = None, weights: str | None = None,
-                    transform: Callable | None = None) -> Backbone:
+def choose_backbone(
+    model: nn.Module,
+    device: torch.device | str | None = None,
+    settings: FastSettings | None = None,
+    source_size: int | None = None,
+    weights: str | None = None,
+    transform: Callable | None = None,
+) -> Backbone:
     """Decide once how `model`'s backbone runs on `device` for a folder of `source_size` images.
 
     On a CPU this may measure the candidates (choose_number_format), once per machine, on the
@@ -421,8 +490,9 @@ def choose_backbone(model: nn.Module, device: torch.device | str | None = None, 
     return Backbone(model, device, settings, choice.number_format, choice.why, weights, choice.compiled)
 
 
-def _builder(model: nn.Module, device: torch.device, settings: FastSettings, name: str, weights: str,
-             transform: Callable | None) -> Callable[[], Backbone]:
+def _builder(
+    model: nn.Module, device: torch.device, settings: FastSettings, name: str, weights: str, transform: Callable | None
+) -> Callable[[], Backbone]:
     """A function that prepares the candidate `name` (speed.measure.CANDIDATES) as a Backbone."""
     number_format, compiled = _format_of(name)
     explicit = replace(settings, bf16=number_format == "bfloat16", int8=number_format == "int8", compile=compiled)

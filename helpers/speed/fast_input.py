@@ -162,14 +162,17 @@ class DeviceDecoder:
         if self.device.type != "cpu":
             return (self.pixels(items, indices).float() / 255 - self.mean) / self.std
         if not self.reuse_buffer or self.buffer is None or len(self.buffer) < len(items):
-            self.buffer = torch.empty((len(items), 3, TILE_SIZE, TILE_SIZE), dtype=torch.float32,
-                                      memory_format=torch.channels_last)
-        images = self.buffer[:len(items)]
+            self.buffer = torch.empty(
+                (len(items), 3, TILE_SIZE, TILE_SIZE), dtype=torch.float32, memory_format=torch.channels_last
+            )
+        images = self.buffer[: len(items)]
 
         def decode_part(start: int, stop: int) -> None:
             part = images[start:stop]
             part.copy_(self.pixels(items[start:stop], indices[start:stop]))
-            part.div_(255).sub_(self.mean).div_(self.std)  # in place, step by step: ToTensor's and Normalize's very numbers
+            part.div_(255).sub_(self.mean).div_(
+                self.std
+            )  # in place, step by step: ToTensor's and Normalize's very numbers
 
         # One part per CPU thread, decoded side by side (libjpeg-turbo and these operations let go of
         # Python's lock): measured on 2 cores, 0.56 against 0.82 ms per image in one part.
@@ -214,12 +217,15 @@ class DecoderTrial:
     def summary(self) -> str:
         """E.g. "PIL 620 img/s, decode_jpeg in batches 1,800 img/s (the same tensors, 50 images)"."""
         same = "the same tensors" if self.same_pixels else "NOT the same tensors"
-        return (f"PIL {self.pil_rate:,.0f} img/s, decode_jpeg in batches {self.batched_rate:,.0f} img/s "
-                f"({same}, {self.images} images)")
+        return (
+            f"PIL {self.pil_rate:,.0f} img/s, decode_jpeg in batches {self.batched_rate:,.0f} img/s "
+            f"({same}, {self.images} images)"
+        )
 
 
-def measure_decoders(dataset, images: int = PROBE_IMAGES, rounds: int = 2,
-                     clock: Callable[[], float] = time.perf_counter) -> DecoderTrial:
+def measure_decoders(
+    dataset, images: int = PROBE_IMAGES, rounds: int = 2, clock: Callable[[], float] = time.perf_counter
+) -> DecoderTrial:
     """Decode the first `images` images of `dataset` with PIL and with decode_jpeg in batches, in turns.
 
     Each way runs as the features pass would run it on a CPU (PIL in the main process on one
@@ -258,8 +264,9 @@ class Feeder:
     is done with each batch before it asks for the next, as extract_features is).
     """
 
-    def __init__(self, dataset, device: torch.device | str, batch_size: int, on_device: bool = False,
-                 reuse_buffer: bool = False):
+    def __init__(
+        self, dataset, device: torch.device | str, batch_size: int, on_device: bool = False, reuse_buffer: bool = False
+    ):
         self.dataset, self.device, self.batch_size = dataset, torch.device(device), batch_size
         self.decoder = DeviceDecoder(dataset, self.device, reuse_buffer) if on_device else None
         self.source = EncodedImages(dataset) if on_device else dataset
@@ -274,16 +281,23 @@ class Feeder:
             item, _, index = self.source[0]
             self.decoder([item], [index])
 
-    def batches(self, num_workers: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, num_workers: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of images start..stop-1, read by `num_workers` worker processes (0: the main process).
 
         With `reuse_buffer` (decoding in batches on a CPU), each batch's images are overwritten by the next batch.
         """
         stop = len(self.dataset) if stop is None else stop
         part = self.source if (start, stop) == (0, len(self.dataset)) else Subset(self.source, range(start, stop))
-        loader = DataLoader(part, batch_size=self.batch_size, shuffle=False, num_workers=num_workers,
-                            collate_fn=collate_encoded if self.decoder else None,
-                            pin_memory=self.decoder is None and self.device.type == "cuda")
+        loader = DataLoader(
+            part,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=collate_encoded if self.decoder else None,
+            pin_memory=self.decoder is None and self.device.type == "cuda",
+        )
         batches = iter(loader)
         while True:
             with one_thread(num_workers == 0):

@@ -53,8 +53,10 @@ CALIBRATION_SEED = 0
 CHUNK_SIZE = 10  # images per call of the compiled graph: few enough for the activations to stay in cache
 FIRST_CONV_BITS = 7  # see the module's docstring: 8 saturates on CPUs without VNNI
 # What decides the int8 features' numbers: part of the feature cache's key (helpers.features)
-RECIPE = (f"int8 calibrated on {CALIBRATION_IMAGES} synthetic images, seed {CALIBRATION_SEED}, "
-          f"first convolution's weights in {FIRST_CONV_BITS} bits")
+RECIPE = (
+    f"int8 calibrated on {CALIBRATION_IMAGES} synthetic images, seed {CALIBRATION_SEED}, "
+    f"first convolution's weights in {FIRST_CONV_BITS} bits"
+)
 # The int8 features' mean 1 - cosine similarity against float32 must lie in this range: below it
 # nothing was rounded (the graph did not become int8 kernels), above it something went wrong.
 ROUNDING_ERROR_RANGE = (1e-7, 1e-2)
@@ -64,7 +66,7 @@ ROUNDING_ERROR_RANGE = (1e-7, 1e-2)
 # int8 backbone only for a known-good pair: a pair not made for each other may export a graph that
 # never becomes int8 kernels, and the build (15-30 s) would be wasted.
 KNOWN_GOOD_VERSIONS = {((2, 14), (0, 18))}  # 2-core AMD EPYC: 2-3x float32's speed, agreement tests pass
-KNOWN_BAD_VERSIONS = {((2, 11), (0, 18))}   # a lent Xeon: the graph stayed float (rounds nothing)
+KNOWN_BAD_VERSIONS = {((2, 11), (0, 18))}  # a lent Xeon: the graph stayed float (rounds nothing)
 
 
 def _major_minor(version: str) -> tuple[int, int]:
@@ -107,8 +109,10 @@ def int8_unavailable_reason(device: torch.device | str = "cpu") -> str | None:
         return "torchao is not installed (pip install torchao)"
     pair = (_major_minor(torch.__version__), _major_minor(version))
     if pair in KNOWN_BAD_VERSIONS:
-        return (f"torch {torch.__version__} with torchao {version} does not turn the graph into int8 kernels "
-                "(install versions made for each other)")
+        return (
+            f"torch {torch.__version__} with torchao {version} does not turn the graph into int8 kernels "
+            "(install versions made for each other)"
+        )
     problem = torchao_import_error()
     if problem:
         return f"torchao {version} is installed but cannot be imported with torch {torch.__version__} ({problem})"
@@ -132,8 +136,10 @@ def int8_untested_reason() -> str | None:
     if (_major_minor(torch.__version__), _major_minor(version)) in KNOWN_GOOD_VERSIONS:
         return None
     known = ", ".join(f"torch {t[0]}.{t[1]} + torchao {a[0]}.{a[1]}" for t, a in sorted(KNOWN_GOOD_VERSIONS))
-    return (f"torch {torch.__version__} with torchao {version} has not been checked with the int8 path "
-            f"(known to work: {known}); FastSettings(int8=True) tries it anyway")
+    return (
+        f"torch {torch.__version__} with torchao {version} has not been checked with the int8 path "
+        f"(known to work: {known}); FastSettings(int8=True) tries it anyway"
+    )
 
 
 @contextlib.contextmanager
@@ -165,8 +171,9 @@ class FoldedBasicBlock(nn.Module):
         super().__init__()
         self.conv1 = fuse_conv_bn_eval(block.conv1, block.bn1)
         self.conv2 = fuse_conv_bn_eval(block.conv2, block.bn2)
-        self.shortcut = (nn.Identity() if block.downsample is None
-                         else fuse_conv_bn_eval(block.downsample[0], block.downsample[1]))
+        self.shortcut = (
+            nn.Identity() if block.downsample is None else fuse_conv_bn_eval(block.downsample[0], block.downsample[1])
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.conv1(x))
@@ -223,12 +230,18 @@ class CompiledBackbone:
                 padding = self.chunk_size - len(chunk)
                 if padding:
                     chunk = torch.cat([chunk, chunk.new_zeros((padding, *chunk.shape[1:]))])
-                outputs.append(self.compiled(chunk.contiguous(memory_format=torch.channels_last))[:len(chunk) - padding])
+                outputs.append(
+                    self.compiled(chunk.contiguous(memory_format=torch.channels_last))[: len(chunk) - padding]
+                )
         return torch.cat(outputs)
 
 
-def quantize_backbone(backbone: nn.Sequential, calibration: torch.Tensor, chunk_size: int = CHUNK_SIZE,
-                      first_conv_bits: int | None = FIRST_CONV_BITS) -> CompiledBackbone:
+def quantize_backbone(
+    backbone: nn.Sequential,
+    calibration: torch.Tensor,
+    chunk_size: int = CHUNK_SIZE,
+    first_conv_bits: int | None = FIRST_CONV_BITS,
+) -> CompiledBackbone:
     """An int8 copy of a float ResNet18 backbone, calibrated on `calibration` images, compiled.
 
     Takes tens of seconds on a small CPU (most of it torch.compile writing and compiling C++);
@@ -270,7 +283,7 @@ def first_conv_config(config, bits: int | None):
     """The quantiser's config for the first convolution: its weights in `bits` bits, or None (float32)."""
     if bits is None:
         return None
-    weight = dataclasses.replace(config.weight, quant_min=-2 ** (bits - 1), quant_max=2 ** (bits - 1) - 1)
+    weight = dataclasses.replace(config.weight, quant_min=-(2 ** (bits - 1)), quant_max=2 ** (bits - 1) - 1)
     return dataclasses.replace(config, weight=weight)
 
 
@@ -289,11 +302,15 @@ def check_rounding(int8_features: torch.Tensor, float_features: torch.Tensor) ->
     error = rounding_error(int8_features, float_features)
     low, high = ROUNDING_ERROR_RANGE
     if not error <= high:  # also catches NaN
-        raise RuntimeError(f"The int8 backbone's features differ too much from float32's (mean 1 - cosine "
-                           f"{error:.1e}, more than {high:.0e}); use FastSettings(int8=False).")
+        raise RuntimeError(
+            f"The int8 backbone's features differ too much from float32's (mean 1 - cosine "
+            f"{error:.1e}, more than {high:.0e}); use FastSettings(int8=False)."
+        )
     if error < low:
-        warnings.warn(f"The int8 backbone rounds nothing (mean 1 - cosine {error:.1e}): with torch "
-                      f"{torch.__version__} and torchao {importlib.metadata.version('torchao')} the graph did not become int8 "
-                      "kernels, so it runs at float32's speed. Install versions made for each other, or use "
-                      "FastSettings(int8=False).")
+        warnings.warn(
+            f"The int8 backbone rounds nothing (mean 1 - cosine {error:.1e}): with torch "
+            f"{torch.__version__} and torchao {importlib.metadata.version('torchao')} the graph did not become int8 "
+            "kernels, so it runs at float32's speed. Install versions made for each other, or use "
+            "FastSettings(int8=False)."
+        )
     return error

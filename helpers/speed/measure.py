@@ -126,8 +126,13 @@ class Measurement:
         return cls(str(data["machine"]), [Trial(**trial) for trial in data["trials"]], float(data["seconds"]))
 
 
-def measure(candidates: dict[str, Callable[[], Runner]], images: torch.Tensor, machine: str,
-            rounds: int = ROUNDS, clock: Callable[[], float] = time.perf_counter) -> Measurement:
+def measure(
+    candidates: dict[str, Callable[[], Runner]],
+    images: torch.Tensor,
+    machine: str,
+    rounds: int = ROUNDS,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Measurement:
     """Build each candidate, warm it up on `images`, then time it on `images` `rounds` times, taking turns.
 
     `candidates` maps a name to a function that builds a runner (images -> features); "float32",

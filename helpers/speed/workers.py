@@ -81,8 +81,9 @@ def can_measure(total: int, candidates: list[int], batch_size: int) -> bool:
     return len(candidates) > 1 and 2 * len(candidates) * PROBE_BATCHES * batch_size <= total
 
 
-def batches_measuring_workers(feeder: Feeder, candidates: list[int],
-                              report: Callable[[str], None] = print) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches_measuring_workers(
+    feeder: Feeder, candidates: list[int], report: Callable[[str], None] = print
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Every batch of `feeder`, in order; the first ones with each of `candidates` workers in turn.
 
     The time between batches includes what the caller does with each (the backbone), so a trial
@@ -103,15 +104,17 @@ def batches_measuring_workers(feeder: Feeder, candidates: list[int],
             if after_first is None:  # the rate leaves out the first batch, and so the backbone's warm-up
                 after_first, first_images = time.perf_counter(), images
         elapsed = time.perf_counter() - after_first
-        trials.append(WorkerTrial(workers, first_ready - started,
-                                  (images - first_images) / max(elapsed, 1e-9)))
+        trials.append(WorkerTrial(workers, first_ready - started, (images - first_images) / max(elapsed, 1e-9)))
         position = stop
     best = fastest(trials, total - position)
     _CHOSEN[_run_key(feeder)] = best
-    measured = ", ".join(f"{trial.workers} -> {trial.rate:,.0f} img/s (start {trial.start_seconds:.1f} s)"
-                         for trial in trials)
-    report(f"DataLoader workers, measured on the first {position:,} images: {measured}; "
-           f"the other {total - position:,} images with {best}")
+    measured = ", ".join(
+        f"{trial.workers} -> {trial.rate:,.0f} img/s (start {trial.start_seconds:.1f} s)" for trial in trials
+    )
+    report(
+        f"DataLoader workers, measured on the first {position:,} images: {measured}; "
+        f"the other {total - position:,} images with {best}"
+    )
     yield from feeder.batches(best, position, total)
 
 
@@ -120,7 +123,12 @@ _CHOSEN: dict[tuple, int] = {}  # the number of workers measured fastest, per fo
 
 def _run_key(feeder: Feeder) -> tuple:
     dataset = feeder.dataset
-    return (str(getattr(dataset, "root", id(dataset))), str(feeder.device), feeder.decoder is not None, feeder.batch_size)
+    return (
+        str(getattr(dataset, "root", id(dataset))),
+        str(feeder.device),
+        feeder.decoder is not None,
+        feeder.batch_size,
+    )
 
 
 def planned_batches(feeder: Feeder, num_workers: int | str | None, report: Callable[[str], None]) -> Iterable:

@@ -25,8 +25,16 @@ from pathlib import Path
 from helpers.settings import PROJECT_ROOT, QUICK, environment_with, notebooks
 from helpers.tools.guard import command
 
-TEST_COMMAND = ("-m", "pytest", "tests", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=900",
-                "-p", "no:cacheprovider")
+TEST_COMMAND = (
+    "-m",
+    "pytest",
+    "tests",
+    "--nbval-lax",
+    "--nbval-current-env",
+    "--nbval-cell-timeout=900",
+    "-p",
+    "no:cacheprovider",
+)
 # Commands with a parser of their own: everything after the command's name is theirs.
 DELEGATED = {
     "train": "the capstone's training from a terminal (--help for its options)",
@@ -56,16 +64,23 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="execute every notebook in order (headless), figures to images/")
     run.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/NN_*.ipynb in order")
-    commands.add_parser("test", help="the lint step, then the unit tests and every notebook in quick mode "
-                                     "(nbval); more arguments go to pytest, e.g. -k download")
+    commands.add_parser(
+        "test",
+        help="the lint step, then the unit tests and every notebook in quick mode "
+        "(nbval); more arguments go to pytest, e.g. -k download",
+    )
     commands.add_parser("lint", help="ruff check, ruff format --check, the workflows' schema, the notebooks' layout")
-    commands.add_parser("format", help="ruff format helpers/, tests/, benchmarks/, scripts/ and the notebooks, "
-                                       "then strip the notebooks")
+    commands.add_parser(
+        "format", help="ruff format helpers/, tests/, benchmarks/, scripts/ and the notebooks, then strip the notebooks"
+    )
     commands.add_parser("lab", help="open JupyterLab on notebooks/")
     commands.add_parser("bench", help="measure the fast path against the capstone's training loop")
     commands.add_parser("strip", help="remove outputs from the notebooks before committing")
-    commands.add_parser("colab", help="rewrite every notebook's first code cell (Google Colab) and README's "
-                                      "badges from the repository's address in helpers/tools/colab.py")
+    commands.add_parser(
+        "colab",
+        help="rewrite every notebook's first code cell (Google Colab) and README's "
+        "badges from the repository's address in helpers/tools/colab.py",
+    )
     for name, text in DELEGATED.items():
         commands.add_parser(name, help=text, add_help=False)
     args, extra = parser.parse_known_args(argv)
@@ -74,17 +89,21 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "run":
         from helpers.tools.run_notebooks import run_all
+
         return run_all(args.notebooks or notebooks())
     if args.command == "strip":
         from helpers.tools.notebook_files import strip_notebook
+
         for path in notebooks():
             print(f"{'stripped' if strip_notebook(path) else 'clean   '} {path.relative_to(PROJECT_ROOT)}")
         return 0
     if args.command == "colab":
         from helpers.tools.colab import main as colab_main
+
         return colab_main()
     if args.command in ("test", "lint"):
         from helpers.tools.lint import run_checks, summary
+
         problems = run_checks()
         if args.command == "lint":
             return 1 if problems else 0
@@ -94,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         return status or (1 if problems else 0)
     if args.command == "format":
         from helpers.tools.lint import format_tree
+
         return format_tree()
     if args.command == "lab":
         return subprocess.call([sys.executable, "-m", "jupyter", "lab", "notebooks"], cwd=PROJECT_ROOT)

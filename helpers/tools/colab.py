@@ -41,7 +41,7 @@ if "google.colab" in sys.modules:
 
 
 def repository_name(repository: str = REPOSITORY) -> str:
-    """"owner/name" of a GitHub address, e.g. "concrete-crack-workbook/concrete-crack-workbook"."""
+    """ "owner/name" of a GitHub address, e.g. "concrete-crack-workbook/concrete-crack-workbook"."""
     match = re.fullmatch(r"https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?/?", repository)
     if not match:
         raise ValueError(f"{repository!r} is not a GitHub repository's address (https://github.com/OWNER/NAME).")

@@ -38,18 +38,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers data", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     download = commands.add_parser("download", help="download and extract the real dataset")
-    download.add_argument("--url", type=_address, help=f"an address or a local zip to use instead of the known ones (or set ${DATA_URL})")
-    download.add_argument("--dest", type=Path, help="folder for the images (default: data/concrete_crack_images, "
-                                                     "or data/concrete_crack_tensors with --format tensors)")
+    download.add_argument(
+        "--url", type=_address, help=f"an address or a local zip to use instead of the known ones (or set ${DATA_URL})"
+    )
+    download.add_argument(
+        "--dest",
+        type=Path,
+        help="folder for the images (default: data/concrete_crack_images, "
+        "or data/concrete_crack_tensors with --format tensors)",
+    )
     download.add_argument("--sha256", help="expected SHA-256 of the archive")
-    download.add_argument("--format", choices=("jpeg", "tensors"), default="jpeg",
-                          help="jpeg: the 40,000 images (default); tensors: the capstone's preprocessed .pt files")
+    download.add_argument(
+        "--format",
+        choices=("jpeg", "tensors"),
+        default="jpeg",
+        help="jpeg: the 40,000 images (default); tensors: the capstone's preprocessed .pt files",
+    )
     synthetic = commands.add_parser("synthetic", help="generate synthetic crack images (works offline)")
     synthetic.add_argument("--per-class", type=int, default=DEFAULT_SYNTHETIC_PER_CLASS)
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.add_argument("--dest", type=Path, help="default: data/synthetic_cracks")
-    synthetic.add_argument("--overwrite", action="store_true", help="replace a synthetic set made with other settings "
-                           "(never a folder the workbook did not make)")
+    synthetic.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a synthetic set made with other settings (never a folder the workbook did not make)",
+    )
     verify = commands.add_parser("verify", help="check a data folder: class folders, counts, every image decodable")
     verify.add_argument("dir", type=Path)
     verify.add_argument("--expected-per-class", type=int)
@@ -67,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "synthetic":
             if args.per_class < 1:
                 raise ValueError(f"--per-class must be at least 1, not {args.per_class}.")
-            path = generate_dataset(args.dest or synthetic_dir(False), per_class=args.per_class, seed=args.seed,
-                                    overwrite=args.overwrite)
+            path = generate_dataset(
+                args.dest or synthetic_dir(False), per_class=args.per_class, seed=args.seed, overwrite=args.overwrite
+            )
             report = verify_dataset(path, decode=False)
         elif args.command == "verify":
             report = verify_dataset(args.dir, expected_per_class=args.expected_per_class, decode=not args.no_decode)
@@ -88,4 +102,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(report)
     return 0 if report.ok else 1
-

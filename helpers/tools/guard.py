@@ -20,6 +20,7 @@ Main = Callable[[Sequence[str] | None], int]
 
 def command(main: Main) -> Main:
     """`main` with the settings checked first, SettingsError as `error: ...` (2) and Ctrl+C as one line (130)."""
+
     @functools.wraps(main)
     def guarded(argv: Sequence[str] | None = None) -> int:
         try:
@@ -31,4 +32,5 @@ def command(main: Main) -> Main:
         except KeyboardInterrupt:
             print(INTERRUPTED, file=sys.stderr)
             return 130
+
     return guarded

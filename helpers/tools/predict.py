@@ -28,11 +28,13 @@ from helpers.tools.guard import command
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line: images, --checkpoint, --json."""
-    parser = argparse.ArgumentParser(prog="python -m helpers predict",
-                                     description="Classify 227x227 concrete photos with a trained checkpoint.")
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers predict", description="Classify 227x227 concrete photos with a trained checkpoint."
+    )
     parser.add_argument("images", nargs="+", help="image files (227x227; other sizes are resized)")
-    parser.add_argument("--checkpoint", default=None,
-                        help=f"a checkpoint saved by notebook 04 (default: {default_checkpoint_path()})")
+    parser.add_argument(
+        "--checkpoint", default=None, help=f"a checkpoint saved by notebook 04 (default: {default_checkpoint_path()})"
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of one line per image")
     return parser.parse_args(argv)
 
@@ -65,4 +67,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     for _, error in errors:
         print(f"error: {printable(error)}", file=sys.stderr)
     return 1 if errors else 0
-

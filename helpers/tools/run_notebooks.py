@@ -21,13 +21,25 @@ from nbclient.exceptions import CellExecutionError
 
 from helpers.data import prepare_data, read_source
 from helpers.verify import verify_dataset
+from helpers.plumbing.files import atomic_path
 from helpers.analysis import accuracy_interval
 from helpers.model import (
-    CheckpointMismatchError, WeightsUnavailableError, imagenet_weights_path, load_checkpoint, load_imagenet_state_dict,
+    CheckpointMismatchError,
+    WeightsUnavailableError,
+    imagenet_weights_path,
+    load_checkpoint,
+    load_imagenet_state_dict,
 )
 from helpers.settings import (
-    ALLOW_RANDOM_WEIGHTS, PLAIN_PROGRESS, PROJECT_ROOT, QUICK, default_checkpoint_path, environment_with,
-    executed_dir, images_dir, quick_mode,
+    ALLOW_RANDOM_WEIGHTS,
+    PLAIN_PROGRESS,
+    PROJECT_ROOT,
+    QUICK,
+    default_checkpoint_path,
+    environment_with,
+    executed_dir,
+    images_dir,
+    quick_mode,
 )
 
 EXECUTED_DIR = PROJECT_ROOT / "build" / "executed"  # outside a class; helpers.settings.executed_dir() says where
@@ -50,7 +62,7 @@ class NotebookRun:
     workers_peak: int | None = None
 
     def memory(self) -> str:
-        """"peak RSS 1.2 GB (+0.3 GB in loader workers)", or "peak RSS not measured" (not Linux)."""
+        """ "peak RSS 1.2 GB (+0.3 GB in loader workers)", or "peak RSS not measured" (not Linux)."""
         if self.peak_rss is None:
             return "peak RSS not measured"
         workers = f" (+{gigabytes(self.workers_peak)} in loader workers)" if self.workers_peak else ""
@@ -92,7 +104,7 @@ def _descendants(pid: int) -> list[int]:
             continue
         try:
             stat = (entry / "stat").read_text()
-            parent = int(stat[stat.rindex(")") + 2:].split()[1])  # after "pid (name) state"
+            parent = int(stat[stat.rindex(")") + 2 :].split()[1])  # after "pid (name) state"
         except (OSError, ValueError, IndexError):
             continue
         parents.setdefault(parent, []).append(int(entry.name))
@@ -154,17 +166,24 @@ class EchoingClient(NotebookClient):
 def run_notebook(path: Path, kernel_env: dict[str, str] | None = None, timeout: int = 3600) -> NotebookRun:
     """Execute one notebook in a fresh `python3` kernel, cell by cell, naming each section; its seconds and memory."""
     notebook = nbformat.read(path, as_version=4)
-    client = EchoingClient(notebook, timeout=timeout, kernel_name="python3", coalesce_streams=True,
-                           resources={"metadata": {"path": str(path.parent)}})
+    client = EchoingClient(
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        coalesce_streams=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     start = time.perf_counter()
     executed = executed_dir()
     executed.mkdir(parents=True, exist_ok=True)
     log_path = executed / f"{path.stem}.kernel.log"  # the kernel's own chatter, kept out of the way
     peak_rss, workers_peak = None, None
     try:
-        with open(log_path, "w", encoding="utf-8") as kernel_log, \
-                client.setup_kernel(stderr=kernel_log, env=kernel_env or kernel_environment()), \
-                MemoryWatch(kernel_pid(client)) as watch:
+        with (
+            open(log_path, "w", encoding="utf-8") as kernel_log,
+            client.setup_kernel(stderr=kernel_log, env=kernel_env or kernel_environment()),
+            MemoryWatch(kernel_pid(client)) as watch,
+        ):
             print(path.name, flush=True)
             try:
                 for index, cell in enumerate(notebook.cells):
@@ -201,11 +220,15 @@ def prepare_weights() -> tuple[str, dict[str, str]]:
         load_imagenet_state_dict()
         return f"ImageNet (torchvision IMAGENET1K_V1) from {imagenet_weights_path()}", kernel_environment()
     except WeightsUnavailableError:
-        print("The ImageNet weights for ResNet18 cannot be had on this machine, so this run trains on a "
-              "randomly initialised backbone and its accuracies mean little (see notebook 03 for how to get them).")
+        print(
+            "The ImageNet weights for ResNet18 cannot be had on this machine, so this run trains on a "
+            "randomly initialised backbone and its accuracies mean little (see notebook 03 for how to get them)."
+        )
         # the notebooks' kernels may use a random backbone, and say so loudly
-        return (f"random initialisation, NOT pretrained (no file at {imagenet_weights_path()})",
-                kernel_environment(**{ALLOW_RANDOM_WEIGHTS: "1"}))
+        return (
+            f"random initialisation, NOT pretrained (no file at {imagenet_weights_path()})",
+            kernel_environment(**{ALLOW_RANDOM_WEIGHTS: "1"}),
+        )
 
 
 def kernel_environment(**overrides: str) -> dict[str, str]:
@@ -221,8 +244,7 @@ def run_all(paths: list[Path]) -> int:
     choice = prepare_data()  # prints one plain sentence when it falls back to synthetic data
     weights, kernel_env = prepare_weights()  # the same for the pretrained weights
     print(choice)
-    print(f"Mode: {f'quick ({QUICK}=1)' if quick_mode() else 'full'}; "
-          f"executed copies go to {shown(executed_dir())}/\n")
+    print(f"Mode: {f'quick ({QUICK}=1)' if quick_mode() else 'full'}; executed copies go to {shown(executed_dir())}/\n")
 
     failed, runs = None, {}
     for path in paths:
@@ -230,8 +252,10 @@ def run_all(paths: list[Path]) -> int:
             runs[path.name] = run_notebook(path, kernel_env)
         except CellExecutionError as exc:
             failed = path
-            print(f"FAILED  {path.name}: a cell raised an error; the executed copy in "
-                  f"{shown(executed_dir())}/{path.name} shows where.\n{str(exc)[-2000:]}")
+            print(
+                f"FAILED  {path.name}: a cell raised an error; the executed copy in "
+                f"{shown(executed_dir())}/{path.name} shows where.\n{str(exc)[-2000:]}"
+            )
             break
         print(f"ok      {path.name:<32} {runs[path.name].seconds:6.1f} s, {runs[path.name].memory()}")
 
@@ -239,15 +263,21 @@ def run_all(paths: list[Path]) -> int:
     source = read_source(choice.path)
     figures = sorted(p.name for p in images_dir().glob("*.png") if p.stat().st_mtime >= run_started)
     print("\nSummary")
-    print(f"  data:    {choice.source}" + (f" (seed {source.get('seed')})" if choice.source == "synthetic" else "")
-          + f", {report.total:,} images ({', '.join(f'{n:,} {c}' for c, n in report.counts.items())}) in {choice.path}")
+    print(
+        f"  data:    {choice.source}"
+        + (f" (seed {source.get('seed')})" if choice.source == "synthetic" else "")
+        + f", {report.total:,} images ({', '.join(f'{n:,} {c}' for c, n in report.counts.items())}) in {choice.path}"
+    )
     print(f"  weights: {weights}")
     print(trained_model_summary(choice.is_real and weights.startswith("ImageNet")))
     print(f"  figures: {', '.join(figures) if figures else 'none'} in {shown(images_dir())}/")
     ran = len(runs) + (failed is not None)
-    print(f"  time:    {time.perf_counter() - start:.0f} s for {ran} of {len(paths)} notebook(s)"
-          + (f"; stopped at {failed.name}" if failed else "") + ": "
-          + ", ".join(f"{name[:2]} {run.seconds:.0f} s" for name, run in runs.items()))
+    print(
+        f"  time:    {time.perf_counter() - start:.0f} s for {ran} of {len(paths)} notebook(s)"
+        + (f"; stopped at {failed.name}" if failed else "")
+        + ": "
+        + ", ".join(f"{name[:2]} {run.seconds:.0f} s" for name, run in runs.items())
+    )
     print(f"  memory:  {memory_summary(runs)}")
     return 1 if failed else 0
 
@@ -261,8 +291,9 @@ def memory_summary(runs: dict[str, NotebookRun]) -> str:
     parts = []
     for name, run in runs.items():
         workers = f" (+{gigabytes(run.workers_peak)} in loader workers)" if run.workers_peak else ""
-        parts.append(f"{name[:2]} {gigabytes(run.peak_rss)}{workers}" if run.peak_rss is not None
-                     else f"{name[:2]} not measured")
+        parts.append(
+            f"{name[:2]} {gigabytes(run.peak_rss)}{workers}" if run.peak_rss is not None else f"{name[:2]} not measured"
+        )
     return "peak RSS of each kernel: " + ", ".join(parts)
 
 
@@ -285,9 +316,10 @@ def trained_model_summary(comparable: bool) -> str:
     lines = [f"  split:   {meta.get('n_train', 0):,} training / {n_val or 0:,} validation images, {meta.get('split')}"]
     if isinstance(n_val, int) and n_val > 0 and isinstance(accuracy, float):
         low, high = accuracy_interval(round(accuracy * n_val), n_val)
-        lines.append(f"  result:  validation accuracy {accuracy:.2%} (95% interval {low:.2%} to {high:.2%}), "
-                     f"{meta.get('training', {}).get('epochs', '?')} epoch(s)"
-                     + ("" if comparable else "; with stand-in data or weights it cannot be compared with the "
-                                              "capstone's 99.44%"))
+        lines.append(
+            f"  result:  validation accuracy {accuracy:.2%} (95% interval {low:.2%} to {high:.2%}), "
+            f"{meta.get('training', {}).get('epochs', '?')} epoch(s)"
+            + ("" if comparable else "; with stand-in data or weights it cannot be compared with the capstone's 99.44%")
+        )
     lines.append(f"  model:   {path}")
     return "\n".join(lines)

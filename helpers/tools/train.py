@@ -34,7 +34,11 @@ from helpers.data import DataChoice, prepare_data, read_source
 from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files
 from helpers.plumbing.files import atomic_path, write_json_atomically
 from helpers.model import (
-    WeightsChoice, WeightsUnavailableError, build_resnet18, imagenet_weights_path, resolve_weights,
+    WeightsChoice,
+    WeightsUnavailableError,
+    build_resnet18,
+    imagenet_weights_path,
+    resolve_weights,
 )
 from helpers.pipeline import save_trained_head, train_capstone_head
 from helpers.plumbing.text import printable
@@ -58,11 +62,13 @@ class _Parser(argparse.ArgumentParser):
 
 def _between(minimum: int, maximum: int) -> Callable[[str], int]:
     """An argparse type: a whole number from `minimum` to `maximum`."""
+
     def check(text: str) -> int:
         value = int(text)  # a ValueError becomes argparse's "invalid ... value"
         if not minimum <= value <= maximum:
             raise argparse.ArgumentTypeError(f"must be from {minimum} to {maximum:,}, not {text[:30]}")
         return value
+
     check.__name__ = "whole number"
     return check
 
@@ -100,9 +106,14 @@ def _data_folder(text: str) -> Path:
             list_class_files(path, name)
     except DatasetNotFoundError:
         if path.exists() and not path.is_dir():
-            raise argparse.ArgumentTypeError(f"{path} is a file, not a folder of Negative/ and Positive/ images") from None
-        raise argparse.ArgumentTypeError(f"{path} does not exist" if not path.is_dir() else
-                                         f"{path} must hold Negative/ and Positive/ folders of images") from None
+            raise argparse.ArgumentTypeError(
+                f"{path} is a file, not a folder of Negative/ and Positive/ images"
+            ) from None
+        raise argparse.ArgumentTypeError(
+            f"{path} does not exist"
+            if not path.is_dir()
+            else f"{path} must hold Negative/ and Positive/ folders of images"
+        ) from None
     return path
 
 
@@ -119,21 +130,55 @@ def _out_folder(text: str) -> Path:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line, with the capstone's settings as defaults."""
-    parser = _Parser(prog="python -m helpers train", formatter_class=argparse.RawDescriptionHelpFormatter,
-                     description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("--data", type=_data_folder, metavar="DIR",
-                        help="a folder with Positive/ and Negative/ (default: what notebook 01 would find or fetch)")
-    parser.add_argument("--epochs", type=_between(1, MAX_EPOCHS), default=1, metavar="N", help="passes over the training set (default: 1)")
-    parser.add_argument("--batch-size", type=_between(1, MAX_BATCH_SIZE), default=100, metavar="N", help="images per step (default: 100)")
+    parser = _Parser(
+        prog="python -m helpers train",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
+    parser.add_argument(
+        "--data",
+        type=_data_folder,
+        metavar="DIR",
+        help="a folder with Positive/ and Negative/ (default: what notebook 01 would find or fetch)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_between(1, MAX_EPOCHS),
+        default=1,
+        metavar="N",
+        help="passes over the training set (default: 1)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_between(1, MAX_BATCH_SIZE),
+        default=100,
+        metavar="N",
+        help="images per step (default: 100)",
+    )
     parser.add_argument("--lr", type=_learning_rate, default=0.001, help="Adam's learning rate (default: 0.001)")
-    parser.add_argument("--dedupe", action="store_true",
-                        help="keep byte-identical copies on one side of the split (default: the capstone's split)")
-    parser.add_argument("--device", type=_device, metavar="NAME", help="cpu, cuda, cuda:1, mps (default: the best there is)")
+    parser.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="keep byte-identical copies on one side of the split (default: the capstone's split)",
+    )
+    parser.add_argument(
+        "--device", type=_device, metavar="NAME", help="cpu, cuda, cuda:1, mps (default: the best there is)"
+    )
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default: 0)")
-    parser.add_argument("--weights", type=_weights, default="imagenet", metavar="imagenet|random|PATH",
-                        help="the backbone's weights (default: imagenet); random only when you ask for it")
-    parser.add_argument("--out", type=_out_folder, metavar="DIR",
-                        help=f"where the results go (default: {data_dir() / 'runs'}/<date-time>)")
+    parser.add_argument(
+        "--weights",
+        type=_weights,
+        default="imagenet",
+        metavar="imagenet|random|PATH",
+        help="the backbone's weights (default: imagenet); random only when you ask for it",
+    )
+    parser.add_argument(
+        "--out",
+        type=_out_folder,
+        metavar="DIR",
+        help=f"where the results go (default: {data_dir() / 'runs'}/<date-time>)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -150,8 +195,10 @@ def _data_choice(folder: Path | None, progress: bool) -> DataChoice:
 def _resolve(weights: str) -> WeightsChoice:
     """The weights for train_capstone_head; the ImageNet weights are fetched here if needed."""
     if weights == "random":
-        print("WARNING: --weights random: the backbone is NOT pretrained, so the accuracy below means little.",
-              file=sys.stderr)
+        print(
+            "WARNING: --weights random: the backbone is NOT pretrained, so the accuracy below means little.",
+            file=sys.stderr,
+        )
         return WeightsChoice(None, "random initialisation (NOT pretrained: --weights random)")
     if weights != "imagenet":
         try:  # a file that is not a ResNet18 state dict fails here, before any work
@@ -159,8 +206,9 @@ def _resolve(weights: str) -> WeightsChoice:
         except Exception as error:  # torch.load fails on other files in many ways (IndexError for a text file)
             if isinstance(error, WeightsUnavailableError):
                 raise
-            raise WeightsUnavailableError(f"{weights} cannot be loaded as ResNet18 weights "
-                                          f"({type(error).__name__}).") from None
+            raise WeightsUnavailableError(
+                f"{weights} cannot be loaded as ResNet18 weights ({type(error).__name__})."
+            ) from None
         return WeightsChoice(weights)
     try:
         with contextlib.redirect_stderr(sys.stdout):  # torch.hub's download messages are not errors
@@ -169,7 +217,8 @@ def _resolve(weights: str) -> WeightsChoice:
         reason = f" ({error.__cause__})".splitlines()[0][:160] if error.__cause__ else ""
         raise WeightsUnavailableError(
             f"the ImageNet weights are not on this machine and could not be downloaded{reason}; put the file at "
-            f"{imagenet_weights_path()}, pass --weights PATH, or --weights random for a random backbone.") from None
+            f"{imagenet_weights_path()}, pass --weights PATH, or --weights random for a random backbone."
+        ) from None
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -180,20 +229,38 @@ def run(args: argparse.Namespace) -> dict:
     n_images = sum(len(list_class_files(choice.path, name)) for name in CLASS_NAMES)
     device = pick_device(args.device)
     out = (args.out or data_dir() / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")).expanduser().resolve()
-    print(f"data:    {choice.source}, {printable(choice.path)} ({n_images:,} images): {printable(choice.reason)}\n"
-          f"weights: {printable(weights.description)}\ndevice:  {device}\nout:     {out}", flush=True)
-    trained = train_capstone_head(choice, weights, epochs=args.epochs, lr=args.lr,
-                                  batch_size=args.batch_size, dedupe=args.dedupe, device=device,
-                                  seed=args.seed, progress=progress)
+    print(
+        f"data:    {choice.source}, {printable(choice.path)} ({n_images:,} images): {printable(choice.reason)}\n"
+        f"weights: {printable(weights.description)}\ndevice:  {device}\nout:     {out}",
+        flush=True,
+    )
+    trained = train_capstone_head(
+        choice,
+        weights,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        dedupe=args.dedupe,
+        device=device,
+        seed=args.seed,
+        progress=progress,
+    )
     metrics = compute_metrics(predict_dataset(trained.model, trained.val_set, features=trained.val_features))
     low, high = metrics.interval
-    print(f"validation accuracy {metrics.accuracy:.2%} (95% interval {100 * low:.2f}-{100 * high:.2f}%) "
-          f"on {metrics.total:,} images")
-    caveats = [why for why, applies in (("synthetic images", not choice.is_real),
-                                        ("a random backbone", weights.is_random)) if applies]
+    print(
+        f"validation accuracy {metrics.accuracy:.2%} (95% interval {100 * low:.2f}-{100 * high:.2f}%) "
+        f"on {metrics.total:,} images"
+    )
+    caveats = [
+        why
+        for why, applies in (("synthetic images", not choice.is_real), ("a random backbone", weights.is_random))
+        if applies
+    ]
     if caveats:
-        print(f"This number cannot be compared with the capstone's {CAPSTONE_ACCURACY}: "
-              f"it was measured with {' and '.join(caveats)}.")
+        print(
+            f"This number cannot be compared with the capstone's {CAPSTONE_ACCURACY}: "
+            f"it was measured with {' and '.join(caveats)}."
+        )
     paths = {"checkpoint": out / CHECKPOINT_NAME, "loss_plot": out / PLOT_NAME, "metrics": out / METRICS_NAME}
     save_trained_head(paths["checkpoint"], choice, trained)
     figure = plot_training_history(trained.history, title=f"Training the head ({choice.source} data)")
@@ -201,13 +268,25 @@ def run(args: argparse.Namespace) -> dict:
         figure.savefig(temp, dpi=100)
     plt.close(figure)
     record = {
-        "accuracy": metrics.accuracy, "correct": metrics.correct, "interval_95": list(metrics.interval),
-        "n_train": len(trained.train_set), "n_val": len(trained.val_set),
-        "data_source": choice.source, "data_path": str(choice.path), "weights": weights.label,
-        "weights_description": weights.description, "comparable_with_capstone": not caveats, "epochs": args.epochs,
-        "lr": args.lr, "batch_size": args.batch_size, "dedupe": args.dedupe, "seed": args.seed,
-        "device": str(device), "features": trained.train_features.number_format,
-        "seconds": round(time.perf_counter() - start, 2), "files": {k: str(p) for k, p in paths.items()},
+        "accuracy": metrics.accuracy,
+        "correct": metrics.correct,
+        "interval_95": list(metrics.interval),
+        "n_train": len(trained.train_set),
+        "n_val": len(trained.val_set),
+        "data_source": choice.source,
+        "data_path": str(choice.path),
+        "weights": weights.label,
+        "weights_description": weights.description,
+        "comparable_with_capstone": not caveats,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "dedupe": args.dedupe,
+        "seed": args.seed,
+        "device": str(device),
+        "features": trained.train_features.number_format,
+        "seconds": round(time.perf_counter() - start, 2),
+        "files": {k: str(p) for k, p in paths.items()},
     }
     write_json_atomically(record, paths["metrics"])
     print(f"wrote {paths['checkpoint']}, {PLOT_NAME} and {METRICS_NAME} in {record['seconds']:.1f} s")
