@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 
 from helpers.settings import PROJECT_ROOT, notebooks
-from helpers.tools.run_notebooks import strip_notebook
+from helpers.tools.notebook_files import strip_notebook
 
 REPOSITORY = "https://github.com/concrete-crack-workbook/concrete-crack-workbook"  # placeholder: see above
 BRANCH = "main"
