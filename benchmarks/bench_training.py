@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -137,7 +138,10 @@ def benchmark_dataset(n_images: int, temp_dir: Path) -> tuple[CrackDataset, str]
         linked = temp_dir / "real"  # links, so the digest cache lands in the temporary folder, not in the sample
         linked.mkdir()
         for cls in ("Positive", "Negative"):
-            (linked / cls).symlink_to(real / cls, target_is_directory=True)
+            try:
+                (linked / cls).symlink_to(real / cls, target_is_directory=True)
+            except OSError:  # Windows without the right to make links: a copy
+                shutil.copytree(real / cls, linked / cls)
         dataset, source = CrackDataset(linked, split="all", progress=False), f"real sample {real}"
         files = len(dataset.samples)
         if files < n_images:

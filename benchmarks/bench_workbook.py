@@ -24,8 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
 
-from helpers.tools.run_notebooks import EXECUTED_DIR  # noqa: E402
-from helpers.settings import DATA_DIR, OFFLINE, PROJECT_ROOT, SYNTHETIC_PER_CLASS, environment_with, notebooks  # noqa: E402
+from helpers.settings import (
+    DATA_DIR,
+    OFFLINE,
+    executed_dir,
+    PROJECT_ROOT,
+    SYNTHETIC_PER_CLASS,
+    environment_with,
+    notebooks,
+)  # noqa: E402
 
 
 def cell_seconds(cell: dict) -> float:
@@ -74,7 +81,7 @@ def main() -> int:
     print(f"\nwhere the time went ({2 * args.per_class:,} images; cells of {args.long:g} s or more):")
     in_notebooks = 0.0
     for notebook in notebooks():
-        executed = EXECUTED_DIR / notebook.name
+        executed = executed_dir() / notebook.name
         if not executed.is_file():
             print(f"  {notebook.name:<30} not run")
             continue

@@ -13,7 +13,7 @@ stops it in its first line rather than minutes later in notebook 04.
 | WORKBOOK_DATA_DIR | keep downloads, generated data, caches and checkpoints there instead of data/ |
 | WORKBOOK_DATASET | a class's shared data set (Positive/ + Negative/, may be read-only): used as is, never written to; figures and executed copies then follow WORKBOOK_DATA_DIR |
 | WORKBOOK_DATA_URL | an address or a local zip to download instead of the known addresses |
-| WORKBOOK_OFFLINE | 1: do not try to download; use synthetic data |
+| WORKBOOK_OFFLINE | 1: do not try to download (data or ImageNet weights); use synthetic data |
 | WORKBOOK_SYNTHETIC_PER_CLASS | images per class of the synthetic stand-in in a full run (default 1,000) |
 | WORKBOOK_WEIGHTS_URL | a mirror of the ImageNet weights file (its SHA-256 is still checked) |
 | WORKBOOK_ALLOW_RANDOM_WEIGHTS | 1: carry on with a random backbone when the ImageNet weights are missing |

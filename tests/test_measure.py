@@ -7,6 +7,7 @@ so each test decides which one is fastest; nothing is timed for real.
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 import torch
@@ -298,3 +299,18 @@ def test_an_unwritable_data_folder_still_chooses(all_candidates, monkeypatch, ca
         == "int8"
     )
     assert "not kept: read-only file system" in capsys.readouterr().out
+
+
+def test_a_mac_is_keyed_by_its_cpus_brand_not_by_arm(monkeypatch):
+    import helpers.speed.measure as measure_module
+
+    calls = []
+
+    def sysctl(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout="Apple M3 Pro\n", stderr="")
+
+    monkeypatch.setattr(measure_module.sys, "platform", "darwin")
+    monkeypatch.setattr(measure_module.subprocess, "run", sysctl)
+    assert machine_key().startswith("Apple M3 Pro, ")
+    assert ["sysctl", "-n", "machdep.cpu.brand_string"] in calls

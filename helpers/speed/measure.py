@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -58,7 +60,12 @@ def machine_key() -> str:
     """What the measurement depends on: CPU model, core count, torch and torchao versions."""
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
+    if sys.platform == "darwin":  # no /proc; platform.processor() only says "arm" or "i386"
+        brand = subprocess.run(
+            ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, check=False
+        )
+        cpu = brand.stdout.strip() or cpu
+    elif cpuinfo.is_file():
         for line in cpuinfo.read_text(errors="replace").splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
