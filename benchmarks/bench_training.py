@@ -33,15 +33,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import nn
 from torch.utils.data import BatchSampler, SequentialSampler, default_collate
-from torchvision.io import ImageReadMode, decode_image, read_file
-from torchvision.transforms import v2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
 
-from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, CrackDataset, default_transform  # noqa: E402
+from helpers.dataset import CrackDataset, default_transform  # noqa: E402
 from helpers.feature_cache import weights_fingerprint  # noqa: E402
 from helpers.features import extract_features  # noqa: E402
 from helpers.speed.int8 import int8_unavailable_reason, quantize_backbone, rounding_error  # noqa: E402
@@ -269,14 +266,14 @@ def extract_timer(
 
 def features_timers(
     timers: dict, model: nn.Module, dataset: CrackDataset, device: torch.device, batch_size: int, workbook: FastSettings
-) -> tuple[str, list[str]]:
+) -> tuple[str, list[str], str]:
     """Add (b), extract_features as the workbook runs it, and the other choices, to `timers`.
 
     (b) leaves the decoder and the DataLoader workers to the workbook: on a GPU nvJPEG and
     measured workers; on a CPU the decoder measured (PIL or decode_jpeg in batches, once per
     folder) and the workers measured where the data set is big enough. The other rows fix them:
     PIL in the main process or in one worker, decode_jpeg in batches (on a GPU: PIL only).
-    Returns (name of b, names of the others).
+    Returns (name of b, names of the others, how the decoders were chosen: the measured rates on a CPU).
     """
 
     def readers(workers: int) -> str:
@@ -284,10 +281,10 @@ def features_timers(
 
     pil = replace(workbook, decode_on_device=False)
     if device.type == "cuda":
-        name_b = "(b) nvJPEG, workers measured"
+        name_b, decoding = "(b) nvJPEG, workers measured", "nvJPEG on the GPU"
         others = {f"    PIL, {readers(n)}": (pil, n) for n in sorted({0, default_num_workers(device)})}
     else:
-        batched, why = choose_decoding(dataset, device, workbook, measure=True)
+        batched, decoding = choose_decoding(dataset, device, workbook, measure=True)
         name_b = f"(b) {'decode_jpeg in batches' if batched else 'PIL'} (measured), workers measured"
         others = {
             "    PIL, main process": (pil, 0),
@@ -297,7 +294,7 @@ def features_timers(
     timers[name_b] = extract_timer(model, dataset, device, batch_size, workbook)
     for name, (settings, workers) in others.items():
         timers[name] = extract_timer(model, dataset, device, batch_size, settings, num_workers=workers)
-    return name_b, list(others)
+    return name_b, list(others), decoding
 
 
 def head_training_seconds(epochs: int, device: torch.device, batch_size: int) -> float:
@@ -319,26 +316,6 @@ def head_training_seconds(epochs: int, device: torch.device, batch_size: int) ->
             for x, y in zip(val_x.split(1000), val_y.split(1000)):
                 correct += (head(x.to(device)).argmax(1).cpu() == y).sum().item()
     return time.perf_counter() - start
-
-
-def decode_ms(dataset: CrackDataset) -> tuple[float, float]:
-    """Milliseconds per image to decode + normalise: PIL + ToTensor (the dataset's way), torchvision.io."""
-    paths = [sample.path for sample in dataset.samples]
-    pil_transform = default_transform()
-    tensor_transform = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-    def with_pil(path):
-        with Image.open(path) as image:
-            return pil_transform(image.convert("RGB"))
-
-    def with_torchvision(path):
-        return tensor_transform(decode_image(read_file(str(path)), mode=ImageReadMode.RGB))
-
-    results = []
-    for decode in (with_pil, with_torchvision):
-        seconds = median_time(lambda _: [decode(path) for path in paths], 3)
-        results.append(1000 * seconds / len(paths))
-    return results[0], results[1]
 
 
 def variants(device: torch.device, compile_too: bool) -> list[tuple[str, FastSettings]]:
@@ -430,7 +407,7 @@ def main() -> None:
             if settings.int8:
                 error = rounding_error(first[name], first["float32, channels_last"])
                 notes[name] = "; ".join(filter(None, [f"1 - cosine vs float32 {error:.1e}", notes.get(name)]))
-        name_b, others_b = features_timers(timers, model, dataset, device, batch_size, workbook)
+        name_b, others_b, decoding = features_timers(timers, model, dataset, device, batch_size, workbook)
         name_c, name_val = "(c) capstone, training", "capstone, validation"
         timers[name_c], timers[name_val] = capstone_timers(model, dataset, device, batch_size)
         rates = rates_taking_turns(timers, args.repeats)
@@ -439,7 +416,6 @@ def main() -> None:
         # operation waits for both threads, and on a busy machine that wait can be milliseconds.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        pil_ms, torchvision_ms = decode_ms(dataset)
         head_1 = statistics.median(head_training_seconds(1, device, 100) for _ in range(3))
         head_5 = statistics.median(head_training_seconds(5, device, 100) for _ in range(3))
         torch.set_num_threads(threads)
@@ -455,7 +431,7 @@ def main() -> None:
     print(f"  {name_b:<36} {rate_b:8.1f} images/s  b/a = {rate_b / rate_a:.2f} (target >= {target})")
     for name in others_b:
         print(f"  {name:<36} {rates[name]:8.1f} images/s  b/a = {rates[name] / rate_a:.2f} (another choice)")
-    print(f"  decode + normalise one JPEG (1 thread): PIL {pil_ms:.2f} ms, torchvision.io {torchvision_ms:.2f} ms")
+    print(f"  decoders: {decoding}")
     print("(c) the capstone's loop: JPEG files -> DataLoader (0 workers) -> whole model, float32, contiguous:")
     print(f"  {name_c:<36} {rate_c:8.1f} images/s  model.train(), forward + backward + Adam step on fc")
     print(f"  {name_val:<36} {rate_val:8.1f} images/s  model.eval(), forward")

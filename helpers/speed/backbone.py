@@ -29,7 +29,13 @@ from helpers.dataset import default_transform
 from helpers.feature_cache import weights_fingerprint
 from helpers.model import backbone_of
 from helpers.settings import int8_allowed, pick_device
-from helpers.speed.fast_input import DECODERS_MEASURED_FROM, DecoderTrial, can_decode_on_device, measure_decoders
+from helpers.speed.fast_input import (
+    DECODERS_MEASURED_FROM,
+    DecoderTrial,
+    can_decode_on_device,
+    folder_of,
+    measure_decoders,
+)
 from helpers.speed.int8 import (
     CALIBRATION_IMAGES,
     CALIBRATION_SEED,
@@ -294,7 +300,7 @@ def choose_decoding(
         return False, f"{images:,} images are too few to pay for measuring the two decoders"
     if not measure:
         return False, "not measured yet (the features pass measures both decoders on its first images)"
-    folder = (str(getattr(dataset, "root", id(dataset))), repr(getattr(dataset, "transform", None)))
+    folder = (folder_of(dataset), repr(getattr(dataset, "transform", None)))
     if folder not in _DECODERS:
         _DECODERS[folder] = trial = measure_decoders(dataset)
         print(

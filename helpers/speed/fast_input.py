@@ -100,6 +100,11 @@ class EncodedImages(Dataset):
         return pil_to_tensor(load_image(sample.path, TILE_SIZE)), sample.label, idx
 
 
+def folder_of(dataset) -> str:
+    """The folder behind `dataset` (or its identity, without one): what a run's measurements are kept for."""
+    return str(getattr(dataset, "root", id(dataset)))
+
+
 def collate_encoded(batch: list[tuple[torch.Tensor, int, int]]) -> tuple[list[torch.Tensor], torch.Tensor, list[int]]:
     """A batch of EncodedImages items: (bytes or pixels per image, labels, indices); nothing stacked."""
     items, labels, indices = zip(*batch)
@@ -140,7 +145,7 @@ class DeviceDecoder:
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         self.fallbacks = 0  # batches decoded with PIL because the device's decoder failed
-        self.buffer: torch.Tensor | None = None  # on a CPU: the last batch's normalised images
+        self.buffer: torch.Tensor | None = None  # on a CPU with reuse_buffer: the one every batch is written into
 
     def pixels(self, items: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
         """(N, 3, 227, 227) uint8 pixels on the device (on a CPU in channels_last layout)."""
@@ -161,11 +166,14 @@ class DeviceDecoder:
     def __call__(self, items: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
         if self.device.type != "cpu":
             return (self.pixels(items, indices).float() / 255 - self.mean) / self.std
-        if not self.reuse_buffer or self.buffer is None or len(self.buffer) < len(items):
-            self.buffer = torch.empty(
+        buffer = self.buffer if self.reuse_buffer else None
+        if buffer is None or len(buffer) < len(items):
+            buffer = torch.empty(
                 (len(items), 3, TILE_SIZE, TILE_SIZE), dtype=torch.float32, memory_format=torch.channels_last
             )
-        images = self.buffer[: len(items)]
+            if self.reuse_buffer:
+                self.buffer = buffer
+        images = buffer[: len(items)]
 
         def decode_part(start: int, stop: int) -> None:
             part = images[start:stop]

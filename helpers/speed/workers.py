@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from helpers.speed.fast_input import Feeder
+from helpers.speed.fast_input import Feeder, folder_of
 
 PROBE_BATCHES = 4  # batches computed with each candidate number of workers before choosing
 
@@ -122,9 +122,8 @@ _CHOSEN: dict[tuple, int] = {}  # the number of workers measured fastest, per fo
 
 
 def _run_key(feeder: Feeder) -> tuple:
-    dataset = feeder.dataset
     return (
-        str(getattr(dataset, "root", id(dataset))),
+        folder_of(feeder.dataset),
         str(feeder.device),
         feeder.decoder is not None,
         feeder.batch_size,
