@@ -18,6 +18,7 @@ from helpers.speed.int8 import (
     KNOWN_BAD_VERSIONS,
     ROUNDING_ERROR_RANGE,
     check_rounding,
+    first_conv_8bit_unsafe_reason,
     fold_batchnorm,
     int8_unavailable_reason,
     int8_untested_reason,
@@ -30,7 +31,7 @@ from helpers.speed import (
     choose_number_format,
     forget_built_backbones,
 )
-from helpers.speed.backbone import calibration_images
+from helpers.speed.backbone import INT8_8BIT_CONV1, calibration_images
 from helpers.speed.measure import Measurement, Trial, machine_key, remember
 from helpers.synthetic_dataset import generate_dataset
 
@@ -195,7 +196,12 @@ def test_a_failed_int8_build_is_skipped_when_measuring_and_falls_back_with_a_war
     assert measured.number_format == "float32"
     assert "int8 skipped (failed: RuntimeError: no C++ compiler after all)" in capsys.readouterr().out
     # a measurement remembered from when int8 could be built: now the build fails, float32 takes over
-    remember(Measurement(machine_key(), [Trial("float32", rate=10.0), Trial("int8", rate=30.0, setup_seconds=20)]))
+    trials = [
+        Trial("float32", rate=10.0),
+        Trial("int8", rate=30.0, setup_seconds=20),
+        Trial(INT8_8BIT_CONV1, rate=25.0),
+    ]
+    remember(Measurement(machine_key(), trials))
     with pytest.warns(UserWarning, match="no C\\+\\+ compiler after all.*float32"):
         auto = extract(model, few, FastSettings(bf16=False))
     assert auto.key == feature_cache_key(few, model, FLOAT32, "cpu") and auto.number_format == "float32"
@@ -244,8 +250,26 @@ def test_int8_features_have_their_own_cache_key_and_reuse_one_backbone(
     assert torch.allclose(again.features, int8.features, atol=1e-5)
     loaded = extract(model, synthetic_split, INT8, batch_size=32, cache_dir=tmp_path)
     assert loaded.key == int8.key and loaded.number_format == "int8" and torch.equal(loaded.features, again.features)
-    monkeypatch.setattr(speed_module, "RECIPE", speed_module.RECIPE.replace("7 bits", "8 bits"))
+    monkeypatch.setattr(speed_module, "recipe", lambda bits: int8_module.recipe(None))  # conv1 in float32
     assert feature_cache_key(synthetic_split, model, INT8, "cpu") != int8.key  # another recipe: computed again
+
+
+@needs_int8
+@pytest.mark.skipif(first_conv_8bit_unsafe_reason() is not None, reason="8-bit conv1 weights saturate on this CPU")
+def test_a_measured_8_bit_first_convolution_is_built_keyed_and_agrees_with_float32(
+    int8_and_float32, model, synthetic_split, small_transform, tmp_path, assert_agrees_with_float32, capsys
+):
+    """Where the measurement picked int8 with 8-bit first-convolution weights, that is what runs."""
+    float32, int8, _ = int8_and_float32
+    big = CrackDataset(synthetic_split.root, split="all", transform=small_transform(), progress=False)
+    big.source_size = MEASURE_MIN_IMAGES
+    rates = {"float32": 10.0, "bfloat16": 20.0, "bfloat16 compiled": 25.0, "int8": 30.0, INT8_8BIT_CONV1: 40.0}
+    remember(Measurement(machine_key(), [Trial(name, rate=rate) for name, rate in rates.items()]))
+    eight = extract(model, big, FastSettings(), tmp_path)
+    assert f"building the {INT8_8BIT_CONV1} backbone" in capsys.readouterr().out
+    assert eight.number_format == "int8" and eight.key not in (int8.key, float32.key)
+    assert not torch.equal(eight.features, int8.features)  # other weights in the first convolution
+    assert_agrees_with_float32(float32, eight, INT8_8BIT_CONV1, 0.98)
 
 
 def test_first_conv_bits_must_be_7_8_or_none():

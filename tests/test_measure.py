@@ -25,10 +25,13 @@ from helpers.speed import (
     machine_key,
     remembered,
 )
+from helpers.speed.backbone import INT8_8BIT_CONV1, Backbone, _choice
+from helpers.speed.int8 import FIRST_CONV_BITS, first_conv_8bit_unsafe_reason, recipe
 from helpers.speed.measure import MAX_ROUNDING, Trial, measure, remember
 
 IMAGES = torch.randn(8, 3, 16, 16)
 BIG = 40_000
+SLOW = 1.0  # seconds per image of a candidate a test does not mention: slower than any it does
 
 
 class FakeClock:
@@ -83,14 +86,17 @@ def all_candidates(monkeypatch):
     """As if every candidate could run on this machine."""
 
     def here(settings, device="cpu"):
-        names = [name for name in CANDIDATES if not (name == "int8" and settings.int8 is False)]
+        names = [name for name in CANDIDATES if not (name.startswith("int8") and settings.int8 is False)]
         return names, ([] if "int8" in names else ["int8 turned off in the settings"])
 
     monkeypatch.setattr(backbone_module, "candidates_here", here)
 
 
 def measuring(clock: FakeClock, calls: list, **fakes):
-    """A measure_here for choose_number_format that measures the fakes with the fake clock, counting its calls."""
+    """A measure_here for choose_number_format that measures the fakes with the fake clock, counting its calls.
+
+    A candidate the fakes' seconds_per_image do not mention takes SLOW seconds per image."""
+    fakes["seconds_per_image"] = {**dict.fromkeys(CANDIDATES, SLOW), **fakes["seconds_per_image"]}
 
     def measure_here(names: list[str]) -> Measurement:
         calls.append(list(names))
@@ -106,8 +112,9 @@ def test_the_fastest_candidate_is_chosen_whichever_it_is(fastest, all_candidates
     rates = {name: 0.05 if name == fastest else 0.1 for name in CANDIDATES}
     choice = choose_number_format(FastSettings(), "cpu", BIG, measuring(clock, calls, seconds_per_image=rates))
     assert choice.name == fastest and calls == [list(CANDIDATES)]
-    assert choice.compiled == (fastest in ("bfloat16 compiled", "int8"))
+    assert choice.compiled == (fastest in ("bfloat16 compiled", "int8", INT8_8BIT_CONV1))
     assert choice.number_format == fastest.split()[0]
+    assert choice.first_conv_bits == (8 if fastest == INT8_8BIT_CONV1 else FIRST_CONV_BITS)
     (line,) = capsys.readouterr().out.strip().splitlines()  # exactly one line: the rates and the choice
     assert line.endswith(f"-> {fastest}") or f"-> {fastest};" in line
     assert f"{fastest} 20 img/s" in line  # 8 images in 0.4 s; every other one 10 img/s
@@ -194,7 +201,7 @@ def test_when_nothing_but_float32_works_float32_is_chosen(all_candidates):
         FastSettings(),
         "cpu",
         BIG,
-        measuring(clock, calls, seconds_per_image=rates, broken=("bfloat16", "bfloat16 compiled", "int8")),
+        measuring(clock, calls, seconds_per_image=rates, broken=tuple(CANDIDATES[1:])),
     )
     assert choice.name == "float32"
 
@@ -252,7 +259,7 @@ def test_middle_sized_folders_measure_only_what_is_quick_to_build(all_candidates
         measuring(clock, calls, seconds_per_image=rates, setup={"int8": 30.0}),
     )
     assert calls == [["float32", "bfloat16"]]  # nothing compiled for a folder this size
-    assert choice.name == "bfloat16" and "bfloat16 compiled, int8 not measured" in choice.why
+    assert choice.name == "bfloat16" and f"bfloat16 compiled, int8, {INT8_8BIT_CONV1} not measured" in choice.why
     assert "-> bfloat16" in capsys.readouterr().out
     again = choose_number_format(FastSettings(), "cpu", SMALL_FOLDER, lambda names: pytest.fail("measured again"))
     assert again.name == "bfloat16" and "measured on this machine earlier" in again.why
@@ -314,3 +321,56 @@ def test_a_mac_is_keyed_by_its_cpus_brand_not_by_arm(monkeypatch):
     monkeypatch.setattr(measure_module.subprocess, "run", sysctl)
     assert machine_key().startswith("Apple M3 Pro, ")
     assert ["sysctl", "-n", "machdep.cpu.brand_string"] in calls
+
+
+@pytest.mark.parametrize(
+    "capabilities, ruled_out",
+    [
+        ({}, True),  # torch before 2.8 has no get_capabilities: no flag known, 8 bits ruled out
+        ({"avx2": True, "avx512_f": True, "avx512_vnni": False, "avx_vnni": False}, True),
+        ({"avx512_vnni": True}, False),
+        ({"avx_vnni": True}, False),
+        ({"amx_int8": True}, False),
+    ],
+)
+def test_8_bit_first_convolution_weights_are_ruled_out_without_vnni(capabilities, ruled_out, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities, raising=False)
+    reason = first_conv_8bit_unsafe_reason()
+    assert (reason is not None) == ruled_out
+    monkeypatch.setattr(backbone_module, "int8_unavailable_reason", lambda device: None)
+    monkeypatch.setattr(backbone_module, "int8_untested_reason", lambda: None)
+    names, why_not = candidates_here(FastSettings(), "cpu")
+    assert "int8" in names and (INT8_8BIT_CONV1 not in names) == ruled_out
+    assert any("no VNNI" in why for why in why_not) == ruled_out
+
+
+def test_the_two_int8_candidates_compute_different_features_under_different_keys():
+    """The measurement may pick either first convolution; the cache key says which computed the features."""
+    model = torch.nn.Linear(1, 1)
+    keys = {}
+    for name in ("int8", INT8_8BIT_CONV1):
+        way = _choice(name, "a test")
+        assert way.name == name and way.number_format == "int8" and way.compiled
+        backbone = Backbone(model, torch.device("cpu"), FastSettings(), "int8", "", "w", True, way.first_conv_bits)
+        assert backbone.name == name
+        keys[name] = backbone.key_part
+    assert keys["int8"] != keys[INT8_8BIT_CONV1]
+    # the default keeps the key it had before the 8-bit candidate, so caches computed earlier stay valid
+    assert keys["int8"] == "int8|" + recipe() and "weights in 7 bits" in keys["int8"]
+    assert "weights in 8 bits" in keys[INT8_8BIT_CONV1]
+
+
+def test_the_first_convolutions_bits_can_be_set_and_a_wrong_value_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(backbone_module, "int8_unavailable_reason", lambda device: None)
+    monkeypatch.setattr(backbone_module, "int8_untested_reason", lambda: None)
+    monkeypatch.setattr(backbone_module, "first_conv_8bit_unsafe_reason", lambda: None)
+    asked = choose_number_format(FastSettings(int8=True, int8_first_conv_bits=8), "cpu", BIG)
+    assert (asked.name, asked.first_conv_bits) == (INT8_8BIT_CONV1, 8) and "int8_first_conv_bits=8" in asked.why
+    assert choose_number_format(FastSettings(int8=True), "cpu", BIG).first_conv_bits == FIRST_CONV_BITS
+    names, why_not = candidates_here(FastSettings(int8_first_conv_bits=7), "cpu")
+    assert "int8" in names and INT8_8BIT_CONV1 not in names and any("turned off" in why for why in why_not)
+    names, _ = candidates_here(FastSettings(int8_first_conv_bits=8), "cpu")
+    assert INT8_8BIT_CONV1 in names and "int8" not in names
+    for wrong in (0, 6, 9, "8", True):
+        with pytest.raises(ValueError, match="takes 7, 8 or None"):
+            choose_number_format(FastSettings(int8_first_conv_bits=wrong), "cpu", BIG)

@@ -39,11 +39,13 @@ from helpers.speed.fast_input import (
 from helpers.speed.int8 import (
     CALIBRATION_IMAGES,
     CALIBRATION_SEED,
-    RECIPE,
+    FIRST_CONV_BITS,
     CompiledBackbone,
+    first_conv_8bit_unsafe_reason,
     int8_unavailable_reason,
     int8_untested_reason,
     quantize_backbone,
+    recipe,
 )
 from helpers.speed.measure import (
     MEASURE_MIN_IMAGES,
@@ -60,6 +62,7 @@ from helpers.speed.measure import (
 from helpers.synthetic import make_image
 
 NUMBER_FORMATS = ("float32", "bfloat16", "int8")
+INT8_8BIT_CONV1 = "int8 8-bit conv1"  # the candidate whose first convolution's weights get 8 bits, not 7
 FULL_SET = 40_000  # the real data set's size: what the printed saving is worked out for
 
 
@@ -72,6 +75,8 @@ class FastSettings:
         on a GPU where the hardware does it fast (see bf16_is_fast).
     int8: run a quantised copy of the backbone in 8-bit integers (helpers.speed.int8), on an x86-64
         CPU. None = decide by measuring, unless WORKBOOK_INT8=0; building it takes 15-30 s.
+    int8_first_conv_bits: int8's first convolution's weights in 7 or 8 bits. None = decide by
+        measuring where the CPU has VNNI (8 bits saturate without it), else 7; with int8=True, 7.
     compile: run the float backbone through torch.compile. None = decide by measuring (bfloat16
         compiled is one of the candidates); True / False: always / never. It takes tens of seconds
         (and, on a CPU, a C++ compiler) before the first batch. int8 is always compiled.
@@ -87,6 +92,7 @@ class FastSettings:
     compile: bool | None = None
     num_threads: int | None = None
     decode_on_device: bool | None = None
+    int8_first_conv_bits: int | None = None
 
 
 @dataclass(frozen=True)
@@ -96,21 +102,25 @@ class FormatChoice:
     number_format: str  # "float32", "bfloat16" or "int8"
     compiled: bool
     why: str
+    first_conv_bits: int = FIRST_CONV_BITS  # int8 only: the first convolution's weight bits (helpers.speed.int8)
 
     @property
     def name(self) -> str:
-        """The candidate's name, as measured: "float32", "bfloat16", "bfloat16 compiled" or "int8"."""
-        return _name(self.number_format, self.compiled)
+        """The candidate's name, as measured (speed.measure.CANDIDATES): "float32", "bfloat16 compiled", "int8"..."""
+        return _name(self.number_format, self.compiled, self.first_conv_bits)
 
 
-def _name(number_format: str, compiled: bool) -> str:
-    return f"{number_format} compiled" if compiled and number_format != "int8" else number_format
+def _name(number_format: str, compiled: bool, first_conv_bits: int = FIRST_CONV_BITS) -> str:
+    if number_format == "int8":
+        return INT8_8BIT_CONV1 if first_conv_bits == 8 else "int8"
+    return f"{number_format} compiled" if compiled else number_format
 
 
-def _format_of(name: str) -> tuple[str, bool]:
-    """ "bfloat16 compiled" -> ("bfloat16", True); "int8" -> ("int8", True)."""
+def _choice(name: str, why: str) -> FormatChoice:
+    """ "bfloat16 compiled" -> FormatChoice("bfloat16", True, why); "int8 8-bit conv1" -> int8 with first_conv_bits 8."""
     number_format = name.split()[0]
-    return number_format, name.endswith("compiled") or number_format == "int8"
+    compiled = name.endswith("compiled") or number_format == "int8"
+    return FormatChoice(number_format, compiled, why, 8 if name == INT8_8BIT_CONV1 else FIRST_CONV_BITS)
 
 
 def bf16_is_fast(device: torch.device | str) -> bool:
@@ -136,7 +146,8 @@ def bf16_is_fast(device: torch.device | str) -> bool:
 def candidates_here(settings: FastSettings, device: torch.device | str = "cpu") -> tuple[list[str], list[str]]:
     """(the candidates of speed.measure.CANDIDATES that may run here under `settings`, why the others may not).
 
-    The CPU's flags only rule out (emulated bfloat16); they never rule a candidate in.
+    The CPU's flags only rule out (emulated bfloat16; 8-bit first-convolution weights without VNNI);
+    they never rule a candidate in.
     """
     names, why_not = ["float32"], []
     if settings.bf16 is False:
@@ -155,8 +166,16 @@ def candidates_here(settings: FastSettings, device: torch.device | str = "cpu") 
         why_not.append("WORKBOOK_INT8=0 turns int8 off")
     elif reason := int8_unavailable_reason(device) or int8_untested_reason():
         why_not.append(f"int8 is off: {reason}")
+    elif settings.int8_first_conv_bits == 8:
+        names.append(INT8_8BIT_CONV1)
     else:
         names.append("int8")
+        if settings.int8_first_conv_bits == 7:
+            why_not.append(f"{INT8_8BIT_CONV1} turned off in the settings")
+        elif reason := first_conv_8bit_unsafe_reason():
+            why_not.append(f"{INT8_8BIT_CONV1} is out: {reason}")
+        else:
+            names.append(INT8_8BIT_CONV1)
     return names, why_not
 
 
@@ -179,11 +198,15 @@ def choose_number_format(
     """
     if settings.int8 and settings.bf16:
         raise ValueError("Choose bf16 or int8, not both.")
+    bits = settings.int8_first_conv_bits
+    if bits not in (None, 7, 8):
+        raise ValueError(f"FastSettings(int8_first_conv_bits=...) takes 7, 8 or None (measured), not {bits!r}.")
     if settings.int8:
         reason = int8_unavailable_reason(device)
         if reason:
             raise RuntimeError(f"FastSettings(int8=True) cannot run here: {reason}. Use int8=None or False.")
-        return FormatChoice("int8", True, "asked for with FastSettings(int8=True)")
+        asked = "FastSettings(int8=True" + (f", int8_first_conv_bits={bits})" if bits else ")")
+        return FormatChoice("int8", True, f"asked for with {asked}", bits or FIRST_CONV_BITS)
     compiled = bool(settings.compile)
     if settings.bf16:
         return FormatChoice("bfloat16", compiled, "asked for with FastSettings(bf16=True)")
@@ -209,8 +232,8 @@ def choose_number_format(
     if known is not None and known.covers(wanted):
         measured = [name for name in names if known.covers([name])]
         best = known.choose(source_size, measured)
-        return FormatChoice(
-            *_format_of(best.name),
+        return _choice(
+            best.name,
             f"the fastest for {source_size:,} images, set-up included, "
             f"measured on this machine earlier ({known.summary(measured)}; kept in {decisions_file()})",
         )
@@ -248,8 +271,8 @@ def choose_number_format(
         f"number formats measured on this machine in {measurement.seconds:.0f} s, once ({where}): "
         f"{measurement.summary(wanted)} -> {best.name}{_saving(measurement, best)}{later}"
     )
-    return FormatChoice(
-        *_format_of(best.name),
+    return _choice(
+        best.name,
         f"the fastest for {source_size:,} images, set-up included, measured here: {measurement.summary(wanted)}{later}",
     )
 
@@ -358,7 +381,8 @@ def forget_built_backbones() -> None:
 class Backbone:
     """The frozen backbone, ready to turn images into features, and how it does it.
 
-    number_format: "float32", "bfloat16" or "int8"; compiled: through torch.compile (int8 always).
+    number_format: "float32", "bfloat16" or "int8"; compiled: through torch.compile (int8 always);
+    first_conv_bits: int8 only, the first convolution's weight bits (7 or 8, helpers.speed.int8).
     key_part: what of this goes into the feature cache's key (the number format, not the
     compilation: that changes no number). Call :meth:`prepare` before the first batch (it builds
     the int8 model, compiles, or copies the float one to the device, once per run for these
@@ -375,9 +399,11 @@ class Backbone:
         why: str = "",
         weights: str | None = None,
         compiled: bool = False,
+        first_conv_bits: int = FIRST_CONV_BITS,
     ):
         self.model, self.device, self.settings, self.number_format = model, device, settings, number_format
         self.compiled = compiled or number_format == "int8"
+        self.first_conv_bits = first_conv_bits
         self.why = why  # one sentence: why this number format
         self.weights = weights or weights_fingerprint(model)  # the built copies' identity
         self.run: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -385,12 +411,12 @@ class Backbone:
     @property
     def key_part(self) -> str:
         """The part of the feature cache's key that says how the features were computed."""
-        return f"{self.number_format}|{RECIPE}" if self.number_format == "int8" else self.number_format
+        return f"int8|{recipe(self.first_conv_bits)}" if self.number_format == "int8" else self.number_format
 
     @property
     def name(self) -> str:
-        """ "float32", "bfloat16", "bfloat16 compiled" or "int8"."""
-        return _name(self.number_format, self.compiled)
+        """ "float32", "bfloat16", "bfloat16 compiled", "int8" or "int8 8-bit conv1"."""
+        return _name(self.number_format, self.compiled, self.first_conv_bits)
 
     def prepare(self, transform: Callable | None = None) -> Backbone:
         """Build what runs, or reuse the one built earlier in this run for the same weights (and transform).
@@ -402,7 +428,10 @@ class Backbone:
         if self.number_format == "int8":
             try:
                 self.run = self._built(
-                    transform, lambda: quantize_backbone(backbone_of(self.model), calibration_images(transform))
+                    transform,
+                    lambda: quantize_backbone(
+                        backbone_of(self.model), calibration_images(transform), first_conv_bits=self.first_conv_bits
+                    ),
                 )
                 return self
             except Exception as error:
@@ -434,7 +463,8 @@ class Backbone:
         if kept is None or kept[0] != key:
             if self.number_format == "int8":
                 print(
-                    "building the int8 backbone (calibration on synthetic images, then torch.compile): about 30 s, once"
+                    f"building the {self.name} backbone (calibration on synthetic images, then torch.compile): "
+                    "about 30 s, once"
                 )
             _BUILT.pop(self.name, None)  # each may hold a compiled model: keep only the newest
             _BUILT[self.name] = key, build()
@@ -493,13 +523,23 @@ def choose_backbone(
         return measurement
 
     choice = choose_number_format(settings, device, source_size, measure_here)
-    return Backbone(model, device, settings, choice.number_format, choice.why, weights, choice.compiled)
+    return Backbone(
+        model, device, settings, choice.number_format, choice.why, weights, choice.compiled, choice.first_conv_bits
+    )
 
 
 def _builder(
     model: nn.Module, device: torch.device, settings: FastSettings, name: str, weights: str, transform: Callable | None
 ) -> Callable[[], Backbone]:
     """A function that prepares the candidate `name` (speed.measure.CANDIDATES) as a Backbone."""
-    number_format, compiled = _format_of(name)
-    explicit = replace(settings, bf16=number_format == "bfloat16", int8=number_format == "int8", compile=compiled)
-    return lambda: Backbone(model, device, explicit, number_format, "measuring", weights, compiled).prepare(transform)
+    way = _choice(name, "measuring")
+    explicit = replace(
+        settings,
+        bf16=way.number_format == "bfloat16",
+        int8=way.number_format == "int8",
+        compile=way.compiled,
+        int8_first_conv_bits=way.first_conv_bits if way.number_format == "int8" else None,
+    )
+    return lambda: Backbone(
+        model, device, explicit, way.number_format, way.why, weights, way.compiled, way.first_conv_bits
+    ).prepare(transform)

@@ -14,13 +14,16 @@ VNNI instructions through oneDNN). The recipe is PyTorch 2's export quantisation
 4. ``convert_pt2e`` writes the quantise / dequantise steps into the graph, and ``torch.compile``
    (with weight freezing) turns them into oneDNN's int8 convolutions.
 
-One exception: the first convolution's weights get 7 bits, not 8. Its input is the image itself,
-whose 8-bit values are large everywhere (after ReLU, later layers' inputs are mostly small). On
-CPUs without VNNI (AVX2 only) oneDNN multiplies 8-bit numbers in pairs whose sum must fit in 16
-bits: 2 x 255 x 127 does not, so large pixels times large weights saturate. This is what
-``reduce_range`` in torchao's config is for; with 7-bit weights (2 x 255 x 64 fits) nothing
+One choice is left to the machine: the first convolution's weights get 7 bits or 8. Its input is
+the image itself, whose 8-bit values are large everywhere (after ReLU, later layers' inputs are
+mostly small). On CPUs without VNNI (AVX2 only) oneDNN multiplies 8-bit numbers in pairs whose sum
+must fit in 16 bits: 2 x 255 x 127 does not, so large pixels times large weights saturate. This is
+what ``reduce_range`` in torchao's config is for; with 7-bit weights (2 x 255 x 64 fits) nothing
 saturates, and the features round no more than with a float32 first convolution, which is
-slower (measured: benchmarks/README.md).
+slower (measured: benchmarks/README.md). CPUs with VNNI (AVX512-VNNI, AVX-VNNI, AMX) add in 32
+bits and never saturate, so there both are candidates and :mod:`helpers.speed.measure` times them
+(:func:`first_conv_8bit_unsafe_reason` says where 8 bits are ruled out). 7 bits is the default,
+safe everywhere.
 
 The features differ from float32 by rounding only: tests check that their cosine similarity
 stays near 1 and that a head's predictions agree on at least 99 % of the images. The caller
@@ -51,12 +54,18 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 CALIBRATION_IMAGES = 64  # enough for stable activation ranges; a few seconds on a CPU
 CALIBRATION_SEED = 0
 CHUNK_SIZE = 10  # images per call of the compiled graph: few enough for the activations to stay in cache
-FIRST_CONV_BITS = 7  # see the module's docstring: 8 saturates on CPUs without VNNI
-# What decides the int8 features' numbers: part of the feature cache's key (helpers.features)
-RECIPE = (
-    f"int8 calibrated on {CALIBRATION_IMAGES} synthetic images, seed {CALIBRATION_SEED}, "
-    f"first convolution's weights in {FIRST_CONV_BITS} bits"
-)
+FIRST_CONV_BITS = 7  # the default, safe on every CPU; 8 is measured where it cannot saturate (see above)
+
+
+def recipe(first_conv_bits: int | None = FIRST_CONV_BITS) -> str:
+    """What decides the int8 features' numbers: part of the feature cache's key (helpers.features)."""
+    conv1 = "in float32" if first_conv_bits is None else f"weights in {first_conv_bits} bits"
+    return (
+        f"int8 calibrated on {CALIBRATION_IMAGES} synthetic images, seed {CALIBRATION_SEED}, "
+        f"first convolution's {conv1}"
+    )
+
+
 # The int8 features' mean 1 - cosine similarity against float32 must lie in this range: below it
 # nothing was rounded (the graph did not become int8 kernels), above it something went wrong.
 ROUNDING_ERROR_RANGE = (1e-7, 1e-2)
@@ -125,6 +134,15 @@ def int8_unavailable_reason(device: torch.device | str = "cpu") -> str | None:
     except Exception as error:  # no g++ / clang++ / MSVC on the PATH
         return f"torch.compile needs a C++ compiler and found none ({type(error).__name__}: {error})"
     return None
+
+
+def first_conv_8bit_unsafe_reason() -> str | None:
+    """None when this CPU adds 8-bit products in 32 bits (VNNI), so 8-bit first-convolution weights
+    cannot saturate; else a sentence saying why they are ruled out (the flags only rule out)."""
+    capabilities = getattr(torch.cpu, "get_capabilities", dict)()  # torch 2.8 or newer; else no flags known
+    if capabilities.get("avx512_vnni") or capabilities.get("avx_vnni") or capabilities.get("amx_int8"):
+        return None
+    return "this CPU has no VNNI, so 8-bit weights times pixels would saturate in the first convolution"
 
 
 def int8_untested_reason() -> str | None:
