@@ -258,6 +258,8 @@ def test_a_reused_buffer_is_overwritten_and_a_fresh_one_is_not(synthetic_root):
             Feeder(dataset, "cpu", batch_size=10, on_device=True, reuse_buffer=reuse).batches(0, 0, 20)
         )
         assert first[0].is_contiguous(memory_format=torch.channels_last)
+        # an inference tensor, as the PIL path's batch is inside the backbone: else torch.compile compiles again
+        assert first[0].is_inference() and second[0].is_inference()
         assert torch.equal(second[0], expected[10:])
         assert torch.equal(first[0], expected[:10]) is not reuse  # reused: the second batch wrote over the first
 
