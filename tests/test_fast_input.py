@@ -386,6 +386,11 @@ def test_the_main_process_decodes_on_one_thread_and_the_backbone_keeps_its_threa
         for images, _ in Feeder(dataset, "cpu", batch_size=10).batches(0):
             assert torch.get_num_threads() == 2  # what the backbone gets between batches
         assert seen and set(seen) == {1}
+        # decode_jpeg's threads compute on one thread each (no OpenMP team spinning after them), the backbone keeps 2
+        from helpers.speed.fast_input import _threads
+
+        assert [done.result() for done in [_threads(2).submit(torch.get_num_threads) for _ in range(4)]] == [1] * 4
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 

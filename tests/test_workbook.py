@@ -110,7 +110,7 @@ def test_the_summary_counts_the_notebooks_that_ran(monkeypatch, tmp_path, capsys
     paths = [Path(f"0{i}_lesson.ipynb") for i in range(1, 8)]
     assert run_notebooks.run_all(paths) == 1
     out = capsys.readouterr().out
-    assert "for 2 of 7 notebook(s); stopped at 02_lesson.ipynb" in out
+    assert "s preparing the data and the weights, then 1 s for 2 of 7 notebook(s); stopped at 02_lesson.ipynb" in out
     assert "ok      01_lesson.ipynb" in out and "1.0 s, peak RSS 0.60 GB" in out
     assert "memory:  peak RSS of each kernel: 01 0.60 GB\n" in out
 

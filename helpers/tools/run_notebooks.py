@@ -243,6 +243,7 @@ def run_all(paths: list[Path]) -> int:
     run_started = time.time()
     choice = prepare_data()  # prints one plain sentence when it falls back to synthetic data
     weights, kernel_env = prepare_weights()  # the same for the pretrained weights
+    prepared = time.perf_counter() - start  # finding or generating the data, the weights
     print(choice)
     print(f"Mode: {f'quick ({QUICK}=1)' if quick_mode() else 'full'}; executed copies go to {shown(executed_dir())}/\n")
 
@@ -273,7 +274,8 @@ def run_all(paths: list[Path]) -> int:
     print(f"  figures: {', '.join(figures) if figures else 'none'} in {shown(images_dir())}/")
     ran = len(runs) + (failed is not None)
     print(
-        f"  time:    {time.perf_counter() - start:.0f} s for {ran} of {len(paths)} notebook(s)"
+        f"  time:    {time.perf_counter() - start:.0f} s in all: {prepared:.0f} s preparing the data and the weights, "
+        f"then {sum(run.seconds for run in runs.values()):.0f} s for {ran} of {len(paths)} notebook(s)"
         + (f"; stopped at {failed.name}" if failed else "")
         + ": "
         + ", ".join(f"{name[:2]} {run.seconds:.0f} s" for name, run in runs.items())
