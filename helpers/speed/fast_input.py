@@ -144,6 +144,10 @@ class DeviceDecoder:
         self.dataset, self.device, self.reuse_buffer = dataset, torch.device(device), reuse_buffer
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        # On a CPU each row of pixels, (W, 3) numbers side by side in channels_last memory, gets the
+        # mean and the standard deviation repeated W times: one broadcast along rows, 3.6x faster than
+        # broadcasting (1, 3, 1, 1) over that layout (measured: 0.15 against 0.53 ms per image).
+        self.mean_row, self.std_row = self.mean.flatten().repeat(TILE_SIZE), self.std.flatten().repeat(TILE_SIZE)
         self.fallbacks = 0  # batches decoded with PIL because the device's decoder failed
         self.buffer: torch.Tensor | None = None  # on a CPU with reuse_buffer: the one every batch is written into
 
@@ -162,11 +166,8 @@ class DeviceDecoder:
         return pixels
 
     def pixels(self, items: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
-        """(N, 3, 227, 227) uint8 pixels on the device (on a CPU in channels_last layout)."""
-        pixels = self.decoded(items, indices)
-        if self.device.type == "cpu":  # decode_jpeg's (3, H, W) are views of (H, W, 3) pixels: stack those
-            return torch.stack([image.permute(1, 2, 0) for image in pixels]).permute(0, 3, 1, 2)
-        return torch.stack([image.to(self.device, non_blocking=True) for image in pixels])
+        """(N, 3, 227, 227) uint8 pixels on the device, stacked (the GPU's way; a CPU writes them into its buffer)."""
+        return torch.stack([image.to(self.device, non_blocking=True) for image in self.decoded(items, indices)])
 
     def __call__(self, items: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
         if self.device.type != "cpu":
@@ -182,10 +183,6 @@ class DeviceDecoder:
             if self.reuse_buffer:
                 self.buffer = buffer
         images = buffer[: len(items)]
-        # Each row of pixels, (W, 3) numbers side by side in channels_last memory, gets the mean and
-        # the standard deviation repeated W times: one broadcast along rows, 3.6x faster than
-        # broadcasting (1, 3, 1, 1) over that layout (measured: 0.15 against 0.53 ms per image).
-        mean_row, std_row = self.mean.flatten().repeat(TILE_SIZE), self.std.flatten().repeat(TILE_SIZE)
 
         @torch.inference_mode()  # writing into an inference tensor; each thread enters it on its own
         def decode_part(start: int, stop: int) -> None:
@@ -193,7 +190,9 @@ class DeviceDecoder:
             for row, image in zip(part, self.decoded(items[start:stop], indices[start:stop])):
                 row.copy_(image.permute(1, 2, 0))  # uint8 -> float32, straight into the buffer
             rows = part.view(-1, TILE_SIZE * 3)
-            rows.div_(255).sub_(mean_row).div_(std_row)  # in place, step by step: ToTensor's and Normalize's numbers
+            rows.div_(255).sub_(self.mean_row).div_(
+                self.std_row
+            )  # in place, step by step: ToTensor's and Normalize's numbers
 
         # One part per CPU thread, decoded side by side (libjpeg-turbo and these operations let go of
         # Python's lock): measured on 2 cores, 0.56 against 0.82 ms per image in one part.
