@@ -89,3 +89,39 @@ def test_the_floors_script_finds_the_venvs_python_on_every_system():
     # The [test] extra's new tools float: only the runtime libraries are pinned to their floors.
     pinned = {line.split("==")[0] for line in check_floors.constraints([])}
     assert pinned == set(check_floors.PINNED) and not pinned & {"ruff", "check-jsonschema", "pyyaml"}
+
+
+def load_check_space():
+    spec = importlib.util.spec_from_file_location("check_space", ROOT / "scripts" / "check_space.py")
+    check_space = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check_space)
+    return check_space
+
+
+def test_make_checks_the_disk_before_it_creates_the_venv():
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert makefile.index("scripts/check_space.py $(VENV)") < makefile.index("-m venv $(VENV)")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a shell script stands in for the venv's python")
+def test_too_little_disk_for_torch_is_one_sentence_that_says_what_to_do(tmp_path):
+    check_space = load_check_space()
+    assert check_space.problem(tmp_path / ".venv", free=7e9, needed=6.5e9) is None  # room enough
+    message = check_space.problem(tmp_path / ".venv", free=0.3e9, needed=6.5e9)  # no venv yet
+    assert "6.5 GB" in message and "0.3 GB free" in message and "CPU-only" in message
+    assert message.count(". ") == 0 and message.endswith(".")  # one sentence
+    # A venv whose python lacks torch still needs the room; one that has torch needs none.
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\nexit 1\n")
+    python.chmod(0o755)
+    assert check_space.problem(tmp_path / ".venv", free=0.3e9, needed=6.5e9) == message
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # the test's own Python, which imports torch
+    assert check_space.problem(tmp_path / ".venv", free=0.3e9, needed=6.5e9) is None
+
+
+def test_the_cuda_build_is_what_needs_six_gigabytes():
+    check_space = load_check_space()
+    assert check_space.needed_bytes("Linux", "x86_64") == check_space.NEEDED_CUDA_BUILD > 6e9
+    for system, machine in (("Linux", "aarch64"), ("Darwin", "arm64"), ("Windows", "AMD64")):
+        assert check_space.needed_bytes(system, machine) == check_space.NEEDED_ELSEWHERE < 3e9
