@@ -113,6 +113,23 @@ def test_a_model_in_training_mode_still_gives_eval_mode_features(model):
     assert training.training  # the learner's model keeps its mode
 
 
+def test_on_a_cpu_the_float_backbone_runs_ten_images_at_a_time(model):
+    """Small chunks keep the activations in the CPU's cache (helpers.speed.int8.InChunks); the features stay the same."""
+    backbone = choose_backbone(model, "cpu", FLOAT32).prepare()
+    seen = []
+    layer = backbone.run.run[0]  # the copy's first convolution
+    handle = layer.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    images = torch.randn(25, 3, 64, 64)
+    try:
+        features = backbone(images)
+    finally:
+        handle.remove()
+    assert seen == [10, 10, 5]
+    with torch.inference_mode():
+        expected = backbone_of(model)(images)
+    assert torch.allclose(features, expected, atol=1e-5)
+
+
 def test_cached_path_equals_direct_path(model, synthetic_root, tmp_path):
     dataset = CrackDataset(synthetic_root, split="all", progress=False)
     images = torch.stack([dataset[i][0] for i in range(len(dataset))])

@@ -41,6 +41,7 @@ from helpers.speed.int8 import (
     CALIBRATION_SEED,
     FIRST_CONV_BITS,
     CompiledBackbone,
+    InChunks,
     first_conv_8bit_unsafe_reason,
     int8_unavailable_reason,
     int8_untested_reason,
@@ -451,7 +452,7 @@ class Backbone:
         if self.settings.channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
         if not self.compiled:
-            return backbone
+            return InChunks(backbone) if self.device.type == "cpu" else backbone
         if self.device.type == "cpu":  # chunks of a fixed size, weights frozen: one compilation, oneDNN kernels
             return CompiledBackbone(torch.compile(backbone, dynamic=False))
         return torch.compile(backbone)
