@@ -128,8 +128,8 @@ def bf16_is_fast(device: torch.device | str) -> bool:
     """True when `device` has hardware support for bfloat16 matrix maths (never emulated).
 
     CUDA: GPUs from Ampere on. CPU: AVX512-BF16 or AMX instructions (recent Intel Xeons, AMD Zen 4);
-    elsewhere oneDNN emulates bfloat16, which can be several times *slower* than float32 (about 6x
-    slower for ResNet18 on a 2-core AMD EPYC with AVX2 only). On a CPU this only rules bfloat16
+    elsewhere oneDNN emulates bfloat16, which can be several times *slower* than float32 (6-9x
+    slower for ResNet18 on 2-core AMD EPYCs with AVX2 only). On a CPU this only rules bfloat16
     out; whether it is the fastest is measured.
     """
     device = torch.device(device)
