@@ -39,6 +39,7 @@ from helpers.speed.fast_input import (
 from helpers.speed.int8 import (
     CALIBRATION_IMAGES,
     CALIBRATION_SEED,
+    EAGER_CHUNK_SIZE,
     FIRST_CONV_BITS,
     CompiledBackbone,
     InChunks,
@@ -452,7 +453,7 @@ class Backbone:
         if self.settings.channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
         if not self.compiled:
-            return InChunks(backbone) if self.device.type == "cpu" else backbone
+            return InChunks(backbone, EAGER_CHUNK_SIZE) if self.device.type == "cpu" else backbone
         if self.device.type == "cpu":  # chunks of a fixed size, weights frozen: one compilation, oneDNN kernels
             return CompiledBackbone(torch.compile(backbone, dynamic=False))
         return torch.compile(backbone)
