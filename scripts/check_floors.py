@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the floors are read by the workbook's own function, before any venv exists
 from helpers.plumbing.requirements import declared_floors  # noqa: E402
+from scripts.check_space import venv_python  # noqa: E402  (the one that make's disk check uses)
 
 PINNED = ("torch", "torchvision", "torchao", "numpy", "pillow", "matplotlib", "ipywidgets", "requests", "tqdm")
 PYTEST = ["-m", "pytest", "tests", "-m", "not browser", "-p", "no:cacheprovider", "-q"]
@@ -54,11 +55,6 @@ def constraints(pins: list[str]) -> list[str]:
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     print("+", " ".join(command), flush=True)
     return subprocess.run(command, cwd=ROOT, **kwargs)
-
-
-def venv_python(venv: Path, windows: bool = os.name == "nt") -> Path:
-    """The interpreter of the venv at `venv`: bin/python, or Scripts\\python.exe on Windows."""
-    return venv / "Scripts" / "python.exe" if windows else venv / "bin" / "python"
 
 
 def install(venv: Path, pins: list[str], keep: bool) -> Path:

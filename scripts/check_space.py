@@ -11,6 +11,7 @@ with the CPU-only build (README, Quick start); elsewhere PyPI's torch has no CUD
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import subprocess
@@ -22,8 +23,9 @@ NEEDED_CUDA_BUILD = 6.5 * GB  # 6.0 GB measured, and some room for pip's tempora
 NEEDED_ELSEWHERE = 2.0 * GB  # 1.5 GB measured with the CPU-only build
 
 
-def venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+def venv_python(venv: Path, windows: bool = os.name == "nt") -> Path:
+    """The interpreter of the venv at `venv`: bin/python, or Scripts\\python.exe on Windows."""
+    return venv / "Scripts" / "python.exe" if windows else venv / "bin" / "python"
 
 
 def has_torch(venv: Path) -> bool:

@@ -190,9 +190,8 @@ class DeviceDecoder:
             for row, image in zip(part, self.decoded(items[start:stop], indices[start:stop])):
                 row.copy_(image.permute(1, 2, 0))  # uint8 -> float32, straight into the buffer
             rows = part.view(-1, TILE_SIZE * 3)
-            rows.div_(255).sub_(self.mean_row).div_(
-                self.std_row
-            )  # in place, step by step: ToTensor's and Normalize's numbers
+            # In place, step by step: ToTensor's and Normalize's numbers.
+            rows.div_(255).sub_(self.mean_row).div_(self.std_row)
 
         # One part per CPU thread, decoded side by side (libjpeg-turbo and these operations let go of
         # Python's lock): measured on 2 cores, 0.56 against 0.82 ms per image in one part.
