@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from helpers.plumbing.files import atomic_path, content_hashes, folder_hashes
+from helpers.plumbing.files import atomic_path, file_hashes
 
 FEATURE_SIZE = 512  # ResNet18's avgpool output, the input of fc
 
@@ -36,17 +36,9 @@ def weights_fingerprint(model: nn.Module) -> str:
 def dataset_fingerprint(dataset, progress: bool = False) -> str:
     """SHA-256 of what the data set will feed the backbone: files (id, label, SHA-1 of the bytes), split, transform.
 
-    The files' digests come from helpers.plumbing.files.content_hashes, kept in root/.content_hashes.json
-    beside the images (for a class's shared data set, in the learner's own folder: folder_hashes):
-    each file is read once, and its digest reused while its size, modification time, inode and
-    change time are unchanged. An edit is seen even when it keeps the size and sets
-    the modification time back; what still rests on metadata, and why, is in content_hashes. A
-    warm key costs one stat per file; the first one reads every file once (about 600 MB for the
-    full set). A data set without a `root` has no digest cache and is hashed in full every time.
+    Every file is read and hashed each time (helpers.plumbing.files.file_hashes).
     """
-    root = getattr(dataset, "root", None)
-    paths = [Path(sample.path) for sample in dataset.samples]
-    hashes = folder_hashes(root, paths, progress) if root is not None else content_hashes(paths, None, progress)
+    hashes = file_hashes([Path(sample.path) for sample in dataset.samples], progress)
     digest = hashlib.sha256()
     digest.update(f"split={dataset.split}|transform={dataset.transform!r}".encode())
     digest.update(f"|decoder={getattr(dataset, 'decoder', 'pil')}".encode())

@@ -13,7 +13,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-import helpers.plumbing.files as files_module
 import helpers.speed.workers as workers_module
 from helpers.dataset import CrackDataset
 from helpers.folder_dataset import FolderDataset
@@ -294,7 +293,6 @@ def bmp_bytes(seed: int) -> bytes:
 
 def test_a_same_size_edit_with_the_old_mtime_recomputes_the_features(model, tmp_path, monkeypatch):
     """The key hashes the files' bytes: size and modification time alone would serve stale features (item 9)."""
-    monkeypatch.setattr(files_module, "SETTLE_NS", 0)  # trust digests of files written a moment ago
     root = tmp_path / "data"
     for class_index, cls in enumerate(("Positive", "Negative")):
         (root / cls).mkdir(parents=True)

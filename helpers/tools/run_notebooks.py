@@ -19,8 +19,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from helpers.data import prepare_data, read_source
-from helpers.verify import verify_dataset
+from helpers.data import prepare_data, read_source, verify_dataset
 from helpers.plumbing.files import atomic_path
 from helpers.analysis import accuracy_interval
 from helpers.model import (
