@@ -207,4 +207,4 @@ def prepare_data(url: str | None = None, progress: bool = True) -> DataChoice:
         except (DownloadError, FileExistsError) as error:
             why = str(error)
     print(f"The real dataset cannot be downloaded, so this run uses synthetic crack images instead: {why}")
-    return DataChoice(make_synthetic(progress), "synthetic", f"the real set could not be downloaded ({why}).")
+    return DataChoice(make_synthetic(progress), "synthetic", "the real set could not be downloaded (why: above).")
