@@ -155,7 +155,7 @@ def check_interleave(function: Callable) -> None:
         labels = rng.sample(range(6), k) if cases else [1, 0, 2]
         groups = [(y, [f"{'CISJAB'[y]}{i}" for i in range(n)]) for y in labels]
         cases.append((k * n, f"for labels {labels} with {n} files each", (groups,)))
-    whole = lambda g: ([f for _, fs in g for f in fs], [y for y, fs in g for _ in fs])  # noqa: E731
+    whole = lambda g: ([f for _, fs in g for f in fs], [y for y, fs in g for _ in fs])
     mistakes = {"each group comes whole, so the last part (validation) holds only the last class": whole}
     _compare(function, right, [case[1:] for case in sorted(cases)], _pair, mistakes)
 
@@ -172,7 +172,7 @@ def check_split_sizes(function: Callable) -> None:
     sizes = sorted({0, 1, 3, 7, 10, 13, 90, 40_000, *(rng.randint(1, 100_000) for _ in range(40))})
     mistakes = {"a share was rounded up; round each share down": lambda n: _shares(n, math.ceil)}
     mistakes["0.7 has no exact binary value: n * 0.7 can fall just below a whole number"] = lambda n: _shares(n, int)
-    read = lambda answer, n: _form(answer, _ints(3), "three sizes, each a whole number of images (an int)")  # noqa: E731
+    read = lambda answer, n: _form(answer, _ints(3), "three sizes, each a whole number of images (an int)")
     _compare(function, right, [(f"for n = {n}", (n,)) for n in sizes], read, mistakes)
 
 
@@ -241,8 +241,8 @@ def check_trainable_per_block(function: Callable) -> None:
     partly[3].bias.requires_grad_(False)
     cases = [("for a Sequential, partly frozen,", (partly,))]
     cases += [(f"for a ResNet with {b} unfrozen", (_resnet(*b.split()),)) for b in ("layer4", "layer2 layer4")]
-    is_counts = lambda v: isinstance(v, dict) and _ints()([*v.values()])  # noqa: E731
-    read = lambda a, m: {k: v for k, v in _form(a, is_counts, "a dict of counts (ints)").items() if v}  # noqa: E731
+    is_counts = lambda v: isinstance(v, dict) and _ints()([*v.values()])
+    read = lambda a, m: {k: v for k, v in _form(a, is_counts, "a dict of counts (ints)").items() if v}
     _compare(function, _reference("ex03_replace_the_head", "my_trainable_per_block"), cases, read)
 
 
@@ -338,8 +338,8 @@ def check_confident_mistakes(function: Callable) -> None:
         (f"for P(crack) {_show(c)}, labels {_show(y)}, k = {k}", (torch.stack([1 - c, c], 1), y, k))
         for c, y, k in cases
     ]
-    by_crack = lambda p, y, k: [i for i in p[:, 1].argsort(descending=True).tolist() if p[i].argmax() != y[i]][:k]  # noqa: E731
-    read = lambda answer, *case: _form(answer, _ints(), "the indices of the images (ints)")  # noqa: E731
+    by_crack = lambda p, y, k: [i for i in p[:, 1].argsort(descending=True).tolist() if p[i].argmax() != y[i]][:k]
+    read = lambda answer, *case: _form(answer, _ints(), "the indices of the images (ints)")
     hints = {"a confidence is the probability of the predicted class, whichever it is": by_crack}
     _compare(function, right, sorted(cases, key=lambda case: len(case[1][1])), read, hints)
 
@@ -354,7 +354,7 @@ def check_precision_recall(function: Callable) -> None:
         "precision and recall are swapped; precision divides by a column, recall by a row": lambda c: right(c)[::-1],
         "you gave percentages; return fractions between 0 and 1": lambda c: tuple(100 * v for v in right(c)),
     }
-    read = lambda answer, c: _form(answer, _ints(2, (int, float)), "two numbers `(precision, recall)`")  # noqa: E731
+    read = lambda answer, c: _form(answer, _ints(2, (int, float)), "two numbers `(precision, recall)`")
     _compare(function, right, [(f"for the matrix {c.tolist()}", (c,)) for c in matrices], read, mistakes)
 
 
@@ -418,7 +418,7 @@ def check_unfreeze(function: Callable) -> None:
 
 
 def _rates(answer, model: nn.Module, head_lr: float, backbone_lr: float) -> dict:
-    ok = lambda v: isinstance(v, (list, tuple)) and v and all(isinstance(g, dict) and "lr" in g for g in v)  # noqa: E731
+    ok = lambda v: isinstance(v, (list, tuple)) and v and all(isinstance(g, dict) and "lr" in g for g in v)
     _form(answer, ok, 'a list of dicts, each with its "params" and its "lr"')
     try:
         optimizer = torch.optim.Adam(list(answer))

@@ -561,7 +561,7 @@ def test_defect4_wrong_parameter_groups_fail(answer, words, capsys):
 
 
 def test_defect5_an_unfreeze_that_replaces_the_head_fails(capsys):
-    answer = lambda m, n: unfreeze(m, [f"layer{i}" for i in range(5 - n, 5)], new_head=True)  # noqa: E731
+    answer = lambda m, n: unfreeze(m, [f"layer{i}" for i in range(5 - n, 5)], new_head=True)
     assert_wrong("check_unfreeze", answer, ["with n = 0, every weight as it was: yours False"], capsys)
 
 
@@ -586,7 +586,7 @@ def test_defect8_messages_show_the_answer_as_given(capsys):
         ["not [0.62]"],
         capsys,
     )
-    no_bias = lambda m, c: (m.requires_grad_(False), setattr(m, "fc", nn.Linear(m.fc.in_features, c, bias=False)))[0]  # noqa: E731
+    no_bias = lambda m, c: (m.requires_grad_(False), setattr(m, "fc", nn.Linear(m.fc.in_features, c, bias=False)))[0]
     assert_wrong("check_new_head", no_bias, ["numbers of the head that can learn", "yours 16, expected 18"], capsys)
     assert_wrong("check_threshold_for_recall", 0.0, ["with 6 false alarms"], capsys, CURVE)
 
