@@ -187,7 +187,9 @@ def main() -> None:
         trees = {"this tree": ROOT}
         if args.compare:
             old = folder / "compare"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(old), args.compare], check=True)
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(old), args.compare], check=True
+            )
             trees = {args.compare: old, **trees}
         try:
             results = {name: measure_tree(tree, args, folder) for name, tree in trees.items()}
@@ -199,7 +201,9 @@ def main() -> None:
 
     print(f"(c) the capstone's loop: training {train_rate:.1f} images/s, validation {val_rate:.1f} images/s")
     print(f"head on 30,000 cached features: 1 epoch {heads[1]:.2f} s, 5 epochs {heads[5]:.2f} s\n")
-    print(f"{'':<12}{'format':<9}{'set-up s':>9}{'(a) img/s':>11}{'(b) img/s':>11}{'b/a':>6}{'1 epoch':>9}{'5 epochs':>9}")
+    print(
+        f"{'':<12}{'format':<9}{'set-up s':>9}{'(a) img/s':>11}{'(b) img/s':>11}{'b/a':>6}{'1 epoch':>9}{'5 epochs':>9}"
+    )
     for name, r in results.items():
         features = r["setup"] + (TRAIN_IMAGES + VAL_IMAGES) / r["b"]
         speedups = [e * (TRAIN_IMAGES / train_rate + VAL_IMAGES / val_rate) / (features + heads[e]) for e in (1, 5)]

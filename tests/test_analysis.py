@@ -130,14 +130,10 @@ def test_predict_dataset_refuses_features_of_other_images(data_root):
     dataset = CrackDataset(data_root, split="all", progress=False)
     n = len(dataset)
     model = build_resnet18(weights=None).eval()
-    shuffled = FeatureSet(
-        torch.zeros(n, 512), dataset.labels(), [s.sample_id for s in reversed(dataset.samples)]
-    )
+    shuffled = FeatureSet(torch.zeros(n, 512), dataset.labels(), [s.sample_id for s in reversed(dataset.samples)])
     with pytest.raises(ValueError, match="sample ids"):
         predict_dataset(model, dataset, features=shuffled)
-    too_few = FeatureSet(
-        torch.zeros(n - 1, 512), dataset.labels()[1:], [s.sample_id for s in dataset.samples[1:]]
-    )
+    too_few = FeatureSet(torch.zeros(n - 1, 512), dataset.labels()[1:], [s.sample_id for s in dataset.samples[1:]])
     with pytest.raises(ValueError):
         predict_dataset(model, dataset, features=too_few)
 

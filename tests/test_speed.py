@@ -67,7 +67,9 @@ def test_a_missing_corrupt_or_foreign_record_means_float32(model, content):
 
 
 def test_where_int8_cannot_run_the_measurement_says_why_and_keeps_float32(model, monkeypatch):
-    monkeypatch.setattr(speed, "int8_unavailable_reason", lambda device: "torchao is not installed (pip install torchao)")
+    monkeypatch.setattr(
+        speed, "int8_unavailable_reason", lambda device: "torchao is not installed (pip install torchao)"
+    )
     measured = speed.measure(model, torch.zeros(2, 3, 32, 32), rounds=1)
     assert not measured.use_int8 and measured.why.startswith("torchao is not installed")
     assert speed.enable(measured) is False and not speed.record_file().exists()

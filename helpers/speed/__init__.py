@@ -25,9 +25,8 @@ from torch import nn
 from helpers.model import backbone_of
 from helpers.plumbing.files import atomic_path
 from helpers.settings import data_dir
-from helpers.speed.int8 import RECIPE, Int8Backbone, int8_unavailable_reason, quantize_backbone  # noqa: F401
+from helpers.speed.int8 import RECIPE, Int8Backbone, int8_unavailable_reason, quantize_backbone  # noqa: F401 (the door)
 
-__all__ = ["RECIPE", "Measurement", "backbone_for", "disable", "enable", "enabled", "int8_unavailable_reason", "measure"]
 
 CALIBRATION_IMAGES = 64  # enough for stable activation ranges; drawn with a fixed seed, never the data measured
 FASTER_BY = 1.1  # int8 is switched on only when it runs at least this much faster than float32
@@ -42,7 +41,9 @@ def machine() -> str:
     """What the decision depends on: the CPU's model and core count, torch's version."""
     cpu = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").is_file():
-        names = [line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line]
+        names = [
+            line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line
+        ]
         cpu = names[0].strip() if names else cpu
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
