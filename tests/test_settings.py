@@ -19,7 +19,6 @@ from helpers.settings import (
     env_flag,
     env_int,
     feature_cache_dir,
-    int8_allowed,
     pick_device,
     quick_mode,
     synthetic_per_class,
@@ -73,13 +72,6 @@ def test_env_int_default_and_minimum(monkeypatch):
     monkeypatch.setenv("WORKBOOK_SYNTHETIC_PER_CLASS", "3")
     with pytest.raises(SettingsError, match="at least 5"):
         env_int("WORKBOOK_SYNTHETIC_PER_CLASS", 7, minimum=5)
-
-
-def test_int8_is_on_unless_turned_off(monkeypatch):
-    monkeypatch.delenv("WORKBOOK_INT8", raising=False)
-    assert int8_allowed() is True
-    monkeypatch.setenv("WORKBOOK_INT8", "0")
-    assert int8_allowed() is False
 
 
 def test_every_folder_follows_the_data_dir(monkeypatch, tmp_path):
