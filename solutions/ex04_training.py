@@ -10,8 +10,12 @@ import torch
 from torch import nn
 
 
-def my_train_one_epoch(head: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
-                       optimizer: torch.optim.Optimizer, criterion: nn.Module) -> list[float]:
+def my_train_one_epoch(
+    head: nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+) -> list[float]:
     """One epoch of the capstone's loop over (features, labels) batches; returns the batch losses."""
     head.train()  # Dropout and BatchNorm behave as in training
     losses = []
@@ -19,8 +23,8 @@ def my_train_one_epoch(head: nn.Module, batches: list[tuple[torch.Tensor, torch.
         optimizer.zero_grad()  # forget the previous batch's gradients
         outputs = head(features)
         loss = criterion(outputs, labels)
-        loss.backward()        # the gradients of this batch's loss
-        optimizer.step()       # update the weights with them
+        loss.backward()  # the gradients of this batch's loss
+        optimizer.step()  # update the weights with them
         losses.append(loss.item())  # a float: a tensor would keep the batch's graph alive
     return losses
 
