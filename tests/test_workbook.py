@@ -107,7 +107,7 @@ def test_make_run_names_each_section_and_sums_up_the_trained_model(monkeypatch, 
         {"n_train": 1500, "n_val": 500, "val_accuracy": 0.736, "split": "capstone", "training": {"epochs": 1}},
     )
     summary = trained_model_summary(False)
-    assert "validation accuracy 73.60% (95% interval 69.57% to 77.27%), 1 epoch(s)" in summary
+    assert "result:  73.60% of 500 validation images (69.57% to 77.27%)" in summary
     assert "cannot be compared with the capstone's 99.44%" in summary and "resnet18_cracks.pt" in summary
     assert "cannot be compared" not in trained_model_summary(True)
 
@@ -121,7 +121,8 @@ def test_make_run_names_the_failing_notebook_and_cell_and_stops_there(monkeypatc
     monkeypatch.setattr(run_notebooks, "prepare_weights", lambda: ("random", {**os.environ}))
     lesson = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 01 A lesson")])
     lesson.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    lesson.cells += [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise ValueError('boom')")]
+    bar = "from tqdm.auto import tqdm\nfor _ in tqdm(range(3)):\n    pass"  # a widget in a kernel
+    lesson.cells += [nbformat.v4.new_code_cell(bar), nbformat.v4.new_code_cell("raise ValueError('boom')")]
     paths = [tmp_path / f"0{i}_lesson.ipynb" for i in (1, 2)]
     for path in paths:
         nbformat.write(lesson, path)
@@ -131,3 +132,4 @@ def test_make_run_names_the_failing_notebook_and_cell_and_stops_there(monkeypatc
     assert "02_lesson" not in out.split("FAILED")[1].split("Summary")[0] and "stopped at 01_lesson.ipynb" in out
     executed = nbformat.read(tmp_path / "executed" / "01_lesson.ipynb", as_version=4)  # written though it failed
     assert executed.cells[2].outputs[0].ename == "ValueError"
+    assert executed.metadata.widgets  # the bar as it ended, for JupyterLab to draw

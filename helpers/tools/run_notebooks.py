@@ -36,7 +36,8 @@ def section_heading(cell: nbformat.NotebookNode) -> str | None:
 def run_notebook(path: Path, kernel_env: dict[str, str], timeout: int = 3600) -> float:
     """Execute one notebook in a fresh `python3` kernel, naming each section as it starts; its seconds.
 
-    The executed copy is written (atomically) even when a cell fails; CellExecutionError then says which cell.
+    A failing cell is named here, then its CellExecutionError raised again; the executed copy is written
+    (atomically) either way.
     """
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
@@ -61,10 +62,11 @@ def run_notebook(path: Path, kernel_env: dict[str, str], timeout: int = 3600) ->
                 try:
                     client.execute_cell(cell, index)
                 except CellExecutionError as error:
-                    raise CellExecutionError(
-                        f"cell {index + 1} of {len(notebook.cells)}: {error}", error.ename, error.evalue
-                    ) from None
+                    print(f"FAILED  {path.name}, cell {index + 1} of {len(notebook.cells)}:\n{str(error)[-2000:]}")
+                    print(f"The executed copy in {executed}/ shows it in place.")
+                    raise
     finally:
+        client.set_widgets_metadata()  # the progress bars, as they ended, for JupyterLab to draw
         with atomic_path(executed / path.name) as temp:
             nbformat.write(notebook, temp)
     return time.perf_counter() - start
@@ -77,30 +79,27 @@ def prepare_weights() -> tuple[str, dict[str, str]]:
         return f"ImageNet (torchvision IMAGENET1K_V1) from {imagenet_weights_path()}", environment_with()
     except WeightsUnavailableError:
         print(
-            "The ImageNet weights for ResNet18 cannot be had on this machine, so this run trains on a "
-            "randomly initialised backbone and its accuracies mean little (see notebook 03 for how to get them)."
+            "The ImageNet weights for ResNet18 cannot be had on this machine, so this run trains on a randomly "
+            "initialised backbone and its accuracies mean little (see notebook 03 for how to get them)."
         )
-        weights = f"random initialisation, NOT pretrained (no file at {imagenet_weights_path()})"
-        return weights, environment_with(**{ALLOW_RANDOM_WEIGHTS: "1"})
+        return "random initialisation, NOT pretrained", environment_with(**{ALLOW_RANDOM_WEIGHTS: "1"})
 
 
 def trained_model_summary(comparable: bool) -> str:
-    """Lines on the checkpoint notebook 04 saved: its split, validation accuracy with its interval, its path."""
+    """The checkpoint notebook 04 saved: its validation accuracy with a 95% interval, and its path."""
     path = default_checkpoint_path()
     try:
         meta = load_checkpoint(path).metadata
     except (FileNotFoundError, CheckpointMismatchError) as error:
         return f"  model:   none saved ({error})"
     n_val, accuracy = meta.get("n_val"), meta.get("val_accuracy")
-    lines = [f"  split:   {meta.get('n_train', 0):,} training / {n_val or 0:,} validation images, {meta.get('split')}"]
     if isinstance(n_val, int) and n_val > 0 and isinstance(accuracy, float):
         low, high = accuracy_interval(round(accuracy * n_val), n_val)
-        lines.append(
-            f"  result:  validation accuracy {accuracy:.2%} (95% interval {low:.2%} to {high:.2%}), "
-            f"{meta.get('training', {}).get('epochs', '?')} epoch(s)"
-            + ("" if comparable else "; with stand-in data or weights it cannot be compared with the capstone's 99.44%")
+        caveat = (
+            "" if comparable else "; with stand-in data or weights it cannot be compared with the capstone's 99.44%"
         )
-    return "\n".join([*lines, f"  model:   {path}"])
+        return f"  model:   {path}\n  result:  {accuracy:.2%} of {n_val:,} validation images ({low:.2%} to {high:.2%}){caveat}"
+    return f"  model:   {path}"
 
 
 def run_all(paths: list[Path]) -> int:
@@ -114,11 +113,8 @@ def run_all(paths: list[Path]) -> int:
     for path in paths:
         try:
             seconds[path.name] = run_notebook(path, kernel_env)
-        except CellExecutionError as error:
+        except CellExecutionError:
             failed = path.name
-            print(
-                f"FAILED  {path.name}, {str(error)[-2000:]}\nThe executed copy in {executed_dir()}/ shows it in place."
-            )
             break
         print(f"ok      {path.name:<32} {seconds[path.name]:6.1f} s")
 
