@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="execute every notebook in order (headless), figures to images/")
     run.add_argument("notebooks", nargs="*", type=Path, help=f"default: {NOTEBOOKS} in order")
-    commands.add_parser("test", help="the lint step, then the tests and every notebook in quick mode (more: pytest's)")
+    commands.add_parser(
+        "test", help="the lint step, then the tests and every notebook in quick mode; more arguments go to pytest"
+    )
     commands.add_parser("lint", help="ruff check, ruff format --check, nbstripout --verify, the workflows' schema")
     commands.add_parser("format", help="ruff format the code and the notebooks, then strip the notebooks")
     commands.add_parser("strip", help="remove the notebooks' outputs before committing")
