@@ -24,16 +24,7 @@ LINT = {
     (*STRIP, "--verify"): "run `python -m helpers strip`",
     ("check_jsonschema", "--builtin-schema", "vendor.github-workflows"): "fix the workflow, or GitHub will not run it",
 }
-TEST = [
-    "-m",
-    "pytest",
-    "tests",
-    "--nbval-lax",
-    "--nbval-current-env",
-    "--nbval-cell-timeout=900",
-    "-p",
-    "no:cacheprovider",
-]
+TEST = "-m pytest tests --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider".split()
 OWN_PARSER = {"train": "the capstone's training", "predict": "classify photos", "data": "get or check a data folder"}
 
 
