@@ -18,7 +18,7 @@ def my_tiles_above(probabilities: np.ndarray, threshold: float) -> list[tuple[in
 def my_unfreeze(model: nn.Module, n: int) -> nn.Module:
     """Let the last `n` of the four stages (layer1 ... layer4) learn as well as the head; the rest stays frozen."""
     stages = [model.layer1, model.layer2, model.layer3, model.layer4]
-    for block in stages[len(stages) - n:]:  # n = 0 takes none
+    for block in stages[len(stages) - n :]:  # n = 0 takes none
         for parameter in block.parameters():
             parameter.requires_grad = True
     return model
