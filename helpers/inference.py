@@ -22,11 +22,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from helpers.dataset import default_transform
-from helpers.feature_cache import FeatureSet
+from helpers.features import FeatureSet
 from helpers.plumbing.images import TILE_SIZE, BadImageError, open_photo, to_size
 from helpers.plumbing.progress import tqdm
 from helpers.settings import pick_device
-from helpers.speed import default_num_workers
 
 CRACK = 1  # label of the "Positive" class in the binary data set
 
@@ -128,7 +127,7 @@ def predict_dataset(
             )
         model.eval()
         return predictions_from_logits(logits_from_features(model.fc, features.features).float().cpu(), dataset)
-    workers = default_num_workers() if num_workers is None else num_workers
+    workers = 0 if num_workers is None else num_workers
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     logits, _ = logits_from_loader(model, loader, device=device, progress=progress)
     return predictions_from_logits(logits, dataset)

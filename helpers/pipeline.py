@@ -17,7 +17,7 @@ from torch import nn
 
 from helpers.data import DataChoice
 from helpers.dataset import CrackDataset
-from helpers.feature_cache import FeatureSet
+from helpers.features import FeatureSet
 from helpers.features import extract_features
 from helpers.model import Checkpoint, WeightsChoice, build_resnet18, load_checkpoint, resolve_weights, save_checkpoint
 from helpers.settings import default_checkpoint_path, feature_cache_dir, quick_mode
