@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms.functional import to_pil_image
 
-from helpers.plumbing.files import folder_hashes
+from helpers.plumbing.files import file_hashes
 from helpers.plumbing.images import IMAGE_EXTENSIONS, TENSOR_EXTENSION, TILE_SIZE, is_readable, load_image, load_tensor
 from helpers.plumbing.progress import tqdm
 from helpers.plumbing.text import printable
@@ -252,7 +252,7 @@ class CrackDataset(SampleSplit):
             return pairs
         if not dedupe:
             return pairs[:cut] if self.split == "train" else pairs[cut:]
-        hashes = folder_hashes(self.root, [path for path, _ in pairs], progress)
+        hashes = file_hashes([path for path, _ in pairs], progress)
         first_position = {}  # hash -> position of the first file with that content
         for position, digest in enumerate(hashes):
             first_position.setdefault(digest, position)
@@ -282,8 +282,8 @@ class CrackDataset(SampleSplit):
         return self.transform(tensor)
 
     def content_hashes(self, progress: bool = False) -> list[str]:
-        """SHA-1 of every sample's file, cached in ``root/.content_hashes.json`` (plumbing.files.folder_hashes)."""
-        return folder_hashes(self.root, [sample.path for sample in self.samples], progress)
+        """SHA-1 of every sample's file (plumbing.files.file_hashes)."""
+        return file_hashes([sample.path for sample in self.samples], progress)
 
 
 # ----------------------------------------------------------------------------- leakage check

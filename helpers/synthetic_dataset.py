@@ -4,15 +4,15 @@
 plus `synthetic_manifest.csv` (class, filename, kind, duplicate_of for every file) and
 `workbook_source.json` (the generator settings, so a matching set is reused, not redrawn).
 Byte-identical duplicates are written at fixed rates (1.5 % of positives, 6.5 % of negatives) unless
-asked otherwise: chosen so that notebook 02's leak shows, not measured on the real set. Everything is built in a hidden temporary sibling folder
-and renamed into place at the end, so an error or Ctrl-C never leaves a half-written set.
+asked otherwise: chosen so that notebook 02's leak shows, not measured on the real set. Everything is
+built in a hidden sibling folder and swapped into place at the end (helpers.plumbing.files.replacing),
+so an error, Ctrl-C or a killed run never leaves a half-written set.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import secrets
 import shutil
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from helpers.plumbing.files import check_replaceable, lock, replacing
 from helpers.plumbing.progress import tqdm
 from helpers.settings import SOURCE_FILE
 from helpers.synthetic import DEFAULT_CLASSES, RECIPES, make_image
@@ -102,41 +103,6 @@ def _same_settings(dest: Path, settings: dict) -> bool:
     return all(json.dumps(recorded.get(key)) == json.dumps(settings[key]) for key in keys)
 
 
-def _made_by_the_generator(dest: Path) -> bool:
-    """True when dest holds this generator's manifest and a workbook_source.json that says "synthetic"."""
-    try:
-        recorded = json.loads((dest / SOURCE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(recorded, dict) and recorded.get("source") == "synthetic" and (dest / MANIFEST_NAME).is_file()
-
-
-def _check_replaceable(dest: Path) -> None:
-    """Refuse, in one sentence, a dest that is a file or a non-empty folder the generator did not make."""
-    if dest.exists() and not dest.is_dir():
-        raise FileExistsError(f"{dest} is a file, not a folder; choose an empty or new folder.")
-    if not _made_by_the_generator(dest):
-        entries = sorted(dest.iterdir(), key=lambda p: (not p.is_file(), p.name.startswith("."), p.name))
-        raise FileExistsError(
-            f"{dest} holds files the workbook did not make (e.g. {entries[0].name}); choose an empty or new folder."
-        )
-
-
-def _move_into_place(tmp: Path, dest: Path) -> None:
-    """Rename the finished tmp folder to dest; an old dest is moved aside first, then deleted."""
-    if not dest.exists():
-        tmp.rename(dest)
-        return
-    old = dest.parent / f".{dest.name}.old-{secrets.token_hex(4)}"
-    dest.rename(old)
-    try:
-        tmp.rename(dest)
-    except BaseException:
-        old.rename(dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def generate_dataset(
     dest: str | Path,
     per_class: int = 1000,
@@ -155,10 +121,9 @@ def generate_dataset(
     None = DUPLICATE_FRACTION (0.015 for crack classes, 0.065 for others), 0 = none.
     Also writes dest/synthetic_manifest.csv and dest/workbook_source.json. Each image has its
     own seed, so the same seed gives the same bytes whatever per_class or progress are.
-    Everything is built in a hidden sibling folder and renamed into place at the end; if dest
-    already holds a set with the same settings it is returned untouched. overwrite=True replaces
-    only a set this function made (its manifest and a workbook_source.json saying "synthetic");
-    any other non-empty folder, or a file, raises FileExistsError and is left as it is."""
+    If dest already holds a set with the same settings it is returned untouched. overwrite=True
+    replaces only a folder the generator made (its workbook_source.json says "synthetic"); any other
+    non-empty folder, or a file, raises an OSError and is left as it is."""
     dest = Path(dest)
     classes = dict(DEFAULT_CLASSES if classes is None else classes)
     if per_class < 1 or not classes or not 1 <= quality <= 100:
@@ -175,43 +140,29 @@ def generate_dataset(
         "duplicate_fraction": _duplicate_fractions(classes, duplicate_fraction),
         "quality": int(quality),
     }
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+    check_replaceable(dest, "synthetic")  # a file, or a folder the generator did not make, is refused as it is
+    with lock(dest):  # a second process waits, then finds the set made
         if dest.is_dir() and _same_settings(dest, settings):
             return dest
-        _check_replaceable(dest)
-        if not overwrite:
+        if dest.is_dir() and any(dest.iterdir()) and not overwrite:
             raise FileExistsError(
                 f"{dest} already exists and was not made with these settings. "
                 "Pass overwrite=True to replace it, or choose another folder."
             )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{secrets.token_hex(4)}"
-    try:
-        tmp.mkdir()
-        rows: list[dict] = []
-        total = per_class * len(classes)
-        with tqdm(total=total, desc="synthetic images", unit="img", disable=not progress) as bar:
-            for class_index, (folder, recipe) in enumerate(classes.items()):
-                rows += _write_class(
-                    tmp / folder,
-                    recipe,
-                    settings["seed"],
-                    class_index,
-                    per_class,
-                    settings["duplicate_fraction"][folder],
-                    quality,
-                    bar,
-                )
-        with open(tmp / MANIFEST_NAME, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["class", "filename", "kind", "duplicate_of"])
-            writer.writeheader()
-            writer.writerows(rows)
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        (tmp / SOURCE_FILE).write_text(json.dumps({**settings, "created": created}, indent=2) + "\n")
-        _move_into_place(tmp, dest)
-    except BaseException:  # KeyboardInterrupt too: leave nothing half-written behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with replacing(dest, "synthetic") as tmp:
+            rows: list[dict] = []
+            with tqdm(total=per_class * len(classes), desc="synthetic images", unit="img", disable=not progress) as bar:
+                for class_index, (folder, recipe) in enumerate(classes.items()):
+                    fraction = settings["duplicate_fraction"][folder]
+                    rows += _write_class(
+                        tmp / folder, recipe, settings["seed"], class_index, per_class, fraction, quality, bar
+                    )
+            with open(tmp / MANIFEST_NAME, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=["class", "filename", "kind", "duplicate_of"])
+                writer.writeheader()
+                writer.writerows(rows)
+            created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            (tmp / SOURCE_FILE).write_text(json.dumps({**settings, "created": created}, indent=2) + "\n")
     return dest
 
 

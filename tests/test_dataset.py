@@ -17,8 +17,6 @@ from PIL import Image, ImageFile
 from torch.utils.data import DataLoader
 
 from helpers import dataset as ds
-from helpers.plumbing import files as files_module
-from helpers.plumbing.files import content_hashes
 from helpers.dataset import (
     CLASS_NAMES,
     CrackDataset,
@@ -191,8 +189,7 @@ def copy_bytes(source: Path, target: Path) -> None:
     target.write_bytes(source.read_bytes())
 
 
-def test_dedupe_and_leakage_report(root40, monkeypatch):
-    monkeypatch.setattr(files_module, "SETTLE_NS", 0)  # store digests of files written a moment ago
+def test_dedupe_and_leakage_report(root40):
     pos, neg = root40 / "Positive", root40 / "Negative"
     # The plain split keeps positives 00001-00015 and negatives 00001-00015 in train.
     copy_bytes(pos / "00001.jpg", pos / "00018.jpg")  # crosses the split, same class
@@ -232,38 +229,6 @@ def test_dedupe_and_leakage_report(root40, monkeypatch):
     assert {"Positive/00016.jpg", "Positive/00017.jpg"} <= set(ids(d_val))
     assert find_split_leakage(d_train, d_val).n_val_in_train == 0
     assert "0 of 5 validation images (0.0%)" in str(find_split_leakage(d_train, d_val))
-    assert (root40 / ".content_hashes.json").is_file()
-
-
-def test_hash_cache_used_and_invalidated(root40, monkeypatch):
-    monkeypatch.setattr(files_module, "SETTLE_NS", 0)  # store digests of files written a moment ago
-    paths = list_class_files(root40, "Positive")[:5]
-    cache = root40 / "cache.json"
-    first = content_hashes(paths, cache)
-    assert first == [sha1(p) for p in paths]
-    assert cache.is_file()
-
-    def no_hashing(path, algorithm="sha256"):
-        raise AssertionError(f"{path} was hashed again although the cache holds it")
-
-    monkeypatch.setattr(files_module, "file_digest", no_hashing)
-    assert content_hashes(paths, cache) == first  # served from the cache
-
-    noise_image(999).save(paths[2], quality=50)  # change one file (new bytes, new size)
-    hashed = []
-    monkeypatch.setattr(files_module, "file_digest", lambda p, algorithm="sha256": hashed.append(p.name) or sha1(p))
-    second = content_hashes(paths, cache)
-    assert hashed == [paths[2].name]
-    assert second[2] == sha1(paths[2]) != first[2]
-    assert second[:2] + second[3:] == first[:2] + first[3:]
-
-
-def test_hash_cache_write_failure_ignored(root40):
-    paths = list_class_files(root40, "Negative")[:2]
-    (root40 / "a_file").write_text("not a folder")
-    cache = root40 / "a_file" / "cache.json"  # cannot be written: its "folder" is a file
-    assert content_hashes(paths, cache) == [sha1(p) for p in paths]
-    assert not cache.exists()
 
 
 # ----------------------------------------------------------------------------- bad data

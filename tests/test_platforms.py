@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import helpers.plumbing.files as files
 from helpers.dataset import CrackDataset, list_class_files
 from helpers.folder_dataset import FolderDataset
-from helpers.plumbing.files import atomic_path, replace_file
 from helpers.synthetic_dataset import generate_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,37 +38,6 @@ def test_sample_ids_and_order_are_the_same_whichever_unicode_form_the_file_syste
     ):
         ids = [[sample.sample_id for sample in make(root).samples] for root in (composed, decomposed)]
         assert ids[0] == ids[1] and f"Positive/{COMPOSED}" in ids[0]
-
-
-def test_a_replacement_refused_for_a_moment_is_tried_again_where_windows_needs_it(tmp_path, monkeypatch):
-    refusals, waits, real_replace = [], [], os.replace
-
-    def busy_twice(source, target):
-        if len(refusals) < 2:
-            refusals.append(target)
-            raise PermissionError(13, "The process cannot access the file because it is being used")
-        real_replace(source, target)
-
-    monkeypatch.setattr(files, "REPLACE_WAITS_S", (0.05, 0.1, 0.2))
-    monkeypatch.setattr(files.os, "replace", busy_twice)
-    monkeypatch.setattr(files.time, "sleep", waits.append)
-    target = tmp_path / "record.json"
-    target.write_text("old", encoding="utf-8")
-    with atomic_path(target) as temp:
-        temp.write_text("new", encoding="utf-8")
-    assert target.read_text(encoding="utf-8") == "new" and waits == [0.05, 0.1] and len(refusals) == 2
-    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]  # no temporary file left behind
-
-
-def test_without_waits_a_refused_replacement_fails_at_once(tmp_path, monkeypatch):
-    def refused(source, target):
-        raise PermissionError(13, "read-only folder")
-
-    monkeypatch.setattr(files, "REPLACE_WAITS_S", ())
-    monkeypatch.setattr(files.os, "replace", refused)
-    monkeypatch.setattr(files.time, "sleep", lambda seconds: pytest.fail("waited where no wait was asked for"))
-    with pytest.raises(PermissionError, match="read-only folder"):
-        replace_file(tmp_path / "a", tmp_path / "b")
 
 
 def load_check_space():

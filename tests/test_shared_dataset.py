@@ -22,9 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.data import locate_dataset, prepare_data
+from helpers.data import is_verified, locate_dataset, prepare_data, record_path, verify_dataset
 from helpers.dataset import CrackDataset, list_class_files
-from helpers.plumbing.files import DIGEST_CACHE_NAME, KEY_FILE_NAME, records_dir
 from helpers.settings import (
     DATASET,
     PROJECT_ROOT,
@@ -37,14 +36,13 @@ from helpers.settings import (
     validate_settings,
 )
 from helpers.synthetic_dataset import generate_dataset
-from helpers.verify import VERIFIED_FILE, is_verified, verify_dataset
 
 PER_CLASS = 20  # images per class in the shared folder of the two-learner test
 LEARNER = """
 import torch
 
 from helpers.analysis import compute_metrics
-from helpers.data import locate_dataset, prepare_data
+from helpers.data import locate_dataset, prepare_data, verify_dataset
 from helpers.dataset import CrackDataset, find_split_leakage
 from helpers.features import extract_features
 from helpers.inference import predict_dataset
@@ -53,7 +51,6 @@ from helpers.pipeline import checkpoint_metadata, ensure_checkpoint
 from helpers.plots import show_samples
 from helpers.settings import default_checkpoint_path, feature_cache_dir
 from helpers.training import train_head
-from helpers.verify import verify_dataset
 from helpers.workbook import announce_run, save_figure
 
 # 01: where the data comes from, every image checked, a figure
@@ -81,7 +78,6 @@ features = extract_features(checkpoint.model, val_set, feature_cache_dir(), prog
 predictions = predict_dataset(checkpoint.model, val_set, features=features, progress=False)
 print(f"learner done: accuracy {compute_metrics(predictions).accuracy:.2%} on {len(predictions)} images")
 """
-WORKBOOK_RECORDS = {DIGEST_CACHE_NAME, VERIFIED_FILE, KEY_FILE_NAME}
 
 
 def make_shared_folder(dest: Path, per_class: int = PER_CLASS) -> Path:
@@ -190,14 +186,12 @@ def test_two_learners_run_the_pipeline_of_notebooks_01_to_05_at_once_on_one_read
         assert snapshot(dataset) == before, "a learner's run changed the shared data folder"
         assert sorted(p.name for p in dataset.parent.iterdir()) == around, "a learner's run wrote beside it"
         assert snapshot(shared) == before  # the folder under the mount too
-        assert not WORKBOOK_RECORDS & {p.name for p in shared.rglob("*")}
 
     for home in homes:
         own = home / "workbook-data"
         assert len(list((own / "cache" / "features").glob("*.pt"))) == 2, f"{home.name}'s feature cache"
         assert (own / "checkpoints" / "resnet18_cracks_quick.pt").is_file()
-        records = list((own / "cache" / "datasets").glob(f"*/{DIGEST_CACHE_NAME}"))
-        assert len(records) == 1 and (records[0].parent / VERIFIED_FILE).is_file()  # 01 verified the shared set
+        assert len(list((own / "cache" / "verified").glob("*.json"))) == 1  # 01 verified the shared set
         assert (own / "images" / "samples_grid.png").is_file()
 
 
@@ -214,13 +208,14 @@ def learner(tmp_path, monkeypatch) -> Path:
 
 def test_the_shared_set_is_used_in_every_mode_and_nothing_is_written_beside_it(learner, monkeypatch):
     """Even when the folder happens to be writable (a teacher forgot chmod), no record lands there."""
-    monkeypatch.setattr("helpers.plumbing.files.SETTLE_NS", 0)  # the images are seconds old: keep their digests
     before = snapshot(learner)
     for quick in ("0", "1"):
         monkeypatch.setenv("WORKBOOK_QUICK", quick)
         choice = locate_dataset(progress=False)
         assert choice.path == learner.resolve() and "shared data set" in choice.reason
-    monkeypatch.setattr("helpers.data.any_host_reachable", lambda *args: pytest.fail("a learner's run downloads"))
+    monkeypatch.setattr(
+        "helpers.data.download_dataset", lambda *args, **kwargs: pytest.fail("a learner's run downloads")
+    )
     assert prepare_data(progress=False).path == learner.resolve()
 
     root = locate_dataset(progress=False).path
@@ -231,15 +226,8 @@ def test_the_shared_set_is_used_in_every_mode_and_nothing_is_written_beside_it(l
     CrackDataset(root, split="train", dedupe=True, progress=False)
 
     assert snapshot(learner) == before
-    own = records_dir(root)
-    assert data_dir() in own.parents and (own / DIGEST_CACHE_NAME).is_file() and (own / VERIFIED_FILE).is_file()
+    assert data_dir() in record_path(root).parents and record_path(root).is_file()
     assert data_dir() / "images" == images_dir() and data_dir() / "executed" == executed_dir()
-
-
-def test_records_of_a_folder_outside_the_class_stay_beside_it(tmp_path, monkeypatch):
-    monkeypatch.delenv(DATASET, raising=False)
-    assert records_dir(tmp_path) == tmp_path
-    assert images_dir() == PROJECT_ROOT / "images" and executed_dir() == PROJECT_ROOT / "build" / "executed"
 
 
 def test_a_learner_cannot_be_pointed_at_a_data_set_that_does_not_exist(tmp_path):
@@ -301,7 +289,7 @@ def test_the_teachers_download_into_a_shared_folder_then_the_learners_use_it(tmp
     shared = tmp_path / "srv" / "data" / "concrete"
     assert main(["download", "--url", str(archive), "--dest", str(shared)]) == 0
     assert "3 Positive, 3 Negative" in capsys.readouterr().out
-    assert not (shared.parent / ".concrete.lock").exists()
+    assert sorted(os.listdir(shared)) == ["Negative", "Positive", "workbook_source.json"]
 
     monkeypatch.setenv("WORKBOOK_DATA_DIR", str(tmp_path / "learner"))
     monkeypatch.setenv(DATASET, str(shared))
