@@ -29,7 +29,6 @@ from helpers.settings import (
     OFFLINE,
     executed_dir,
     PROJECT_ROOT,
-    SYNTHETIC_PER_CLASS,
     environment_with,
     notebooks,
 )  # noqa: E402
@@ -72,8 +71,10 @@ def main() -> int:
     parser.add_argument("--long", type=float, default=5.0, help="report cells that took at least this many seconds")
     args = parser.parse_args()
 
-    env = environment_with(**{DATA_DIR: str(args.data_dir), SYNTHETIC_PER_CLASS: str(args.per_class), OFFLINE: "1"})
-    print(f"running every notebook on {2 * args.per_class:,} synthetic images in {args.data_dir} ...", flush=True)
+    env = environment_with(**{DATA_DIR: str(args.data_dir), OFFLINE: "1"})
+    print(f"generating {2 * args.per_class:,} synthetic images in {args.data_dir} ...", flush=True)
+    generate = [sys.executable, "-m", "helpers", "data", "synthetic", "--per-class", str(args.per_class)]
+    subprocess.run(generate + ["--overwrite"], cwd=PROJECT_ROOT, env=env, check=True)  # the notebooks reuse them
     start = time.perf_counter()
     status = subprocess.call([sys.executable, "-m", "helpers", "run"], cwd=PROJECT_ROOT, env=env)
     wall = time.perf_counter() - start
@@ -90,7 +91,7 @@ def main() -> int:
         print(f"  {notebook.name:<30} {total:7.1f} s")
         for seconds, section, line in sorted(slow, reverse=True):
             print(f"      {seconds:7.1f} s  {section[:40]:<40}  {line[:60]}")
-    print(f"  {'outside the cells':<30} {wall - in_notebooks:7.1f} s  (data generated or found, weights, kernels)")
+    print(f"  {'outside the cells':<30} {wall - in_notebooks:7.1f} s  (data found, weights, kernels)")
     print(f"  {'all':<30} {wall:7.1f} s = {wall / 60:.1f} min" + ("" if status == 0 else f"  (run failed: {status})"))
     return status
 

@@ -9,15 +9,15 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from tqdm.auto import tqdm
 
 from helpers.dataset import CLASS_NAMES, DOWNLOAD_HINT, DatasetNotFoundError, list_class_files
 from helpers.plumbing.download import DownloadError, download, extract_folders
 from helpers.plumbing.files import file_digest, lock, read_json, replacing, write_json_atomically
 from helpers.plumbing.images import TENSOR_EXTENSION, BadImageError, load_image, load_tensor
-from helpers.plumbing.progress import tqdm
 from helpers.plumbing.text import printable
 from helpers.settings import DATASET, OFFLINE, QUICK, SOURCE_FILE, data_dir, downloads_dir, offline, quick_mode
-from helpers.settings import real_dir, shared_dataset_dir, synthetic_dir, synthetic_per_class
+from helpers.settings import real_dir, shared_dataset_dir, synthetic_dir
 from helpers.synthetic_dataset import generate_dataset
 
 ARCHIVE_NAME = "concrete_crack_images_for_classification.zip"
@@ -26,6 +26,8 @@ BASE_URLS = (  # tried in order: the address the capstone's notebooks use, then 
     "https://cf-courses-data.s3.us.cloud-object-storage.appdomain.cloud/CognitiveClass/DL0321EN/data/images/",
     "https://cf-courses-data.s3.us.cloud-object-storage.appdomain.cloud/IBMDeveloperSkillsNetwork-DL0321EN-SkillsNetwork/images/",
 )
+
+SYNTHETIC_PER_CLASS, QUICK_PER_CLASS = 1_000, 50  # the offline stand-in of a full run, of quick mode
 
 
 @dataclass
@@ -173,8 +175,13 @@ def read_source(root: Path) -> dict:
 
 
 def make_synthetic(progress: bool = True) -> Path:
-    """Generate (or reuse) the synthetic stand-in for this mode and return its folder."""
-    return generate_dataset(synthetic_dir(), per_class=synthetic_per_class(), seed=0, overwrite=True, progress=progress)
+    """The synthetic stand-in for this mode: the set in synthetic_dir() if the generator made one (of any size:
+    `python -m helpers data synthetic --per-class N` makes another), else a new one of the default size."""
+    folder = synthetic_dir()
+    if read_source(folder).get("source") == "synthetic":
+        return folder
+    per_class = QUICK_PER_CLASS if quick_mode() else SYNTHETIC_PER_CLASS
+    return generate_dataset(folder, per_class=per_class, seed=0, overwrite=True, progress=progress)
 
 
 def locate_dataset(progress: bool = True) -> DataChoice:

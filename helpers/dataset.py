@@ -31,10 +31,10 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms.functional import to_pil_image
+from tqdm.auto import tqdm
 
 from helpers.plumbing.files import file_hashes
 from helpers.plumbing.images import IMAGE_EXTENSIONS, TENSOR_EXTENSION, TILE_SIZE, is_readable, load_image, load_tensor
-from helpers.plumbing.progress import tqdm
 from helpers.plumbing.text import printable
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

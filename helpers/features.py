@@ -59,7 +59,14 @@ def feature_cache_key(dataset, model: nn.Module, number_format: str = "float32")
     for sample in dataset.samples:
         stat = os.stat(sample.path)
         digest.update(f"\n{sample.sample_id}|{sample.label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    for name, tensor in model.state_dict().items():  # every backbone weight and BatchNorm statistic, not fc
+    digest.update(weights_digest(model).encode())
+    return digest.hexdigest()
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of every backbone weight and BatchNorm statistic (everything but fc)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
         if not name.startswith("fc."):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())

@@ -23,9 +23,9 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from helpers.model import count_parameters, trainable_parameter_names
-from helpers.plumbing.progress import tqdm
 from helpers.settings import pick_device
 from helpers.training import History, evaluate, train_one_epoch
 

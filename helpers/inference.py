@@ -20,11 +20,11 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from helpers.dataset import default_transform
 from helpers.features import FeatureSet
 from helpers.plumbing.images import TILE_SIZE, BadImageError, open_photo, to_size
-from helpers.plumbing.progress import tqdm
 from helpers.settings import pick_device
 
 CRACK = 1  # label of the "Positive" class in the binary data set

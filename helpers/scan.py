@@ -25,11 +25,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 from torch import nn
+from tqdm.auto import tqdm
 
 from helpers.dataset import default_transform
 from helpers.plumbing.images import TILE_SIZE
 from helpers.plumbing.images import open_photo
-from helpers.plumbing.progress import tqdm
 from helpers.settings import pick_device
 
 

@@ -1,32 +1,24 @@
-"""Every setting of the workbook in one place: environment variables, folders, the device.
+"""Every setting of the workbook in one place: seven environment variables, the folders, the device.
 
-The notebooks, the command-line tools and the tests all ask this module, and no other module
-reads a ``WORKBOOK_*`` variable. Each variable is read when it is asked for (so a test or a
-notebook cell can change it), through one parser per kind of value, and a value that cannot be
-understood stops with one sentence that names the variable and what it accepts. Every command
-(``python -m helpers ...``) checks them all first, with :func:`validate_settings`, so a bad value
-stops it in its first line rather than minutes later in notebook 04.
+The notebooks, the command-line tools and the tests ask this module; no other module reads a
+``WORKBOOK_*`` variable. Each is read when asked for (so a test or a notebook cell can change it),
+and a value that cannot be understood stops with one sentence naming the variable and what it
+accepts. Every command (``python -m helpers ...``) checks them all first (:func:`validate_settings`).
 
 | variable | what it does |
 | --- | --- |
 | WORKBOOK_QUICK | 1: tiny synthetic data and the shortest training (CI, a first look) |
 | WORKBOOK_DATA_DIR | keep downloads, generated data, caches and checkpoints there instead of data/ |
-| WORKBOOK_DATASET | a class's shared data set (Positive/ + Negative/, may be read-only): used as is, never written to; figures and executed copies then follow WORKBOOK_DATA_DIR |
-| WORKBOOK_DATA_URL | an address or a local zip to download instead of the known addresses |
+| WORKBOOK_DATASET | a class's shared data set (Positive/ + Negative/, may be read-only): used as is, never written to |
 | WORKBOOK_OFFLINE | 1: do not try to download (data or ImageNet weights); use synthetic data |
-| WORKBOOK_SYNTHETIC_PER_CLASS | images per class of the synthetic stand-in in a full run (default 1,000) |
-| WORKBOOK_WEIGHTS_URL | a mirror of the ImageNet weights file (its SHA-256 is still checked) |
 | WORKBOOK_ALLOW_RANDOM_WEIGHTS | 1: carry on with a random backbone when the ImageNet weights are missing |
 | WORKBOOK_DEVICE | cpu, cuda, cuda:1, mps: the device to run on (default: the best there is) |
-| WORKBOOK_REAL_SAMPLE | a folder with a real Positive/ + Negative/ sample (only the tests, notebook 01 and `make bench` read it) |
-| WORKBOOK_REQUIRE_BROWSER | 1: the browser test fails instead of skipping without Chromium (only `make test` reads it; CI sets it) |
-| WORKBOOK_PLAIN_PROGRESS | 1: plain-text progress bars, never widgets (the kernels `make run` starts set it) |
+| WORKBOOK_REAL_SAMPLE | a folder with a real Positive/ + Negative/ sample (the tests, notebook 01 and `make bench`) |
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,69 +31,48 @@ SOURCE_FILE = "workbook_source.json"  # how a data folder was made (download or 
 QUICK = "WORKBOOK_QUICK"
 DATA_DIR = "WORKBOOK_DATA_DIR"
 DATASET = "WORKBOOK_DATASET"
-DATA_URL = "WORKBOOK_DATA_URL"
 OFFLINE = "WORKBOOK_OFFLINE"
-SYNTHETIC_PER_CLASS = "WORKBOOK_SYNTHETIC_PER_CLASS"
-WEIGHTS_URL = "WORKBOOK_WEIGHTS_URL"
 ALLOW_RANDOM_WEIGHTS = "WORKBOOK_ALLOW_RANDOM_WEIGHTS"
 DEVICE = "WORKBOOK_DEVICE"
 REAL_SAMPLE = "WORKBOOK_REAL_SAMPLE"
-REQUIRE_BROWSER = "WORKBOOK_REQUIRE_BROWSER"
-PLAIN_PROGRESS = "WORKBOOK_PLAIN_PROGRESS"
-
-DEFAULT_SYNTHETIC_PER_CLASS = 1_000  # offline stand-in for a full run
-QUICK_SYNTHETIC_PER_CLASS = 50  # WORKBOOK_QUICK=1
-
-_YES = {"1", "true", "yes", "on"}
-_NO = {"0", "false", "no", "off"}
+WEIGHTS_URL = "WORKBOOK_WEIGHTS_URL"  # goes with the checkpoint rework (a mirror becomes an argument)
 
 
 class SettingsError(ValueError):
     """A WORKBOOK_* variable (or a setting given in code) holds a value the workbook cannot use."""
 
 
-# ----------------------------------------------------------------------------- parsers
 def env_text(name: str) -> str | None:
     """The variable's value without surrounding spaces, or None when it is unset or empty."""
-    value = os.environ.get(name, "").strip()
-    return value or None
+    return os.environ.get(name, "").strip() or None
 
 
-def env_flag(name: str, default: bool = False) -> bool:
-    """A yes/no variable: 1, true, yes, on / 0, false, no, off (any case); unset means `default`."""
+def env_flag(name: str) -> bool:
+    """A yes/no variable: 1, true, yes, on / 0, false, no, off (any case); unset means no."""
     value = env_text(name)
-    if value is None:
-        return default
-    if value.lower() in _YES:
-        return True
-    if value.lower() in _NO:
+    if value is None or value.lower() in ("0", "false", "no", "off"):
         return False
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
     raise SettingsError(f"{name}={value!r} is not understood: use 1 (or yes, true, on) or 0 (or no, false, off).")
 
 
-def env_int(name: str, default: int, minimum: int = 1) -> int:
-    """A whole-number variable of at least `minimum`; unset means `default`."""
+def env_path(name: str, folder: bool = True) -> Path | None:
+    """A path named by the variable (~ expanded, made absolute), or None when unset; with `folder`, a path that is
+    or lies inside a file is refused."""
     value = env_text(name)
     if value is None:
-        return default
+        return None
     try:
-        number = int(value.replace("_", "").replace(",", ""))
-    except ValueError:
-        number = None
-    if number is None or number < minimum:
-        raise SettingsError(
-            f"{name}={value!r} is not understood: use a whole number of at least {minimum}, e.g. {name}={default}."
-        )
-    return number
+        path = Path(value).expanduser().resolve()
+    except RuntimeError:  # ~someone who has no home folder here
+        raise SettingsError(f"{name}={value!r} names a home folder this machine does not know: give a full path.")
+    existing = next(part for part in (path, *path.parents) if part.exists())
+    if folder and not existing.is_dir():
+        raise SettingsError(f"{name}={value!r} is or lies inside a file ({existing}): point it at a folder.")
+    return path
 
 
-def env_path(name: str) -> Path | None:
-    """A folder or file named by the variable (~ expanded, made absolute), or None when unset."""
-    value = env_text(name)
-    return Path(value).expanduser().resolve() if value else None
-
-
-# ----------------------------------------------------------------------------- the settings
 def quick_mode() -> bool:
     """True when WORKBOOK_QUICK=1: tiny synthetic data and the shortest training (CI, a first look)."""
     return env_flag(QUICK)
@@ -110,11 +81,6 @@ def quick_mode() -> bool:
 def offline() -> bool:
     """True when WORKBOOK_OFFLINE=1: no download is tried."""
     return env_flag(OFFLINE)
-
-
-def data_url() -> str | None:
-    """The learner's own address (or local zip) of the data set, from WORKBOOK_DATA_URL."""
-    return env_text(DATA_URL)
 
 
 def weights_url() -> str | None:
@@ -127,13 +93,6 @@ def random_weights_allowed() -> bool:
     return env_flag(ALLOW_RANDOM_WEIGHTS)
 
 
-def synthetic_per_class() -> int:
-    """Images per class for the synthetic stand-in: 50 in quick mode, else WORKBOOK_SYNTHETIC_PER_CLASS or 1,000."""
-    if quick_mode():
-        return QUICK_SYNTHETIC_PER_CLASS
-    return env_int(SYNTHETIC_PER_CLASS, DEFAULT_SYNTHETIC_PER_CLASS)
-
-
 def real_sample_dir() -> Path | None:
     """The folder of a real sample (Positive/ + Negative/) named by WORKBOOK_REAL_SAMPLE, or None."""
     return env_path(REAL_SAMPLE)
@@ -142,21 +101,15 @@ def real_sample_dir() -> Path | None:
 def shared_dataset_dir() -> Path | None:
     """The class's shared data set named by WORKBOOK_DATASET, or None; SettingsError when it is not a data folder.
 
-    The folder may be read-only: the workbook reads its images and writes nothing there (every
-    cache, record and checkpoint about it goes under the learner's own data folder).
+    The folder may be read-only: the workbook reads its images and writes nothing there.
     """
-    path = env_path(DATASET)
+    path = env_path(DATASET, folder=False)
     if path is None:
         return None
-    if not path.exists():
-        raise SettingsError(
-            f"{DATASET}={str(path)!r} does not exist: point it at the shared folder that holds "
-            "Positive/ and Negative/ (ask your teacher where it is), or unset it."
-        )
     if not path.is_dir():
         raise SettingsError(
-            f"{DATASET}={str(path)!r} is a file, not a folder: point it at the folder that holds "
-            "Positive/ and Negative/."
+            f"{DATASET}={str(path)!r} {'is a file, not a folder' if path.exists() else 'does not exist'}: point it at "
+            "the shared folder that holds Positive/ and Negative/ (ask your teacher where it is), or unset it."
         )
     missing = [name for name in ("Positive", "Negative") if not (path / name).is_dir()]
     if missing:
@@ -178,43 +131,12 @@ def in_class() -> bool:
     return env_text(DATASET) is not None
 
 
-def plain_progress() -> bool:
-    """True when WORKBOOK_PLAIN_PROGRESS=1: progress bars as text, never as widgets (headless runs)."""
-    return env_flag(PLAIN_PROGRESS)
-
-
-def browser_required() -> bool:
-    """True when WORKBOOK_REQUIRE_BROWSER=1 (CI): a missing Chromium fails the browser test."""
-    return env_flag(REQUIRE_BROWSER)
-
-
-def check_address(name: str, value: str | None) -> str | None:
-    """`value` when it is an http(s) or file:// address or a local path; SettingsError for an empty one or another scheme."""
-    if value is None:
-        return None
-    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]+)://", value)
-    if not value.strip() or (scheme and scheme.group(1).lower() not in ("http", "https", "file")):
-        raise SettingsError(
-            f"{name}={value!r} is not an address the workbook can fetch: give an http://, https:// "
-            "or file:// address, or the path of a local file."
-        )
-    return value
-
-
 def validate_settings() -> None:
-    """Read every WORKBOOK_* setting once; the first bad one raises SettingsError with its one sentence.
-
-    Each command calls this before any work (and `python -m helpers run` before notebook 01, so
-    the kernels it starts, which inherit the environment, never meet a bad value).
-    """
-    for flag in (QUICK, OFFLINE, ALLOW_RANDOM_WEIGHTS, PLAIN_PROGRESS, REQUIRE_BROWSER):
+    """Read every WORKBOOK_* setting once; the first bad one raises SettingsError with its one sentence."""
+    for flag in (QUICK, OFFLINE, ALLOW_RANDOM_WEIGHTS):
         env_flag(flag)
-    env_int(SYNTHETIC_PER_CLASS, DEFAULT_SYNTHETIC_PER_CLASS)
-    check_address(DATA_URL, data_url())
-    check_address(WEIGHTS_URL, weights_url())
-    for name, path in ((DATA_DIR, env_path(DATA_DIR)), (REAL_SAMPLE, env_path(REAL_SAMPLE))):
-        if path is not None and path.exists() and not path.is_dir():
-            raise SettingsError(f"{name}={str(path)!r} is a file, not a folder: point it at a folder.")
+    env_path(DATA_DIR)
+    env_path(REAL_SAMPLE)
     shared_dataset_dir()
     pick_device()
 
@@ -225,6 +147,11 @@ def environment_with(**overrides: str) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- folders
+def data_dir() -> Path:
+    """The folder downloads and generated data land in: data/, or WORKBOOK_DATA_DIR."""
+    return env_path(DATA_DIR) or PROJECT_ROOT / "data"
+
+
 def images_dir() -> Path:
     """Where the notebooks save their figures: images/, or in a class (WORKBOOK_DATASET) data/images/."""
     return data_dir() / "images" if in_class() else PROJECT_ROOT / "images"
@@ -240,30 +167,15 @@ def notebooks() -> list[Path]:
     return sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def data_dir() -> Path:
-    """The folder downloads and generated data land in: data/, or WORKBOOK_DATA_DIR."""
-    return env_path(DATA_DIR) or PROJECT_ROOT / "data"
-
-
 def real_dir() -> Path:
     """Where the downloaded JPEGs live: data/concrete_crack_images/{Positive,Negative}."""
     return data_dir() / "concrete_crack_images"
-
-
-def tensors_dir() -> Path:
-    """Where the capstone's optional .pt format lives: data/concrete_crack_tensors/."""
-    return data_dir() / "concrete_crack_tensors"
 
 
 def synthetic_dir(quick: bool | None = None) -> Path:
     """Where generated images live: data/synthetic_cracks/ (data/synthetic_quick/ in quick mode)."""
     quick = quick_mode() if quick is None else quick
     return data_dir() / ("synthetic_quick" if quick else "synthetic_cracks")
-
-
-def download_attempt_file() -> Path:
-    """Where a failed attempt to download the real set is recorded, so later notebooks do not send the learner back."""
-    return data_dir() / "download_attempt.json"
 
 
 def downloads_dir() -> Path:
@@ -291,42 +203,29 @@ def available_devices() -> list[str]:
     """The devices this machine can run on, e.g. ["cpu"] or ["cpu", "cuda:0", "cuda:1"]."""
     import torch
 
-    devices = ["cpu"]
-    if torch.cuda.is_available():
-        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        devices.append("mps")
-    return devices
+    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    return devices + (["mps"] if torch.backends.mps.is_available() else [])
 
 
 def pick_device(preference: str | torch.device | None = None) -> torch.device:
     """The device to run on: `preference`, else WORKBOOK_DEVICE, else CUDA, then Apple's MPS, then the CPU.
 
-    A device this machine does not have (cuda without a driver, cuda:7 on one GPU, mps on Linux,
-    a misspelling) raises SettingsError with one sentence that lists the devices it does have.
+    A device this machine does not have raises SettingsError with one sentence listing the ones it has.
     """
     import torch
 
-    source = "the device" if preference is not None else DEVICE
-    preference = preference if preference is not None else env_text(DEVICE)
-    if preference is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+    named = preference if preference is not None else env_text(DEVICE)
+    if named is None:
+        return torch.device(
+            "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        )
     available = available_devices()
-    shown = f"{source}={str(preference)!r}" if source == DEVICE else f"device {str(preference)!r}"
+    shown = f"device {str(named)!r}" if preference is not None else f"{DEVICE}={str(named)!r}"
     try:
-        device = torch.device(preference)
+        device = torch.device(named)
     except (RuntimeError, ValueError, TypeError):
         raise SettingsError(f"{shown} is not a device name; this machine has: {', '.join(available)}.") from None
     index = 0 if device.index is None else device.index
-    known = (
-        device.type == "cpu"
-        or (device.type == "mps" and "mps" in available)
-        or (device.type == "cuda" and f"cuda:{index}" in available)
-    )
-    if not known:
+    if device.type != "cpu" and f"{device.type}:{index}" not in available and device.type not in available:
         raise SettingsError(f"{shown} is not available on this machine, which has: {', '.join(available)}.")
     return device

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from helpers.plumbing.files import check_replaceable, lock, replacing
-from helpers.plumbing.progress import tqdm
 from helpers.settings import SOURCE_FILE
 from helpers.synthetic import DEFAULT_CLASSES, RECIPES, make_image
 

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from helpers.features import FeatureSet
 from helpers.inference import logits_from_loader
-from helpers.plumbing.progress import tqdm
 from helpers.settings import pick_device
 
 

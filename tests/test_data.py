@@ -20,9 +20,10 @@ from http_server import FileServer
 from PIL import Image, ImageFile
 
 from helpers.data import DataChoice, download_dataset, is_verified, locate_dataset, prepare_data, read_source
-from helpers.data import record_path, verify_dataset
+from helpers.data import QUICK_PER_CLASS, record_path, verify_dataset
 from helpers.plumbing.download import DownloadError
-from helpers.settings import QUICK_SYNTHETIC_PER_CLASS
+from helpers.settings import synthetic_dir
+from helpers.synthetic_dataset import generate_dataset
 from helpers.tools.data import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,9 +67,9 @@ def file_server():
 def workbook_env(tmp_path, monkeypatch):
     """A private data folder, full mode, a tiny synthetic stand-in."""
     monkeypatch.setenv("WORKBOOK_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("WORKBOOK_SYNTHETIC_PER_CLASS", "6")
     for name in ("WORKBOOK_QUICK", "WORKBOOK_OFFLINE", "WORKBOOK_DATASET"):
         monkeypatch.delenv(name, raising=False)
+    generate_dataset(synthetic_dir(), per_class=6, seed=0, progress=False)  # a tiny stand-in, reused as it is
     return tmp_path / "data"
 
 
@@ -167,7 +168,7 @@ def test_quick_mode_uses_the_tiny_synthetic_set(workbook_env, monkeypatch):
     monkeypatch.setenv("WORKBOOK_QUICK", "1")
     choice = locate_dataset(progress=False)
     assert choice.path == workbook_env / "synthetic_quick"
-    per_class = QUICK_SYNTHETIC_PER_CLASS
+    per_class = QUICK_PER_CLASS
     assert verify_dataset(choice.path, progress=False).counts == {"Positive": per_class, "Negative": per_class}
 
 
@@ -295,7 +296,7 @@ def test_a_file_given_as_destination_is_named_as_a_file(workbook_env, tmp_path, 
         assert capsys.readouterr().err == (
             f"error: {dest} cannot be a data folder: {a_file} is a file; choose another folder.\n"
         )
-    assert sorted(os.listdir(tmp_path)) == ["passwd", "set.zip"] and a_file.read_text() == "root:x:0:0\n"
+    assert sorted(os.listdir(tmp_path)) == ["data", "passwd", "set.zip"] and a_file.read_text() == "root:x:0:0\n"
     assert main(["verify", str(a_file)]) == 1
     assert "is not a folder holding Positive/ and Negative/" in capsys.readouterr().out
 

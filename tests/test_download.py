@@ -180,6 +180,7 @@ def test_a_full_disk_while_unpacking_names_the_folder_and_the_room_needed(tmp_pa
     archive = make_zip(tmp_path / "data.zip", DATASET)
     (tmp_path / "out").mkdir()
     with pytest.raises(
-        OSError, match=rf"^The disk holding {re.escape(str(tmp_path))} is full: this needs about \d+\.0 bytes for the images"
+        OSError,
+        match=rf"^The disk holding {re.escape(str(tmp_path))} is full: this needs about \d+\.0 bytes for the images",
     ):
         extract_folders(archive, tmp_path / "out", FOLDERS)

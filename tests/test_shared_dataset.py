@@ -252,7 +252,7 @@ def test_a_learner_cannot_be_pointed_at_a_data_set_that_does_not_exist(tmp_path)
             "empty",
             "has no Positive/ and no Negative/ folder: point it at the folder that holds Positive/ and Negative/.",
         ),
-        ("a_file", "is a file, not a folder: point it at the folder that holds Positive/ and Negative/."),
+        ("a_file", "is a file, not a folder: point it at the shared folder that holds Positive/ and Negative/"),
         ("data_dir_inside", "lies inside WORKBOOK_DATASET="),
     ],
 )

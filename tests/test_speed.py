@@ -122,9 +122,12 @@ def test_extract_features_computes_in_int8_once_enabled_with_its_own_cache_key(
 ):
     stub_rates(monkeypatch, 40.0, 85.0)
     assert speed.enable(speed.measure(model, torch.zeros(2, 3, 32, 32), rounds=1))
-    monkeypatch.setattr(speed, "quantize_backbone", lambda backbone, images: built)  # no second build
+    builds = []
+    monkeypatch.setattr(speed, "quantize_backbone", lambda backbone, images: builds.append(1) or built)
+    monkeypatch.setattr(speed.LazyInt8, "last_built", None)
     int8 = extract_features(model, synthetic_val, tmp_path, device="cpu", progress=False)
-    assert int8.number_format == "int8"
+    again = extract_features(model, synthetic_val.first(5), device="cpu", progress=False)
+    assert int8.number_format == again.number_format == "int8" and len(builds) == 1  # built once, then kept
     stored = torch.load(Path(tmp_path) / "data-val.pt", weights_only=True)
     assert stored["key"] == feature_cache_key(synthetic_val, model, "int8") != feature_cache_key(synthetic_val, model)
 

@@ -11,9 +11,9 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import requests
+from tqdm.auto import tqdm
 
 from helpers.plumbing.files import disk_full, size_text
-from helpers.plumbing.progress import tqdm
 
 MAX_BYTES = 2 * 1024**3  # the images zip is about 250 MB and unpacks to about as much
 MAX_RATIO = 10  # JPEGs barely compress: a zip that unpacks to 10 times its size holds no photos

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from filelock import FileLock
+from tqdm.auto import tqdm
 
-from helpers.plumbing.progress import tqdm
 from helpers.settings import SOURCE_FILE
 
 

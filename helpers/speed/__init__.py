@@ -90,25 +90,29 @@ def calibration_images(count: int = CALIBRATION_IMAGES, seed: int = 0) -> torch.
 
 
 class LazyInt8:
-    """The int8 backbone, built on its first call (so a feature-cache hit never pays for the build)."""
+    """The int8 backbone, built on its first call (a feature-cache hit never pays for the build), and kept for the
+    next call with the same weights (notebook 04 asks for training and validation features)."""
 
     training = False
+    last_built: tuple[str, Int8Backbone] | None = None  # (the weights' digest, the backbone built from them)
 
-    def __init__(self, backbone: nn.Module):
-        self.backbone, self.built = backbone, None
+    def __init__(self, backbone: nn.Module, weights: str):
+        self.backbone, self.weights = backbone, weights
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.built is None:
-            print("building the int8 backbone (calibration and compilation, once per run)")
-            self.built = quantize_backbone(self.backbone, calibration_images())
-        return self.built(images)
+        if LazyInt8.last_built is None or LazyInt8.last_built[0] != self.weights:
+            print("building the int8 backbone (calibration and compilation: tens of seconds)")
+            LazyInt8.last_built = (self.weights, quantize_backbone(self.backbone, calibration_images()))
+        return LazyInt8.last_built[1](images)
 
 
 def backbone_for(model: nn.Module, device: torch.device | str = "cpu") -> tuple[nn.Module | LazyInt8, str]:
     """The frozen backbone as extract_features runs it, and its number format: int8 where enabled, else float32."""
+    from helpers.features import weights_digest  # here: helpers.features imports this module
+
     backbone = float_backbone(model, device)
     if torch.device(device).type == "cpu" and enabled() and int8_unavailable_reason("cpu") is None:
-        return LazyInt8(backbone), "int8"
+        return LazyInt8(backbone, weights_digest(model)), "int8"
     return backbone, "float32"
 
 

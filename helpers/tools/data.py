@@ -15,7 +15,8 @@ from pathlib import Path
 from helpers.data import download_dataset, prepare_data, verify_dataset
 from helpers.plumbing.download import DownloadError
 from helpers.plumbing.text import printable
-from helpers.settings import DEFAULT_SYNTHETIC_PER_CLASS, synthetic_dir
+from helpers.data import SYNTHETIC_PER_CLASS
+from helpers.settings import synthetic_dir
 from helpers.synthetic_dataset import generate_dataset
 from helpers.tools.guard import command
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     download.add_argument("--dest", type=Path, help="folder for the images (default: data/concrete_crack_images)")
     download.add_argument("--sha256", help="expected SHA-256 of the zip")
     synthetic = commands.add_parser("synthetic", help="generate synthetic crack images (works offline)")
-    synthetic.add_argument("--per-class", type=int, default=DEFAULT_SYNTHETIC_PER_CLASS)
+    synthetic.add_argument("--per-class", type=int, default=SYNTHETIC_PER_CLASS)
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.add_argument("--dest", type=Path, help="default: data/synthetic_cracks")
     synthetic.add_argument("--overwrite", action="store_true", help="replace a set made with other settings")
