@@ -31,17 +31,10 @@ class Mistake:
 
 def misclassified(predictions: Predictions) -> list[Mistake]:
     """Every wrongly classified image, in the order of the data set."""
-    predicted = predictions.predicted()
-    return [
-        Mistake(
-            i,
-            predictions.sample_ids[i],
-            predictions.class_names[predicted[i]],
-            predictions.class_names[predictions.labels[i]],
-            float(predictions.probabilities[i, predicted[i]]),
-        )
-        for i in torch.nonzero(predicted != predictions.labels).flatten().tolist()
-    ]
+    predicted, confidence = predictions.predicted(), predictions.probabilities.max(dim=1).values
+    names, labels, files = predictions.class_names, predictions.labels, predictions.sample_ids
+    wrong = torch.nonzero(predicted != labels).flatten().tolist()
+    return [Mistake(i, files[i], names[predicted[i]], names[labels[i]], float(confidence[i])) for i in wrong]
 
 
 def accuracy_interval(correct: int, total: int) -> tuple[float, float]:
@@ -52,9 +45,8 @@ def accuracy_interval(correct: int, total: int) -> tuple[float, float]:
     if total <= 0 or not 0 <= correct <= total:
         raise ValueError(f"An accuracy needs 0 <= correct <= total and total > 0, not {correct} of {total}.")
     p, z = correct / total, 1.959964  # 95% of a normal distribution lies within 1.96 standard deviations
-    z2 = z**2
-    centre = (p + z2 / (2 * total)) / (1 + z2 / total)
-    half_width = z * math.sqrt(p * (1 - p) / total + z2 / (4 * total**2)) / (1 + z2 / total)
+    centre = (p + z**2 / (2 * total)) / (1 + z**2 / total)
+    half_width = z * math.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / (1 + z**2 / total)
     lower = 0.0 if correct == 0 else centre - half_width  # exactly 0 and 1 at the edges,
     upper = 1.0 if correct == total else centre + half_width  # without rounding leftovers
     return lower, upper
@@ -105,9 +97,9 @@ def compare_on_same_images(
 
 @dataclass
 class Metrics:
-    """confusion[k, j]: images of class k predicted as j. Per class: precision = of the images called that
-    class, the share that are; recall = of the images of that class, the share found; F1 = their harmonic
-    mean; support = images of that class. A share of nothing (precision of a class never called) is 0."""
+    """confusion[k, j] counts the images of class k predicted as j. Per class (class_names order): precision =
+    of the images called that class, the share that are; recall = of the images of that class, the share
+    found; F1 = their harmonic mean. A share of nothing (the precision of a class never called) is 0."""
 
     class_names: list[str]
     confusion: torch.Tensor
@@ -118,7 +110,6 @@ class Metrics:
     precision: torch.Tensor
     recall: torch.Tensor
     f1: torch.Tensor
-    support: torch.Tensor
 
     def __str__(self) -> str:
         low, high = self.interval
@@ -129,7 +120,7 @@ class Metrics:
         ]
         for k, name in enumerate(self.class_names):
             numbers = [f"{float(m[k]):>9.2%}" for m in (self.precision, self.recall, self.f1)]
-            lines.append(f"{name:<{w}}{''.join(numbers)}{int(self.support[k]):>10,}")
+            lines.append(f"{name:<{w}}{''.join(numbers)}{int(self.confusion[k].sum()):>10,}")
         lines.append("\nconfusion matrix (rows = actual, columns = predicted):")
         lines.append(" " * w + "".join(f"{name:>{w}}" for name in self.class_names))
         for name, row in zip(self.class_names, self.confusion.tolist()):
@@ -147,7 +138,7 @@ def compute_metrics(predictions: Predictions) -> Metrics:
     f1 = (2 * precision * recall / (precision + recall)).nan_to_num()
     right, n_images, names = int(hits.sum()), int(support.sum()), list(predictions.class_names)
     interval = accuracy_interval(right, n_images)
-    return Metrics(names, confusion, right, n_images, right / n_images, interval, precision, recall, f1, support)
+    return Metrics(names, confusion, right, n_images, right / n_images, interval, precision, recall, f1)
 
 
 def threshold_curve(predictions: Predictions) -> dict[str, np.ndarray]:
@@ -157,13 +148,11 @@ def threshold_curve(predictions: Predictions) -> dict[str, np.ndarray]:
     thresholds = np.linspace(0.0, 1.0, 101)
     called = torch.stack([predictions.predicted(float(t)) == CRACK for t in thresholds]).numpy()
     is_crack = (predictions.labels == CRACK).numpy()
-    hits, false_alarms = (called & is_crack).sum(1), (called & ~is_crack).sum(1)
+    hits, alarms = (called & is_crack).sum(1), (called & ~is_crack).sum(1)
     with np.errstate(invalid="ignore"):  # 0 / 0: no image called a crack
-        precision = hits / (hits + false_alarms)
+        precision = hits / (hits + alarms)
     recall, missed = hits / max(1, is_crack.sum()), is_crack.sum() - hits
-    return dict(
-        threshold=thresholds, precision=precision, recall=recall, false_alarms=false_alarms, missed_cracks=missed
-    )
+    return dict(threshold=thresholds, precision=precision, recall=recall, false_alarms=alarms, missed_cracks=missed)
 
 
 def image_for_display(path: Path) -> np.ndarray:
@@ -171,46 +160,49 @@ def image_for_display(path: Path) -> np.ndarray:
     if path.suffix.lower() != TENSOR_EXTENSION:
         return np.asarray(load_image(path))
     tensor = load_tensor(path)
-    if tensor.dtype == torch.uint8:
-        return tensor.permute(1, 2, 0).numpy()
-    return denormalize(tensor[None].float())[0].permute(1, 2, 0).numpy()
+    pixels = tensor if tensor.dtype == torch.uint8 else denormalize(tensor[None].float())[0]
+    return pixels.permute(1, 2, 0).numpy()
 
 
 def plot_misclassified(predictions: Predictions, mistakes: list[Mistake], n: int = 16, ncols: int = 8) -> Figure:
     """The first `n` mistakes as pictures, each titled with its sample, file, answer and confidence."""
     shown = mistakes[:n]
     nrows = max(1, -(-len(shown) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.1 * ncols, 2.6 * nrows), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.1 * ncols, 2.6 * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, m in zip(axes.flat, shown):
         ax.imshow(image_for_display(predictions.paths[m.sample]))
         ax.set_title(f"#{m.sample} {m.file}\npred {m.predicted} / actual {m.actual} / {m.confidence:.0%}", fontsize=7)
     fig.suptitle(f"{len(shown)} of {len(mistakes)} misclassified images" if mistakes else "No mistakes.")
+    fig.tight_layout()  # before save_figure adds its footer below everything
     return fig
 
 
 def plot_confusion_matrix(metrics: Metrics) -> Figure:
     """The confusion matrix as a grid of counts: rows = actual class, columns = predicted class."""
     counts = metrics.confusion.numpy()
-    fig, ax = plt.subplots(figsize=(4.2, 3.6), layout="constrained")
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
     ax.imshow(counts, cmap="Blues")
     for (row, column), count in np.ndenumerate(counts):
         colour = "white" if count > counts.max() / 2 else "black"
         ax.text(column, row, f"{count:,}", ha="center", va="center", color=colour)
     ax.set_xticks(range(len(counts)), metrics.class_names)
     ax.set_yticks(range(len(counts)), metrics.class_names)
-    ax.set(xlabel="predicted", ylabel="actual", title=f"accuracy {metrics.accuracy:.2%} of {metrics.total:,}")
+    ax.set(xlabel="predicted", ylabel="actual")
+    ax.set_title(f"accuracy {metrics.accuracy:.2%} ({metrics.correct:,} of {metrics.total:,})")
+    fig.tight_layout()
     return fig
 
 
 def plot_threshold_curve(curve: dict[str, np.ndarray], threshold: float = 0.5) -> Figure:
     """Precision and recall of the crack class against the threshold; a dashed line at `threshold`."""
-    fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
+    fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.plot(curve["threshold"], 100 * curve["precision"], label="precision (calls that are cracks)")
     ax.plot(curve["threshold"], 100 * curve["recall"], label="recall (cracks that are found)")
     ax.axvline(threshold, color="grey", linestyle="--", label=f"threshold {threshold:g}")
     ax.set(xlabel="threshold on the crack probability", ylabel="%")
     ax.set_title("Moving the threshold trades missed cracks for false alarms")
     ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
     return fig

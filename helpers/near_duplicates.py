@@ -3,12 +3,12 @@
 find_split_leakage (helpers.dataset) finds byte-identical copies; re-encoded, brightened or shifted
 copies have other bytes but almost the same features. So each validation image gets the training
 image whose features point the most the same way (cosine), and pairs above a threshold are flagged.
+Pooled features describe texture, not layout: two featureless grey tiles look alike too.
 
 Why whiten first: pooled ReLU features are all positive and all concrete tiles share a few strong
-directions (brightness, contrast), so unrelated tiles have a raw cosine of 0.99+, and subtracting the
-mean still leaves one direction dominant. Scaled to equal spread along the training features'
-principal directions (as image retrieval does), the cosine is about the tile, not about concrete.
-A pooled feature describes texture, not layout: two featureless grey tiles look alike.
+directions (brightness, contrast): unrelated tiles have a raw cosine of 0.99+, and even around the
+mean one direction dominates. Scaled to equal spread along the training features' principal
+directions (as image retrieval does), the cosine is about the tile, not about concrete.
 """
 
 from __future__ import annotations
@@ -66,9 +66,8 @@ def _whitening(train: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda features: normalize((features.float() - mean.float()) @ scale, dim=1)
 
 
-# The threshold: with a random backbone on synthetic concrete (4,000 training images), a distinct image's
-# best cosine has median 0.35 and 99th percentile 0.72; copies re-encoded at JPEG quality 60 or 10% brighter
-# or darker score 0.80 or more, copies shifted by 2 pixels 0.50 to 0.74. With ImageNet weights, see the histogram.
+# The threshold: with a random backbone on synthetic concrete, a distinct image's best cosine has median 0.35 and
+# 99th percentile 0.72; copies re-encoded or 10% brighter or darker score 0.80+, copies shifted 2 pixels 0.50-0.74.
 def find_near_duplicates(train: FeatureSet, val: FeatureSet, threshold: float = 0.8) -> NearDuplicateReport:
     """For every validation image, its most similar training image (cosine of whitened features)."""
     if len(train.features) < 2 or train.features.shape[1] != val.features.shape[1]:
@@ -98,7 +97,7 @@ def plot_near_duplicates(
     order = torch.argsort(report.similarities, descending=True, stable=True)[:n].tolist()
     cols = min(3, len(order))  # pairs per row
     rows = -(-len(order) // cols)
-    fig = plt.figure(figsize=(3.6 * cols, 2.1 * rows + 2.8), layout="constrained")
+    fig = plt.figure(figsize=(3.6 * cols, 2.1 * rows + 2.8))
     grid = fig.add_gridspec(rows + 1, 2 * cols, height_ratios=[1.0] * rows + [1.3])
     for k, i in enumerate(order):
         pair = val_dataset.samples[i], train_dataset.samples[int(report.best_train[i])]
@@ -118,4 +117,5 @@ def plot_near_duplicates(
     hist.set(yscale="log", xlabel="best cosine similarity to a training image", ylabel="validation images")
     hist.legend()
     fig.suptitle(str(report), fontsize=9)
+    fig.tight_layout()
     return fig

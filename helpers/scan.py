@@ -26,11 +26,10 @@ from helpers.plumbing.images import TILE_SIZE, open_photo
 
 @dataclass
 class ScanResult:
-    """The crack probability of every tile of one photo, and where the tiles were."""
+    """A photo, the crack probability of each of its tiles, and where the tiles were."""
 
+    photo: Image.Image
     probabilities: np.ndarray  # (rows, columns): each tile's crack probability
-    stride: int  # pixels from one tile to the next (TILE_SIZE: side by side)
-    image_size: tuple[int, int]  # (height, width) of the photo
     boxes: list[tuple[int, int]]  # (top, left) of each tile, row by row
 
 
@@ -40,23 +39,19 @@ def tile_positions(height: int, width: int, stride: int = TILE_SIZE) -> tuple[li
         raise ValueError(f"A stride of {stride} leaves gaps between {TILE_SIZE}-pixel tiles: use {TILE_SIZE} or less.")
     if min(height, width) < TILE_SIZE:
         raise ValueError(f"The photo ({height}x{width}) is smaller than one tile: classify it whole (helpers.predict).")
-    tops, lefts = (sorted({*range(0, side - TILE_SIZE + 1, stride), side - TILE_SIZE}) for side in (height, width))
-    return tops, lefts
-
-
-def _photo(image: str | Path | Image.Image | np.ndarray) -> Image.Image:
-    """A path (opened and checked), a PIL image or an HxWx3 uint8 array, as an RGB image."""
-    if isinstance(image, (str, Path)):
-        return open_photo(image)
-    pixels = np.asarray(image)
-    if pixels.dtype != np.uint8:
-        raise ValueError("Pass the photo as uint8 values 0-255, e.g. (photo * 255).round().astype(np.uint8).")
-    return Image.fromarray(pixels).convert("RGB")
+    return tuple(sorted({*range(0, side - TILE_SIZE + 1, stride), side - TILE_SIZE}) for side in (height, width))
 
 
 def scan(model: nn.Module, image: str | Path | Image.Image | np.ndarray, stride: int = TILE_SIZE) -> ScanResult:
-    """Every tile's crack probability: tiles normalised as in training, 32 at a time, on the model's device."""
-    photo = _photo(image)
+    """Every tile's crack probability: tiles normalised as in training, 32 at a time, on the model's device.
+
+    image: a path (a missing or unreadable file is named), a PIL image or an HxWx3 uint8 array."""
+    if isinstance(image, (str, Path)):
+        photo = open_photo(image)
+    elif np.asarray(image).dtype == np.uint8:
+        photo = Image.fromarray(np.asarray(image)).convert("RGB")
+    else:
+        raise ValueError("Pass the photo as uint8 values 0-255, e.g. (photo * 255).round().astype(np.uint8).")
     tops, lefts = tile_positions(photo.height, photo.width, stride)
     boxes = [(top, left) for top in tops for left in lefts]
     pixels = default_transform()(photo)  # (3, H, W), normalised once for all tiles
@@ -67,29 +62,29 @@ def scan(model: nn.Module, image: str | Path | Image.Image | np.ndarray, stride:
         for start in range(0, len(tiles), 32):
             logits = model(torch.stack(tiles[start : start + 32]).to(device))
             scores.append(torch.softmax(logits, dim=1)[:, CRACK].cpu())
-    grid = torch.cat(scores).numpy().reshape(len(tops), len(lefts))
-    return ScanResult(grid, stride, (photo.height, photo.width), boxes)
+    return ScanResult(photo, torch.cat(scores).numpy().reshape(len(tops), len(lefts)), boxes)
 
 
 def probability_map(result: ScanResult) -> np.ndarray:
     """An (H, W) map: each pixel gets the mean probability of the tiles that cover it."""
-    total, count = np.zeros(result.image_size), np.zeros(result.image_size)
+    size = result.photo.height, result.photo.width
+    total, count = np.zeros(size), np.zeros(size)
     for (top, left), probability in zip(result.boxes, result.probabilities.ravel()):
         total[top : top + TILE_SIZE, left : left + TILE_SIZE] += probability
         count[top : top + TILE_SIZE, left : left + TILE_SIZE] += 1
     return total / count
 
 
-def plot_scan(image: str | Path | Image.Image | np.ndarray, result: ScanResult, threshold: float = 0.5) -> Figure:
+def plot_scan(result: ScanResult, threshold: float = 0.5) -> Figure:
     """The photo with the probability map over it, and the tiles above `threshold` outlined."""
-    height, width = result.image_size
-    fig, ax = plt.subplots(figsize=(10, 10 * height / width + 0.6), layout="constrained")
-    ax.imshow(_photo(image))
+    fig, ax = plt.subplots(figsize=(10, 10 * result.photo.height / result.photo.width + 0.6))
+    ax.imshow(result.photo)
     shown = ax.imshow(probability_map(result), cmap="jet", vmin=0, vmax=1, alpha=0.35)
     fig.colorbar(shown, ax=ax, fraction=0.03, label="crack probability")
     flagged = [box for box, probability in zip(result.boxes, result.probabilities.ravel()) if probability > threshold]
     for top, left in flagged:
         ax.add_patch(Rectangle((left, top), TILE_SIZE, TILE_SIZE, fill=False, edgecolor="white", linewidth=2))
-    ax.set_title(f"{len(flagged)} of {len(result.boxes)} tiles above {threshold:.0%} (stride {result.stride})")
+    ax.set_title(f"{len(flagged)} of {len(result.boxes)} tiles above {threshold:.0%}")
     ax.axis("off")
+    fig.tight_layout()
     return fig

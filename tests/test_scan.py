@@ -59,7 +59,7 @@ def test_bad_sizes_say_what_to_do():
 
 def test_each_tile_score_lands_in_its_place(photo):
     result = scan(Darkness(), photo)
-    assert result.probabilities.shape == (3, 4) and result.image_size == (681, 908)
+    assert result.probabilities.shape == (3, 4) and result.photo.size == (908, 681)
     assert result.boxes[:5] == [(0, 0), (0, 227), (0, 454), (0, 681), (227, 0)]  # row by row
     crack = np.zeros((3, 4), dtype=bool)
     crack[tuple(zip(*CRACK_TILES))] = True
@@ -91,9 +91,9 @@ def test_an_unreadable_photo_is_named(photo, tmp_path):
 
 
 def test_the_map_averages_overlapping_tiles_and_the_plot_outlines_the_flagged_ones(photo):
-    two = ScanResult(np.array([[0.2, 0.6]]), stride=113, image_size=(227, 340), boxes=[(0, 0), (0, 113)])
+    two = ScanResult(Image.new("RGB", (340, 227)), np.array([[0.2, 0.6]]), boxes=[(0, 0), (0, 113)])
     assert np.allclose(probability_map(two)[0, [0, 112, 113, 226, 227, 339]], [0.2, 0.2, 0.4, 0.4, 0.6, 0.6])
     result = scan(Darkness(), photo)
-    fig = plot_scan(photo, result, threshold=0.5)
+    fig = plot_scan(result, threshold=0.5)
     assert len(fig.axes[0].patches) == len(CRACK_TILES)  # one outline per tile above the threshold
     plt.close(fig)
