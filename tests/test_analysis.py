@@ -13,13 +13,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-from matplotlib.figure import Figure
 
 from helpers.analysis import (
+    Mistake,
+    accuracy_interval,
     compare_on_same_images,
     compute_metrics,
-    confusion_matrix,
-    format_table,
     misclassified,
     plot_confusion_matrix,
     plot_misclassified,
@@ -29,10 +28,9 @@ from helpers.analysis import (
 from helpers.dataset import CrackDataset
 from helpers.features import FeatureSet
 from helpers.features import extract_features
-from helpers.inference import Predictions, predict_dataset, predictions_from_logits
+from helpers.inference import CRACK, Predictions, predict_dataset, predictions_from_logits
 from helpers.model import build_resnet18
 from helpers.synthetic_dataset import generate_dataset
-from helpers.analysis import accuracy_interval
 
 # Ten images with known answers. At the default threshold 0.5 (argmax):
 #   true positives  0, 4, 6        false negatives 2, 8
@@ -138,195 +136,102 @@ def test_predict_dataset_refuses_features_of_other_images(data_root):
         predict_dataset(model, dataset, features=too_few)
 
 
-# ----------------------------------------------------------------------------- mistakes
-def test_misclassified_rows_in_sample_order():
-    rows = misclassified(hand_made())
-    assert [row["sample"] for row in rows] == [2, 3, 7, 8, 9]
-    first = rows[0]
-    assert first["file"] == "Positive/00002.jpg"
-    assert (first["predicted"], first["actual"]) == ("Negative", "Positive")
-    assert (first["predicted_label"], first["actual_label"]) == (0, 1)
-    assert first["confidence"] == pytest.approx(0.70)  # probability of the predicted class
-    assert rows[1]["confidence"] == pytest.approx(0.80)
+# ----------------------------------------------------------------------------- mistakes and metrics
+def test_misclassified_lists_each_mistake_by_sample_with_its_file_and_confidence():
+    mistakes = misclassified(hand_made())
+    assert [m.sample for m in mistakes] == [2, 3, 7, 8, 9]
+    assert mistakes[0] == Mistake(2, "Positive/00002.jpg", "Negative", "Positive", pytest.approx(0.70))
+    assert [m.confidence for m in mistakes] == pytest.approx([0.70, 0.80, 0.55, 0.95, 0.65])
 
 
-def test_misclassified_most_confident_first_and_at_a_threshold():
-    rows = misclassified(hand_made(), most_confident_first=True)
-    assert [row["sample"] for row in rows] == [8, 3, 2, 9, 7]
-    assert [row["confidence"] for row in rows] == pytest.approx([0.95, 0.80, 0.70, 0.65, 0.55])
-    strict = misclassified(hand_made(), threshold=0.7)  # fewer false alarms, more missed cracks
-    assert [row["sample"] for row in strict] == [2, 3, 4, 8]
-    assert strict[2]["confidence"] == pytest.approx(0.40)
-
-
-def test_format_table_aligns_and_cuts():
-    rows = misclassified(hand_made())
-    text = format_table(rows, limit=3)
-    lines = text.splitlines()
-    assert lines[0].split() == ["sample", "file", "predicted", "actual", "confidence"]
-    assert set(lines[1].replace(" ", "")) == {"-"}
-    assert len(lines) == 2 + 3 + 1
-    assert lines[-1] == "... and 2 more"
-    assert "Positive/00002.jpg" in lines[2] and "70.0%" in lines[2]
-    assert len({len(line) for line in lines[:5]}) == 1  # all rows equally wide
-    assert "more" not in format_table(rows, limit=None)
-    assert len(format_table(rows, columns=("sample", "file"), limit=None).splitlines()) == 2 + 5
-    assert format_table([]) == "(no rows)"
-
-
-# ----------------------------------------------------------------------------- metrics
-def test_confusion_matrix_rows_actual_columns_predicted():
-    predictions = hand_made()
-    matrix = confusion_matrix(predictions.labels, predictions.predicted(), 2)
-    assert matrix.dtype == torch.int64
-    assert matrix.tolist() == [
-        [2, 3],  # actual Negative: 2 right, 3 false alarms
-        [2, 3],
-    ]  # actual Positive: 2 missed, 3 found
-    assert confusion_matrix(torch.tensor([0, 2, 2]), torch.tensor([0, 1, 2]), 3).tolist() == [
-        [1, 0, 0],
-        [0, 0, 0],
-        [0, 1, 1],
-    ]
-    with pytest.raises(ValueError):
-        confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3)
-
-
-def test_compute_metrics_on_known_answers():
+def test_metrics_on_known_answers():
     metrics = compute_metrics(hand_made())
+    assert metrics.confusion.tolist() == [[2, 3], [2, 3]]  # rows actual (Negative, Positive), columns predicted
     assert (metrics.correct, metrics.total, metrics.accuracy) == (5, 10, 0.5)
-    assert metrics.interval == pytest.approx(accuracy_interval(5, 10))
-    positive, negative = metrics.per_class["Positive"], metrics.per_class["Negative"]
-    assert positive["precision"] == pytest.approx(3 / 6)
-    assert positive["recall"] == pytest.approx(3 / 5)
-    assert positive["f1"] == pytest.approx(2 * 0.5 * 0.6 / 1.1)
-    assert negative["precision"] == pytest.approx(2 / 4)
-    assert negative["recall"] == pytest.approx(2 / 5)
-    assert negative["f1"] == pytest.approx(2 * 0.5 * 0.4 / 0.9)
-    assert positive["support"] == negative["support"] == 5
-    assert metrics.confusion.tolist() == [[2, 3], [2, 3]]
+    assert metrics.interval == accuracy_interval(5, 10)
+    assert metrics.precision.tolist() == pytest.approx([2 / 4, 3 / 6])
+    assert metrics.recall.tolist() == pytest.approx([2 / 5, 3 / 5])
+    assert metrics.f1.tolist() == pytest.approx([2 * 0.5 * 0.4 / 0.9, 2 * 0.5 * 0.6 / 1.1])
+    three = Predictions(["a", "b", "c"], [], torch.tensor([0, 2, 2]), torch.eye(3)[[0, 1, 2]], ["x", "y", "z"])
+    assert compute_metrics(three).confusion.tolist() == [[1, 0, 0], [0, 0, 0], [0, 1, 1]]
 
 
-def test_undefined_precision_is_zero_not_nan():
-    metrics = compute_metrics(hand_made(), threshold=1.0)  # nothing is called a crack
-    positive = metrics.per_class["Positive"]
-    assert (positive["precision"], positive["recall"], positive["f1"]) == (0.0, 0.0, 0.0)
-    assert metrics.per_class["Negative"]["recall"] == 1.0
-    assert not any(math.isnan(v) for values in metrics.per_class.values() for v in values.values())
+def test_a_class_never_predicted_has_precision_zero_not_nan():
+    metrics = compute_metrics(hand_made(crack_probability=[0.1] * 10))
+    assert metrics.precision.tolist() == [0.5, 0.0] and metrics.f1[1] == 0.0 and metrics.recall.tolist() == [1.0, 0.0]
 
 
-def test_metrics_report_reads_like_the_capstone():
+def test_metrics_print_the_accuracy_the_table_and_the_matrix():
     labels = [1] * 5000 + [0] * 5000
-    probability = [0.9] * 4970 + [0.1] * 30 + [0.1] * 4970 + [0.9] * 30  # 60 mistakes
-    text = str(compute_metrics(hand_made(labels, probability)))
-    low, high = accuracy_interval(9940, 10000)
-    assert f"99.40% (95% CI {low:.2%} to {high:.2%}), 9,940 of 10,000" in text
-    assert "precision" in text and "recall" in text and "Positive" in text
-    assert "actual Negative" in text and "predicted Positive" in text and "4,970" in text
+    text = str(compute_metrics(hand_made(labels, [0.9] * 4970 + [0.1] * 4980 + [0.9] * 50)))
+    low, high = accuracy_interval(9920, 10000)
+    assert f"accuracy 99.20% (95% interval {low:.2%} to {high:.2%}), 9,920 of 10,000" in text
+    assert "precision" in text and "Positive" in text and "4,970" in text and "rows = actual" in text
 
 
-def test_threshold_curve_facts():
+def test_threshold_curve_trades_missed_cracks_for_false_alarms():
     predictions = hand_made()
     curve = threshold_curve(predictions)
-    assert set(curve) == {"threshold", "precision", "recall", "false_alarms", "missed_cracks", "mistakes"}
     assert np.allclose(curve["threshold"], np.linspace(0, 1, 101))
-    assert np.all(np.diff(curve["recall"]) <= 0)  # a higher bar finds fewer cracks
-    assert np.all(np.diff(curve["false_alarms"]) <= 0)  # ... and raises fewer false alarms
-    assert curve["recall"][0] == 1.0 and curve["false_alarms"][0] == 5
-    assert np.array_equal(curve["mistakes"], curve["false_alarms"] + curve["missed_cracks"])
-    at_half = int(np.argmin(np.abs(curve["threshold"] - 0.5)))
-    metrics = compute_metrics(predictions, threshold=0.5)
-    assert curve["mistakes"][at_half] == metrics.total - metrics.correct
-    assert curve["precision"][at_half] == pytest.approx(metrics.per_class["Positive"]["precision"])
-    assert math.isnan(curve["precision"][-1])  # nothing called a crack at 1.0
-    small = threshold_curve(predictions, [0.6, 0.96])
-    assert small["missed_cracks"].tolist() == [2, 4]
+    assert np.all(np.diff(curve["recall"]) <= 0) and np.all(np.diff(curve["false_alarms"]) <= 0)
+    assert curve["recall"][0] == 1.0 and curve["false_alarms"][0] == 5 and math.isnan(curve["precision"][-1])
+    assert curve["missed_cracks"][[60, 96]].tolist() == [2, 4]  # 0.60 >= 0.6 counts as a crack
+    metrics = compute_metrics(predictions)  # at 0.5, as the most probable class
+    assert curve["false_alarms"][50] + curve["missed_cracks"][50] == metrics.total - metrics.correct
+    assert curve["precision"][50] == pytest.approx(float(metrics.precision[CRACK]))
 
 
 # ----------------------------------------------------------------------------- figures
-def count_images(fig: Figure) -> int:
-    return sum(len(ax.images) for ax in fig.axes)
-
-
 def test_plot_misclassified_shows_the_images(data_root):
     dataset = CrackDataset(data_root, split="all", progress=False)
-    wrong_way = torch.nn.functional.one_hot(1 - dataset.labels(), 2).float() * 3  # every answer wrong
-    predictions = predictions_from_logits(wrong_way, dataset)
-    rows = misclassified(predictions)
-    assert len(rows) == len(dataset) == 8
-    fig = plot_misclassified(predictions, rows, n=6, ncols=4)
-    assert isinstance(fig, Figure)
-    assert count_images(fig) == 6 and len(fig.axes) == 8  # 2 rows of 4, the last 2 empty
-    titles = [ax.get_title() for ax in fig.axes if ax.images]
-    assert "pred Negative" in titles[0] and "actual Positive" in titles[0] and "95%" in titles[0]
-    assert rows[0]["file"] in fig.axes[0].get_xlabel()  # the file name below the picture
-    assert count_images(plot_misclassified(predictions, rows)) == 8
-    empty = plot_misclassified(predictions, [])
-    assert count_images(empty) == 0
-    assert "no mistakes" in empty.axes[0].texts[0].get_text().lower()
+    predictions = predictions_from_logits(torch.nn.functional.one_hot(1 - dataset.labels(), 2) * 3.0, dataset)
+    mistakes = misclassified(predictions)  # every answer wrong
+    fig = plot_misclassified(predictions, mistakes, n=6, ncols=4)
+    assert sum(len(ax.images) for ax in fig.axes) == 6 and len(fig.axes) == 8  # 2 rows of 4, the last 2 empty
+    title = fig.axes[0].get_title()
+    assert mistakes[0].file in title and "pred Negative / actual Positive / 95%" in title
 
 
 def test_plot_confusion_matrix_and_threshold_curve():
-    metrics = compute_metrics(hand_made())
-    fig = plot_confusion_matrix(metrics)
-    assert isinstance(fig, Figure) and len(fig.axes) == 1 and count_images(fig) == 1
-    ax = fig.axes[0]
+    ax = plot_confusion_matrix(compute_metrics(hand_made())).axes[0]
     assert sorted(text.get_text() for text in ax.texts) == ["2", "2", "3", "3"]
     assert [label.get_text() for label in ax.get_xticklabels()] == ["Negative", "Positive"]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted", "actual")
-
-    curve_fig = plot_threshold_curve(threshold_curve(hand_made()), threshold=0.7)
-    assert isinstance(curve_fig, Figure) and len(curve_fig.axes) == 1
-    lines = curve_fig.axes[0].get_lines()
-    assert len(lines) == 3  # precision, recall and the threshold
-    assert list(lines[2].get_xdata()) == [0.7, 0.7]
+    lines = plot_threshold_curve(threshold_curve(hand_made()), threshold=0.7).axes[0].get_lines()
+    assert len(lines) == 3 and list(lines[2].get_xdata()) == [0.7, 0.7]  # precision, recall, the threshold
 
 
-# ----------------------------------------------------------------------------- accuracy_interval
-def test_accuracy_interval_for_the_capstone_result():
-    lower, upper = accuracy_interval(9944, 10000)
-    assert lower == pytest.approx(0.99274, abs=1e-5) and upper == pytest.approx(0.99568, abs=1e-5)
-    assert 0.0016 < 0.9944 - lower < 0.0017 and 0.0012 < upper - 0.9944 < 0.0013  # not symmetric near 1
-    assert 0.0014 < (upper - lower) / 2 < 0.0015  # about +-0.15 points
+# ----------------------------------------------------------------------------- the accuracy's interval
+@pytest.mark.parametrize("correct, total", [(9944, 10000), (5, 10), (1, 3), (60, 61)])
+def test_accuracy_interval_is_wilsons(correct, total):
+    """Wilson's bounds are the accuracies q for which the count is just 1.96 standard errors away."""
+    p = correct / total
+    for q in accuracy_interval(correct, total):
+        assert abs(p - q) == pytest.approx(1.959964 * math.sqrt(q * (1 - q) / total))
 
 
-def test_accuracy_interval_edges_and_widths():
-    assert accuracy_interval(0, 10) == (0.0, pytest.approx(1.96**2 / (10 + 1.96**2), abs=1e-4))  # 0.2775
-    lower, upper = accuracy_interval(10, 10)
-    assert upper == 1.0 and lower == pytest.approx(10 / (10 + 1.96**2), abs=1e-4)
-    lower, upper = accuracy_interval(5, 10)
-    assert lower == pytest.approx(1 - upper) and lower < 0.5 < upper  # symmetric around one half
-
-    def width(correct: int, total: int, confidence: float = 0.95) -> float:
-        low, high = accuracy_interval(correct, total, confidence)
-        return high - low
-
-    assert width(994, 1000) > 2 * width(9940, 10000)  # 10x the data: about 1/sqrt(10) the width
-    assert width(9940, 10000, confidence=0.99) > width(9940, 10000)
+def test_accuracy_interval_at_the_edges_and_as_data_grows():
+    assert accuracy_interval(0, 10)[0] == 0.0 and accuracy_interval(10, 10)[1] == 1.0
+    low, high = accuracy_interval(9944, 10000)
+    assert 0.9944 - low > high - 0.9944 > 0  # not symmetric near 100%
+    small_low, small_high = accuracy_interval(994, 1000)
+    assert small_high - small_low > 2 * (high - low)  # 10x the data: about 1/sqrt(10) the width
     for correct, total in [(0, 0), (11, 10), (-1, 10)]:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="0 <= correct <= total and total > 0"):
             accuracy_interval(correct, total)
-    with pytest.raises(ValueError):
-        accuracy_interval(5, 10, confidence=1.0)
 
 
 # ----------------------------------------------------------------------------- comparing two models
 def test_compare_on_same_images_counts_disagreements_and_tests_them():
     labels = torch.tensor([1, 0] * 50)
-    first = labels.clone()
-    second = labels.clone()
+    first, second = labels.clone(), labels.clone()
     second[:12] = 1 - second[:12]  # the second model is wrong on 12 images the first gets right
     first[90:92] = 1 - first[90:92]  # and the first on 2 the second gets right
     comparison = compare_on_same_images(labels, first, second, names=("ten epochs", "one epoch"))
-    assert (
-        comparison.both_right,
-        comparison.only_first_right,
-        comparison.only_second_right,
-        comparison.both_wrong,
-    ) == (86, 12, 2, 0)
+    counts = comparison.both_right, comparison.only_first_right, comparison.only_second_right, comparison.both_wrong
+    assert counts == (86, 12, 2, 0)
     # exact McNemar: P(X <= 2) for X ~ Binomial(14, 1/2), two-sided
-    expected = 2 * sum(math.comb(14, k) for k in range(3)) / 2**14
-    assert comparison.p_value == pytest.approx(expected)
+    assert comparison.p_value == pytest.approx(2 * sum(math.comb(14, k) for k in range(3)) / 2**14)
     assert "a real difference" in str(comparison) and "disagree on 14" in str(comparison)
 
 
@@ -336,7 +241,6 @@ def test_compare_on_same_images_without_a_clear_difference():
     comparison = compare_on_same_images(labels, first, second)
     assert comparison.only_first_right == comparison.only_second_right == 2 and comparison.p_value == 1.0
     assert "no clear difference" in str(comparison)
-    same = compare_on_same_images(labels, first, first)
-    assert same.p_value == 1.0 and "same predictions" in str(same)
-    with pytest.raises(ValueError, match="same shape"):
+    assert "same predictions" in str(compare_on_same_images(labels, first, first))
+    with pytest.raises(ValueError, match="for the same images"):
         compare_on_same_images(labels, first[:3], second)
