@@ -1,19 +1,24 @@
-"""Every way to get the model's answers, in one place, each named after what it takes.
+"""The model's answers, each function named after what it takes.
 
 | function | takes | gives | notebook |
 | --- | --- | --- | --- |
 | :func:`logits_from_features` | a head and cached features (N, 512) | logits (N, C) | 04 |
-| :func:`logits_from_loader` | a whole model and batches of images | logits (N, C) and labels (N,) | 04 |
+| :func:`logits_from_loader` | a whole model and batches of images | logits (N, C) and labels (N,) | 04, 06 |
 | :func:`predict_dataset` | a whole model and a CrackDataset (and its features, if cached) | Predictions | 05 |
 | :func:`classify_photos` | a whole model and photo files | a Prediction per photo | 06 |
+| :func:`classify_files` | photo files and a checkpoint | a Prediction per photo | 06 |
 
-Every one runs the model in eval mode without gradients: BatchNorm uses its stored statistics,
-and nothing is learned.
+Each runs the model in eval mode without gradients: BatchNorm uses its stored statistics, and
+nothing is learned. The class names come from the checkpoint, so a model trained on other
+folders names its own labels. The model was trained on 227x227 tiles: a photo of another size
+is resized, which loses a thin crack in a whole 4032x3024 photo; scan those tile by tile
+(helpers.scan). From a terminal: ``python -m helpers predict photo.jpg`` (helpers.tools.predict).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -23,44 +28,42 @@ from torch.utils.data import DataLoader
 
 from helpers.dataset import default_transform
 from helpers.feature_cache import FeatureSet
+from helpers.model import load_checkpoint
 from helpers.plumbing.images import TILE_SIZE, BadImageError, open_photo, to_size
 from helpers.plumbing.progress import tqdm
-from helpers.settings import pick_device
+from helpers.plumbing.text import printable
+from helpers.settings import default_checkpoint_path, pick_device
 from helpers.speed import default_num_workers
+from helpers.workbook import has_widget_frontend
 
 CRACK = 1  # label of the "Positive" class in the binary data set
 
 
-# ----------------------------------------------------------------------------- logits (notebook 04)
 @torch.inference_mode()
 def logits_from_features(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    """The head's outputs (logits) for cached features (N, 512), on the head's device. Notebook 04."""
-    device = next(head.parameters()).device
-    return head(features.to(device))
+    """The head's outputs (logits) for cached features (N, 512), on the head's device."""
+    return head(features.to(next(head.parameters()).device))
 
 
 @torch.no_grad()
 def logits_from_loader(
     model: nn.Module, loader, device: str | torch.device | None = None, progress: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the model (moved to `device`, in eval mode) over a loader of (images, labels) batches. Notebook 04.
+    """Run the model (moved to `device`, in eval mode) over a loader of (images, labels) batches.
 
-    Returns (logits of shape (N, classes) as float32, labels of shape (N,)), both on the CPU.
+    Returns (logits (N, classes) as float32, labels (N,)), both on the CPU.
     """
     device = pick_device(device)
-    model.to(device)
-    model.eval()
-    all_logits, all_labels = [], []
-    for inputs, labels in tqdm(loader, desc="predicting", leave=False, disable=not progress):
-        logits = model(inputs.to(device))
-        all_logits.append(logits.float().cpu())
-        all_labels.append(torch.as_tensor(labels).cpu())
-    if not all_logits:
+    model.to(device).eval()
+    logits, labels = [], []
+    for inputs, targets in tqdm(loader, desc="predicting", leave=False, disable=not progress):
+        logits.append(model(inputs.to(device)).float().cpu())
+        labels.append(torch.as_tensor(targets).cpu())
+    if not logits:
         raise ValueError("The loader gave no batches: nothing to predict.")
-    return torch.cat(all_logits), torch.cat(all_labels)
+    return torch.cat(logits), torch.cat(labels)
 
 
-# ----------------------------------------------------------------------------- a data set's predictions (notebook 05)
 @dataclass
 class Predictions:
     """The model's class probabilities for every image of a data set, in the data set's order."""
@@ -112,29 +115,25 @@ def predict_dataset(
     progress: bool = True,
     num_workers: int | None = None,
 ) -> Predictions:
-    """Predictions of `model` for every image of `dataset` (a CrackDataset). Notebook 05.
+    """Predictions of `model` for every image of `dataset` (a CrackDataset).
 
-    With `features` (helpers.features.extract_features for this dataset and this backbone),
-    only the head runs: logits = model.fc(features), a fraction of a second. Otherwise every
-    image goes through the whole network (eval mode, no gradients), as in the capstone, on
-    `device` (default: helpers.model.pick_device), read by `num_workers` loader processes.
+    With `features` (helpers.features.extract_features for this dataset and backbone) only the
+    head runs: a fraction of a second. Otherwise every image goes through the whole network, as
+    in the capstone, on `device`, read by `num_workers` loader processes.
     """
     if features is not None:
-        dataset_ids = [sample.sample_id for sample in dataset.samples]
-        if list(features.sample_ids) != dataset_ids:
+        if list(features.sample_ids) != [sample.sample_id for sample in dataset.samples]:
             raise ValueError(
-                "These features belong to other images (their sample ids differ from the "
-                "dataset's): extract them for this dataset, in this order."
+                "These features belong to other images (their sample ids differ from the dataset's): "
+                "extract them for this dataset, in this order."
             )
         model.eval()
         return predictions_from_logits(logits_from_features(model.fc, features.features).float().cpu(), dataset)
     workers = default_num_workers() if num_workers is None else num_workers
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    logits, _ = logits_from_loader(model, loader, device=device, progress=progress)
-    return predictions_from_logits(logits, dataset)
+    return predictions_from_logits(logits_from_loader(model, loader, device, progress)[0], dataset)
 
 
-# ----------------------------------------------------------------------------- photos (notebook 06)
 @dataclass
 class Prediction:
     """What the model says about one photo."""
@@ -144,22 +143,16 @@ class Prediction:
     probability: float  # its probability (softmax), between 0 and 1
     probabilities: dict[str, float]  # every class name -> its probability; they sum to 1
 
-    def to_dict(self) -> dict:
-        """A JSON-friendly dict: the path as a string."""
-        return {**asdict(self), "path": str(self.path)}
-
 
 def load_image_tensor(path: str | Path) -> torch.Tensor:
-    """One photo as a normalised (3, 227, 227) tensor, ready for the model.
+    """One photo as a normalised (3, 227, 227) tensor: RGB, resized to 227x227 when it has another size.
 
-    The image is turned into RGB and, when it has another size, resized to 227x227: the model
-    was trained on 227x227 tiles. For a large photo that loses the detail a crack needs;
-    scan it tile by tile with helpers.scan instead. A missing file raises FileNotFoundError,
-    a file that is not an image BadImageError; both name the file.
+    A missing file raises FileNotFoundError, a file that is not an image BadImageError; both name the file.
     """
     return default_transform()(to_size(open_photo(path), TILE_SIZE))
 
 
+@torch.no_grad()
 def classify_photos(
     model: nn.Module,
     paths: Sequence[str | Path],
@@ -168,44 +161,79 @@ def classify_photos(
     batch_size: int = 32,
     errors: list[tuple[Path, Exception]] | None = None,
 ) -> list[Prediction]:
-    """The model's prediction for each photo file in `paths`, in the same order. Notebook 06.
+    """The model's prediction for each photo file in `paths`, in order, `batch_size` photos at a time.
 
-    The model is put in eval mode (BatchNorm uses its learned statistics) and runs without
-    gradients, `batch_size` photos at a time. A photo that cannot be read raises
-    FileNotFoundError or BadImageError; given an `errors` list, it is left out instead and
-    (path, error) is appended to the list.
+    A photo that cannot be read raises FileNotFoundError or BadImageError, and one for which the
+    model's outputs are not numbers (weights so large they overflow) ValueError. Given an `errors`
+    list, such a photo is left out instead and (path, error) appended to the list.
     """
     device = pick_device(device)
-    model = model.to(device).eval()
-    paths = [Path(p) for p in paths]
+    model, paths = model.to(device).eval(), [Path(path) for path in paths]
     predictions = []
     for start in range(0, len(paths), batch_size):
-        batch_paths, images = [], []
+        read: list[tuple[Path, torch.Tensor]] = []
         for path in paths[start : start + batch_size]:
             try:
-                images.append(load_image_tensor(path))
-                batch_paths.append(path)
+                read.append((path, load_image_tensor(path)))
             except (FileNotFoundError, BadImageError) as error:
                 if errors is None:
                     raise
                 errors.append((path, error))
-        if not images:
+        if not read:
             continue
-        with torch.no_grad():
-            probabilities = torch.softmax(model(torch.stack(images).to(device)), dim=1).cpu()
-        for path, row in zip(batch_paths, probabilities):
-            predictions.append(_prediction(path, row, class_names))
+        logits = model(torch.stack([image for _, image in read]).to(device)).float().cpu()
+        if logits.shape[1] != len(class_names):
+            raise ValueError(f"The model gives {logits.shape[1]} scores but {len(class_names)} class names were given.")
+        for (path, _), row in zip(read, logits):
+            if not torch.isfinite(row).all():
+                error = ValueError(
+                    f"{path}: the model's outputs are not numbers (its weights are so large that they overflow): "
+                    "train it again with a smaller learning rate."
+                )
+                if errors is None:
+                    raise error
+                errors.append((path, error))
+                continue
+            probabilities = torch.softmax(row, dim=0)
+            best = int(probabilities.argmax())
+            named = {str(name): float(p) for name, p in zip(class_names, probabilities)}
+            predictions.append(Prediction(path, str(class_names[best]), float(probabilities[best]), named))
     return predictions
 
 
-def _prediction(path: Path, probabilities: torch.Tensor, class_names: Sequence[str]) -> Prediction:
-    """A Prediction from one row of softmax probabilities."""
-    if len(probabilities) != len(class_names):
-        raise ValueError(f"The model gives {len(probabilities)} scores but {len(class_names)} class names were given.")
-    best = int(probabilities.argmax())
-    return Prediction(
-        path=path,
-        label=str(class_names[best]),
-        probability=float(probabilities[best]),
-        probabilities={str(name): float(p) for name, p in zip(class_names, probabilities)},
-    )
+def classify_files(
+    paths: Sequence[str | Path],
+    checkpoint: str | Path | None = None,
+    errors: list[tuple[Path, Exception]] | None = None,
+) -> list[Prediction]:
+    """Load a workbook checkpoint (by default the one notebook 04 saves) and predict each photo (classify_photos)."""
+    loaded = load_checkpoint(default_checkpoint_path() if checkpoint is None else checkpoint)
+    return classify_photos(loaded.model, paths, loaded.class_names, errors=errors)
+
+
+def upload_classifier(model: nn.Module, class_names: Sequence[str]):
+    """A widget to classify a photo the learner uploads (JupyterLab); None, with a message, elsewhere."""
+    if not has_widget_frontend():
+        print(
+            "The upload widget needs JupyterLab (or VS Code); call classify_files([...]) or `python -m helpers predict`."
+        )
+        return None
+    import ipywidgets as widgets
+
+    upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload a photo")
+    output = widgets.Output()
+
+    def classify(change) -> None:
+        output.clear_output()
+        for item in change["new"]:
+            with tempfile.TemporaryDirectory() as folder, output:
+                path = Path(folder) / Path(item["name"]).name
+                path.write_bytes(bytes(item["content"]))
+                try:
+                    prediction = classify_photos(model, [path], class_names)[0]
+                    print(f"{printable(item['name'])}: {printable(prediction.label)} ({prediction.probability:.1%})")
+                except (BadImageError, ValueError) as error:
+                    print(f"error: {printable(error)}")
+
+    upload.observe(classify, names="value")
+    return widgets.VBox([upload, output])

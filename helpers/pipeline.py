@@ -1,10 +1,9 @@
-"""The capstone's whole method in one call, for the notebooks after 04 and the headless script.
+"""The capstone's whole method in one call, for the notebooks after 04 and `python -m helpers train`.
 
-Notebooks 01-04 teach each step: find the data, split it, build ResNet18 with a new head,
-compute the frozen backbone's features, train the head, save a checkpoint. Later notebooks
-need the result, not the lesson: :func:`ensure_checkpoint` loads what notebook 04 saved, or
-makes it the same way when it is missing or was trained on other data. `python -m helpers train`
-runs the same steps from a terminal (:func:`train_capstone_head`).
+Notebooks 01-04 teach each step: find the data, split it, build ResNet18 with a new head, compute
+the frozen backbone's features, train the head, save a checkpoint. Later notebooks need the
+result, not the lesson: :func:`ensure_checkpoint` loads what notebook 04 saved, or makes it the
+same way (:func:`train_capstone_head`) when it is missing or was trained on other data.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ CAPSTONE_SPLIT = "capstone: interleaved, first 75% train"
 class TrainedHead:
     """What train_capstone_head made: the model, its data, its features and how training went."""
 
+    choice: DataChoice
     model: nn.Module
     train_set: CrackDataset
     val_set: CrackDataset
@@ -37,6 +37,15 @@ class TrainedHead:
     val_features: FeatureSet
     history: History
     weights: WeightsChoice
+
+    def metadata(self) -> dict:
+        """What its checkpoint records (checkpoint_metadata)."""
+        features = self.train_features.number_format
+        return checkpoint_metadata(self.choice, self.train_set, self.val_set, self.weights, self.history, features)
+
+    def save(self, path: str | Path) -> Path:
+        """Save the model and its metadata at `path`, as notebook 04 does."""
+        return save_checkpoint(path, self.model, self.train_set.classes, self.metadata())
 
 
 def checkpoint_metadata(
@@ -49,8 +58,7 @@ def checkpoint_metadata(
 ) -> dict:
     """What a checkpoint records about its training: weights, data, split, accuracy, settings.
 
-    feature_format: how the backbone computed the features the head was trained on
-    (FeatureSet.number_format: float32, bfloat16 or int8).
+    feature_format: the number format of the features the head learned from (FeatureSet.number_format).
     """
     dedupe = bool(getattr(train_set, "dedupe", False))
     return {
@@ -70,62 +78,37 @@ def checkpoint_metadata(
 
 def train_capstone_head(
     choice: DataChoice,
-    weights: WeightsChoice | str | Path | None = "imagenet",
+    weights: WeightsChoice,
     *,
-    epochs: int = 1,
-    lr: float = 1e-3,
-    batch_size: int = 100,
+    seed: int = 0,
     dedupe: bool = False,
     device: str | torch.device | None = None,
-    seed: int = 0,
     progress: bool = True,
+    **training,
 ) -> TrainedHead:
     """The capstone's method on cached features: ResNet18, frozen backbone, new Linear(512, 2), Adam.
 
-    weights: a WeightsChoice, "imagenet", a path to a state dict, or None (a random backbone: only when asked for).
-    The features are cached under helpers.settings.feature_cache_dir(), so a second run with
-    the same data and weights trains in seconds.
+    training: train_head's epochs, lr and batch_size (by default the capstone's 1, 0.001 and 100).
+    The features are cached under feature_cache_dir(): a second run on the same data trains in seconds.
     """
     train_set = CrackDataset(choice.path, "train", dedupe=dedupe, progress=progress)
     val_set = CrackDataset(choice.path, "val", dedupe=dedupe, progress=progress)
-    weights = WeightsChoice.of(weights)
     torch.manual_seed(seed)
     model = build_resnet18(num_classes=len(train_set.classes), weights=weights, progress=progress)
-    train_features = extract_features(model, train_set, feature_cache_dir(), device=device, progress=progress)
-    val_features = extract_features(model, val_set, feature_cache_dir(), device=device, progress=progress)
-    history = train_head(
-        model.fc,
-        train_features,
-        val_features,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        device=device,
-        progress=progress,
-    )
-    return TrainedHead(model.cpu().eval(), train_set, val_set, train_features, val_features, history, weights)
-
-
-def save_trained_head(path: str | Path, choice: DataChoice, trained: TrainedHead) -> Path:
-    """Save the model with what it is (checkpoint_metadata) at `path`, in the format notebook 05 loads."""
-    metadata = checkpoint_metadata(
-        choice,
-        trained.train_set,
-        trained.val_set,
-        trained.weights,
-        trained.history,
-        trained.train_features.number_format,
-    )
-    return save_checkpoint(path, trained.model, trained.train_set.classes, metadata)
+    features = [
+        extract_features(model, part, feature_cache_dir(), device=device, progress=progress)
+        for part in (train_set, val_set)
+    ]
+    history = train_head(model.fc, *features, seed=seed, device=device, progress=progress, **training)
+    return TrainedHead(choice, model.cpu().eval(), train_set, val_set, *features, history, weights)
 
 
 def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> Checkpoint:
-    """The model notebook 04 trained on this data, or, when there is none, one trained now the same way.
+    """The model notebook 04 trained on this data or, when there is none, one trained now the same way.
 
-    Later notebooks run on their own: when the checkpoint is missing or was trained on other data
-    (another folder or size), this says so and trains the head through the fast path with the
-    capstone's settings (1 epoch, Adam, lr 0.001, batches of 100), then saves it.
+    When the checkpoint is missing or was trained on other data (another folder or size), this
+    says so, trains the head with the capstone's settings (1 epoch, Adam, lr 0.001, batches of
+    100) and saves it.
     """
     path = default_checkpoint_path()
     if path.is_file():
@@ -140,7 +123,7 @@ def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> Checkpoint:
             return checkpoint
         print(f"{path} was trained on other data ({meta.get('data_path')}); training a new head for {choice.path}.")
     else:
-        print(f"No checkpoint at {path}: training one now through the fast path, as notebook 04 does.")
+        print(f"No checkpoint at {path}: training one now, as notebook 04 does.")
     trained = train_capstone_head(choice, resolve_weights(), progress=progress)
-    save_trained_head(path, choice, trained)
+    trained.save(path)
     return load_checkpoint(path, num_classes=len(trained.train_set.classes))

@@ -73,7 +73,7 @@ def tile_positions(
     if height < tile or width < tile:
         raise ValueError(
             f"The photo ({height}x{width}) is smaller than one {tile}x{tile} tile: "
-            f"classify it directly (helpers.predict), it needs no scanning."
+            f"classify it directly (helpers.inference.classify_photos), it needs no scanning."
         )
     return _axis_positions(height, tile, stride), _axis_positions(width, tile, stride)
 
