@@ -1,23 +1,15 @@
 """The model's answers, each function named after what it takes.
 
-| function | takes | gives | notebook |
-| --- | --- | --- | --- |
-| :func:`logits_from_features` | a head and cached features (N, 512) | logits (N, C) | 04 |
-| :func:`logits_from_loader` | a whole model and batches of images | logits (N, C) and labels (N,) | 04, 06 |
-| :func:`predict_dataset` | a whole model and a CrackDataset (and its features, if cached) | Predictions | 05 |
-| :func:`classify_photos` | a whole model and photo files | a Prediction per photo | 06 |
-| :func:`classify_files` | photo files and a checkpoint | a Prediction per photo | 06 |
-
-Each runs the model in eval mode without gradients: BatchNorm uses its stored statistics, and
-nothing is learned. The class names come from the checkpoint, so a model trained on other
-folders names its own labels. The model was trained on 227x227 tiles: a photo of another size
-is resized, which loses a thin crack in a whole 4032x3024 photo; scan those tile by tile
-(helpers.scan). From a terminal: ``python -m helpers predict photo.jpg`` (helpers.tools.predict).
+logits_from_features (a head, cached features: notebook 04), logits_from_loader (a whole model,
+batches of images), predict_dataset (a model and a CrackDataset: notebook 05), classify_photos
+and classify_files (a model or a checkpoint, and photo files: notebook 06 and `python -m helpers
+predict`). Each runs the model in eval mode without gradients: BatchNorm uses its stored
+statistics and nothing is learned. A photo of another size than the 227x227 tiles is resized,
+which loses a thin crack in a whole 4032x3024 photo: scan those tile by tile (helpers.scan).
 """
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -31,10 +23,8 @@ from helpers.feature_cache import FeatureSet
 from helpers.model import load_checkpoint
 from helpers.plumbing.images import TILE_SIZE, BadImageError, open_photo, to_size
 from helpers.plumbing.progress import tqdm
-from helpers.plumbing.text import printable
 from helpers.settings import default_checkpoint_path, pick_device
 from helpers.speed import default_num_workers
-from helpers.workbook import has_widget_frontend
 
 CRACK = 1  # label of the "Positive" class in the binary data set
 
@@ -158,46 +148,31 @@ def classify_photos(
     paths: Sequence[str | Path],
     class_names: Sequence[str],
     device: torch.device | str | None = None,
-    batch_size: int = 32,
     errors: list[tuple[Path, Exception]] | None = None,
 ) -> list[Prediction]:
-    """The model's prediction for each photo file in `paths`, in order, `batch_size` photos at a time.
+    """The model's prediction for each photo file in `paths`, in order.
 
-    A photo that cannot be read raises FileNotFoundError or BadImageError, and one for which the
-    model's outputs are not numbers (weights so large they overflow) ValueError. Given an `errors`
-    list, such a photo is left out instead and (path, error) appended to the list.
+    A photo that cannot be read raises FileNotFoundError or BadImageError, one for which the model's
+    outputs are not numbers (weights so large that they overflow) ValueError. Given an `errors` list,
+    such a photo is left out instead, and (path, error) appended to the list.
     """
     device = pick_device(device)
-    model, paths = model.to(device).eval(), [Path(path) for path in paths]
-    predictions = []
-    for start in range(0, len(paths), batch_size):
-        read: list[tuple[Path, torch.Tensor]] = []
-        for path in paths[start : start + batch_size]:
-            try:
-                read.append((path, load_image_tensor(path)))
-            except (FileNotFoundError, BadImageError) as error:
-                if errors is None:
-                    raise
-                errors.append((path, error))
-        if not read:
+    model, predictions = model.to(device).eval(), []
+    for path in map(Path, paths):
+        try:
+            logits = model(load_image_tensor(path)[None].to(device))[0].float().cpu()
+            if not torch.isfinite(logits).all():
+                why = "the model's outputs are not numbers (weights so large that they overflow)"
+                raise ValueError(f"{path}: {why}: train it again with a smaller learning rate.")
+        except (FileNotFoundError, BadImageError, ValueError) as error:
+            if errors is None:
+                raise
+            errors.append((path, error))
             continue
-        logits = model(torch.stack([image for _, image in read]).to(device)).float().cpu()
-        if logits.shape[1] != len(class_names):
-            raise ValueError(f"The model gives {logits.shape[1]} scores but {len(class_names)} class names were given.")
-        for (path, _), row in zip(read, logits):
-            if not torch.isfinite(row).all():
-                error = ValueError(
-                    f"{path}: the model's outputs are not numbers (its weights are so large that they overflow): "
-                    "train it again with a smaller learning rate."
-                )
-                if errors is None:
-                    raise error
-                errors.append((path, error))
-                continue
-            probabilities = torch.softmax(row, dim=0)
-            best = int(probabilities.argmax())
-            named = {str(name): float(p) for name, p in zip(class_names, probabilities)}
-            predictions.append(Prediction(path, str(class_names[best]), float(probabilities[best]), named))
+        probabilities = torch.softmax(logits, dim=0).tolist()
+        best = probabilities.index(max(probabilities))
+        named = dict(zip(map(str, class_names), probabilities, strict=True))
+        predictions.append(Prediction(path, str(class_names[best]), probabilities[best], named))
     return predictions
 
 
@@ -209,31 +184,3 @@ def classify_files(
     """Load a workbook checkpoint (by default the one notebook 04 saves) and predict each photo (classify_photos)."""
     loaded = load_checkpoint(default_checkpoint_path() if checkpoint is None else checkpoint)
     return classify_photos(loaded.model, paths, loaded.class_names, errors=errors)
-
-
-def upload_classifier(model: nn.Module, class_names: Sequence[str]):
-    """A widget to classify a photo the learner uploads (JupyterLab); None, with a message, elsewhere."""
-    if not has_widget_frontend():
-        print(
-            "The upload widget needs JupyterLab (or VS Code); call classify_files([...]) or `python -m helpers predict`."
-        )
-        return None
-    import ipywidgets as widgets
-
-    upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload a photo")
-    output = widgets.Output()
-
-    def classify(change) -> None:
-        output.clear_output()
-        for item in change["new"]:
-            with tempfile.TemporaryDirectory() as folder, output:
-                path = Path(folder) / Path(item["name"]).name
-                path.write_bytes(bytes(item["content"]))
-                try:
-                    prediction = classify_photos(model, [path], class_names)[0]
-                    print(f"{printable(item['name'])}: {printable(prediction.label)} ({prediction.probability:.1%})")
-                except (BadImageError, ValueError) as error:
-                    print(f"error: {printable(error)}")
-
-    upload.observe(classify, names="value")
-    return widgets.VBox([upload, output])

@@ -1,10 +1,6 @@
-"""ResNet18 with a new head: ImageNet weights, a frozen backbone, `fc` replaced; checkpoints.
-
-The capstone's recipe (`models.resnet18(pretrained=True)`, every parameter frozen,
-`model.fc = nn.Linear(512, 2)`) with torchvision's current weights API, plus what a learner
-needs when things go wrong: a plain error when the weights cannot be had, and checkpoints that
-say what they hold and load without running code (`torch.load(..., weights_only=True)`).
-"""
+"""ResNet18 with a new head (the capstone's `resnet18(pretrained=True)`, frozen, `fc = nn.Linear(512, 2)`),
+with a plain error when the ImageNet weights cannot be had; checkpoints that say what they hold and load
+without running code (`torch.load(..., weights_only=True)`)."""
 
 from __future__ import annotations
 
@@ -60,10 +56,9 @@ def imagenet_weights_path() -> Path:
 
 
 def load_imagenet_state_dict(url: str | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
-    """The ImageNet ResNet18 weights: from torchvision's cache, else downloaded into it from `url`.
+    """The ImageNet weights: from torchvision's cache, else downloaded into it from `url` (default: torchvision's).
 
-    `url` defaults to torchvision's address; a mirror serves the same file, since its SHA-256
-    must start with the `f37072fd` in its name. Nothing is downloaded with WORKBOOK_OFFLINE=1.
+    Whoever serves it, the file's SHA-256 must start with the `f37072fd` in its name. WORKBOOK_OFFLINE=1: no download.
     """
     target = imagenet_weights_path()
     if not target.is_file():
@@ -71,8 +66,9 @@ def load_imagenet_state_dict(url: str | None = None, progress: bool = True) -> d
             raise _missing_weights(target, f"{OFFLINE}=1 says not to download them")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            hub_url = url or WEIGHTS_URL
-            torch.hub.download_url_to_file(hub_url, str(target), hash_prefix=WEIGHTS_SHA256_PREFIX, progress=progress)
+            torch.hub.download_url_to_file(
+                url or WEIGHTS_URL, target, hash_prefix=WEIGHTS_SHA256_PREFIX, progress=progress
+            )
         except Exception as error:  # offline, proxy, certificate, wrong file: all end the same way
             raise _missing_weights(target, f"could not be downloaded ({_reason(error)})") from error
         if progress:
@@ -95,7 +91,7 @@ def _missing_weights(target: Path, why: str) -> WeightsUnavailableError:
     return WeightsUnavailableError(
         f"The ImageNet weights for ResNet18 are not on this machine and {why}. On a connected machine, "
         f"download {WEIGHTS_URL} and put the file at {target} (set TORCH_HOME to use another folder), "
-        f"or pass its path: build_resnet18(weights='/path/to/{WEIGHTS_FILE}')."
+        "or pass the file's path (weights=PATH in Python, --weights PATH in a terminal; or --weights random)."
     )
 
 
@@ -105,11 +101,9 @@ def build_resnet18(
     freeze_backbone: bool = True,
     progress: bool = True,
 ) -> nn.Module:
-    """ResNet18 with a fresh `Linear(512, num_classes)` head.
+    """ResNet18 with a fresh `Linear(512, num_classes)` head; with `freeze_backbone`, only the head learns.
 
-    weights: "imagenet" (torchvision's IMAGENET1K_V1), the path of a state-dict file (or of a
-    workbook checkpoint, whose backbone is taken), None for random numbers, or a WeightsChoice.
-    With `freeze_backbone` no backbone parameter learns; only the new head does.
+    weights: "imagenet", the path of a state dict (or of a checkpoint: its backbone), None (random), a WeightsChoice.
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, not {num_classes}.")
@@ -137,11 +131,9 @@ def build_resnet18(
 
 
 def starting_head(num_classes: int = 2, seed: int = 0) -> nn.Linear:
-    """The head build_resnet18 makes right after `torch.manual_seed(seed)`, as the capstone did (notebook 04).
+    """The head build_resnet18 makes right after `torch.manual_seed(seed)` (notebook 04), leaving torch's random state.
 
-    build_resnet18 draws the backbone's random numbers before the head's, so a bare seeded
-    `nn.Linear(512, 2)` is another head. This replays the same draws on the side; torch's global
-    random state is left as it was.
+    build_resnet18 draws the backbone's random numbers first, so a bare seeded `nn.Linear(512, 2)` is another head.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -149,11 +141,8 @@ def starting_head(num_classes: int = 2, seed: int = 0) -> nn.Linear:
 
 
 def resolve_weights(allow_random: bool | None = None, url: str | None = None) -> WeightsChoice:
-    """For the notebooks: the ImageNet weights (downloaded from `url`, a mirror, if given), else a loud fallback.
-
-    A random backbone stands in only in quick mode, with WORKBOOK_ALLOW_RANDOM_WEIGHTS=1 or with
-    `allow_random=True`; otherwise WeightsUnavailableError stands.
-    """
+    """The ImageNet weights (from `url`, a mirror, if given), else loudly a random backbone: only in quick mode,
+    with WORKBOOK_ALLOW_RANDOM_WEIGHTS=1 or `allow_random=True`; otherwise WeightsUnavailableError stands."""
     try:
         load_imagenet_state_dict(url)
         return WeightsChoice("imagenet")
@@ -167,10 +156,7 @@ def resolve_weights(allow_random: bool | None = None, url: str | None = None) ->
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
-    """Every layer of a torchvision ResNet except `fc`, then a flatten: (N, 3, H, W) -> (N, 512).
-
-    The layers are shared with `model`, not copied, and in the same mode (train or eval).
-    """
+    """Every layer of a ResNet but `fc`, then a flatten: (N, 3, H, W) -> (N, 512); shared with `model`, same mode."""
     layers = [module for name, module in model.named_children() if name != "fc"]
     return nn.Sequential(*layers, nn.Flatten(start_dim=1)).train(model.training)
 
@@ -197,10 +183,7 @@ def print_layer_summary(model: nn.Module) -> None:
 
 @dataclass
 class Checkpoint:
-    """A model loaded from a workbook checkpoint (in eval mode), with what the file says about it.
-
-    metadata: what its training recorded (helpers.pipeline.checkpoint_metadata), plus "saved" and "versions".
-    """
+    """A model loaded from a workbook checkpoint (in eval mode), with what its training recorded (metadata)."""
 
     model: nn.Module
     class_names: list[str]
@@ -215,11 +198,8 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, class_names: list[str], metadata: dict | None = None) -> Path:
-    """Save the weights and what they are (classes, weights source, data, accuracy...), atomically.
-
-    The file holds only tensors, strings and numbers, so `torch.load(path, weights_only=True)` reads
-    it without running code. It is written under a temporary name and renamed into place: an
-    interrupted save never leaves half a checkpoint where a good one was.
+    """Save the weights and what they are (classes, data, accuracy...): only tensors, strings and numbers, so that
+    `torch.load(path, weights_only=True)` reads it. Written to a temporary file renamed into place: never half a file.
     """
     versions = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
     payload = {
@@ -238,11 +218,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, class_names: list[str], 
 
 
 def load_checkpoint(path: str | Path, num_classes: int | None = None) -> Checkpoint:
-    """Rebuild the model save_checkpoint saved, with `torch.load(..., weights_only=True)`: no code runs from the file.
-
-    A file that is damaged, is not a workbook checkpoint, holds weights that do not fit or are not
-    numbers, or has another number of classes than `num_classes` raises CheckpointMismatchError.
-    """
+    """The model save_checkpoint saved, read with `weights_only=True`: no code runs from the file. A file that is
+    damaged, not a checkpoint, with weights that do not fit or are not numbers, or not `num_classes` classes,
+    raises CheckpointMismatchError."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}: run notebooks/04_training.ipynb to make one.")
@@ -262,7 +240,7 @@ def load_checkpoint(path: str | Path, num_classes: int | None = None) -> Checkpo
     names, state, metadata = payload.get("class_names"), payload.get("state_dict"), payload.get("metadata")
     if not (isinstance(names, list) and 2 <= len(names) <= MAX_CLASSES and all(isinstance(n, str) for n in names)):
         raise CheckpointMismatchError(
-            f"{path} is damaged: its class_names are not a list of 2 to {MAX_CLASSES:,} names."
+            f"{path} is damaged (no list of 2 to {MAX_CLASSES:,} class names): save it again."
         )
     if num_classes is not None and len(names) != num_classes:
         shown = ", ".join(printable(name) for name in names[:10]) + (", ..." if len(names) > 10 else "")
@@ -271,11 +249,10 @@ def load_checkpoint(path: str | Path, num_classes: int | None = None) -> Checkpo
             "train a model for these classes or pick the matching checkpoint."
         )
     if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
-        raise CheckpointMismatchError(f"{path} is damaged: its state_dict does not map parameter names to tensors.")
+        raise CheckpointMismatchError(f"{path} is damaged (its state_dict is not a dict of tensors): save it again.")
     if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
         raise CheckpointMismatchError(
-            f"{path} holds weights that are not numbers (NaN or infinite): the training that saved it diverged, "
-            "so train again with a smaller learning rate."
+            f"{path} holds NaN or infinite weights: train again, with a smaller learning rate."
         )
     model = build_resnet18(len(names), weights=None)
     try:

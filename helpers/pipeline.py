@@ -27,25 +27,17 @@ CAPSTONE_SPLIT = "capstone: interleaved, first 75% train"
 
 @dataclass
 class TrainedHead:
-    """What train_capstone_head made: the model, its data, its features and how training went."""
+    """What train_capstone_head made: the model, the validation images and their features, how training went."""
 
-    choice: DataChoice
     model: nn.Module
-    train_set: CrackDataset
     val_set: CrackDataset
-    train_features: FeatureSet
     val_features: FeatureSet
     history: History
-    weights: WeightsChoice
-
-    def metadata(self) -> dict:
-        """What its checkpoint records (checkpoint_metadata)."""
-        features = self.train_features.number_format
-        return checkpoint_metadata(self.choice, self.train_set, self.val_set, self.weights, self.history, features)
+    metadata: dict  # what its checkpoint records (checkpoint_metadata)
 
     def save(self, path: str | Path) -> Path:
         """Save the model and its metadata at `path`, as notebook 04 does."""
-        return save_checkpoint(path, self.model, self.train_set.classes, self.metadata())
+        return save_checkpoint(path, self.model, self.val_set.classes, self.metadata)
 
 
 def checkpoint_metadata(
@@ -100,7 +92,8 @@ def train_capstone_head(
         for part in (train_set, val_set)
     ]
     history = train_head(model.fc, *features, seed=seed, device=device, progress=progress, **training)
-    return TrainedHead(choice, model.cpu().eval(), train_set, val_set, *features, history, weights)
+    metadata = checkpoint_metadata(choice, train_set, val_set, weights, history, features[0].number_format)
+    return TrainedHead(model.cpu().eval(), val_set, features[1], history, metadata)
 
 
 def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> Checkpoint:
@@ -126,4 +119,4 @@ def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> Checkpoint:
         print(f"No checkpoint at {path}: training one now, as notebook 04 does.")
     trained = train_capstone_head(choice, resolve_weights(), progress=progress)
     trained.save(path)
-    return load_checkpoint(path, num_classes=len(trained.train_set.classes))
+    return load_checkpoint(path, num_classes=len(trained.val_set.classes))

@@ -81,7 +81,7 @@ def test_missing_weights_error_says_where_to_put_the_file(no_weights, monkeypatc
         build_resnet18(weights="imagenet", progress=False)
     message = str(error.value)
     assert str(imagenet_weights_path()) in message and "torch-home" in message
-    assert "TORCH_HOME" in message and "build_resnet18(weights=" in message
+    assert "TORCH_HOME" in message and "weights=PATH" in message and "--weights PATH" in message
     assert "download.pytorch.org/models/resnet18-f37072fd.pth" in message
 
 
@@ -217,19 +217,22 @@ def changed_weight(name: str, value: torch.Tensor | None) -> Callable[[dict], No
 
 PAYLOAD_CHANGES = {  # what is wrong -> (how to make it, what the error says)
     "another format": (changed("format", "someone-else/1"), "not a checkpoint saved by this workbook"),
-    "no class names": (lambda payload: payload.pop("class_names"), "class_names are not a list of 2 to 10,000"),
-    "class names not strings": (changed("class_names", [0, 1]), "class_names are not a list"),
-    "one class": (changed("class_names", ["crack"]), "class_names are not a list of 2 to 10,000"),
+    "no class names": (lambda payload: payload.pop("class_names"), "no list of 2 to 10,000 class names"),
+    "class names not strings": (changed("class_names", [0, 1]), "no list of 2 to 10,000 class names"),
+    "one class": (changed("class_names", ["crack"]), "no list of 2 to 10,000 class names"),
     "class names of another count": (changed("class_names", ["a", "b", "c"]), "do not fit .*3-class head .*fc."),
-    "no state dict": (lambda payload: payload.pop("state_dict"), "state_dict does not map"),
-    "state dict not a dict": (changed("state_dict", [1, 2]), "state_dict does not map"),
+    "no state dict": (lambda payload: payload.pop("state_dict"), "state_dict is not a dict of tensors"),
+    "state dict not a dict": (changed("state_dict", [1, 2]), "state_dict is not a dict of tensors"),
     "a weight missing": (
         changed_weight("layer4.1.bn2.weight", None),
         "do not fit .*2-class head .*layer4.1.bn2.weight",
     ),
     "a head of another shape": (changed_weight("fc.weight", torch.zeros(3, 512)), "do not fit .*fc.weight"),
-    "a NaN weight": (changed_weight("fc.bias", torch.tensor([0.0, float("nan")])), "not numbers .*smaller learning"),
-    "an infinite weight": (changed_weight("conv1.weight", torch.full((64, 3, 7, 7), float("inf"))), "not numbers"),
+    "a NaN weight": (
+        changed_weight("fc.bias", torch.tensor([0.0, float("nan")])),
+        "NaN or infinite weights: train again, with a smaller learning rate",
+    ),
+    "an infinite weight": (changed_weight("conv1.weight", torch.full((64, 3, 7, 7), float("inf"))), "NaN or infinite"),
 }
 
 
@@ -296,7 +299,7 @@ def test_ten_thousand_and_one_classes_fail_before_anything_is_built(checkpoint, 
 
     monkeypatch.setattr("helpers.model.build_resnet18", must_not_build)
     start = time.perf_counter()
-    with pytest.raises(CheckpointMismatchError, match="a list of 2 to 10,000 names"):
+    with pytest.raises(CheckpointMismatchError, match="no list of 2 to 10,000 class names"):
         load_checkpoint(tmp_path / "huge.pt")
     assert time.perf_counter() - start < 10
 

@@ -79,12 +79,13 @@ def test_json_matches_the_python_api(workdir, capsys):
         assert item["probability"] == pytest.approx(item["probabilities"][item["label"]])
 
 
-def test_batches_give_the_same_numbers(workdir):
-    model = build_resnet18(2, weights=None)
-    one_batch = classify_photos(model, photos(workdir), ["Negative", "Positive"], device="cpu")
-    one_at_a_time = classify_photos(model, photos(workdir), ["Negative", "Positive"], device="cpu", batch_size=1)
-    for a, b in zip(one_batch, one_at_a_time):
-        assert a.label == b.label and a.probability == pytest.approx(b.probability, abs=1e-5)
+def test_a_photo_that_cannot_be_read_raises_or_is_collected(workdir):
+    model, names, missing = build_resnet18(2, weights=None), ["Negative", "Positive"], workdir / "nowhere.jpg"
+    with pytest.raises(FileNotFoundError, match="nowhere.jpg"):
+        classify_photos(model, [workdir / "a.jpg", missing], names, device="cpu")
+    errors = []
+    predictions = classify_photos(model, [missing, workdir / "a.jpg"], names, device="cpu", errors=errors)
+    assert [p.path for p in predictions] == [workdir / "a.jpg"] and [path for path, _ in errors] == [missing]
 
 
 def check_one_error_line(capsys, *words: str) -> None:
@@ -155,9 +156,9 @@ def rewritten_checkpoint(workdir: Path, name: str, **changes: object) -> Path:
 @pytest.mark.parametrize(
     "changes, words",
     [
-        ({"class_names": None}, ("no-names.pt", "class_names are not a list")),
+        ({"class_names": None}, ("no-names.pt", "no list of 2 to 10,000 class names")),
         ({"class_names": ["a", "b", "c"]}, ("three-names.pt", "do not fit a ResNet18 with a 3-class head")),
-        ({"class_names": [str(i) for i in range(10_001)]}, ("many.pt", "2 to 10,000 names")),
+        ({"class_names": [str(i) for i in range(10_001)]}, ("many.pt", "2 to 10,000 class names")),
     ],
     ids=["no class names", "three names for two classes", "ten thousand and one classes"],
 )
@@ -249,7 +250,7 @@ def test_a_checkpoint_with_nan_weights_is_refused_on_load(workdir, capsys):
     save_checkpoint(workdir / "nan.pt", model, ["Negative", "Positive"])
     for extra in ([], ["--json"]):
         assert main([photos(workdir)[0], "--checkpoint", str(workdir / "nan.pt"), *extra]) == 1
-        check_one_error_line(capsys, "nan.pt", "not numbers")
+        check_one_error_line(capsys, "nan.pt", "NaN or infinite weights")
 
 
 def test_an_enormous_photo_is_refused_from_its_header(workdir, capsys, monkeypatch):

@@ -55,8 +55,8 @@ def test_run_writes_checkpoint_plot_and_metrics(tiny, tmp_path, capsys):
     assert f"synthetic, {tiny}: given with --data." in stdout and "device:  cpu" in stdout
     assert "validation accuracy" in stdout and "95% interval" in stdout and "on 6 images" in stdout
     assert "cannot be compared with the capstone's 99.44%" in stdout
-    warnings = err.strip().splitlines()  # --quiet: the random-weights warning, no progress bars
-    assert len(warnings) == 1 and warnings[0].startswith("WARNING: --weights random")
+    assert err == ""  # --quiet: no progress bars
+    assert "weights: random initialisation (NOT pretrained: --weights random)" in stdout
 
     metrics = json.loads((out / "metrics.json").read_text())
     checkpoint = load_checkpoint(out / "resnet18_cracks.pt")
@@ -155,7 +155,7 @@ def test_missing_imagenet_weights_without_random_is_an_error(tiny, tmp_path, mon
     assert main(["--data", str(tiny), "--quiet", "--device", "cpu", "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert_one_error_line(err)
-    assert "--weights random" in err and not (tmp_path / "out").exists()
+    assert "--weights random" in err and "--weights PATH" in err and not (tmp_path / "out").exists()
 
 
 def test_a_reader_that_went_away_ends_the_run_quietly(tiny, tmp_path, capsys, monkeypatch):
@@ -232,7 +232,7 @@ def test_a_loss_that_stops_being_a_number_stops_training_naming_the_step(tiny, t
     )
     assert train_tiny(tiny, tmp_path / "out", "--epochs", "3") == 1  # one step an epoch: step 2 is NaN
     err = capsys.readouterr().err
-    assert_one_error_line(err.split("means little.", 1)[-1])  # after the warning about --weights random
+    assert_one_error_line(err)
     assert "The loss became" in err and "at step" in err and "lower the learning rate" in err
     assert not (tmp_path / "out" / "resnet18_cracks.pt").exists()
 
@@ -246,7 +246,7 @@ def test_file_names_from_the_data_are_printed_without_escape_sequences(tiny, tmp
     monkeypatch.setattr(helpers.tools.train, "train_capstone_head", failing)
     assert train_tiny(tiny, tmp_path / "out") == 1
     err = capsys.readouterr().err
-    assert_one_error_line(err.split("means little.", 1)[-1])  # after the warning about --weights random
+    assert_one_error_line(err)
     assert "\x1b" not in err and "\\xff.jpg" in err
 
 

@@ -1,11 +1,9 @@
-"""Classify photos with a checkpoint the workbook saved: one line per photo, or --json.
+"""Classify photos with a checkpoint the workbook saved, one line per photo or --json (a list):
 
     python -m helpers predict photo1.jpg photo2.jpg --checkpoint data/checkpoints/resnet18_cracks.pt
-    crack-predict photo1.jpg --json
 
-A photo that cannot be read, or that the model gives no numbers for, is one `error: ...` line on
-stderr after the others' predictions, and the exit status is 1. Names are printed without control
-characters; --json escapes them.
+A photo that cannot be read, or that the model gives no numbers for, is an `error: ...` line on stderr
+after the others' predictions, and the exit status 1.
 """
 
 from __future__ import annotations
@@ -26,8 +24,8 @@ from helpers.tools.guard import command
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser named as the command was called (`crack-predict`, `python -m helpers predict`)
-    whose errors are one line, `error: ...`, with exit status 2."""
+    """An ArgumentParser named as the command was called (`crack-predict`, `python -m helpers predict`);
+    an error is one line, `error: ...`, and exit status 2."""
 
     def __init__(self, command: str, argv: Sequence[str] | None, **kwargs) -> None:
         prog = Path(sys.argv[0]).stem if argv is None else f"python -m helpers {command}"  # None: a console script

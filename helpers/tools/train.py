@@ -1,10 +1,7 @@
-"""Train the capstone's model from a terminal, no notebooks: ResNet18 with ImageNet weights, a frozen
-backbone, a new Linear(512, 2) head, Adam (lr 0.001, batches of 100, 1 epoch), as notebooks 01-04 teach.
+"""Train the capstone's model from a terminal as notebooks 01-04 do (ResNet18, ImageNet weights, frozen backbone,
+new Linear(512, 2) head, Adam): writes the checkpoint notebook 05 loads, loss.png and metrics.json. For example:
 
-It writes the checkpoint notebook 05 loads (resnet18_cracks.pt), the loss plot (loss.png) and the
-run's numbers (metrics.json). Examples:
     python -m helpers train --data data/concrete_crack_images --epochs 3 --out data/runs/three
-    crack-train --weights random --quiet      # no ImageNet weights: the accuracy means little
 """
 
 from __future__ import annotations
@@ -12,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +23,7 @@ from helpers.analysis import compute_metrics
 from helpers.data import DataChoice, prepare_data, read_source
 from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files
 from helpers.inference import predict_dataset
-from helpers.model import WeightsChoice, WeightsUnavailableError, build_resnet18, imagenet_weights_path, resolve_weights
+from helpers.model import WeightsChoice, build_resnet18, resolve_weights
 from helpers.pipeline import train_capstone_head
 from helpers.plots import plot_training_history
 from helpers.plumbing.files import atomic_path, write_json_atomically
@@ -34,7 +32,6 @@ from helpers.settings import SettingsError, data_dir, pick_device
 from helpers.tools.guard import command
 from helpers.tools.predict import Parser, unwritable_output
 
-CAPSTONE_ACCURACY = "99.44%"
 LIMITS = {"epochs": 10_000, "batch_size": 100_000}  # far beyond any useful run: a typo, not a plan
 MAX_LR = 10.0
 
@@ -58,8 +55,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"argument --{name.replace('_', '-')}: must be from 1 to {limit:,}")
     if not (math.isfinite(args.lr) and 0 < args.lr <= MAX_LR):
         parser.error(f"argument --lr: must be a number above 0 and at most {MAX_LR:g}")
-    if args.weights not in ("imagenet", "random") and not Path(args.weights).expanduser().is_file():
-        parser.error(f"argument --weights: no file at {args.weights} (use imagenet, random or a state dict's path)")
+    if args.weights not in ("imagenet", "random"):
+        if not Path(args.weights).expanduser().is_file():
+            parser.error(f"argument --weights: no file at {args.weights} (use imagenet, random or a state dict's path)")
+        args.weights = str(Path(args.weights).expanduser().resolve())
     try:
         args.device = pick_device(args.device)
         if args.data is not None:
@@ -74,27 +73,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     existing = next(folder for folder in (args.out, *args.out.parents) if folder.exists())
     if not existing.is_dir():
         parser.error(f"argument --out: {existing} is a file, so {args.out} cannot be a folder for the results")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"argument --out: {existing} is not writable, choose another folder")
     return args
 
 
 def resolve(weights: str) -> WeightsChoice:
     """--weights as a WeightsChoice, checked before any work: the ImageNet weights are fetched here if needed."""
     if weights == "random":
-        print(
-            "WARNING: --weights random: the backbone is NOT pretrained, so the accuracy means little.", file=sys.stderr
-        )
         return WeightsChoice(None, "random initialisation (NOT pretrained: --weights random)")
-    if weights != "imagenet":
-        build_resnet18(weights=weights, progress=False)  # a file that is not ResNet18 weights fails here
-        return WeightsChoice(str(Path(weights).expanduser().resolve()))
-    try:
+    if weights == "imagenet":
         return resolve_weights(allow_random=False)
-    except WeightsUnavailableError as error:
-        reason = f" ({error.__cause__})".splitlines()[0][:160] if error.__cause__ else ""
-        raise WeightsUnavailableError(
-            f"the ImageNet weights are not on this machine and could not be downloaded{reason}; put the file at "
-            f"{imagenet_weights_path()}, pass --weights PATH, or --weights random for a random backbone."
-        ) from None
+    build_resnet18(weights=weights, progress=False)  # a file that is not ResNet18 weights fails here
+    return WeightsChoice(weights)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -106,11 +97,8 @@ def run(args: argparse.Namespace) -> dict:
     else:
         synthetic = read_source(args.data).get("source") == "synthetic"
         choice = DataChoice(args.data, "synthetic" if synthetic else "real", "given with --data.")
-    print(
-        f"data:    {choice.source}, {printable(choice.path)}: {printable(choice.reason)}\n"
-        f"weights: {printable(weights.description)}\ndevice:  {args.device}\nout:     {printable(out)}",
-        flush=True,
-    )
+    print(f"data:    {choice.source}, {printable(choice.path)}: {printable(choice.reason)}")
+    print(f"weights: {printable(weights.description)}\ndevice:  {args.device}\nout:     {printable(out)}", flush=True)
     settings = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed}
     trained = train_capstone_head(
         choice, weights, dedupe=args.dedupe, device=args.device, progress=progress, **settings
@@ -119,23 +107,23 @@ def run(args: argparse.Namespace) -> dict:
     low, high = metrics.interval
     print(f"validation accuracy {metrics.accuracy:.2%} (95% interval {low:.2%}-{high:.2%}) on {metrics.total:,} images")
     caveats = [
-        why for why, yes in (("synthetic images", not choice.is_real), ("a random backbone", weights.is_random)) if yes
+        what
+        for what, yes in (("synthetic images", not choice.is_real), ("a random backbone", weights.is_random))
+        if yes
     ]
     if caveats:
-        print(
-            f"This cannot be compared with the capstone's {CAPSTONE_ACCURACY}: it was measured with {' and '.join(caveats)}."
-        )
+        print(f"This cannot be compared with the capstone's 99.44%: it was measured with {' and '.join(caveats)}.")
     files = {"checkpoint": out / "resnet18_cracks.pt", "loss_plot": out / "loss.png", "metrics": out / "metrics.json"}
-    record = trained.metadata() | {"accuracy": metrics.accuracy, "correct": metrics.correct, "interval_95": [low, high]}
+    record = trained.metadata | {"accuracy": metrics.accuracy, "correct": metrics.correct, "interval_95": [low, high]}
     record |= {"comparable_with_capstone": not caveats, "dedupe": args.dedupe, "device": str(args.device)}
+    record |= {"files": {name: str(path) for name, path in files.items()}}
     try:
         trained.save(files["checkpoint"])
         figure = plot_training_history(trained.history, title=f"Training the head ({choice.source} data)")
         with atomic_path(files["loss_plot"]) as temp:
             figure.savefig(temp, dpi=100)
         plt.close(figure)
-        record |= {"seconds": round(time.perf_counter() - start, 2), "files": {k: str(p) for k, p in files.items()}}
-        write_json_atomically(record, files["metrics"])
+        write_json_atomically(record | {"seconds": round(time.perf_counter() - start, 2)}, files["metrics"])
     except OSError as error:
         if error.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             raise
@@ -146,8 +134,8 @@ def run(args: argparse.Namespace) -> dict:
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status: 0 done, 1 a runtime error, 2 bad arguments or settings
-    (141 when the reader of stdout goes away, 130 on Ctrl+C: helpers.tools.guard.command)."""
+    """Run the command line; returns the exit status: 0 done, 1 a runtime error, 2 a bad argument or setting,
+    141 when the reader of stdout went away (130 on Ctrl+C: helpers.tools.guard.command)."""
     try:
         args = parse_args(argv)
         matplotlib.use("Agg")  # no window: the command only saves its figure
@@ -158,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     except BrokenPipeError as error:  # `crack-train | head -1`
         return unwritable_output(error)
-    except (WeightsUnavailableError, DatasetNotFoundError, OSError, RuntimeError, ValueError) as error:
+    except (OSError, RuntimeError, ValueError) as error:  # WeightsUnavailableError, DatasetNotFoundError among them
         print(f"error: {' '.join(printable(error).split()) or type(error).__name__}", file=sys.stderr)
         return 1
     return 0
