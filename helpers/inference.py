@@ -105,12 +105,8 @@ def predict_dataset(
     progress: bool = True,
     num_workers: int | None = None,
 ) -> Predictions:
-    """Predictions of `model` for every image of `dataset` (a CrackDataset).
-
-    With `features` (helpers.features.extract_features for this dataset and backbone) only the
-    head runs: a fraction of a second. Otherwise every image goes through the whole network, as
-    in the capstone, on `device`, read by `num_workers` loader processes.
-    """
+    """Predictions of `model` for every image of `dataset` (a CrackDataset). With its `features` (extract_features)
+    only the head runs; otherwise every image goes through the whole network, as in the capstone."""
     if features is not None:
         if list(features.sample_ids) != [sample.sample_id for sample in dataset.samples]:
             raise ValueError(
@@ -135,10 +131,8 @@ class Prediction:
 
 
 def load_image_tensor(path: str | Path) -> torch.Tensor:
-    """One photo as a normalised (3, 227, 227) tensor: RGB, resized to 227x227 when it has another size.
-
-    A missing file raises FileNotFoundError, a file that is not an image BadImageError; both name the file.
-    """
+    """One photo as a normalised (3, 227, 227) tensor, resized when it has another size (FileNotFoundError and
+    BadImageError name the file)."""
     return default_transform()(to_size(open_photo(path), TILE_SIZE))
 
 

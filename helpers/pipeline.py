@@ -1,10 +1,5 @@
-"""The capstone's whole method in one call, for the notebooks after 04 and `python -m helpers train`.
-
-Notebooks 01-04 teach each step: find the data, split it, build ResNet18 with a new head, compute
-the frozen backbone's features, train the head, save a checkpoint. Later notebooks need the
-result, not the lesson: :func:`ensure_checkpoint` loads what notebook 04 saved, or makes it the
-same way (:func:`train_capstone_head`) when it is missing or was trained on other data.
-"""
+"""The capstone's whole method in one call (notebooks 01-04 teach each step), for the notebooks after 04 and
+`python -m helpers train`: ensure_checkpoint loads what notebook 04 saved, or trains it the same way."""
 
 from __future__ import annotations
 
@@ -48,10 +43,8 @@ def checkpoint_metadata(
     history: History,
     feature_format: str = "float32",
 ) -> dict:
-    """What a checkpoint records about its training: weights, data, split, accuracy, settings.
-
-    feature_format: the number format of the features the head learned from (FeatureSet.number_format).
-    """
+    """What a checkpoint records about its training: weights, data, split, accuracy, settings, feature_format
+    (the number format of the features the head learned from: FeatureSet.number_format)."""
     dedupe = bool(getattr(train_set, "dedupe", False))
     return {
         "weights": weights.label,
@@ -78,11 +71,9 @@ def train_capstone_head(
     progress: bool = True,
     **training,
 ) -> TrainedHead:
-    """The capstone's method on cached features: ResNet18, frozen backbone, new Linear(512, 2), Adam.
+    """The capstone's method on cached features (feature_cache_dir()): ResNet18, frozen backbone, new head, Adam.
 
-    training: train_head's epochs, lr and batch_size (by default the capstone's 1, 0.001 and 100).
-    The features are cached under feature_cache_dir(): a second run on the same data trains in seconds.
-    """
+    training: train_head's epochs, lr and batch_size (by default the capstone's 1, 0.001 and 100)."""
     train_set = CrackDataset(choice.path, "train", dedupe=dedupe, progress=progress)
     val_set = CrackDataset(choice.path, "val", dedupe=dedupe, progress=progress)
     torch.manual_seed(seed)
@@ -97,12 +88,8 @@ def train_capstone_head(
 
 
 def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> Checkpoint:
-    """The model notebook 04 trained on this data or, when there is none, one trained now the same way.
-
-    When the checkpoint is missing or was trained on other data (another folder or size), this
-    says so, trains the head with the capstone's settings (1 epoch, Adam, lr 0.001, batches of
-    100) and saves it.
-    """
+    """The model notebook 04 trained on this data; when it is missing or was trained on other data (another folder
+    or size), says so, and trains and saves one the same way (the capstone's settings)."""
     path = default_checkpoint_path()
     if path.is_file():
         val_size = len(CrackDataset(choice.path, "val", transform=None, progress=False))

@@ -99,18 +99,13 @@ def run(args: argparse.Namespace) -> dict:
         choice = DataChoice(args.data, "synthetic" if synthetic else "real", "given with --data.")
     print(f"data:    {choice.source}, {printable(choice.path)}: {printable(choice.reason)}")
     print(f"weights: {printable(weights.description)}\ndevice:  {args.device}\nout:     {printable(out)}", flush=True)
-    settings = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed}
-    trained = train_capstone_head(
-        choice, weights, dedupe=args.dedupe, device=args.device, progress=progress, **settings
-    )
+    settings = {name: getattr(args, name) for name in ("epochs", "lr", "batch_size", "seed", "dedupe")}
+    trained = train_capstone_head(choice, weights, device=args.device, progress=progress, **settings)
     metrics = compute_metrics(predict_dataset(trained.model, trained.val_set, features=trained.val_features))
     low, high = metrics.interval
     print(f"validation accuracy {metrics.accuracy:.2%} (95% interval {low:.2%}-{high:.2%}) on {metrics.total:,} images")
-    caveats = [
-        what
-        for what, yes in (("synthetic images", not choice.is_real), ("a random backbone", weights.is_random))
-        if yes
-    ]
+    caveats = {"synthetic images": not choice.is_real, "a random backbone": weights.is_random}
+    caveats = [what for what, applies in caveats.items() if applies]
     if caveats:
         print(f"This cannot be compared with the capstone's 99.44%: it was measured with {' and '.join(caveats)}.")
     files = {"checkpoint": out / "resnet18_cracks.pt", "loss_plot": out / "loss.png", "metrics": out / "metrics.json"}
