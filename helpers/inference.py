@@ -39,10 +39,8 @@ def logits_from_features(head: nn.Module, features: torch.Tensor) -> torch.Tenso
 def logits_from_loader(
     model: nn.Module, loader, device: str | torch.device | None = None, progress: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the model (moved to `device`, in eval mode) over a loader of (images, labels) batches.
-
-    Returns (logits (N, classes) as float32, labels (N,)), both on the CPU.
-    """
+    """(logits (N, classes) as float32, labels (N,)) on the CPU, from the model in eval mode on `device` over a
+    loader of (images, labels) batches."""
     device = pick_device(device)
     model.to(device).eval()
     logits, labels = [], []
@@ -109,10 +107,7 @@ def predict_dataset(
     only the head runs; otherwise every image goes through the whole network, as in the capstone."""
     if features is not None:
         if list(features.sample_ids) != [sample.sample_id for sample in dataset.samples]:
-            raise ValueError(
-                "These features belong to other images (their sample ids differ from the dataset's): "
-                "extract them for this dataset, in this order."
-            )
+            raise ValueError("These features are other images' (other sample ids): extract them for this dataset.")
         model.eval()
         return predictions_from_logits(logits_from_features(model.fc, features.features).float().cpu(), dataset)
     workers = default_num_workers() if num_workers is None else num_workers
@@ -144,12 +139,9 @@ def classify_photos(
     device: torch.device | str | None = None,
     errors: list[tuple[Path, Exception]] | None = None,
 ) -> list[Prediction]:
-    """The model's prediction for each photo file in `paths`, in order.
-
-    A photo that cannot be read raises FileNotFoundError or BadImageError, one for which the model's
-    outputs are not numbers (weights so large that they overflow) ValueError. Given an `errors` list,
-    such a photo is left out instead, and (path, error) appended to the list.
-    """
+    """The model's prediction for each photo file in `paths`, in order. A photo that cannot be read raises
+    FileNotFoundError or BadImageError, one the model gives no numbers for (its weights overflow) ValueError;
+    given an `errors` list, such a photo is left out instead and (path, error) appended to the list."""
     device = pick_device(device)
     model, predictions = model.to(device).eval(), []
     for path in map(Path, paths):

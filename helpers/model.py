@@ -5,7 +5,7 @@ without running code (`torch.load(..., weights_only=True)`)."""
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -77,13 +77,11 @@ def load_imagenet_state_dict(url: str | None = None, progress: bool = True) -> d
         return torch.load(target, map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged or foreign file in the cache
         raise WeightsUnavailableError(
-            f"{target} cannot be read as the ImageNet weights ({_reason(error)}): delete it, and the next "
-            "run downloads it again."
+            f"{target} is damaged ({_reason(error)}): delete it to download it again."
         ) from error
 
 
 def _reason(error: BaseException) -> str:
-    """The error's type and the start of its first line."""
     return f"{type(error).__name__}: {error}".splitlines()[0][:200]
 
 
@@ -101,10 +99,8 @@ def build_resnet18(
     freeze_backbone: bool = True,
     progress: bool = True,
 ) -> nn.Module:
-    """ResNet18 with a fresh `Linear(512, num_classes)` head; with `freeze_backbone`, only the head learns.
-
-    weights: "imagenet", the path of a state dict (or of a checkpoint: its backbone), None (random), a WeightsChoice.
-    """
+    """ResNet18 with a fresh `Linear(512, num_classes)` head (with `freeze_backbone`, only the head learns). weights:
+    "imagenet", the path of a state dict (or of a checkpoint: its backbone), None (random) or a WeightsChoice."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, not {num_classes}.")
     source = weights.source if isinstance(weights, WeightsChoice) else weights
@@ -131,10 +127,8 @@ def build_resnet18(
 
 
 def starting_head(num_classes: int = 2, seed: int = 0) -> nn.Linear:
-    """The head build_resnet18 makes right after `torch.manual_seed(seed)` (notebook 04), leaving torch's random state.
-
-    build_resnet18 draws the backbone's random numbers first, so a bare seeded `nn.Linear(512, 2)` is another head.
-    """
+    """The head build_resnet18 makes right after `torch.manual_seed(seed)` (notebook 04), leaving torch's random state:
+    build_resnet18 draws the backbone's random numbers first, so a bare seeded `nn.Linear(512, 2)` is another head."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return nn.Linear(resnet18(weights=None).fc.in_features, num_classes)
@@ -188,13 +182,8 @@ class Checkpoint:
     model: nn.Module
     class_names: list[str]
     path: Path
-    metadata: dict = field(default_factory=dict)
-
-    @property
-    def weights(self) -> WeightsChoice:
-        """What the backbone was trained from, as the checkpoint recorded it."""
-        label, description = self.metadata.get("weights"), self.metadata.get("weights_description", "")
-        return WeightsChoice(None if label in (None, "random") else str(label), description)
+    metadata: dict
+    weights: WeightsChoice  # what the backbone was trained from, as the checkpoint recorded it
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, class_names: list[str], metadata: dict | None = None) -> Path:
@@ -264,4 +253,7 @@ def load_checkpoint(path: str | Path, num_classes: int | None = None) -> Checkpo
         raise CheckpointMismatchError(
             f"{path}'s weights do not fit a ResNet18 with a {len(names)}-class head (e.g. {printable(wrong[0])[:80]})."
         )
-    return Checkpoint(model.eval(), names, path, metadata if isinstance(metadata, dict) else {})
+    metadata = metadata if isinstance(metadata, dict) else {}
+    label, description = metadata.get("weights"), str(metadata.get("weights_description", ""))
+    weights = WeightsChoice(None if label in (None, "random") else str(label), description)
+    return Checkpoint(model.eval(), names, path, metadata, weights)

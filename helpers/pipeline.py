@@ -78,13 +78,13 @@ def train_capstone_head(
     val_set = CrackDataset(choice.path, "val", dedupe=dedupe, progress=progress)
     torch.manual_seed(seed)
     model = build_resnet18(num_classes=len(train_set.classes), weights=weights, progress=progress)
-    features = [
-        extract_features(model, part, feature_cache_dir(), device=device, progress=progress)
-        for part in (train_set, val_set)
-    ]
-    history = train_head(model.fc, *features, seed=seed, device=device, progress=progress, **training)
-    metadata = checkpoint_metadata(choice, train_set, val_set, weights, history, features[0].number_format)
-    return TrainedHead(model.cpu().eval(), val_set, features[1], history, metadata)
+    train_features = extract_features(model, train_set, feature_cache_dir(), device=device, progress=progress)
+    val_features = extract_features(model, val_set, feature_cache_dir(), device=device, progress=progress)
+    history = train_head(
+        model.fc, train_features, val_features, seed=seed, device=device, progress=progress, **training
+    )
+    metadata = checkpoint_metadata(choice, train_set, val_set, weights, history, train_features.number_format)
+    return TrainedHead(model.cpu().eval(), val_set, val_features, history, metadata)
 
 
 def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> Checkpoint:
@@ -96,10 +96,7 @@ def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> Checkpoint:
         checkpoint = load_checkpoint(path, num_classes=len(CrackDataset.classes))
         meta = checkpoint.metadata
         if meta.get("data_path") == str(choice.path) and meta.get("n_val") == val_size:
-            print(
-                f"Loaded {path} (trained by notebook 04 on {meta.get('n_train'):,} images, "
-                f"weights: {checkpoint.weights.description})."
-            )
+            print(f"Loaded {path} ({meta.get('n_train')} training images, {checkpoint.weights.description}).")
             return checkpoint
         print(f"{path} was trained on other data ({meta.get('data_path')}); training a new head for {choice.path}.")
     else:

@@ -140,7 +140,9 @@ def test_the_weights_are_downloaded_once_checked_and_then_read_from_the_cache(no
 def test_a_damaged_file_in_the_cache_is_named_with_what_to_do(no_weights):
     imagenet_weights_path().parent.mkdir(parents=True)
     imagenet_weights_path().write_bytes(b"not a state dict")
-    with pytest.raises(WeightsUnavailableError, match="cannot be read as the ImageNet weights .*: delete it"):
+    with pytest.raises(
+        WeightsUnavailableError, match="resnet18-f37072fd.pth is damaged .*: delete it to download it again"
+    ):
         build_resnet18(weights="imagenet", progress=False)
 
 

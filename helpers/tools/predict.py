@@ -1,10 +1,5 @@
-"""Classify photos with a checkpoint the workbook saved, one line per photo or --json (a list):
-
-    python -m helpers predict photo1.jpg photo2.jpg --checkpoint data/checkpoints/resnet18_cracks.pt
-
-A photo that cannot be read, or that the model gives no numbers for, is an `error: ...` line on stderr
-after the others' predictions, and the exit status 1.
-"""
+"""Classify photos with a checkpoint the workbook saved: one line per photo, or --json. A photo that cannot be read,
+or that the model gives no numbers for, is an `error: ...` line on stderr after the others', and exit status 1."""
 
 from __future__ import annotations
 

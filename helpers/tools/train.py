@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import math
 import os
 import sys
 import time
@@ -32,8 +31,7 @@ from helpers.settings import SettingsError, data_dir, pick_device
 from helpers.tools.guard import command
 from helpers.tools.predict import Parser, unwritable_output
 
-LIMITS = {"epochs": 10_000, "batch_size": 100_000}  # far beyond any useful run: a typo, not a plan
-MAX_LR = 10.0
+LIMITS = {"epochs": 10_000, "batch_size": 100_000, "lr": 10.0}  # far beyond any useful run: a typo, not a plan
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -50,11 +48,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, metavar="DIR", help=f"(default: {data_dir() / 'runs'}/<date-time>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    for name, limit in LIMITS.items():
-        if not 1 <= getattr(args, name) <= limit:
-            parser.error(f"argument --{name.replace('_', '-')}: must be from 1 to {limit:,}")
-    if not (math.isfinite(args.lr) and 0 < args.lr <= MAX_LR):
-        parser.error(f"argument --lr: must be a number above 0 and at most {MAX_LR:g}")
+    for name, limit in LIMITS.items():  # NaN fails every comparison
+        if not 0 < getattr(args, name) <= limit:
+            parser.error(f"argument --{name.replace('_', '-')}: must be above 0 and at most {limit:,g}")
     if args.weights not in ("imagenet", "random"):
         if not Path(args.weights).expanduser().is_file():
             parser.error(f"argument --weights: no file at {args.weights} (use imagenet, random or a state dict's path)")
@@ -78,20 +74,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def resolve(weights: str) -> WeightsChoice:
-    """--weights as a WeightsChoice, checked before any work: the ImageNet weights are fetched here if needed."""
-    if weights == "random":
-        return WeightsChoice(None, "random initialisation (NOT pretrained: --weights random)")
-    if weights == "imagenet":
-        return resolve_weights(allow_random=False)
-    build_resnet18(weights=weights, progress=False)  # a file that is not ResNet18 weights fails here
-    return WeightsChoice(weights)
-
-
 def run(args: argparse.Namespace) -> dict:
     """Train, evaluate, and write the checkpoint, the loss plot and metrics.json to args.out; returns the metrics."""
     start, progress, out = time.perf_counter(), not args.quiet, args.out
-    weights = resolve(args.weights)  # before the data: no download for a run that cannot start
+    if args.weights == "random":  # the weights before the data: no download for a run that cannot start
+        weights = WeightsChoice(None, "random initialisation (NOT pretrained: --weights random)")
+    elif args.weights == "imagenet":
+        weights = resolve_weights(allow_random=False)  # downloads them if needed
+    else:
+        weights = WeightsChoice(args.weights)
+        build_resnet18(weights=args.weights, progress=False)  # a file that is not ResNet18 weights fails here
     if args.data is None:
         choice = prepare_data(progress=progress)
     else:
@@ -129,8 +121,7 @@ def run(args: argparse.Namespace) -> dict:
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status: 0 done, 1 a runtime error, 2 a bad argument or setting,
-    141 when the reader of stdout went away (130 on Ctrl+C: helpers.tools.guard.command)."""
+    """Run the command line; the exit status: 0 done, 1 an error, 2 a bad argument, 141 stdout's reader went away."""
     try:
         args = parse_args(argv)
         matplotlib.use("Agg")  # no window: the command only saves its figure
