@@ -6,18 +6,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+FLOORS := build/floors-venv
 
 .PHONY: help install run test lint format lab bench strip floors
 
 help:
 	@echo "make run     execute every notebook in order (headless), figures to images/"
 	@echo "make test    the lint step, unit tests and every notebook in quick mode (nbval)"
-	@echo "make lint    ruff check, ruff format --check, the workflows' schema, the notebooks' layout"
+	@echo "make lint    ruff check, ruff format --check, nbstripout --verify, the workflows' schema"
 	@echo "make format  ruff format the code and the notebooks, then strip the notebooks"
 	@echo "make lab     open JupyterLab in the project's environment"
 	@echo "make bench   measure the feature-cache fast path against the capstone's training loop"
 	@echo "make strip   remove outputs from the notebooks before committing"
-	@echo "make floors  run the unit tests with the oldest versions pyproject.toml allows (maintainers)"
+	@echo "make floors  the unit tests with the oldest versions pyproject.toml allows (maintainers; needs uv)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed; found " + sys.version.split()[0] + ". Run make PYTHON=/path/to/python3.x")'
@@ -29,26 +30,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/python -m helpers run
+run test lint format lab bench strip: $(STAMP)
+	$(BIN)/python -m helpers $@
 
-test: $(STAMP)
-	$(BIN)/python -m helpers test
-
-lint: $(STAMP)
-	$(BIN)/python -m helpers lint
-
-format: $(STAMP)
-	$(BIN)/python -m helpers format
-
-lab: $(STAMP)
-	$(BIN)/python -m helpers lab
-
-bench: $(STAMP)
-	$(BIN)/python -m helpers bench
-
-strip: $(STAMP)
-	$(BIN)/python -m helpers strip
-
+# uv's lowest-direct resolution installs the oldest version of every package pyproject.toml names;
+# the PyTorch packages come as CPU-only builds (PyPI's bring several GB of CUDA libraries).
 floors:
-	$(PYTHON) scripts/check_floors.py
+	@command -v uv >/dev/null || { echo "make floors needs uv: run $(PYTHON) -m pip install uv" >&2; exit 1; }
+	uv venv --quiet --clear --python $(PYTHON) $(FLOORS)
+	uv pip install --python $(FLOORS) --resolution lowest-direct --torch-backend cpu -e ".[test]"
+	WORKBOOK_QUICK=1 $(FLOORS)/bin/python -m pytest tests -m "not browser" -p no:cacheprovider -q

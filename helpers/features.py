@@ -1,112 +1,69 @@
-"""Compute the frozen backbone's features once, keep them on disk, train the head in seconds.
+"""Compute the frozen backbone's features once, keep them on disk, train the head in seconds. Taught in notebook 04.
 
-Our model is ResNet18 with every backbone layer frozen and a new ``fc = Linear(512, 2)``.
-Frozen means the backbone's weights never change, so (in eval mode) the 512 numbers it
-produces for an image never change either. The capstone's training loop still pushes every
-image through the whole network at every epoch, recomputing those same 512 numbers each time.
-Almost all of the time goes there: the head is a single small matrix multiplication.
+A frozen backbone in eval mode is a fixed function: an image gives the same 512 numbers at every
+epoch. So instead of pushing every image through the whole network at every step, as the capstone
+does, we run the backbone once over a data set, keep its (N, 512) features, and train ``fc`` on
+them. ``fc(backbone(x))`` is ``model(x)``: the same model, up to float rounding.
 
-So we split the model in two:
-
-1. ``backbone_of(model)``: everything but ``fc``, turning (N, 3, H, W) images into (N, 512)
-   feature vectors. :func:`extract_features` runs it once over a data set and saves the
-   features in a cache file.
-2. ``model.fc``: trained on the cached features, for as many epochs as we like.
-
-``head(backbone(x))`` is the same computation as ``model(x)``, so the result is the same model
-(up to float rounding). Two things differ from the capstone's loop:
-
-* the backbone runs in eval mode: BatchNorm uses its stored statistics. The capstone called
-  ``model.train()``, so its BatchNorm layers used each batch's statistics (and updated the
-  stored ones), which makes an image's features depend on the other images in its batch;
-* the cache must be thrown away whenever anything that changes the features changes: the
-  images, the split, the transform, the backbone's weights or the number format (bfloat16, int8).
-  :func:`feature_cache_key` hashes all of these; a cache file with another key is recomputed
-  (the files themselves are read and written by :mod:`helpers.feature_cache`).
-
-How the backbone computes (float32, bfloat16 or int8, compiled or not) is decided in one place,
-:func:`helpers.speed.choose_backbone`; this module only asks it.
+A cache file must be thrown away whenever the features would change: the images (names, labels,
+sizes, modification times), the split, the transform, the backbone's weights or the number format.
+:func:`feature_cache_key` hashes all of these; a file with another key is recomputed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
-from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
 
-from helpers.feature_cache import (
-    FeatureSet,
-    cache_file,
-    dataset_fingerprint,
-    load_cached,
-    save_atomically,
-    weights_fingerprint,
-)
-from helpers.plumbing.progress import tqdm
-from helpers.speed import (
-    Backbone,
-    FastSettings,
-    Feeder,
-    choose_backbone,
-    choose_decoding,
-    decoder_key_part,
-    planned_batches,
-)
+from helpers import speed
+from helpers.plumbing.files import atomic_path
+from helpers.settings import pick_device
 
-CACHE_FORMAT = "concrete-crack-workbook/features/2"  # part of the key: bump it when the recipe changes
+CACHE_FORMAT = "concrete-crack-workbook/features/3"  # part of the key: bump it when the recipe changes
 
 
-def source_size(dataset) -> int:
-    """How many images the folder behind `dataset` holds (both splits), so train and val decide alike."""
-    return int(getattr(dataset, "source_size", len(dataset)))
+@dataclass
+class FeatureSet:
+    """The backbone's features of a data set, in its order, with their labels and sample ids."""
+
+    features: torch.Tensor  # (N, 512) float32
+    labels: torch.Tensor  # (N,) int64
+    sample_ids: list[str]
+    number_format: str = "float32"  # or "int8" (helpers.speed)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def tensor_dataset(self) -> TensorDataset:
+        """(feature, label) pairs, ready for a DataLoader that trains the head."""
+        return TensorDataset(self.features, self.labels)
 
 
 def cache_name(dataset) -> str:
     """The cache file's name for a data set: its folder and split, e.g. "synthetic_cracks-train"."""
-    root = getattr(dataset, "root", None)
-    name = f"{Path(root).name}-{dataset.split}" if root is not None else str(dataset.split)
-    return name + ("-dedupe" if getattr(dataset, "dedupe", False) else "")
+    return f"{Path(dataset.root).name}-{dataset.split}" + ("-dedupe" if getattr(dataset, "dedupe", False) else "")
 
 
-def _key(data: str, weights: str, backbone: Backbone, batched: bool = False) -> str:
-    how = backbone.key_part + decoder_key_part(backbone.device, backbone.settings, batched)
-    return hashlib.sha256("\n".join([CACHE_FORMAT, data, weights, how]).encode()).hexdigest()
-
-
-def feature_cache_key(
-    dataset,
-    model: nn.Module,
-    settings: FastSettings | None = None,
-    device: torch.device | str | None = None,
-    weights: str | None = None,
-) -> str:
-    """One hash that changes whenever the cached features would: data, weights or number format.
-
-    `weights`: weights_fingerprint(model), when already computed (hashing 45 MB takes a moment).
-    """
-    weights = weights or weights_fingerprint(model)
-    backbone = choose_backbone(
-        model, device, settings, source_size(dataset), weights, getattr(dataset, "transform", None)
-    )
-    on_device, _ = choose_decoding(dataset, backbone.device, backbone.settings)
-    return _key(dataset_fingerprint(dataset), weights, backbone, on_device)
-
-
-def compute_features(
-    backbone: Backbone, batches: Iterable, total: int, desc: str, progress: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the backbone over every (images, labels) batch of `batches`: (features (N, 512), labels (N,))."""
-    features, labels = [], []
-    with backbone.threads(), tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
-        for images, batch_labels in batches:
-            features.append(backbone(images))
-            labels.append(batch_labels)
-            bar.update(len(batch_labels))
-    return torch.cat(features), torch.cat(labels).long()
+def feature_cache_key(dataset, model: nn.Module, number_format: str = "float32") -> str:
+    """One hash that changes whenever the features would: files, split, transform, backbone weights, number format."""
+    recipe = f"{number_format} ({speed.RECIPE})" if number_format == "int8" else number_format
+    digest = hashlib.sha256(f"{CACHE_FORMAT}|{dataset.split}|{dataset.transform!r}|{recipe}".encode())
+    for sample in dataset.samples:
+        stat = os.stat(sample.path)
+        digest.update(f"\n{sample.sample_id}|{sample.label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    for name, tensor in model.state_dict().items():  # every backbone weight and BatchNorm statistic, not fc
+        if not name.startswith("fc."):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def extract_features(
@@ -114,88 +71,67 @@ def extract_features(
     dataset,
     cache_dir: str | Path | None = None,
     *,
-    name: str | None = None,
     batch_size: int = 100,
-    num_workers: int | str | None = None,
-    settings: FastSettings | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
 ) -> FeatureSet:
-    """The backbone features of every image of `dataset` (a CrackDataset), from the cache when possible.
+    """The backbone features of every image of `dataset` (a CrackDataset), from cache_dir/<name>.pt when its key fits.
 
-    With `cache_dir`, the features live in cache_dir/<name>.pt (by default cache_name(dataset),
-    e.g. "synthetic_cracks-train") together with the key they were computed under; a file with
-    the same key is loaded instead of recomputed. `device` defaults to pick_device(); the images
-    go through the backbone in `batch_size` batches, in the data set's order, read by
-    `num_workers` DataLoader workers (see planned_batches: a number, None or "measure").
-    On a GPU the JPEGs are decoded there, on a CPU in batches where measured faster
-    (settings.decode_on_device, helpers.speed.choose_decoding).
+    `device` defaults to pick_device(). The backbone is a frozen copy of everything but `model.fc`,
+    in eval mode; in int8 where notebook 07 switched that on (helpers.speed).
     """
-    weights = weights_fingerprint(model)  # once: the cache key and the int8 backbone both need it
-    transform = getattr(dataset, "transform", None)
-    backbone = choose_backbone(model, device, settings, source_size(dataset), weights, transform)
-    on_device, _ = choose_decoding(dataset, backbone.device, backbone.settings)  # what the key needs
-    data = dataset_fingerprint(dataset)
-    name = name or cache_name(dataset)
-    path = cache_file(cache_dir, name) if cache_dir is not None else None
-    if path is not None:
-        cached = load_cached(path, _key(data, weights, backbone, on_device))
-        if cached is not None:
-            print(f"features loaded from cache: {path}")
-            return cached
+    device = pick_device(device)
+    backbone, number_format = speed.backbone_for(model, device)
+    path = Path(cache_dir) / f"{cache_name(dataset)}.pt" if cache_dir is not None else None
+    key = feature_cache_key(dataset, model, number_format) if path is not None else ""
+    if path is not None and path.is_file():
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            if stored["key"] == key:
+                print(f"features loaded from the cache: {path}")
+                return FeatureSet(stored["features"], stored["labels"], stored["sample_ids"], stored["number_format"])
+        except Exception as error:  # a truncated or foreign file is a miss: it is overwritten below
+            warnings.warn(f"The feature cache {path} cannot be read ({type(error).__name__}); recomputing it.")
 
-    backbone.prepare(transform)  # may fall back from int8 to float32
-    on_device, decode_why = choose_decoding(dataset, backbone.device, backbone.settings, measure=True)
-    print(f"computing the features of {len(dataset):,} images in {backbone.number_format} ({backbone.why})")
-    if on_device:
-        where = "GPU" if backbone.device.type == "cuda" else backbone.device.type.upper()
-        print(f"the JPEGs are decoded on the {where}, in batches ({decode_why})")
-    notes: list[str] = []  # what measuring the workers found: printed once the progress bar is done
-    feeder = Feeder(dataset, backbone.device, batch_size, on_device, reuse_buffer=True)  # each batch is used at once
-    batches = planned_batches(feeder, num_workers, notes.append)
-    features, labels = compute_features(backbone, batches, len(dataset), f"features ({name})", progress)
-    for note in notes:
-        print(note)
-    feature_set = FeatureSet(
-        features,
-        labels,
+    print(f"computing the features of {len(dataset):,} images in {number_format} on {device}")
+    loader = DataLoader(  # on a CPU the backbone uses every core, so the images are read in this process
+        dataset, batch_size=batch_size, num_workers=min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+    )
+    features, labels = [], []
+    with torch.no_grad():
+        for images, batch_labels in tqdm(loader, desc="features", unit="batch", disable=not progress):
+            features.append(backbone(images.to(device)).float().cpu())
+            labels.append(batch_labels)
+    result = FeatureSet(
+        torch.cat(features) if features else torch.empty(0, 512),
+        torch.cat(labels).long() if labels else torch.empty(0, dtype=torch.long),
         [sample.sample_id for sample in dataset.samples],
-        _key(data, weights, backbone, on_device),
-        backbone.number_format,
+        number_format,
     )
     if path is not None:
         try:
-            save_atomically(feature_set, path)
-        except OSError as error:  # a full disk or a read-only folder must not throw the work away
-            warnings.warn(
-                f"The features are kept in memory and this run carries on, but they were not cached in {path}: {error}"
-            )
-    return feature_set
+            with atomic_path(path) as temporary:
+                torch.save({"key": key, **result.__dict__}, temporary)
+        except (OSError, RuntimeError) as error:  # a full disk (torch.save says RuntimeError) or a read-only folder
+            warnings.warn(f"The features are kept in memory, but they were not cached in {path}: {error}")
+    return result
 
 
 def features_for(dataset, *sources: FeatureSet) -> FeatureSet:
     """The features of `dataset`'s images, in its order, taken by sample id from feature sets already computed.
 
     An image's features do not depend on the split it sits in, so another split of the same folder
-    (`dedupe=True`, a subset) needs no new pass through the backbone. The sources must share one
-    number format; an image none of them holds raises ValueError naming it.
+    (`dedupe=True`, a subset) needs no new pass through the backbone. ValueError names an image none holds.
     """
     formats = {source.number_format for source in sources}
     if len(formats) != 1:
-        raise ValueError(
-            f"the feature sets were computed in different number formats ({', '.join(sorted(formats))}): "
-            "compute them with the same settings."
-        )
+        raise ValueError(f"the feature sets were computed in different number formats ({', '.join(sorted(formats))}).")
     rows = {sample_id: (source, row) for source in sources for row, sample_id in enumerate(source.sample_ids)}
     wanted = [sample.sample_id for sample in dataset.samples]
     missing = [sample_id for sample_id in wanted if sample_id not in rows]
     if missing:
-        raise ValueError(
-            f"{len(missing)} images of this data set have no features here (first: {missing[0]}): "
-            "extract_features computes them."
-        )
+        raise ValueError(f"{len(missing)} images have no features here (first: {missing[0]}): run extract_features.")
     picked = [rows[sample_id] for sample_id in wanted]
     features = torch.stack([source.features[row] for source, row in picked]) if picked else torch.empty(0, 512)
     labels = torch.tensor([int(source.labels[row]) for source, row in picked], dtype=torch.long)
-    key = hashlib.sha256("\n".join(["selected", *sorted({s.key for s in sources}), *wanted]).encode()).hexdigest()
-    return FeatureSet(features, labels, wanted, key, formats.pop())
+    return FeatureSet(features, labels, wanted, formats.pop())

@@ -19,12 +19,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from helpers.dataset import default_transform
-from helpers.feature_cache import FeatureSet
+from helpers.features import FeatureSet
 from helpers.model import load_checkpoint
 from helpers.plumbing.images import TILE_SIZE, BadImageError, open_photo, to_size
 from helpers.plumbing.progress import tqdm
 from helpers.settings import default_checkpoint_path, pick_device
-from helpers.speed import default_num_workers
 
 CRACK = 1  # label of the "Positive" class in the binary data set
 
@@ -101,7 +100,7 @@ def predict_dataset(
     device: str | torch.device | None = None,
     batch_size: int = 100,
     progress: bool = True,
-    num_workers: int | None = None,
+    num_workers: int = 0,
 ) -> Predictions:
     """Predictions of `model` for every image of `dataset` (a CrackDataset). With its `features` (extract_features)
     only the head runs; otherwise every image goes through the whole network, as in the capstone."""
@@ -110,8 +109,7 @@ def predict_dataset(
             raise ValueError("These features are other images' (other sample ids): extract them for this dataset.")
         model.eval()
         return predictions_from_logits(logits_from_features(model.fc, features.features).float().cpu(), dataset)
-    workers = default_num_workers() if num_workers is None else num_workers
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     return predictions_from_logits(logits_from_loader(model, loader, device, progress)[0], dataset)
 
 

@@ -33,7 +33,7 @@ from PIL import Image
 
 from helpers.dataset import Sample, SampleSplit
 from helpers.plumbing.images import TENSOR_EXTENSION, load_image, load_tensor
-from helpers.feature_cache import FeatureSet
+from helpers.features import FeatureSet
 from helpers.plots import denormalize
 
 # Measured with a random backbone (torch.manual_seed(0); build_resnet18(weights=None)), float32, on

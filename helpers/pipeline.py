@@ -11,8 +11,7 @@ from torch import nn
 
 from helpers.data import DataChoice
 from helpers.dataset import CrackDataset
-from helpers.feature_cache import FeatureSet
-from helpers.features import extract_features
+from helpers.features import FeatureSet, extract_features
 from helpers.model import Checkpoint, WeightsChoice, build_resnet18, load_checkpoint, resolve_weights, save_checkpoint
 from helpers.settings import default_checkpoint_path, feature_cache_dir, quick_mode
 from helpers.training import History, train_head
@@ -44,7 +43,7 @@ def checkpoint_metadata(
     feature_format: str = "float32",
 ) -> dict:
     """What a checkpoint records about its training: weights, data, split, accuracy, settings, feature_format
-    (the number format of the features the head learned from: FeatureSet.number_format)."""
+    (the number format of the features the head learned from: FeatureSet.number_format, float32 or int8)."""
     dedupe = bool(getattr(train_set, "dedupe", False))
     return {
         "weights": weights.label,

@@ -1,8 +1,5 @@
-"""Pictures for notebooks 01 and 02: sample grids, class balance, real vs synthetic, a batch.
-
-Every function returns the matplotlib Figure so the notebook can show it and save it with
-`helpers.workbook.save_figure`.
-"""
+"""The notebooks' figures. Each function returns a matplotlib Figure, which the notebook shows and saves
+with `helpers.workbook.save_figure`."""
 
 from __future__ import annotations
 
@@ -11,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 from PIL import Image
@@ -18,130 +16,87 @@ from PIL import Image
 from helpers.dataset import CLASS_NAMES, IMAGENET_MEAN, IMAGENET_STD, list_class_files
 
 
-def pick_files(root: str | Path, class_name: str, n: int, seed: int = 0) -> list[Path]:
-    """`n` files of one class, drawn at random but the same ones every time for a given seed."""
-    files = list_class_files(root, class_name)
-    return random.Random(seed).sample(files, min(n, len(files)))
+def denormalize(images: torch.Tensor) -> torch.Tensor:
+    """Undo ImageNet normalisation so a batch can be shown: (N, 3, H, W) -> values in [0, 1]."""
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (images * std + mean).clamp(0, 1)
 
 
-def _show_row(axes: Sequence, paths: Sequence[Path], label: str) -> None:
-    for ax in axes:
-        ax.axis("off")
-    for ax, path in zip(axes, paths):
-        with Image.open(path) as image:
-            ax.imshow(image.convert("RGB"))
-        ax.set_title(path.name, fontsize=8)
-    axes[0].text(
-        -0.08,
-        0.5,
-        label,
-        transform=axes[0].transAxes,
-        rotation=90,
-        ha="right",
-        va="center",
-        fontsize=10,
-        fontweight="bold",
-    )
-
-
-def show_samples(root: str | Path, n_per_class: int = 6, seed: int = 0, title: str | None = None) -> Figure:
-    """A grid of images: one row of cracks (`Positive`), one row without (`Negative`)."""
-    fig, axes = plt.subplots(2, n_per_class, figsize=(1.9 * n_per_class, 4.4), squeeze=False)
-    for row, class_name in enumerate(reversed(CLASS_NAMES)):
-        _show_row(axes[row], pick_files(root, class_name, n_per_class, seed), class_name)
-    fig.suptitle(title or f"Samples from {Path(root).name}")
+def image_grid(rows: Sequence[tuple[str, Sequence[tuple[Path | np.ndarray, str]]]], title: str) -> Figure:
+    """Pictures in rows, each row (label, [(picture, caption), ...]); a picture is a file or an HxWx3 array."""
+    ncols = max(len(pictures) for _, pictures in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.9 * ncols, 2.3 * len(rows)), squeeze=False)
+    for ax_row, (label, pictures) in zip(axes, rows):
+        for ax in ax_row:
+            ax.axis("off")
+        for ax, (picture, caption) in zip(ax_row, pictures):
+            if isinstance(picture, Path):
+                with Image.open(picture) as image:
+                    picture = image.convert("RGB")
+            ax.imshow(picture)
+            ax.set_title(caption, fontsize=8)
+        ax_row[0].text(-0.08, 0.5, label, transform=ax_row[0].transAxes, rotation=90, ha="right", va="center")
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def plot_class_balance(counts: dict[str, int], title: str = "Images per class") -> Figure:
+def _files(root: str | Path, class_name: str, n: int) -> list[tuple[Path, str]]:
+    """`n` files of one class with their names, drawn at random but the same ones on every run."""
+    files = list_class_files(root, class_name)
+    return [(path, path.name) for path in random.Random(0).sample(files, min(n, len(files)))]
+
+
+def show_samples(root: str | Path, n_per_class: int = 6, title: str | None = None) -> Figure:
+    """A grid of images: one row of cracks (`Positive`), one row without (`Negative`)."""
+    rows = [(name, _files(root, name, n_per_class)) for name in reversed(CLASS_NAMES)]
+    return image_grid(rows, title or f"Samples from {Path(root).name}")
+
+
+def compare_real_synthetic(real_root: str | Path | None, synthetic_root: str | Path, n: int = 5) -> Figure:
+    """Real and synthetic images, class by class (synthetic only when no real data is at hand)."""
+    roots = ([("real", real_root)] if real_root is not None else []) + [("synthetic", synthetic_root)]
+    rows = [(f"{kind}\n{name}", _files(root, name, n)) for name in reversed(CLASS_NAMES) for kind, root in roots]
+    return image_grid(rows, "Real vs synthetic" if real_root is not None else "Synthetic images (no real data at hand)")
+
+
+def show_images(paths: Sequence[str | Path], titles: Sequence[str], title: str) -> Figure:
+    """One row of images from files, e.g. the members of a duplicate group."""
+    return image_grid([("", [(Path(path), name) for path, name in zip(paths, titles)])], title)
+
+
+def show_batch(images: torch.Tensor, labels: torch.Tensor) -> Figure:
+    """A normalised batch as pictures, eight to a row, each titled with its label."""
+    pictures = [
+        (image.permute(1, 2, 0).numpy(), f"{int(label)} = {CLASS_NAMES[int(label)]}")
+        for image, label in zip(denormalize(images.float().cpu()), labels)
+    ]
+    rows = [("", pictures[start : start + 8]) for start in range(0, len(pictures), 8)]
+    return image_grid(rows, "One batch from the DataLoader")
+
+
+def plot_class_balance(counts: dict[str, int]) -> Figure:
     """A bar chart of how many images each class has, with the numbers written on the bars."""
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     bars = ax.bar(list(counts), list(counts.values()), color=["tab:red", "tab:blue"][: len(counts)])
     ax.bar_label(bars, labels=[f"{n:,}" for n in counts.values()])
-    ax.set_ylabel("images")
-    ax.set_title(title)
+    ax.set(ylabel="images", title="Images per class")
     ax.margins(y=0.15)
     fig.tight_layout()
     return fig
 
 
-def compare_real_synthetic(
-    real_root: str | Path | None, synthetic_root: str | Path, n: int = 5, seed: int = 0
-) -> Figure:
-    """Real and synthetic images side by side, class by class (synthetic only when no real data is at hand)."""
-    rows = []
-    for class_name in reversed(CLASS_NAMES):
-        if real_root is not None:
-            rows.append((f"real\n{class_name}", pick_files(real_root, class_name, n, seed)))
-        rows.append((f"synthetic\n{class_name}", pick_files(synthetic_root, class_name, n, seed)))
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.9 * n, 2.1 * len(rows)), squeeze=False)
-    for ax_row, (label, paths) in zip(axes, rows):
-        _show_row(ax_row, paths, label)
-    fig.suptitle("Real vs synthetic" if real_root is not None else "Synthetic images (no real data at hand)")
-    fig.tight_layout()
-    return fig
-
-
-def denormalize(
-    images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-) -> torch.Tensor:
-    """Undo ImageNet normalisation so a batch can be shown: (N, 3, H, W) -> values in [0, 1]."""
-    mean_t = torch.tensor(mean).view(1, 3, 1, 1)
-    std_t = torch.tensor(std).view(1, 3, 1, 1)
-    return (images * std_t + mean_t).clamp(0, 1)
-
-
-def show_batch(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    class_names: Sequence[str] = CLASS_NAMES,
-    ncols: int = 8,
-    title: str = "One batch from the DataLoader",
-) -> Figure:
-    """Show a normalised batch as pictures, each titled with its label."""
-    images = denormalize(images.float().cpu())
-    nrows = (len(images) + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.7 * ncols, 1.9 * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, label in zip(axes.flat, images, labels):
-        ax.imshow(image.permute(1, 2, 0).numpy())
-        ax.set_title(f"{int(label)} = {class_names[int(label)]}", fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def show_images(paths: Sequence[str | Path], titles: Sequence[str] | None = None, title: str = "") -> Figure:
-    """A single row of images from files, e.g. the members of a duplicate group."""
-    fig, axes = plt.subplots(1, len(paths), figsize=(2.3 * len(paths), 2.7), squeeze=False)
-    for ax, path, name in zip(axes[0], paths, titles or [Path(p).name for p in paths]):
-        with Image.open(path) as image:
-            ax.imshow(image.convert("RGB"))
-        ax.set_title(name, fontsize=8)
-        ax.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_training_history(history, title: str = "Training the head") -> Figure:
-    """The loss at every iteration (the capstone's plot) and, after several epochs, accuracy per epoch."""
+def plot_training_history(history, title: str) -> Figure:
+    """A helpers.training.History: the loss at every iteration and, after several epochs, accuracy per epoch."""
     with_accuracy = len(history.val_accuracy) > 1
-    fig, axes = plt.subplots(1, 2 if with_accuracy else 1, figsize=(10 if with_accuracy else 6, 3.6), squeeze=False)
-    loss_ax = axes[0][0]
-    loss_ax.plot(range(1, len(history.iteration_loss) + 1), history.iteration_loss, marker=".")
-    loss_ax.set_xlabel("iteration (one batch)")
-    loss_ax.set_ylabel("cross-entropy loss")
-    loss_ax.set_title("loss per iteration")
+    fig, axes = plt.subplots(1, 1 + with_accuracy, figsize=(10 if with_accuracy else 6, 3.6), squeeze=False)
+    steps = range(1, len(history.iteration_loss) + 1)
+    axes[0][0].plot(steps, history.iteration_loss, marker=".")
+    axes[0][0].set(xlabel="iteration (one batch)", ylabel="cross-entropy loss", title="loss per iteration")
     if with_accuracy:
-        accuracy_ax = axes[0][1]
         epochs = range(1, len(history.val_accuracy) + 1)
-        accuracy_ax.plot(epochs, [100 * a for a in history.val_accuracy], marker="o")
-        accuracy_ax.set_xlabel("epoch")
-        accuracy_ax.set_ylabel("validation accuracy (%)")
-        accuracy_ax.set_title("accuracy after each epoch")
+        axes[0][1].plot(epochs, [100 * a for a in history.val_accuracy], marker="o")
+        axes[0][1].set(xlabel="epoch", ylabel="validation accuracy (%)", title="accuracy after each epoch")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -17,7 +17,6 @@ stops it in its first line rather than minutes later in notebook 04.
 | WORKBOOK_SYNTHETIC_PER_CLASS | images per class of the synthetic stand-in in a full run (default 1,000) |
 | WORKBOOK_WEIGHTS_URL | a mirror of the ImageNet weights file (its SHA-256 is still checked) |
 | WORKBOOK_ALLOW_RANDOM_WEIGHTS | 1: carry on with a random backbone when the ImageNet weights are missing |
-| WORKBOOK_INT8 | 0: never try int8 when the number format is measured (helpers.speed) |
 | WORKBOOK_DEVICE | cpu, cuda, cuda:1, mps: the device to run on (default: the best there is) |
 | WORKBOOK_REAL_SAMPLE | a folder with a real Positive/ + Negative/ sample (only the tests, notebook 01 and `make bench` read it) |
 | WORKBOOK_REQUIRE_BROWSER | 1: the browser test fails instead of skipping without Chromium (only `make test` reads it; CI sets it) |
@@ -45,7 +44,6 @@ OFFLINE = "WORKBOOK_OFFLINE"
 SYNTHETIC_PER_CLASS = "WORKBOOK_SYNTHETIC_PER_CLASS"
 WEIGHTS_URL = "WORKBOOK_WEIGHTS_URL"
 ALLOW_RANDOM_WEIGHTS = "WORKBOOK_ALLOW_RANDOM_WEIGHTS"
-INT8 = "WORKBOOK_INT8"
 DEVICE = "WORKBOOK_DEVICE"
 REAL_SAMPLE = "WORKBOOK_REAL_SAMPLE"
 REQUIRE_BROWSER = "WORKBOOK_REQUIRE_BROWSER"
@@ -129,11 +127,6 @@ def random_weights_allowed() -> bool:
     return env_flag(ALLOW_RANDOM_WEIGHTS)
 
 
-def int8_allowed() -> bool:
-    """False when WORKBOOK_INT8=0: the automatic choice never picks int8."""
-    return env_flag(INT8, default=True)
-
-
 def synthetic_per_class() -> int:
     """Images per class for the synthetic stand-in: 50 in quick mode, else WORKBOOK_SYNTHETIC_PER_CLASS or 1,000."""
     if quick_mode():
@@ -214,7 +207,7 @@ def validate_settings() -> None:
     Each command calls this before any work (and `python -m helpers run` before notebook 01, so
     the kernels it starts, which inherit the environment, never meet a bad value).
     """
-    for flag in (QUICK, OFFLINE, ALLOW_RANDOM_WEIGHTS, INT8, PLAIN_PROGRESS, REQUIRE_BROWSER):
+    for flag in (QUICK, OFFLINE, ALLOW_RANDOM_WEIGHTS, PLAIN_PROGRESS, REQUIRE_BROWSER):
         env_flag(flag)
     env_int(SYNTHETIC_PER_CLASS, DEFAULT_SYNTHETIC_PER_CLASS)
     check_address(DATA_URL, data_url())

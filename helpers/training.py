@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from helpers.feature_cache import FeatureSet
+from helpers.features import FeatureSet
 from helpers.inference import logits_from_loader
 from helpers.plumbing.progress import tqdm
 from helpers.settings import pick_device

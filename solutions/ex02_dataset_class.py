@@ -9,7 +9,7 @@ from __future__ import annotations
 def my_interleave(groups: list[tuple[int, list]]) -> tuple[list, list[int]]:
     """One file of each (label, files) group in turn, in the groups' order; all groups have the same length."""
     files, labels = [], []
-    for i in range(len(groups[0][1])):      # round i takes file i of every group
+    for i in range(len(groups[0][1])):  # round i takes file i of every group
         for label, group in groups:
             files.append(group[i])
             labels.append(label)

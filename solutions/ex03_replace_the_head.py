@@ -8,11 +8,12 @@ from __future__ import annotations
 from torch import nn
 
 
-def my_new_head(model: nn.Module) -> nn.Module:
-    """Freeze every parameter, then give the model a new 3-class head (which is trainable)."""
+def my_new_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """Freeze every parameter, then give the model a new head for `num_classes` classes (which is trainable)."""
     for parameter in model.parameters():
         parameter.requires_grad = False
-    model.fc = nn.Linear(512, 3)  # a new layer starts with requires_grad=True
+    features = model.fc.in_features  # what the layer before the head gives, whatever the network
+    model.fc = nn.Linear(features, num_classes)  # a new layer starts with requires_grad=True
     return model
 
 

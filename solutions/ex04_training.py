@@ -10,19 +10,27 @@ import torch
 from torch import nn
 
 
-def my_train_one_epoch(head: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
-                       optimizer: torch.optim.Optimizer, criterion: nn.Module) -> list[float]:
-    """One epoch of the capstone's loop over (features, labels) batches; returns the batch losses."""
+def my_train_epochs(
+    head: nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    epochs: int,
+) -> list[float]:
+    """`epochs` passes of the capstone's loop over (features, labels) batches; returns each epoch's mean loss."""
     head.train()  # Dropout and BatchNorm behave as in training
-    losses = []
-    for features, labels in batches:
-        optimizer.zero_grad()  # forget the previous batch's gradients
-        outputs = head(features)
-        loss = criterion(outputs, labels)
-        loss.backward()        # the gradients of this batch's loss
-        optimizer.step()       # update the weights with them
-        losses.append(loss.item())  # a float: a tensor would keep the batch's graph alive
-    return losses
+    means = []
+    for _ in range(epochs):
+        losses = []
+        for features, labels in batches:
+            optimizer.zero_grad()  # forget the previous batch's gradients
+            outputs = head(features)
+            loss = criterion(outputs, labels)
+            loss.backward()  # the gradients of this batch's loss
+            optimizer.step()  # update the weights with them
+            losses.append(loss.item())  # a float: a tensor would keep the batch's graph alive
+        means.append(sum(losses) / len(losses))
+    return means
 
 
 def my_decision(comparison) -> str:

@@ -20,7 +20,7 @@ def my_precision_recall(confusion: torch.Tensor) -> tuple[float, float]:
     """Precision and recall of the crack class (label 1); rows = actual, columns = predicted."""
     true_positives = float(confusion[1, 1])
     called_crack = float(confusion[:, 1].sum())  # column 1: every image the model called a crack
-    real_cracks = float(confusion[1, :].sum())   # row 1: every image that is a crack
+    real_cracks = float(confusion[1, :].sum())  # row 1: every image that is a crack
     return true_positives / called_crack, true_positives / real_cracks
 
 

@@ -15,9 +15,10 @@ def my_tiles_above(probabilities: np.ndarray, threshold: float) -> list[tuple[in
     return [(r, c) for r in range(rows) for c in range(cols) if probabilities[r, c] >= threshold]
 
 
-def my_unfreeze(model: nn.Module) -> nn.Module:
-    """Let layer3 and layer4 learn as well as the head; everything before stays frozen."""
-    for block in (model.layer3, model.layer4):
+def my_unfreeze(model: nn.Module, n: int) -> nn.Module:
+    """Let the last `n` of the four stages (layer1 ... layer4) learn as well as the head; the rest stays frozen."""
+    stages = [model.layer1, model.layer2, model.layer3, model.layer4]
+    for block in stages[len(stages) - n :]:  # n = 0 takes none
         for parameter in block.parameters():
             parameter.requires_grad = True
     return model

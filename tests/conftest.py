@@ -18,7 +18,7 @@ from torch import nn
 from torchvision import transforms
 
 from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD
-from helpers.feature_cache import FeatureSet
+from helpers.features import FeatureSet
 from helpers.inference import logits_from_features
 from helpers.model import build_resnet18
 from helpers.settings import REAL_SAMPLE, real_sample_dir

@@ -27,10 +27,9 @@ from helpers.analysis import (
     threshold_curve,
 )
 from helpers.dataset import CrackDataset
-from helpers.feature_cache import FeatureSet
+from helpers.features import FeatureSet
 from helpers.features import extract_features
 from helpers.inference import Predictions, predict_dataset, predictions_from_logits
-from helpers.speed import FastSettings
 from helpers.model import build_resnet18
 from helpers.synthetic_dataset import generate_dataset
 from helpers.analysis import accuracy_interval
@@ -120,9 +119,7 @@ def test_predict_dataset_fast_path_matches_the_images(data_root):
     torch.manual_seed(0)
     model = build_resnet18(weights=None).eval()
     direct = predict_dataset(model, dataset, device="cpu", progress=False, num_workers=0)
-    features = extract_features(
-        model, dataset, cache_dir=None, settings=FastSettings(bf16=False), device="cpu", num_workers=0, progress=False
-    )
+    features = extract_features(model, dataset, device="cpu", progress=False)
     fast = predict_dataset(model, dataset, features=features, device="cpu", progress=False)
     assert direct.sample_ids == fast.sample_ids
     assert torch.equal(direct.labels, fast.labels)
@@ -133,14 +130,10 @@ def test_predict_dataset_refuses_features_of_other_images(data_root):
     dataset = CrackDataset(data_root, split="all", progress=False)
     n = len(dataset)
     model = build_resnet18(weights=None).eval()
-    shuffled = FeatureSet(
-        torch.zeros(n, 512), dataset.labels(), [s.sample_id for s in reversed(dataset.samples)], key=""
-    )
+    shuffled = FeatureSet(torch.zeros(n, 512), dataset.labels(), [s.sample_id for s in reversed(dataset.samples)])
     with pytest.raises(ValueError, match="sample ids"):
         predict_dataset(model, dataset, features=shuffled)
-    too_few = FeatureSet(
-        torch.zeros(n - 1, 512), dataset.labels()[1:], [s.sample_id for s in dataset.samples[1:]], key=""
-    )
+    too_few = FeatureSet(torch.zeros(n - 1, 512), dataset.labels()[1:], [s.sample_id for s in dataset.samples[1:]])
     with pytest.raises(ValueError):
         predict_dataset(model, dataset, features=too_few)
 

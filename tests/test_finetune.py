@@ -110,7 +110,7 @@ def test_works_with_a_dataloader_and_extract_features(root):
     data = FolderDataset(root, "val", transform=SMALL)
     images, labels = next(iter(DataLoader(data, batch_size=4)))
     assert images.shape == (4, 3, 64, 64) and labels.tolist() == [0, 1, 2, 0]
-    features = extract_features(small_model(), data, cache_dir=None, num_workers=0, device="cpu", progress=False)
+    features = extract_features(small_model(), data, cache_dir=None, device="cpu", progress=False)
     assert features.features.shape == (len(data), 512)
     assert features.sample_ids == [s.sample_id for s in data.samples]
     assert torch.equal(features.labels, data.labels())
@@ -120,7 +120,7 @@ def test_works_with_a_dataloader_and_extract_features(root):
 def test_a_three_class_head_learns_and_its_checkpoint_names_the_classes(root, tmp_path):
     train = FolderDataset(root, "train", transform=SMALL)
     model = small_model().eval()
-    features = extract_features(model, train, cache_dir=None, num_workers=0, device="cpu", progress=False)
+    features = extract_features(model, train, cache_dir=None, device="cpu", progress=False)
     history = train_head(model.fc, features, epochs=30, lr=1e-2, batch_size=6, device="cpu", progress=False)
     assert history.epoch_loss[-1] < history.epoch_loss[0] * 0.5
     path = save_checkpoint(tmp_path / "three.pt", model, train.classes, {"data": "synthetic"})

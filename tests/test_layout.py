@@ -11,8 +11,6 @@ import ast
 import json
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 HELPERS = ROOT / "helpers"
 SUBPACKAGES = ("plumbing", "speed", "tools")
@@ -46,12 +44,6 @@ def layer(module: str) -> str:
     return "entry" if module == "helpers.__main__" else "lesson"
 
 
-def test_every_subpackage_says_what_lives_there_and_what_it_may_import():
-    for name in SUBPACKAGES:
-        doc = ast.get_docstring(ast.parse((HELPERS / name / "__init__.py").read_text(encoding="utf-8")))
-        assert doc and "import" in doc, f"helpers/{name}/__init__.py needs a docstring that says what it may import"
-
-
 def test_lessons_enter_the_speed_machinery_through_its_one_door():
     for module, imported in imports_by_module().items():
         if layer(module) == "lesson":
@@ -82,22 +74,3 @@ def test_the_notebooks_import_lessons_and_the_speed_door_only():
             assert layer(name) in ("lesson", "speed") and not name.startswith("helpers.speed."), (
                 f"{notebook.name} imports {name}"
             )
-
-
-@pytest.mark.parametrize(
-    "source, expected",
-    [
-        ("from helpers.speed.int8 import x", {"helpers.speed.int8"}),
-        ("def f():\n    import helpers.tools.cli\n", {"helpers.tools.cli"}),
-        ("from torch import nn\nfrom .x import y", set()),
-    ],
-)
-def test_the_import_reader_sees_lazy_and_top_level_imports(source, expected):
-    assert workbook_imports(source) == expected
-
-
-def test_the_rules_would_catch_a_wrong_arrow():
-    """The checks above look at the layers this function returns: a wrong arrow is one they reject."""
-    assert layer("helpers.features") == "lesson" and layer("helpers.speed") == "speed"
-    assert layer("helpers.speed.int8") == "speed" and layer("helpers.plumbing.files") == "plumbing"
-    assert layer("helpers.tools.cli") == "tools" and layer("helpers.__main__") == "entry"

@@ -24,15 +24,13 @@ from PIL import Image, ImageEnhance
 from torch import nn
 
 from helpers.folder_dataset import FolderDataset
-from helpers.feature_cache import FeatureSet
+from helpers.features import FeatureSet
 from helpers.features import extract_features
 from helpers.model import build_resnet18
 from helpers.near_duplicates import DEFAULT_THRESHOLD, find_near_duplicates, plot_near_duplicates
-from helpers.speed import FastSettings
 from helpers.synthetic import make_image
 from helpers.synthetic_dataset import generate_dataset
 
-FLOAT32 = FastSettings(bf16=False, int8=False)
 ORIGINALS = ("Positive/00003.jpg", "Positive/00017.jpg", "Negative/00005.jpg", "Negative/00020.jpg")
 
 
@@ -52,9 +50,7 @@ NEAR_COPIES = {  # kind -> (how it is made, JPEG quality it is saved at)
 
 
 def _features(model: nn.Module, root: Path) -> FeatureSet:
-    return extract_features(
-        model, FolderDataset(root, split="all"), settings=FLOAT32, device="cpu", num_workers=0, progress=False
-    )
+    return extract_features(model, FolderDataset(root, split="all"), device="cpu", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +84,7 @@ def _random_features(n: int, seed: int) -> FeatureSet:
     generator = torch.Generator().manual_seed(seed)
     shared = torch.rand(512, generator=generator) + 1.0
     features = torch.relu(shared + 0.5 * torch.randn(n, 512, generator=generator))
-    return FeatureSet(features, torch.arange(n) % 2, [f"img{seed}-{i}" for i in range(n)], key="test")
+    return FeatureSet(features, torch.arange(n) % 2, [f"img{seed}-{i}" for i in range(n)])
 
 
 # ----------------------------------------------------------------------------- on real backbone features
@@ -126,7 +122,7 @@ def test_raw_or_only_centred_cosines_would_flag_distinct_images(features):
 
 def test_exact_copies_score_one(features):
     train = features["train"]
-    copies = FeatureSet(train.features[:5].clone(), train.labels[:5], [f"copy-{i}" for i in range(5)], "copies")
+    copies = FeatureSet(train.features[:5].clone(), train.labels[:5], [f"copy-{i}" for i in range(5)])
     report = find_near_duplicates(train, copies)
     assert torch.allclose(report.similarities, torch.ones(5), atol=1e-4)
     assert [pair.train_id for pair in sorted(report.pairs, key=lambda p: p.val_id)] == train.sample_ids[:5]
@@ -146,7 +142,7 @@ def test_pairs_whose_labels_differ_are_counted_as_cross_label():
     train = _random_features(40, seed=3)
     flipped = 1 - train.labels[:6]
     flipped[:2] = train.labels[:2]  # two copies keep their label, four do not
-    val = FeatureSet(train.features[:6] * 1.01, flipped, [f"v{i}" for i in range(6)], "val")
+    val = FeatureSet(train.features[:6] * 1.01, flipped, [f"v{i}" for i in range(6)])
     report = find_near_duplicates(train, val)
     assert report.n_flagged == 6 and report.n_cross_label == 4
     assert "4 of these pairs have different labels" in str(report)
@@ -155,18 +151,18 @@ def test_pairs_whose_labels_differ_are_counted_as_cross_label():
 
 def test_clear_errors_for_inputs_that_cannot_be_compared():
     train = _random_features(10, seed=4)
-    empty = FeatureSet(torch.empty(0, 512), torch.empty(0, dtype=torch.long), [], "empty")
+    empty = FeatureSet(torch.empty(0, 512), torch.empty(0, dtype=torch.long), [])
     with pytest.raises(ValueError, match="val features are empty"):
         find_near_duplicates(train, empty)
     with pytest.raises(ValueError, match="train features are empty"):
         find_near_duplicates(empty, train)
-    narrow = FeatureSet(train.features[:, :256], train.labels, train.sample_ids, "narrow")
+    narrow = FeatureSet(train.features[:, :256], train.labels, train.sample_ids)
     with pytest.raises(ValueError, match="512 numbers per image, val 256"):
         find_near_duplicates(train, narrow)
-    short_ids = FeatureSet(train.features, train.labels, train.sample_ids[:-1], "ids")
+    short_ids = FeatureSet(train.features, train.labels, train.sample_ids[:-1])
     with pytest.raises(ValueError, match="9 sample ids"):
         find_near_duplicates(train, short_ids)
-    int8 = FeatureSet(train.features, train.labels, train.sample_ids, "int8", number_format="int8")
+    int8 = FeatureSet(train.features, train.labels, train.sample_ids, number_format="int8")
     with pytest.raises(ValueError, match="same settings"):
         find_near_duplicates(train, int8)
     with pytest.raises(ValueError, match="between -1 and 1"):

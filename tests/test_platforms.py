@@ -1,4 +1,4 @@
-"""What differs between Linux, macOS and Windows, made the same: sample ids, file replacement, venv layout."""
+"""What differs between Linux, macOS and Windows, made the same: sample ids, file replacement; and make's disk check."""
 
 from __future__ import annotations
 
@@ -73,24 +73,6 @@ def test_without_waits_a_refused_replacement_fails_at_once(tmp_path, monkeypatch
         replace_file(tmp_path / "a", tmp_path / "b")
 
 
-def test_only_windows_waits_for_a_refused_replacement():
-    assert bool(files.REPLACE_WAITS_S) == (os.name == "nt")
-    assert sum(files.REPLACE_WAITS_S) < 2  # a file truly held open fails within two seconds
-
-
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="scripts/check_floors.py reads pyproject.toml with tomllib")
-def test_the_floors_script_finds_the_venvs_python_on_every_system():
-    spec = importlib.util.spec_from_file_location("check_floors", ROOT / "scripts" / "check_floors.py")
-    check_floors = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check_floors)
-    venv = Path("build") / "floors-venv"
-    assert check_floors.venv_python(venv, windows=False) == venv / "bin" / "python"
-    assert check_floors.venv_python(venv, windows=True) == venv / "Scripts" / "python.exe"
-    # The [test] extra's new tools float: only the runtime libraries are pinned to their floors.
-    pinned = {line.split("==")[0] for line in check_floors.constraints([])}
-    assert pinned == set(check_floors.PINNED) and not pinned & {"ruff", "check-jsonschema", "pyyaml"}
-
-
 def load_check_space():
     spec = importlib.util.spec_from_file_location("check_space", ROOT / "scripts" / "check_space.py")
     check_space = importlib.util.module_from_spec(spec)
@@ -122,6 +104,6 @@ def test_too_little_disk_for_torch_is_one_sentence_that_says_what_to_do(tmp_path
 
 def test_the_cuda_build_is_what_needs_six_gigabytes():
     check_space = load_check_space()
-    assert check_space.needed_bytes("Linux", "x86_64") == check_space.NEEDED_CUDA_BUILD > 6e9
+    assert check_space.needed_bytes("Linux", "x86_64") > 6e9
     for system, machine in (("Linux", "aarch64"), ("Darwin", "arm64"), ("Windows", "AMD64")):
-        assert check_space.needed_bytes(system, machine) == check_space.NEEDED_ELSEWHERE < 3e9
+        assert check_space.needed_bytes(system, machine) < 3e9

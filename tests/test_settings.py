@@ -19,7 +19,6 @@ from helpers.settings import (
     env_flag,
     env_int,
     feature_cache_dir,
-    int8_allowed,
     pick_device,
     quick_mode,
     synthetic_per_class,
@@ -73,13 +72,6 @@ def test_env_int_default_and_minimum(monkeypatch):
     monkeypatch.setenv("WORKBOOK_SYNTHETIC_PER_CLASS", "3")
     with pytest.raises(SettingsError, match="at least 5"):
         env_int("WORKBOOK_SYNTHETIC_PER_CLASS", 7, minimum=5)
-
-
-def test_int8_is_on_unless_turned_off(monkeypatch):
-    monkeypatch.delenv("WORKBOOK_INT8", raising=False)
-    assert int8_allowed() is True
-    monkeypatch.setenv("WORKBOOK_INT8", "0")
-    assert int8_allowed() is False
 
 
 def test_every_folder_follows_the_data_dir(monkeypatch, tmp_path):
@@ -185,8 +177,6 @@ def test_validate_settings_accepts_the_defaults(monkeypatch):
 )
 @pytest.mark.parametrize("name, value", [("WORKBOOK_QUICK", "banana"), ("WORKBOOK_DEVICE", "banana")])
 def test_every_command_stops_on_a_bad_setting_before_any_work(monkeypatch, capsys, command, name, value):
-    import helpers.tools.lint
-    import helpers.tools.notebook_files
     import helpers.tools.cli
     import helpers.tools.run_notebooks
     from helpers.tools.cli import main
@@ -195,10 +185,7 @@ def test_every_command_stops_on_a_bad_setting_before_any_work(monkeypatch, capsy
         raise AssertionError("the command started its work with a bad setting")
 
     monkeypatch.setattr(helpers.tools.run_notebooks, "run_all", no_work)
-    monkeypatch.setattr(helpers.tools.notebook_files, "strip_notebook", no_work)
-    monkeypatch.setattr(helpers.tools.lint, "run_checks", no_work)
-    monkeypatch.setattr(helpers.tools.lint, "format_tree", no_work)
-    monkeypatch.setattr(helpers.tools.cli.subprocess, "call", no_work)  # pytest, JupyterLab, the benchmark
+    monkeypatch.setattr(helpers.tools.cli.subprocess, "call", no_work)  # the lint tools, pytest, JupyterLab
     monkeypatch.setenv(name, value)
     assert main(command) == 2
     err = capsys.readouterr().err.strip()

@@ -24,7 +24,6 @@ import pytest
 
 from helpers.data import locate_dataset, prepare_data
 from helpers.dataset import CrackDataset, list_class_files
-from helpers.feature_cache import dataset_fingerprint
 from helpers.plumbing.files import DIGEST_CACHE_NAME, KEY_FILE_NAME, records_dir
 from helpers.settings import (
     DATASET,
@@ -230,7 +229,6 @@ def test_the_shared_set_is_used_in_every_mode_and_nothing_is_written_beside_it(l
     everything = CrackDataset(root, split="all", progress=False)
     assert len(everything.content_hashes()) == 12
     CrackDataset(root, split="train", dedupe=True, progress=False)
-    dataset_fingerprint(CrackDataset(root, split="val", progress=False))
 
     assert snapshot(learner) == before
     own = records_dir(root)

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from helpers.dataset import CrackDataset
-from helpers.feature_cache import FeatureSet
+from helpers.features import FeatureSet
 from helpers.inference import logits_from_loader
 from helpers.model import backbone_of, build_resnet18
 from helpers.synthetic_dataset import generate_dataset
@@ -46,7 +46,7 @@ def fresh_model(seed: int = 0) -> nn.Module:
 
 def rows(features: torch.Tensor, labels: torch.Tensor) -> FeatureSet:
     """A FeatureSet of given rows, as extract_features would return it."""
-    return FeatureSet(features, labels, [f"row {i}" for i in range(len(labels))], key="test")
+    return FeatureSet(features, labels, [f"row {i}" for i in range(len(labels))])
 
 
 def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:

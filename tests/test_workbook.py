@@ -1,10 +1,11 @@
-"""helpers.workbook: the banner that says what a notebook runs on, and the stamp on saved figures."""
+"""helpers.workbook (the version check, the banner, the stamp on saved figures) and the notebook runner."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import matplotlib
+import nbformat
 
 matplotlib.use("Agg")
 
@@ -16,7 +17,27 @@ from PIL import Image  # noqa: E402
 from helpers import workbook  # noqa: E402
 from helpers.data import DataChoice  # noqa: E402
 from helpers.model import WeightsChoice  # noqa: E402
-from helpers.workbook import announce_run, run_stamp, save_figure  # noqa: E402
+from helpers.workbook import announce_run, check_versions, run_stamp, save_figure  # noqa: E402
+
+
+def test_check_versions_names_every_package_missing_or_too_old_and_what_to_run(monkeypatch, capsys):
+    installed = {"torch": "2.2.9+cpu", "numpy": "2.0.0", "tqdm": "4.70.1"}
+    requires = ["torch>=2.3", "numpy>=1.24", "pillow>=9.5", 'pytest>=7.4; extra == "test"']
+    monkeypatch.setattr(workbook.metadata, "requires", lambda name: requires)
+
+    def version(name):
+        if name not in installed:
+            raise workbook.metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(workbook.metadata, "version", version)
+    with pytest.raises(
+        RuntimeError, match=r"torch 2.2.9\+cpu \(needs >=2.3\); pillow missing \(needs >=9.5\)\. Run `make lab`"
+    ):
+        check_versions()
+    assert "numpy            2.0.0" in capsys.readouterr().out
+    installed.update(torch="2.14.1+cu130", pillow="12.0")  # a local version label is no obstacle
+    assert check_versions()["torch"] == "2.14.1+cu130" and "pytest" not in check_versions()  # extras not checked
 
 
 @pytest.mark.parametrize(
@@ -66,7 +87,6 @@ def test_saved_figures_carry_the_stamp_once(monkeypatch, tmp_path):
 
 
 def test_make_run_names_each_section_and_sums_up_the_trained_model(monkeypatch, tmp_path):
-    import nbformat
     import torch
 
     from helpers.model import build_resnet18, save_checkpoint
@@ -87,57 +107,29 @@ def test_make_run_names_each_section_and_sums_up_the_trained_model(monkeypatch, 
         {"n_train": 1500, "n_val": 500, "val_accuracy": 0.736, "split": "capstone", "training": {"epochs": 1}},
     )
     summary = trained_model_summary(False)
-    assert "validation accuracy 73.60% (95% interval 69.57% to 77.27%), 1 epoch(s)" in summary
+    assert "result:  73.60% of 500 validation images (69.57% to 77.27%)" in summary
     assert "cannot be compared with the capstone's 99.44%" in summary and "resnet18_cracks.pt" in summary
     assert "cannot be compared" not in trained_model_summary(True)
 
 
-def test_the_summary_counts_the_notebooks_that_ran(monkeypatch, tmp_path, capsys):
-    from nbclient.exceptions import CellExecutionError
-
+def test_make_run_names_the_failing_notebook_and_cell_and_stops_there(monkeypatch, tmp_path, capsys):
     import helpers.tools.run_notebooks as run_notebooks
 
     monkeypatch.setenv("WORKBOOK_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(run_notebooks, "executed_dir", lambda: tmp_path / "executed")
     monkeypatch.setattr(run_notebooks, "prepare_data", lambda: DataChoice(tmp_path, "synthetic", "a test."))
-    monkeypatch.setattr(run_notebooks, "prepare_weights", lambda: ("random", {}))
-
-    def run_notebook(path, kernel_env):
-        if path.name.startswith("02"):
-            raise CellExecutionError("a cell failed", "ValueError", "boom")
-        return run_notebooks.NotebookRun(1.0, peak_rss=600_000_000)
-
-    monkeypatch.setattr(run_notebooks, "run_notebook", run_notebook)
-    paths = [Path(f"0{i}_lesson.ipynb") for i in range(1, 8)]
+    monkeypatch.setattr(run_notebooks, "prepare_weights", lambda: ("random", {**os.environ}))
+    lesson = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 01 A lesson")])
+    lesson.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    bar = "from tqdm.auto import tqdm\nfor _ in tqdm(range(3)):\n    pass"  # a widget in a kernel
+    lesson.cells += [nbformat.v4.new_code_cell(bar), nbformat.v4.new_code_cell("raise ValueError('boom')")]
+    paths = [tmp_path / f"0{i}_lesson.ipynb" for i in (1, 2)]
+    for path in paths:
+        nbformat.write(lesson, path)
     assert run_notebooks.run_all(paths) == 1
     out = capsys.readouterr().out
-    assert "s preparing the data and the weights, then 1 s for 2 of 7 notebook(s); stopped at 02_lesson.ipynb" in out
-    assert "ok      01_lesson.ipynb" in out and "1.0 s, peak RSS 0.60 GB" in out
-    assert "memory:  peak RSS of each kernel: 01 0.60 GB\n" in out
-
-
-@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="a kernel's memory is read from /proc (Linux only)")
-def test_the_memory_watch_reads_a_kernels_peak_and_samples_its_workers(monkeypatch):
-    import subprocess
-    import sys
-
-    import helpers.tools.run_notebooks as run_notebooks
-
-    monkeypatch.setattr(run_notebooks, "SAMPLE_EVERY_S", 0.05)
-    worker = "import time; b = b'w' * 200_000_000; time.sleep(1.0)"
-    kernel = (
-        "import subprocess, sys; a = b'k' * 300_000_000; del a; "
-        f"subprocess.run([sys.executable, '-c', {worker!r}]); print('done', flush=True); sys.stdin.read()"
-    )
-    process = subprocess.Popen([sys.executable, "-c", kernel], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        with run_notebooks.MemoryWatch(process.pid) as watch:
-            assert process.stdout.readline() == "done\n"
-            peak = watch.peak_rss()
-    finally:
-        process.communicate("", timeout=30)
-    assert peak is not None and peak >= 300_000_000  # the high-water mark, though the memory was freed
-    assert 200_000_000 <= watch.workers_peak < peak  # the worker's own pages, sampled while it lived
-    run = run_notebooks.NotebookRun(12.0, peak, watch.workers_peak)
-    assert run.memory().startswith("peak RSS 0.3") and "GB in loader workers)" in run.memory()
-    assert run_notebooks.NotebookRun(1.0).memory() == "peak RSS not measured"
-    assert run_notebooks.MemoryWatch(None).peak_rss() is None
+    assert "FAILED  01_lesson.ipynb, cell 3 of 3:" in out and "boom" in out
+    assert "02_lesson" not in out.split("FAILED")[1].split("Summary")[0] and "stopped at 01_lesson.ipynb" in out
+    executed = nbformat.read(tmp_path / "executed" / "01_lesson.ipynb", as_version=4)  # written though it failed
+    assert executed.cells[2].outputs[0].ename == "ValueError"
+    assert executed.metadata.widgets  # the bar as it ended, for JupyterLab to draw

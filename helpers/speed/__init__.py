@@ -1,70 +1,164 @@
-"""The optional speed machinery behind notebook 07: how the frozen backbone computes, and how it is fed.
+"""Optional: the frozen backbone in int8 where that measures faster. Taught in notebook 07.
 
-Nothing in here changes what the model learns; it changes how fast the features arrive. It holds
-the number formats (float32, bfloat16, int8) and the choice between them, measured on this
-machine (:mod:`.backbone`, :mod:`.measure`), the
-int8 copy of the backbone (:mod:`.int8`), decoding the JPEGs on a GPU (:mod:`.fast_input`) and the
-number of DataLoader workers (:mod:`.workers`). This ``__init__`` is the one door: the lesson
-modules of :mod:`helpers` import the names below from ``helpers.speed`` and never reach into the
-submodules (``tests/test_layout.py`` checks it). The submodules may import lesson modules
-(``helpers.dataset``, ``helpers.synthetic``, ``helpers.model``), ``helpers.settings`` and
-``helpers.plumbing``, never ``helpers.tools``.
+This is the one door to the speed path. :func:`measure` times float32 against int8 on this machine;
+:func:`enable` switches int8 on where it measured faster, in a small record in the learner's data
+folder, and from then on :func:`helpers.features.extract_features` (notebooks 04-06) computes the
+features in int8 without naming it; :func:`disable` switches it off. Nothing here changes what the
+model learns, only how fast the features arrive, and their last digits: int8 rounds.
 """
 
-from helpers.speed.backbone import (
-    NUMBER_FORMATS,
-    Backbone,
-    FastSettings,
-    FormatChoice,
-    bf16_is_fast,
-    candidates_here,
-    choose_backbone,
-    choose_decoding,
-    choose_number_format,
-    decoder_key_part,
-    forget_built_backbones,
-)
-from helpers.speed.fast_input import DECODERS_MEASURED_FROM, DecoderTrial, Feeder, measure_decoders
-from helpers.speed.int8 import int8_unavailable_reason, int8_untested_reason
-from helpers.speed.measure import (
-    CANDIDATES,
-    MEASURE_MIN_IMAGES,
-    QUICK_TO_BUILD,
-    SMALL_FOLDER,
-    Measurement,
-    decisions_file,
-    machine_key,
-    remembered,
-)
-from helpers.speed.workers import default_num_workers, planned_batches, worker_candidates
+from __future__ import annotations
 
-__all__ = [
-    "CANDIDATES",
-    "DECODERS_MEASURED_FROM",
-    "DecoderTrial",
-    "MEASURE_MIN_IMAGES",
-    "NUMBER_FORMATS",
-    "QUICK_TO_BUILD",
-    "SMALL_FOLDER",
-    "Backbone",
-    "FastSettings",
-    "Feeder",
-    "FormatChoice",
-    "Measurement",
-    "bf16_is_fast",
-    "candidates_here",
-    "choose_backbone",
-    "choose_decoding",
-    "choose_number_format",
-    "decisions_file",
-    "decoder_key_part",
-    "default_num_workers",
-    "forget_built_backbones",
-    "int8_unavailable_reason",
-    "int8_untested_reason",
-    "machine_key",
-    "measure_decoders",
-    "planned_batches",
-    "remembered",
-    "worker_candidates",
-]
+import copy
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+import torch
+from torch import nn
+
+from helpers.model import backbone_of
+from helpers.plumbing.files import atomic_path
+from helpers.settings import data_dir
+from helpers.speed.int8 import RECIPE, Int8Backbone, int8_unavailable_reason, quantize_backbone  # noqa: F401 (the door)
+
+
+CALIBRATION_IMAGES = 64  # enough for stable activation ranges; drawn with a fixed seed, never the data measured
+FASTER_BY = 1.1  # int8 is switched on only when it runs at least this much faster than float32
+
+
+def record_file() -> Path:
+    """Where :func:`enable` keeps its decision: data/cache/fast_backbone.json."""
+    return data_dir() / "cache" / "fast_backbone.json"
+
+
+def machine() -> str:
+    """What the decision depends on: the CPU's model and core count, torch's version."""
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").is_file():
+        names = [
+            line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line
+        ]
+        cpu = names[0].strip() if names else cpu
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+@dataclass
+class Measurement:
+    """float32 against int8 on this machine, images per second of the backbone alone, and the decision."""
+
+    float32_per_second: float
+    int8_per_second: float = 0.0
+    rounding_error: float = float("nan")  # mean 1 - cosine similarity of int8 against float32 features
+    use_int8: bool = False
+    why: str = ""
+    machine: str = ""
+
+
+def enabled() -> bool:
+    """True when :func:`enable` switched int8 on for this machine (a record of another machine does not count)."""
+    try:
+        record = json.loads(record_file().read_text())
+        return bool(record["use_int8"]) and record["machine"] == machine()
+    except (OSError, ValueError, KeyError, TypeError):  # no record, or one that does not read as expected
+        return False
+
+
+def disable() -> None:
+    """Switch int8 off: extract_features computes in float32 again."""
+    record_file().unlink(missing_ok=True)
+
+
+def float_backbone(model: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
+    """A copy of the model's frozen backbone in eval mode on `device` (channels_last on a CPU, oneDNN's layout)."""
+    backbone = copy.deepcopy(backbone_of(model)).eval().to(device)
+    return backbone.to(memory_format=torch.channels_last) if torch.device(device).type == "cpu" else backbone
+
+
+def calibration_images(count: int = CALIBRATION_IMAGES, seed: int = 0) -> torch.Tensor:
+    """`count` synthetic concrete photos (half cracked), normalised as the data sets are: (count, 3, 227, 227)."""
+    from helpers.dataset import default_transform
+    from helpers.synthetic import make_image
+
+    rng, transform = np.random.default_rng(seed), default_transform()
+    return torch.stack([transform(make_image(rng, ("crack", "no_crack")[i % 2])[0]) for i in range(count)])
+
+
+class LazyInt8:
+    """The int8 backbone, built on its first call (so a feature-cache hit never pays for the build)."""
+
+    training = False
+
+    def __init__(self, backbone: nn.Module):
+        self.backbone, self.built = backbone, None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.built is None:
+            print("building the int8 backbone (calibration and compilation, once per run)")
+            self.built = quantize_backbone(self.backbone, calibration_images())
+        return self.built(images)
+
+
+def backbone_for(model: nn.Module, device: torch.device | str = "cpu") -> tuple[nn.Module | LazyInt8, str]:
+    """The frozen backbone as extract_features runs it, and its number format: int8 where enabled, else float32."""
+    backbone = float_backbone(model, device)
+    if torch.device(device).type == "cpu" and enabled() and int8_unavailable_reason("cpu") is None:
+        return LazyInt8(backbone), "int8"
+    return backbone, "float32"
+
+
+def images_per_second(backbone, images: torch.Tensor, batch_size: int = 100) -> float:
+    """How many of `images` (already in memory) the backbone turns into features per second."""
+    start = time.perf_counter()
+    with torch.no_grad():
+        for batch in images.split(batch_size):
+            backbone(batch)
+    return len(images) / (time.perf_counter() - start)
+
+
+def measure(
+    model: nn.Module, images: torch.Tensor | None = None, rounds: int = 3, int8_backbone: Int8Backbone | None = None
+) -> Measurement:
+    """Time float32 against int8 (`int8_backbone`, or one built now) on `images` already in memory (default: the
+    64 calibration images), in turns, median of `rounds`; int8 is worth switching on where it ran at least
+    FASTER_BY times faster."""
+    images = calibration_images() if images is None else images
+    reference = float_backbone(model)
+    images_per_second(reference, images[:2])  # warm-up
+    result = Measurement(float32_per_second=0.0, machine=machine())
+    result.why = int8_unavailable_reason("cpu") or ""
+    if not result.why and int8_backbone is None:
+        try:
+            int8_backbone = quantize_backbone(reference, calibration_images())
+        except RuntimeError as error:
+            result.why = str(error)
+    float_rates, int8_rates = [], []
+    for _ in range(rounds):
+        float_rates.append(images_per_second(reference, images))
+        if int8_backbone is not None:
+            int8_rates.append(images_per_second(int8_backbone, images))
+    result.float32_per_second = median(float_rates)
+    if int8_backbone is not None:
+        result.int8_per_second, result.rounding_error = median(int8_rates), int8_backbone.rounding_error
+        result.use_int8 = result.int8_per_second >= FASTER_BY * result.float32_per_second
+        ratio = result.int8_per_second / result.float32_per_second
+        result.why = f"int8 ran {ratio:.2f}x float32's speed on {len(images)} images" + (
+            "" if result.use_int8 else f", less than the {FASTER_BY}x that pays for its build"
+        )
+    return result
+
+
+def enable(measurement: Measurement) -> bool:
+    """Switch int8 on for extract_features where `measurement` (from :func:`measure`) found it faster; returns
+    whether it is on. The record keeps the measurement, and counts only on the machine that made it."""
+    if not measurement.use_int8:
+        disable()
+        return False
+    with atomic_path(record_file()) as temporary:
+        Path(temporary).write_text(json.dumps(asdict(measurement), indent=1))
+    return enabled()
