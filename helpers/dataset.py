@@ -53,7 +53,7 @@ def default_transform() -> Callable:
 
 
 def list_class_files(root: str | Path, class_name: str, hint: str = DOWNLOAD_HINT) -> list[Path]:
-    """The images of root/<class_name>, sorted by name in NFC (the same order on every machine), hidden ones left out."""
+    """The images of root/<class_name>, sorted by name in NFC (the same order on every machine), hidden ones out."""
     root, folder = Path(root), Path(root) / class_name
     if not root.is_dir():
         raise DatasetNotFoundError(f"Dataset folder {root} does not exist. {hint}")
@@ -153,7 +153,7 @@ def sample_id_of(path: Path) -> str:
         sample_id.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(
-            f"{printable(path)} has a name that is not UTF-8: rename it (letters, digits, - and _ are safe) and run again."
+            f"{printable(path)} has a name that is not UTF-8: rename it (letters, digits, - and _ are safe)."
         ) from None
     return sample_id
 
