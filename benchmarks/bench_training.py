@@ -3,7 +3,7 @@
 On the same images (the real sample when WORKBOOK_REAL_SAMPLE is set, each file read again until
 there are --images, else synthetic images) it measures, in images per second:
 
-  (a) the workbook's backbone alone on images in memory: int8 where it can run here, else float32;
+  (a) the workbook's backbone alone on images in memory: int8 where it measures faster here, else float32;
   (b) extract_features from the JPEG files with that backbone (no cache): b/a says what reading costs;
   (c) the capstone's loop: the JPEGs read at every epoch, float32, model.train(), forward, backward,
       Adam step on fc; and its validation pass;
@@ -77,6 +77,9 @@ def measure_this_tree(n_images: int, repeats: int, folder: Path) -> dict:
     from helpers.dataset import default_transform
     from helpers.features import extract_features
     from helpers.model import build_resnet18
+    from helpers.settings import pick_device
+
+    device = pick_device()
 
     torch.manual_seed(0)
     model = build_resnet18(weights=None).eval()  # random weights: the speed is the same as ImageNet's
@@ -85,29 +88,29 @@ def measure_this_tree(n_images: int, repeats: int, folder: Path) -> dict:
     if hasattr(speed, "choose_backbone"):  # the code before issue 26 measured and chose by itself
         from helpers.feature_cache import weights_fingerprint
 
-        args = (model, "cpu", speed.FastSettings(), TRAIN_IMAGES + VAL_IMAGES, weights_fingerprint(model))
+        args = (model, device, speed.FastSettings(), TRAIN_IMAGES + VAL_IMAGES, weights_fingerprint(model))
         speed.choose_backbone(*args, default_transform())  # measures once, remembers
         speed.forget_built_backbones()
         start = time.perf_counter()
         backbone = speed.choose_backbone(*args, default_transform()).prepare(default_transform())
-        backbone(images[:8])
+        backbone(images[:8].to(device))
         setup, name = time.perf_counter() - start, backbone.number_format
     else:
         speed.enable(speed.measure(model))  # switches int8 on where it measures faster
         start = time.perf_counter()
-        backbone, name = speed.backbone_for(model, "cpu")
-        backbone(images[:8])  # int8: builds it
+        backbone, name = speed.backbone_for(model, device)
+        backbone(images[:8].to(device))  # int8: builds it
         setup = time.perf_counter() - start
-    extract_features(model, dataset, None, device="cpu", progress=False)  # a first pass: whatever it sets up
+    extract_features(model, dataset, None, device=device, progress=False)  # a first pass: whatever it sets up
 
     def a() -> int:
         with torch.no_grad():
             for batch in images.split(100):
-                backbone(batch)
+                backbone(batch.to(device)).cpu()
         return len(images)
 
     def b() -> int:
-        return len(extract_features(model, dataset, None, device="cpu", progress=False))
+        return len(extract_features(model, dataset, None, device=device, progress=False))
 
     return {"format": name, "setup": setup, **rates_in_turns({"a": a, "b": b}, repeats)}
 
@@ -125,17 +128,19 @@ def measure_tree(tree: Path, args: argparse.Namespace, folder: Path) -> dict:
 def capstone_rates(n_images: int, repeats: int, folder: Path) -> tuple[float, float]:
     """(c): images/s of the capstone's training loop and of its validation pass, reading the JPEGs each time."""
     from helpers.model import build_resnet18
+    from helpers.settings import pick_device
 
+    device = pick_device()
     dataset, _ = benchmark_dataset(min(n_images, 300), folder)
     torch.manual_seed(0)
-    model = build_resnet18(weights=None)
+    model = build_resnet18(weights=None).to(device)
     optimizer, criterion = torch.optim.Adam(model.fc.parameters(), lr=0.001), nn.CrossEntropyLoss()
 
     def train() -> int:
         model.train()
         for x, y in DataLoader(dataset, batch_size=100):
             optimizer.zero_grad()
-            criterion(model(x), y).backward()
+            criterion(model(x.to(device)), y.to(device)).backward()
             optimizer.step()
         return len(dataset)
 
@@ -143,7 +148,7 @@ def capstone_rates(n_images: int, repeats: int, folder: Path) -> tuple[float, fl
         model.eval()
         with torch.no_grad():
             for x, y in DataLoader(dataset, batch_size=100):
-                (model(x).argmax(1) == y).sum().item()
+                (model(x.to(device)).argmax(1).cpu() == y).sum().item()
         return len(dataset)
 
     rates = rates_in_turns({"train": train, "val": validate}, repeats)

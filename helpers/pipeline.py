@@ -1,11 +1,5 @@
-"""The capstone's whole method in one call, for the notebooks after 04 and the headless script.
-
-Notebooks 01-04 teach each step: find the data, split it, build ResNet18 with a new head,
-compute the frozen backbone's features, train the head, save a checkpoint. Later notebooks
-need the result, not the lesson: :func:`ensure_checkpoint` loads what notebook 04 saved, or
-makes it the same way when it is missing or was trained on other data. `python -m helpers train`
-runs the same steps from a terminal (:func:`train_capstone_head`).
-"""
+"""The capstone's whole method in one call (notebooks 01-04 teach each step), for the notebooks after 04 and
+`python -m helpers train`: ensure_checkpoint loads what notebook 04 saved, or trains it the same way."""
 
 from __future__ import annotations
 
@@ -17,8 +11,7 @@ from torch import nn
 
 from helpers.data import DataChoice
 from helpers.dataset import CrackDataset
-from helpers.features import FeatureSet
-from helpers.features import extract_features
+from helpers.features import FeatureSet, extract_features
 from helpers.model import Checkpoint, WeightsChoice, build_resnet18, load_checkpoint, resolve_weights, save_checkpoint
 from helpers.settings import default_checkpoint_path, feature_cache_dir, quick_mode
 from helpers.training import History, train_head
@@ -28,15 +21,17 @@ CAPSTONE_SPLIT = "capstone: interleaved, first 75% train"
 
 @dataclass
 class TrainedHead:
-    """What train_capstone_head made: the model, its data, its features and how training went."""
+    """What train_capstone_head made: the model, the validation images and their features, how training went."""
 
     model: nn.Module
-    train_set: CrackDataset
     val_set: CrackDataset
-    train_features: FeatureSet
     val_features: FeatureSet
     history: History
-    weights: WeightsChoice
+    metadata: dict  # what its checkpoint records (checkpoint_metadata)
+
+    def save(self, path: str | Path) -> Path:
+        """Save the model and its metadata at `path`, as notebook 04 does."""
+        return save_checkpoint(path, self.model, self.val_set.classes, self.metadata)
 
 
 def checkpoint_metadata(
@@ -47,11 +42,8 @@ def checkpoint_metadata(
     history: History,
     feature_format: str = "float32",
 ) -> dict:
-    """What a checkpoint records about its training: weights, data, split, accuracy, settings.
-
-    feature_format: how the backbone computed the features the head was trained on
-    (FeatureSet.number_format: float32, bfloat16 or int8).
-    """
+    """What a checkpoint records about its training: weights, data, split, accuracy, settings, feature_format
+    (the number format of the features the head learned from: FeatureSet.number_format, float32 or int8)."""
     dedupe = bool(getattr(train_set, "dedupe", False))
     return {
         "weights": weights.label,
@@ -70,77 +62,44 @@ def checkpoint_metadata(
 
 def train_capstone_head(
     choice: DataChoice,
-    weights: WeightsChoice | str | Path | None = "imagenet",
+    weights: WeightsChoice,
     *,
-    epochs: int = 1,
-    lr: float = 1e-3,
-    batch_size: int = 100,
+    seed: int = 0,
     dedupe: bool = False,
     device: str | torch.device | None = None,
-    seed: int = 0,
     progress: bool = True,
+    **training,
 ) -> TrainedHead:
-    """The capstone's method on cached features: ResNet18, frozen backbone, new Linear(512, 2), Adam.
+    """The capstone's method on cached features (feature_cache_dir()): ResNet18, frozen backbone, new head, Adam.
 
-    weights: a WeightsChoice, "imagenet", a path to a state dict, or None (a random backbone: only when asked for).
-    The features are cached under helpers.settings.feature_cache_dir(), so a second run with
-    the same data and weights trains in seconds.
-    """
+    training: train_head's epochs, lr and batch_size (by default the capstone's 1, 0.001 and 100)."""
     train_set = CrackDataset(choice.path, "train", dedupe=dedupe, progress=progress)
     val_set = CrackDataset(choice.path, "val", dedupe=dedupe, progress=progress)
-    weights = WeightsChoice.of(weights)
     torch.manual_seed(seed)
     model = build_resnet18(num_classes=len(train_set.classes), weights=weights, progress=progress)
     train_features = extract_features(model, train_set, feature_cache_dir(), device=device, progress=progress)
     val_features = extract_features(model, val_set, feature_cache_dir(), device=device, progress=progress)
     history = train_head(
-        model.fc,
-        train_features,
-        val_features,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        device=device,
-        progress=progress,
+        model.fc, train_features, val_features, seed=seed, device=device, progress=progress, **training
     )
-    return TrainedHead(model.cpu().eval(), train_set, val_set, train_features, val_features, history, weights)
-
-
-def save_trained_head(path: str | Path, choice: DataChoice, trained: TrainedHead) -> Path:
-    """Save the model with what it is (checkpoint_metadata) at `path`, in the format notebook 05 loads."""
-    metadata = checkpoint_metadata(
-        choice,
-        trained.train_set,
-        trained.val_set,
-        trained.weights,
-        trained.history,
-        trained.train_features.number_format,
-    )
-    return save_checkpoint(path, trained.model, trained.train_set.classes, metadata)
+    metadata = checkpoint_metadata(choice, train_set, val_set, weights, history, train_features.number_format)
+    return TrainedHead(model.cpu().eval(), val_set, val_features, history, metadata)
 
 
 def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> Checkpoint:
-    """The model notebook 04 trained on this data, or, when there is none, one trained now the same way.
-
-    Later notebooks run on their own: when the checkpoint is missing or was trained on other data
-    (another folder or size), this says so and trains the head through the fast path with the
-    capstone's settings (1 epoch, Adam, lr 0.001, batches of 100), then saves it.
-    """
+    """The model notebook 04 trained on this data; when it is missing or was trained on other data (another folder
+    or size), says so, and trains and saves one the same way (the capstone's settings)."""
     path = default_checkpoint_path()
     if path.is_file():
         val_size = len(CrackDataset(choice.path, "val", transform=None, progress=False))
         checkpoint = load_checkpoint(path, num_classes=len(CrackDataset.classes))
         meta = checkpoint.metadata
         if meta.get("data_path") == str(choice.path) and meta.get("n_val") == val_size:
-            print(
-                f"Loaded {path} (trained by notebook 04 on {meta.get('n_train'):,} images, "
-                f"weights: {checkpoint.weights.description})."
-            )
+            print(f"Loaded {path} ({meta.get('n_train')} training images, {checkpoint.weights.description}).")
             return checkpoint
         print(f"{path} was trained on other data ({meta.get('data_path')}); training a new head for {choice.path}.")
     else:
-        print(f"No checkpoint at {path}: training one now through the fast path, as notebook 04 does.")
+        print(f"No checkpoint at {path}: training one now, as notebook 04 does.")
     trained = train_capstone_head(choice, resolve_weights(), progress=progress)
-    save_trained_head(path, choice, trained)
-    return load_checkpoint(path, num_classes=len(trained.train_set.classes))
+    trained.save(path)
+    return load_checkpoint(path, num_classes=len(trained.val_set.classes))

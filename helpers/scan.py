@@ -38,7 +38,9 @@ def tile_positions(height: int, width: int, stride: int = TILE_SIZE) -> tuple[li
     if stride > TILE_SIZE:
         raise ValueError(f"A stride of {stride} leaves gaps between {TILE_SIZE}-pixel tiles: use {TILE_SIZE} or less.")
     if min(height, width) < TILE_SIZE:
-        raise ValueError(f"The photo ({height}x{width}) is smaller than one tile: classify it whole (helpers.predict).")
+        raise ValueError(
+            f"The photo ({height}x{width}) is smaller than one tile: classify it whole (helpers.inference.classify_photos)."
+        )
     return tuple(sorted({*range(0, side - TILE_SIZE + 1, stride), side - TILE_SIZE}) for side in (height, width))
 
 

@@ -35,7 +35,6 @@ OFFLINE = "WORKBOOK_OFFLINE"
 ALLOW_RANDOM_WEIGHTS = "WORKBOOK_ALLOW_RANDOM_WEIGHTS"
 DEVICE = "WORKBOOK_DEVICE"
 REAL_SAMPLE = "WORKBOOK_REAL_SAMPLE"
-WEIGHTS_URL = "WORKBOOK_WEIGHTS_URL"  # goes with the checkpoint rework (a mirror becomes an argument)
 
 
 class SettingsError(ValueError):
@@ -81,11 +80,6 @@ def quick_mode() -> bool:
 def offline() -> bool:
     """True when WORKBOOK_OFFLINE=1: no download is tried."""
     return env_flag(OFFLINE)
-
-
-def weights_url() -> str | None:
-    """A mirror of the ImageNet weights file, from WORKBOOK_WEIGHTS_URL."""
-    return env_text(WEIGHTS_URL)
 
 
 def random_weights_allowed() -> bool:

@@ -189,3 +189,10 @@ def test_features_for_another_split_are_the_same_rows_by_sample_id():
     val.number_format = "int8"
     with pytest.raises(ValueError, match="different number formats"):
         features_for(Split(["t0"]), train, val)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh)")
+def test_features_on_a_gpu_match_the_cpus(model, synthetic_root):
+    data = dataset(synthetic_root, "val")
+    on_gpu = extract_features(model, data, device="cuda", progress=False)
+    torch.testing.assert_close(on_gpu.features, extract(model, data).features, rtol=1e-3, atol=1e-3)

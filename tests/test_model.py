@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,6 @@ import helpers.model as model_module
 from helpers.model import (
     Checkpoint,
     CheckpointMismatchError,
-    WeightsChoice,
     WeightsUnavailableError,
     build_resnet18,
     count_parameters,
@@ -33,11 +31,13 @@ from helpers.model import (
 from helpers.plumbing.text import printable
 
 
+REFUSED = "http://127.0.0.1:9/resnet18-f37072fd.pth"  # nothing listens on port 9: the connection is refused
+
+
 @pytest.fixture
 def no_weights(tmp_path, monkeypatch):
-    """An empty torch cache and a weights address that refuses connections."""
+    """An empty torch cache, and no permission to fall back to a random backbone."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    monkeypatch.setenv("WORKBOOK_WEIGHTS_URL", "http://127.0.0.1:9/resnet18-f37072fd.pth")
     monkeypatch.delenv("WORKBOOK_ALLOW_RANDOM_WEIGHTS", raising=False)
     monkeypatch.delenv("WORKBOOK_QUICK", raising=False)
     monkeypatch.delenv("WORKBOOK_OFFLINE", raising=False)
@@ -69,18 +69,19 @@ def test_weights_from_a_local_file(tmp_path):
     assert model.fc.out_features == 2  # the 1000-way head was replaced
 
     torch.save({"not": torch.zeros(1)}, tmp_path / "other.pth")
-    with pytest.raises(WeightsUnavailableError, match="not a ResNet18 state dict"):
+    with pytest.raises(WeightsUnavailableError, match="other.pth cannot be loaded as ResNet18 weights .*missing"):
         build_resnet18(weights=tmp_path / "other.pth")
-    with pytest.raises(WeightsUnavailableError, match="No weights file"):
+    with pytest.raises(WeightsUnavailableError, match="absent.pth cannot be loaded as ResNet18 weights"):
         build_resnet18(weights=tmp_path / "absent.pth")
 
 
-def test_missing_weights_error_says_where_to_put_the_file(no_weights):
+def test_missing_weights_error_says_where_to_put_the_file(no_weights, monkeypatch):
+    monkeypatch.setenv("WORKBOOK_OFFLINE", "1")
     with pytest.raises(WeightsUnavailableError) as error:
         build_resnet18(weights="imagenet", progress=False)
     message = str(error.value)
     assert str(imagenet_weights_path()) in message and "torch-home" in message
-    assert "TORCH_HOME" in message and "build_resnet18(weights=" in message
+    assert "TORCH_HOME" in message and "weights=PATH" in message and "--weights PATH" in message
     assert "download.pytorch.org/models/resnet18-f37072fd.pth" in message
 
 
@@ -88,9 +89,8 @@ def test_a_mirror_serving_the_wrong_file_is_rejected_and_nothing_is_cached(no_we
     buffer = io.BytesIO()
     torch.save(resnet18(weights=None).state_dict(), buffer)
     with FileServer({"/resnet18-f37072fd.pth": buffer.getvalue()}) as server:
-        monkeypatch.setenv("WORKBOOK_WEIGHTS_URL", server.url("/resnet18-f37072fd.pth"))
         with pytest.raises(WeightsUnavailableError, match="hash|Hash|sha256|SHA256"):
-            build_resnet18(weights="imagenet", progress=False)
+            resolve_weights(url=server.url("/resnet18-f37072fd.pth"))
         assert len(server.requests) == 1
     assert not imagenet_weights_path().exists()
 
@@ -108,10 +108,9 @@ def test_without_the_file_the_learner_reads_one_message_and_no_downloading_line(
     """torch.hub printed 'Downloading: "...resnet18-f37072fd.pth"' before the workbook's 'cannot be had'."""
     monkeypatch.setenv("WORKBOOK_QUICK", "1")  # the notebooks' quick mode: carry on with a random backbone
     with FileServer() as server:  # answers 404 to everything: a download that fails
-        monkeypatch.setenv("WORKBOOK_WEIGHTS_URL", server.url("/resnet18-f37072fd.pth"))
         if offline:
             monkeypatch.setenv("WORKBOOK_OFFLINE", "1")
-        weights = resolve_weights()
+        weights = resolve_weights(url=server.url("/resnet18-f37072fd.pth"))
         assert len(server.requests) == (0 if offline else 1)
     out, err = capfd.readouterr()  # file descriptors too: torch.hub writes to sys.stdout, tqdm to stderr
     assert weights.is_random
@@ -127,8 +126,7 @@ def test_the_weights_are_downloaded_once_checked_and_then_read_from_the_cache(no
     # no file of ours has a SHA-256 starting f37072fd: the check is told this file's start, and still runs
     monkeypatch.setattr(model_module, "WEIGHTS_SHA256_PREFIX", hashlib.sha256(payload).hexdigest()[:8])
     with FileServer({"/resnet18-f37072fd.pth": payload}) as server:
-        monkeypatch.setenv("WORKBOOK_WEIGHTS_URL", server.url("/resnet18-f37072fd.pth"))
-        assert resolve_weights().is_imagenet
+        assert resolve_weights(url=server.url("/resnet18-f37072fd.pth")).is_imagenet
         out, err = capfd.readouterr()
         assert out == f"Saved the ImageNet weights to {imagenet_weights_path()}; later runs load them from there.\n"
         assert "Downloading" not in err
@@ -142,53 +140,44 @@ def test_the_weights_are_downloaded_once_checked_and_then_read_from_the_cache(no
 def test_a_damaged_file_in_the_cache_is_named_with_what_to_do(no_weights):
     imagenet_weights_path().parent.mkdir(parents=True)
     imagenet_weights_path().write_bytes(b"not a state dict")
-    with pytest.raises(WeightsUnavailableError, match="cannot be read as the ImageNet weights .*: delete it"):
+    with pytest.raises(
+        WeightsUnavailableError, match="resnet18-f37072fd.pth is damaged .*: delete it to download it again"
+    ):
         build_resnet18(weights="imagenet", progress=False)
 
 
 def test_random_fallback_only_in_quick_mode_or_when_asked(no_weights, monkeypatch, capsys):
     with pytest.raises(WeightsUnavailableError):
-        resolve_weights()
+        resolve_weights(url=REFUSED)
+    with pytest.raises(WeightsUnavailableError):
+        resolve_weights(allow_random=False, url=REFUSED)
     monkeypatch.setenv("WORKBOOK_QUICK", "1")
-    weights = resolve_weights()
+    weights = resolve_weights(url=REFUSED)
     assert weights.is_random and weights.label == "random" and "NOT pretrained" in weights.description
     assert "RANDOMLY INITIALISED" in capsys.readouterr().out
     monkeypatch.delenv("WORKBOOK_QUICK")
     monkeypatch.setenv("WORKBOOK_ALLOW_RANDOM_WEIGHTS", "1")
-    assert resolve_weights().is_random
-    assert resolve_weights(allow_random=True).is_random
+    assert resolve_weights(url=REFUSED).is_random
+    monkeypatch.delenv("WORKBOOK_ALLOW_RANDOM_WEIGHTS")
+    assert resolve_weights(allow_random=True, url=REFUSED).is_random
 
 
-@pytest.mark.parametrize(
-    "given, source, label",
-    [
-        ("imagenet", "imagenet", "imagenet"),
-        (None, None, "random"),
-        (Path("/w/r.pth"), "/w/r.pth", "/w/r.pth"),
-    ],
-)
-def test_weights_choice_reads_back_what_a_checkpoint_records(given, source, label):
-    weights = WeightsChoice.of(given)
-    assert weights.source == source and weights.label == label and weights.description
-    assert WeightsChoice.of(weights) is weights
-    assert WeightsChoice.from_label(weights.label, weights.description) == weights
-    assert WeightsChoice.from_label(None).is_random and not WeightsChoice.from_label("imagenet").is_random
-
-
-def test_checkpoint_round_trip(tmp_path):
+@pytest.mark.parametrize("recorded", ["imagenet", "random", "/w/resnet18-mine.pth", None])
+def test_checkpoint_round_trip(tmp_path, recorded):
     model = build_resnet18(weights=None)
     torch.nn.init.normal_(model.fc.weight)
-    path = save_checkpoint(
-        tmp_path / "ckpt" / "model.pt", model, ["Negative", "Positive"], {"weights": "random", "val_accuracy": 0.75}
-    )
+    metadata = {"val_accuracy": 0.75} | ({} if recorded is None else {"weights": recorded})
+    path = save_checkpoint(tmp_path / "ckpt" / "model.pt", model, ["Negative", "Positive"], metadata)
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary file left behind
     checkpoint = load_checkpoint(path, num_classes=2)
     assert isinstance(checkpoint, Checkpoint) and checkpoint.path == path and not checkpoint.model.training
     for (name, a), (_, b) in zip(model.state_dict().items(), checkpoint.model.state_dict().items()):
         assert torch.equal(a, b), name
     assert checkpoint.class_names == ["Negative", "Positive"]
-    assert checkpoint.metadata["val_accuracy"] == 0.75 and checkpoint.weights.is_random
-    assert checkpoint.metadata["versions"]["torch"] == torch.__version__
+    assert checkpoint.metadata["val_accuracy"] == 0.75 and checkpoint.metadata["versions"]["torch"] == torch.__version__
+    assert checkpoint.weights.label == (recorded or "random") and checkpoint.weights.description
+    assert checkpoint.weights.is_random == (recorded in ("random", None))
+    assert checkpoint.weights.is_imagenet == (recorded == "imagenet")
 
 
 def test_wrong_checkpoints_get_clear_errors(tmp_path):
@@ -221,25 +210,31 @@ def changed(key: str, value: object) -> Callable[[dict], None]:
     return change
 
 
-def remove_weight(payload: dict) -> None:
-    del payload["state_dict"]["layer4.1.bn2.weight"]
+def changed_weight(name: str, value: torch.Tensor | None) -> Callable[[dict], None]:
+    def change(payload: dict) -> None:
+        payload["state_dict"].pop(name) if value is None else payload["state_dict"].__setitem__(name, value)
 
-
-def misshaped_head(payload: dict) -> None:
-    payload["state_dict"]["fc.weight"] = torch.zeros(3, 512)
+    return change
 
 
 PAYLOAD_CHANGES = {  # what is wrong -> (how to make it, what the error says)
-    "no class names": (lambda payload: payload.pop("class_names"), "has no class_names"),
-    "no state dict": (lambda payload: payload.pop("state_dict"), "has no state_dict"),
-    "num_classes a string": (changed("num_classes", "2"), "num_classes must be a whole number from 2 to 10,000"),
-    "num_classes a bool": (changed("num_classes", True), "num_classes must be a whole number"),
-    "class names not strings": (changed("class_names", [0, 1]), "class_names must be a list of 2 strings"),
-    "class names of another count": (changed("class_names", ["a", "b", "c"]), "a list of 2 strings .* 3"),
-    "architecture not a string": (changed("architecture", 18), "not a resnet18"),
-    "state dict not a dict": (changed("state_dict", [1, 2]), "state_dict must map"),
-    "a weight missing": (remove_weight, "do not fit a ResNet18 with a 2-class head .*layer4.1.bn2.weight"),
-    "a head of another shape": (misshaped_head, "do not fit .*fc.weight"),
+    "another format": (changed("format", "someone-else/1"), "not a checkpoint saved by this workbook"),
+    "no class names": (lambda payload: payload.pop("class_names"), "no list of 2 to 10,000 class names"),
+    "class names not strings": (changed("class_names", [0, 1]), "no list of 2 to 10,000 class names"),
+    "one class": (changed("class_names", ["crack"]), "no list of 2 to 10,000 class names"),
+    "class names of another count": (changed("class_names", ["a", "b", "c"]), "do not fit .*3-class head .*fc."),
+    "no state dict": (lambda payload: payload.pop("state_dict"), "state_dict is not a dict of tensors"),
+    "state dict not a dict": (changed("state_dict", [1, 2]), "state_dict is not a dict of tensors"),
+    "a weight missing": (
+        changed_weight("layer4.1.bn2.weight", None),
+        "do not fit .*2-class head .*layer4.1.bn2.weight",
+    ),
+    "a head of another shape": (changed_weight("fc.weight", torch.zeros(3, 512)), "do not fit .*fc.weight"),
+    "a NaN weight": (
+        changed_weight("fc.bias", torch.tensor([0.0, float("nan")])),
+        "NaN or infinite weights: train again, with a smaller learning rate",
+    ),
+    "an infinite weight": (changed_weight("conv1.weight", torch.full((64, 3, 7, 7), float("inf"))), "NaN or infinite"),
 }
 
 
@@ -265,11 +260,11 @@ def not_weights(data: bytes) -> bytes:
 
 
 FILE_CHANGES = {  # what is wrong -> (the bytes of the file, what the error says)
-    "truncated": (truncated, "damaged or incomplete"),
-    "empty": (lambda data: b"", "damaged or incomplete"),
-    "not a torch file": (lambda data: b"\x00\x01 not a torch file" * 10, "not a file written by torch.save"),
-    "text": (lambda data: b"hello, I am a text file\n", "not a file written by torch.save"),
-    "Python objects": (not_weights, "Python objects other than weights"),
+    "truncated": (truncated, "damaged, cut short or another kind of file"),
+    "empty": (lambda data: b"", "damaged, cut short or another kind of file"),
+    "not a torch file": (lambda data: b"\x00\x01 not a torch file" * 10, "damaged, cut short or another kind"),
+    "text": (lambda data: b"hello, I am a text file\n", "damaged, cut short or another kind of file"),
+    "Python objects": (not_weights, "Python objects other than weights, which are not loaded because .* run code"),
 }
 
 
@@ -283,9 +278,22 @@ def test_a_damaged_file_gets_one_plain_sentence(checkpoint, tmp_path, what):
     assert "damaged.pt" in message and "\n" not in message and "weights_only" not in message
 
 
-def test_ten_million_classes_fail_before_anything_is_built(checkpoint, tmp_path, monkeypatch):
+def test_an_exported_program_is_refused_without_being_loaded_or_run(tmp_path, monkeypatch):
+    """Issue 29, item 1: a `.pt2` can act on the machine when loaded or run; the workbook loads none."""
+    torch.export.save(torch.export.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),)), tmp_path / "model.pt2")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("an exported program was loaded")
+
+    monkeypatch.setattr(torch.export, "load", must_not_run)
+    with pytest.raises(CheckpointMismatchError, match="model.pt2 is not a checkpoint .*pass the .pt file") as error:
+        load_checkpoint(tmp_path / "model.pt2")
+    assert "load_exported" not in str(error.value)
+
+
+def test_ten_thousand_and_one_classes_fail_before_anything_is_built(checkpoint, tmp_path, monkeypatch):
     payload = torch.load(checkpoint, weights_only=True)
-    payload["num_classes"] = 10**7
+    payload["class_names"] = [f"class {i}" for i in range(10_001)]
     torch.save(payload, tmp_path / "huge.pt")
 
     def must_not_build(*args, **kwargs):
@@ -293,7 +301,7 @@ def test_ten_million_classes_fail_before_anything_is_built(checkpoint, tmp_path,
 
     monkeypatch.setattr("helpers.model.build_resnet18", must_not_build)
     start = time.perf_counter()
-    with pytest.raises(CheckpointMismatchError, match="from 2 to 10,000, not 10000000"):
+    with pytest.raises(CheckpointMismatchError, match="no list of 2 to 10,000 class names"):
         load_checkpoint(tmp_path / "huge.pt")
     assert time.perf_counter() - start < 10
 
@@ -313,37 +321,20 @@ def test_control_characters_in_class_names_are_not_shown(tmp_path):
     assert printable("Négatif ✓ 裂缝") == "Négatif ✓ 裂缝"
 
 
-def test_thirty_concurrent_saves_of_one_checkpoint(tmp_path):
+def test_eight_concurrent_saves_of_one_checkpoint(tmp_path):
     model = build_resnet18(weights=None)
     path = tmp_path / "shared" / "model.pt"
 
     def save(writer: int) -> Path:
         return save_checkpoint(path, model, ["Negative", "Positive"], {"writer": writer})
 
-    with ThreadPoolExecutor(max_workers=30) as pool:
-        saved = list(pool.map(save, range(30)))
-    assert saved == [path] * 30
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        saved = list(pool.map(save, range(8)))
+    assert saved == [path] * 8
     checkpoint = load_checkpoint(path, num_classes=2)
-    assert checkpoint.metadata["writer"] in range(30)
+    assert checkpoint.metadata["writer"] in range(8)
     assert torch.equal(checkpoint.model.fc.weight, model.fc.weight)
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # every temporary file was renamed
-
-
-def test_a_temporary_file_left_by_a_killed_save(tmp_path):
-    model = build_resnet18(weights=None)
-    path = save_checkpoint(tmp_path / "model.pt", model, ["Negative", "Positive"])
-    stale = tmp_path / ".model.pt.4242-deadbeef.tmp.pt"  # a save killed two minutes ago
-    fresh = tmp_path / ".model.pt.4343-0badcafe.tmp.pt"  # a save still running in another process
-    other = tmp_path / ".other.pt.4242-deadbeef.tmp.pt"  # another checkpoint's: not ours to remove
-    for temp in (stale, fresh, other):
-        temp.write_bytes(b"half a checkpoint")
-    two_minutes_ago = time.time() - 120
-    for temp in (stale, other):
-        os.utime(temp, (two_minutes_ago, two_minutes_ago))
-    assert load_checkpoint(path).class_names == ["Negative", "Positive"]
-    save_checkpoint(path, model, ["Negative", "Positive"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, fresh.name, other.name])
-    assert load_checkpoint(path).class_names == ["Negative", "Positive"]
 
 
 @pytest.mark.parametrize("num_classes, seed", [(2, 0), (3, 0), (2, 7)])
