@@ -14,8 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from helpers.inference import CRACK, Predictions
-from helpers.plots import denormalize
-from helpers.plumbing.images import TENSOR_EXTENSION, load_image, load_tensor
+from helpers.plumbing.images import open_photo
 
 
 @dataclass
@@ -156,12 +155,8 @@ def threshold_curve(predictions: Predictions) -> dict[str, np.ndarray]:
 
 
 def image_for_display(path: Path) -> np.ndarray:
-    """An HxWx3 array to show: a photo, or a capstone .pt tensor (a normalised one is undone)."""
-    if path.suffix.lower() != TENSOR_EXTENSION:
-        return np.asarray(load_image(path))
-    tensor = load_tensor(path)
-    pixels = tensor if tensor.dtype == torch.uint8 else denormalize(tensor[None].float())[0]
-    return pixels.permute(1, 2, 0).numpy()
+    """The photo at `path` as an HxWx3 array to show."""
+    return np.asarray(open_photo(path))
 
 
 def plot_misclassified(predictions: Predictions, mistakes: list[Mistake], n: int = 16, ncols: int = 8) -> Figure:

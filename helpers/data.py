@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from helpers.dataset import CLASS_NAMES, DOWNLOAD_HINT, DatasetNotFoundError, list_class_files
 from helpers.plumbing.download import DownloadError, download, extract_folders
 from helpers.plumbing.files import file_digest, lock, read_json, replacing, write_json_atomically
-from helpers.plumbing.images import TENSOR_EXTENSION, BadImageError, load_image, load_tensor
+from helpers.plumbing.images import BadImageError, open_photo
 from helpers.plumbing.text import printable
 from helpers.settings import DATASET, OFFLINE, QUICK, SOURCE_FILE, data_dir, downloads_dir, offline, quick_mode
 from helpers.settings import real_dir, shared_dataset_dir, synthetic_dir
@@ -111,9 +111,9 @@ def download_dataset(
 
 
 def _problem(path: Path) -> str | None:
-    """Why `path` is not a usable image or `.pt` image tensor (a huge image is refused from its header), or None."""
+    """Why `path` is not a usable image (a huge image is refused from its header), or None."""
     try:
-        (load_tensor if path.suffix.lower() == TENSOR_EXTENSION else load_image)(path)
+        open_photo(path)
     except BadImageError as error:
         return str(error)
     return None

@@ -1,25 +1,15 @@
-"""Synthetic look-alikes of the "Concrete Crack Images for Classification" photos.
+"""Synthetic look-alikes of the "Concrete Crack Images for Classification" photos, for running offline.
 
-The workbook has to run offline, so when the real data set (20,000 `Positive/` and 20,000
-`Negative/` 227x227 RGB JPEGs of concrete walls and floors) can't be downloaded, this module
-draws a stand-in with the same layout:
+When the real set (20,000 `Positive/` and 20,000 `Negative/` 227x227 photos of concrete) cannot be downloaded,
+this module draws a stand-in: a concrete-like surface (grey to beige, blotches, grain, pores, specks of aggregate,
+uneven lighting); positives with dark, jagged, branching cracks 2 to ~26 px wide (random walks); negatives half
+plain, half hard cases a classifier can mistake for a crack for reasons you can see (stains, shadows, large pits,
+faint scratches). `helpers.synthetic_dataset` writes such images as a data set.
 
-* a concrete-like surface: grey to beige tint, soft blotches, fine grain, pores and light
-  specks of aggregate, uneven lighting (sometimes a strong gradient);
-* positives ("crack"): dark, jagged, branching cracks, drawn as random walks of varying width
-  (2 to ~26 px: the real tiles are close-ups, and their cracks cover ~9 % of a tile);
-* negatives ("no_crack"): half plain surfaces, half hard cases a classifier can mistake for a
-  crack for reasons you can see: stains, shadows, large pits, faint scratches;
-* byte-identical duplicates (1.5 % of positives, 6.5 % of negatives: rates chosen so that notebook 02's
-  leak is visible, not measured on the real set; notebook 02 counts the real set's own when it runs on it),
-  and a manifest that says what kind of image each file is (written by
-  `helpers.synthetic_dataset`).
-
-The per-class pixel statistics (channel means and stds, spread of brightness) are tuned to
-be close to a real sample. What it does NOT imitate: real camera blur, noise and JPEG history,
-real crack shapes (spalled edges, debris, crack networks), real stains and surface finishes.
-A model trained on it learns *our drawing rules*. It is not a substitute for real data: use it
-to run and understand the workbook, never as evidence about real concrete.
+The per-class pixel statistics (channel means and stds, spread of brightness) are tuned to be close to a real
+sample. What it does NOT imitate: real camera blur, noise and JPEG history, real crack shapes (spalled edges,
+debris, crack networks), real stains and surface finishes. A model trained on it learns *our drawing rules*: use
+it to run and understand the workbook, never as evidence about real concrete.
 """
 
 from __future__ import annotations
@@ -27,20 +17,11 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-# Recipes make_image() understands:
-#   "crack"    - a surface with one crack (1 in 5: two), sometimes over a stain, shadow or pits
-#   "no_crack" - the negative mix: plain 50 %, stain 15 %, shadow 15 %, pores 10 %, scratch 10 %
-#   "plain"    - the surface alone: no defect at all
-#   "stain"    - soft dark blobs (damp, dirt), blotchy edges
-#   "shadow"   - a soft-edged darker band, or one side of the tile in shade
-#   "pores"    - larger pits and holes than the surface usually has
-#   "scratch"  - faint, thin, nearly straight lines (darker or lighter than the surface)
+# What make_image draws: "crack" (one crack, 1 in 5 two, sometimes over a stain, shadow or pits), "no_crack" (the
+# mix below), "plain" (the surface alone), and the hard cases alone: "stain", "shadow", "pores", "scratch".
 RECIPES = ("crack", "no_crack", "plain", "stain", "shadow", "pores", "scratch")
 NO_CRACK_MIX = {"plain": 0.50, "stain": 0.15, "shadow": 0.15, "pores": 0.10, "scratch": 0.10}
 DEFAULT_CLASSES = {"Positive": "crack", "Negative": "no_crack"}
-
-
-# ----------------------------------------------------------------------------- surfaces
 
 
 def _upsample(field: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -57,8 +38,7 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float
 
 
 def _pores_and_specks(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """Dark pores and light aggregate specks, as offsets from 0 (e.g. -0.2 = 20 % darker).
-    Drawn on a grey "L" image where 128 means "no change", so that PIL can soften them."""
+    """Dark pores and light specks of aggregate as offsets from 0 (-0.2: 20 % darker), drawn for PIL to soften."""
     layer = Image.new("L", (width, height), 128)
     draw = ImageDraw.Draw(layer)
     area = height * width / 114**2  # 1.0 for the half-size field of a 227 tile
@@ -83,16 +63,8 @@ def _lighting(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return strength * (np.cos(angle) * xs + np.sin(angle) * ys)
 
 
-def _tint(rng: np.random.Generator) -> np.ndarray:
-    """Per-channel multipliers from neutral grey to beige/brownish (red above blue)."""
-    warmth = rng.beta(1.6, 2.0) * 0.18  # real photos: R - B from ~2 to ~25 grey levels
-    cast = rng.normal(0, 0.005, size=3)  # a slight colour cast of the camera
-    return np.array([1 + warmth / 3, 1.0, 1 - 2 * warmth / 3]) + cast
-
-
 def _sample_brightness(rng: np.random.Generator, kind: str) -> float:
-    """Mean grey level of a photo's surface. In the real set the cracked surfaces are darker
-    and vary less than the intact ones; we copy that (so brightness is a weak clue in both)."""
+    """Mean grey level of a surface: in the real set cracked ones are darker and vary less (a weak clue, copied)."""
     if kind == "crack":
         return float(np.clip(rng.normal(176, 17), 95, 225))
     if rng.random() < 0.15:  # some intact surfaces: dim or dark concrete
@@ -103,11 +75,9 @@ def _sample_brightness(rng: np.random.Generator, kind: str) -> float:
 def make_surface(
     rng: np.random.Generator, height: int = 227, width: int = 227, *, brightness: float | None = None
 ) -> np.ndarray:
-    """A concrete-like surface: float32 array (height, width, 3) with values in [0, 255].
-
-    Any size works; the texture is measured in pixels, so a large array looks like a larger
-    piece of the same wall. The texture is built at half size and enlarged, which gives the
-    soft look of the real photos. `brightness` is the mean grey level (random when None)."""
+    """A concrete-like surface, float32 (height, width, 3) in [0, 255], of mean grey level `brightness` (random when
+    None). Any size works: a larger array shows more of the same wall. Built at half size and enlarged: soft, as the
+    photos are."""
     if brightness is None:
         brightness = _sample_brightness(rng, "plain")
     half_h, half_w = (height + 1) // 2, (width + 1) // 2
@@ -120,14 +90,13 @@ def make_surface(
         + _lighting(rng, half_h, half_w)
     )
     shade = _upsample(shade, height, width)
-    colour = brightness * _tint(rng)
+    warmth = rng.beta(1.6, 2.0) * 0.18  # a tint from neutral grey to beige (real photos: R - B from ~2 to ~25)
+    cast = rng.normal(0, 0.005, size=3)  # a slight colour cast of the camera
+    colour = brightness * (np.array([1 + warmth / 3, 1.0, 1 - 2 * warmth / 3]) + cast)
     surface = np.empty((height, width, 3), dtype=np.float32)
     for channel in range(3):  # channel by channel: faster than broadcasting
         surface[:, :, channel] = shade * colour[channel]
     return np.clip(surface, 0, 255, out=surface)
-
-
-# ----------------------------------------------------------------------------- defects
 
 
 def _gradual_noise(rng: np.random.Generator, n: int, window: int) -> np.ndarray:
@@ -136,17 +105,10 @@ def _gradual_noise(rng: np.random.Generator, n: int, window: int) -> np.ndarray:
 
 
 def _random_walk(
-    rng: np.random.Generator,
-    start: tuple[float, float],
-    angle: float,
-    length: float,
-    *,
-    meander: float,
-    jitter: float,
-    step: float = 2.5,
+    rng: np.random.Generator, start: tuple, angle: float, length: float, *, meander: float, jitter: float, step=2.5
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Points (n, 2) of a path from `start` heading `angle`, and the heading at each point.
-    `meander` bends the path slowly, `jitter` makes it zig-zag (both in radians)."""
+    """Points (n, 2) of a path from `start` heading `angle`, and each point's heading; `meander` bends the path
+    slowly, `jitter` makes it zig-zag (both in radians)."""
     n = max(3, int(length / step))
     slow_turns = _gradual_noise(rng, n, window=16)
     zigzag = np.repeat(rng.standard_normal(n // 4 + 1), 4)[:n]  # kinks every 4 steps
@@ -194,22 +156,13 @@ def _darken(surface: np.ndarray, amount: np.ndarray) -> None:
 
 
 def _blurred(mask: Image.Image, radius: float) -> np.ndarray:
-    """An "L" mask blurred by `radius` px, as float32 in [0, 1]. Wide blurs are done on a
-    quarter-size copy and enlarged again: four times faster and they look the same."""
+    """An "L" mask blurred by `radius` px, float32 in [0, 1]; a wide blur on a quarter-size copy: 4x faster, alike."""
     if radius >= 4:
         small = mask.reduce(4).filter(ImageFilter.GaussianBlur(radius / 4))
         blurred = small.resize(mask.size, Image.Resampling.BILINEAR)
     else:
         blurred = mask.filter(ImageFilter.GaussianBlur(radius))
     return np.asarray(blurred, dtype=np.float32) / 255
-
-
-def _steps_on_tile(points: np.ndarray, rows: int, cols: int, margin: float) -> int:
-    """How many points a path has before it first leaves the tile (plus a margin): drawing
-    the rest would only cost time."""
-    x, y = points[:, 0], points[:, 1]
-    on_tile = (x > -margin) & (x < cols + margin) & (y > -margin) & (y < rows + margin)
-    return len(points) if on_tile.all() else max(int(np.argmin(on_tile)), 2)
 
 
 def draw_crack(
@@ -245,7 +198,9 @@ def draw_crack(
     mask_image = Image.new("L", (cols, rows), 0)
     draw = ImageDraw.Draw(mask_image)
     points, heading = _random_walk(rng, start, angle, length, meander=0.35, jitter=0.35)
-    keep = _steps_on_tile(points, rows, cols, margin=3 * width + 10)
+    margin, (x, y) = 3 * width + 10, points.T  # drop the points after the path first leaves the tile: only time
+    on_tile = (x > -margin) & (x < cols + margin) & (y > -margin) & (y < rows + margin)
+    keep = len(points) if on_tile.all() else max(int(np.argmin(on_tile)), 2)
     points, heading = points[:keep], heading[:keep]
     widths = _crack_widths(rng, len(points), width, taper_start=not crosses)
     _fill_path(draw, rng, points, heading, widths)
@@ -302,8 +257,7 @@ def add_shadow(surface: np.ndarray, rng: np.random.Generator) -> None:
 
 
 def add_pits(surface: np.ndarray, rng: np.random.Generator) -> None:
-    """Larger pores and pits (2-12 px): each a cluster of a few overlapping ellipses, so the
-    outlines are irregular, some deep and dark, some shallow."""
+    """Larger pores and pits (2-12 px), each a few overlapping ellipses (irregular outlines), deep or shallow."""
     rows, cols = surface.shape[:2]
     layer = Image.new("L", (cols, rows), 0)
     draw = ImageDraw.Draw(layer)
@@ -336,9 +290,6 @@ def add_scratches(surface: np.ndarray, rng: np.random.Generator) -> None:
 
 
 HARD_CASES = {"stain": add_stain, "shadow": add_shadow, "pores": add_pits, "scratch": add_scratches}
-
-
-# ----------------------------------------------------------------------------- images
 
 
 def make_image(rng: np.random.Generator, recipe: str = "crack", size: int = 227) -> tuple[Image.Image, dict]:

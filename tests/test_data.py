@@ -183,7 +183,7 @@ def test_verify_names_each_problem(workbook_env, tmp_path):
     report = verify_dataset(root, progress=False)
     assert not report.ok and not is_verified(root)
     assert any(p.startswith("Class folder") and "Negative does not exist" in p for p in report.problems)
-    assert any(p.startswith(f"Cannot read {root / 'Positive' / '00002.jpg'}") for p in report.problems)
+    assert any(p.startswith(f"{root / 'Positive' / '00002.jpg'}: not readable as an image") for p in report.problems)
     (root / "Negative").mkdir()
     assert any("holds no images" in p for p in verify_dataset(root, progress=False).problems)
 

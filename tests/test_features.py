@@ -14,7 +14,7 @@ from torch import nn
 import helpers.features as features_module
 from helpers.dataset import CrackDataset
 from helpers.features import FeatureSet, cache_name, extract_features, feature_cache_key, features_for
-from helpers.folder_dataset import FolderDataset
+from helpers.dataset import FolderDataset
 from helpers.model import backbone_of, build_resnet18
 from helpers.synthetic_dataset import generate_dataset
 

@@ -17,7 +17,7 @@ from torchvision import transforms
 from helpers.analysis import compute_metrics
 from helpers.inference import predictions_from_logits
 from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, DatasetNotFoundError
-from helpers.folder_dataset import FolderDataset
+from helpers.dataset import FolderDataset
 from helpers.plumbing.images import BadImageError
 from helpers.features import extract_features
 from helpers.finetune import compare_runs, fine_tune, parameter_groups, run_row, unfreeze

@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageEnhance
 from torch import nn
 
-from helpers.folder_dataset import FolderDataset
+from helpers.dataset import FolderDataset
 from helpers.features import FeatureSet
 from helpers.features import extract_features
 from helpers.model import build_resnet18

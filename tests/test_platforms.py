@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers.dataset import CrackDataset, list_class_files
-from helpers.folder_dataset import FolderDataset
+from helpers.dataset import FolderDataset
 from helpers.synthetic_dataset import generate_dataset
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,9 +1,7 @@
-"""Text that is safe to print: names that come from files (archives, checkpoints, photos) never reach the terminal raw.
+"""Text that is safe to print: a name that comes from a file (archive, checkpoint, photo) never reaches the terminal raw.
 
-A file name or a class name is data anyone may have written. Printed raw, ``"\\x1b[2J"`` clears the
-learner's screen, ``"\\n"`` fakes another line, and a name that is not UTF-8 (Linux keeps its bytes
-as "surrogates") makes ``print`` fail with a codec error. :func:`printable` is the one function
-every message with such a name goes through.
+Printed raw, ``"\\x1b[2J"`` clears the learner's screen, ``"\\n"`` fakes another line, and a name that is not UTF-8
+(Linux keeps its bytes as "surrogates") makes ``print`` fail with a codec error.
 """
 
 from __future__ import annotations
