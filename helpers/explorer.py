@@ -95,7 +95,7 @@ class Explorer:
     def _png(self, index: int) -> bytes:
         """PNG bytes of sample `index`: the photo, and its heat map to the right."""
         photo = np.asarray(self.load_image(index))
-        if photo.dtype != np.uint8:  # floats in [0, 1], e.g. from a capstone .pt tensor
+        if photo.dtype != np.uint8:  # floats in [0, 1]
             photo = np.round(255 * photo).astype(np.uint8)
         photo = Image.fromarray(photo).convert("RGB")
         heat = Image.fromarray(self.heatmap(index)).convert("RGB").resize(photo.size)
