@@ -1,7 +1,7 @@
 """Training: the capstone's loop on images or on cached features, and fine-tuning (notebooks 04, 06, 07).
 
 The IBM capstone (DL0321EN) trains ResNet18's new `fc` layer with cross-entropy and Adam
-(lr 0.001, batches of 100, one epoch). Every function here runs that one loop (`_fit`):
+(lr 0.001, batches of 100, one epoch). `train` writes that loop once:
 
 * `train_head` - the fast path: the head alone, on the frozen backbone's 512 numbers per
   image (helpers.features). From the same start, seed and order it ends with exactly the
@@ -98,36 +98,52 @@ def evaluate(model: nn.Module, batches: Batches, device: str | torch.device | No
     return (logits.argmax(dim=1) == labels).float().mean().item()
 
 
-def _fit(
+def train(
     model: nn.Module,
-    batches: Batches,
-    val_batches: Batches | None,
-    settings: dict,
+    train_batches: Batches,
+    val_batches: Batches | None = None,
     *,
-    epochs: int,
-    lr: float,
-    backbone_lr: float,
-    seed: int,
-    device: str | torch.device | None,
-    freeze_batchnorm: bool,
-    progress: bool,
+    epochs: int = 1,
+    lr: float = 1e-3,
+    backbone_lr: float = 1e-4,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    freeze_batchnorm: bool = True,
+    progress: bool = True,
 ) -> History:
-    """The capstone's loop for `epochs` passes over `batches`, validated after each; the model ends in eval mode."""
+    """The capstone's loop: Adam and cross-entropy over batches of (inputs, labels), validated after each epoch.
+
+    The direct path, on batches of images. The head (`fc`) learns at lr, the blocks `unfreeze`
+    made trainable at backbone_lr. freeze_batchnorm=True keeps the frozen parts in eval mode
+    (set_train_mode); False trains with model.train() on everything, as the capstone did.
+    A loss that is not a number stops training. The model ends in eval mode.
+    """
     device = pick_device(device)
     torch.manual_seed(seed)  # the order of a shuffling DataLoader, and any Dropout, come from it
     model.to(device)
-    optimizer = torch.optim.Adam(parameter_groups(model, lr, backbone_lr))
+    groups = parameter_groups(model, lr, backbone_lr)
+    optimizer = torch.optim.Adam(groups)
     criterion = nn.CrossEntropyLoss()
-    history = History(settings={**settings, "epochs": epochs, "lr": lr, "seed": seed, "device": str(device)})
+    history = History(
+        settings={
+            "path": "direct",
+            "epochs": epochs,
+            "batch_size": getattr(train_batches, "batch_size", None),
+            "learning_rates": {group["name"]: group["lr"] for group in groups},
+            "freeze_batchnorm": freeze_batchnorm,
+            "seed": seed,
+            "device": str(device),
+        }
+    )
     start = time.perf_counter()
-    bar = tqdm(total=epochs * len(batches), desc="training", disable=not progress)
+    bar = tqdm(total=epochs * len(train_batches), desc="training", disable=not progress)
     for _ in range(epochs):
         if freeze_batchnorm:
             set_train_mode(model)
         else:
             model.train()  # the capstone's way: the frozen BatchNorm layers' statistics drift
         losses = []
-        for inputs, labels in batches:  # the five lines of notebook 04, and a check
+        for inputs, labels in train_batches:  # the five lines of notebook 04, and a check
             optimizer.zero_grad()
             loss = criterion(model(inputs.to(device)), labels.to(device))
             if not math.isfinite(loss.item()):
@@ -166,10 +182,10 @@ def train_head(
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> History:
-    """The fast path: train the head on cached features, in batches of consecutive rows (no shuffling).
+    """The fast path: `train` the head alone on cached features, in batches of consecutive rows.
 
     With the same start, seed and batch size, and features from the backbone in eval mode,
-    this gives the head `train(..., freeze_batchnorm=True)` gives. The head ends in eval mode.
+    it ends with the head that `train` gives the whole model. The head ends in eval mode.
     """
 
     def batches(rows: FeatureSet) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -179,60 +195,11 @@ def train_head(
         ]
 
     val_batches = None if val_set is None else batches(val_set)
-    settings = {"path": "features", "batch_size": batch_size}
-    return _fit(
-        head,
-        batches(train_set),
-        val_batches,
-        settings,
-        epochs=epochs,
-        lr=lr,
-        backbone_lr=lr,
-        seed=seed,
-        device=device,
-        freeze_batchnorm=True,
-        progress=progress,
+    history = train(
+        head, batches(train_set), val_batches, epochs=epochs, lr=lr, seed=seed, device=device, progress=progress
     )
-
-
-def train(
-    model: nn.Module,
-    train_loader: Batches,
-    val_loader: Batches | None = None,
-    *,
-    epochs: int = 1,
-    lr: float = 1e-3,
-    backbone_lr: float = 1e-4,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    freeze_batchnorm: bool = True,
-    progress: bool = True,
-) -> History:
-    """The direct path: train the model's trainable parameters on batches of images.
-
-    Adam: the head (`fc`) at lr, the blocks `unfreeze` made trainable at backbone_lr.
-    freeze_batchnorm=True keeps the frozen parts in eval mode (set_train_mode); False trains
-    with model.train() on everything, as the capstone did. The model ends in eval mode.
-    """
-    settings = {
-        "path": "direct",
-        "batch_size": getattr(train_loader, "batch_size", None),
-        "backbone_lr": backbone_lr,
-        "freeze_batchnorm": freeze_batchnorm,
-    }
-    return _fit(
-        model,
-        train_loader,
-        val_loader,
-        settings,
-        epochs=epochs,
-        lr=lr,
-        backbone_lr=backbone_lr,
-        seed=seed,
-        device=device,
-        freeze_batchnorm=freeze_batchnorm,
-        progress=progress,
-    )
+    history.settings |= {"path": "features", "batch_size": batch_size}
+    return history
 
 
 def compare_runs(runs: dict[str, tuple[nn.Module, History]]) -> str:
