@@ -1,32 +1,26 @@
-"""Training and evaluating the new head: the capstone's loop, and a fast path on cached features.
+"""Training: the capstone's loop on images or on cached features, and fine-tuning (notebooks 04, 06, 07).
 
 The IBM capstone (DL0321EN) trains ResNet18's new `fc` layer with cross-entropy and Adam
-(lr 0.001, batches of 100, one epoch) and reports the validation accuracy. This module
-writes that loop once, in two forms:
+(lr 0.001, batches of 100, one epoch). `train` writes that loop once:
 
-* `train` - the direct path: every batch of images goes through the whole network at
-  every step, exactly as in the capstone.
-* `train_head` - the fast path: the frozen backbone's 512 numbers per image are computed
-  once (helpers.features), and only the head is trained on them. With the backbone in eval
-  mode, the same seed, head, order and batch size, both paths give the same head weights.
-
-The BatchNorm trap. Setting `requires_grad=False` stops the optimiser from changing the
-backbone's *weights*, but `model.train()` still tells every BatchNorm layer to normalise
-with the statistics of the current batch and to update its running mean and variance.
-The capstone calls `model.train()`, so its "frozen" backbone drifts a little at every step.
-`set_train_mode` (used by `train(freeze_batchnorm=True)`) puts the frozen parts back into
-eval mode, so the backbone really is the pretrained network, and cached features stay valid.
-
-How good the result is (`helpers.analysis.accuracy_interval`, metrics) and the orchestration
-that later notebooks need (`helpers.pipeline.ensure_checkpoint`) live elsewhere.
+* `train_head` - the fast path: the head alone, on the frozen backbone's 512 numbers per
+  image (helpers.features). From the same start, seed and order it ends with exactly the
+  weights of notebook 04's five-line loop.
+* `train` - the direct path: every batch of images through the whole network. The frozen
+  backbone's BatchNorm layers stay in eval mode (`set_train_mode`), so its features are
+  those `train_head` learns from; freeze_batchnorm=False calls model.train() on everything,
+  as the capstone did, and their running statistics drift towards the batches'.
+* Fine-tuning is `train` after `unfreeze`: the unfrozen blocks learn at a smaller rate than
+  the head (`parameter_groups`). Their BatchNorm layers learn too; cached features no longer
+  describe the backbone.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import weakref
 from dataclasses import dataclass, field
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -34,23 +28,21 @@ from tqdm.auto import tqdm
 
 from helpers.features import FeatureSet
 from helpers.inference import logits_from_loader
+from helpers.model import count_parameters, trainable_parameter_names
 from helpers.settings import pick_device
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # a DataLoader, or a list of (inputs, labels)
 
 
 @dataclass
 class History:
-    """What happened during training.
+    """What happened during training: losses, validation accuracy per epoch, time and settings."""
 
-    settings holds lr, batch_size, epochs, seed, optimizer, device, path ("direct" or
-    "features") and backbone_mode: "eval" (frozen BatchNorm), "train" (the capstone's
-    drifting BatchNorm) or "precomputed" (features computed beforehand).
-    """
-
-    iteration_loss: list[float] = field(default_factory=list)  # one per optimiser step (capstone's loss_list)
-    epoch_loss: list[float] = field(default_factory=list)  # mean training loss of each epoch
+    iteration_loss: list[float] = field(default_factory=list)  # one per optimiser step (the capstone's loss_list)
+    epoch_loss: list[float] = field(default_factory=list)  # the mean of each epoch's batch losses
     val_accuracy: list[float] = field(default_factory=list)  # after each epoch, between 0 and 1
-    seconds: float = 0.0  # wall time of the whole training
-    settings: dict = field(default_factory=dict)
+    seconds: float = 0.0  # wall time of the whole training, validation included
+    settings: dict = field(default_factory=dict)  # lr, batch_size, epochs, seed, device, path ...
 
     @property
     def final_accuracy(self) -> float | None:
@@ -58,197 +50,124 @@ class History:
         return self.val_accuracy[-1] if self.val_accuracy else None
 
 
-# ----------------------------------------------------------------------------- small pieces
-def set_train_mode(model: nn.Module, frozen_backbone: bool = True) -> None:
-    """Put the model in training mode, but keep its frozen parts in eval mode.
+def set_train_mode(model: nn.Module) -> None:
+    """model.train(), then eval() again for every module whose parameters are all frozen.
 
-    model.train() is called first. Then, with frozen_backbone=True, every module that has
-    parameters and none of them trainable (requires_grad False) goes back to eval(): its
-    BatchNorm layers keep the running statistics the pretrained network left them, and
-    normalise with those instead of the current batch's. Parameter-free modules outside
-    the frozen parts (a Dropout in the head, say) stay in training mode.
-    With frozen_backbone=False this is plain model.train(), as in the capstone.
+    Their BatchNorm layers keep the pretrained running statistics and normalise with them,
+    not with the current batch's; parameter-free layers of the trained parts (a Dropout in
+    the head) stay in training mode.
     """
     model.train()
-    if not frozen_backbone:
-        return
     for module in model.modules():
         parameters = list(module.parameters())
         if parameters and not any(p.requires_grad for p in parameters):
             module.eval()
 
 
-def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters the optimiser may change; an error when there are none."""
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    if not parameters:
-        raise ValueError("The model has no trainable parameters (every requires_grad is False): nothing to train.")
-    return parameters
+def unfreeze(model: nn.Module, blocks: Sequence[str] = ("layer4",)) -> list[str]:
+    """Let the named top-level blocks (ResNet18: conv1, bn1, layer1 ... layer4, fc) learn; returns what trains now."""
+    children = dict(model.named_children())
+    for name in blocks:
+        if name not in children:
+            raise ValueError(f"The model has no block called {name!r}; its blocks are {', '.join(children)}.")
+        children[name].requires_grad_(True)
+    return trainable_parameter_names(model)
 
 
-class TrainingDiverged(ValueError):
-    """The loss became NaN or infinite: the weights would be useless, so training stops and nothing is saved."""
+def parameter_groups(model: nn.Module, head_lr: float = 1e-3, backbone_lr: float = 1e-4) -> list[dict]:
+    """Adam's parameter groups: the head at head_lr, the other trainable parameters at backbone_lr.
 
-
-_steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimiser -> steps taken (for the message)
-
-
-def check_loss(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-    """Count this optimiser's step; raise TrainingDiverged naming the step when `loss` is NaN or infinite."""
-    step = _steps.get(optimizer, 0) + 1
-    _steps[optimizer] = step
-    value = loss.item()
-    if not math.isfinite(value):
-        raise TrainingDiverged(
-            f"The loss became {value} at step {step}, so training stopped and nothing was saved: "
-            "lower the learning rate (the capstone's is 0.001) and train again."
-        )
-
-
-def training_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
-) -> float:
-    """One step of the capstone's loop: zero the gradients, forward, loss, backward, update.
-
-    A loss that is not a number (NaN or infinite: the learning rate is far too high) stops
-    training with TrainingDiverged, before it spoils the weights (check_loss).
+    The head is model.fc, or the whole model when it is a bare head. Frozen parameters and
+    empty groups are left out; each group has a "name", "head" or "backbone".
     """
-    optimizer.zero_grad()
-    outputs = model(inputs)
-    loss = criterion(outputs, labels)
-    check_loss(loss, optimizer)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
-
-
-def train_one_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    criterion: nn.Module,
-    batches,
-    device: torch.device,
-    *,
-    frozen_backbone: bool = True,
-    history: History | None = None,
-    desc: str = "epoch",
-    progress: bool = False,
-) -> float:
-    """One pass of the capstone's loop over `batches` of (inputs, labels); returns the mean loss.
-
-    set_train_mode first (frozen parts stay in eval mode unless frozen_backbone=False), then one
-    training_step per batch, each step's loss appended to history.iteration_loss. train, train_head
-    and helpers.finetune.fine_tune all run their epochs through this one function.
-    """
-    set_train_mode(model, frozen_backbone=frozen_backbone)
-    loss_sum, seen = 0.0, 0
-    bar = tqdm(batches, desc=desc, leave=False, disable=not progress)
-    for inputs, labels in bar:
-        loss = training_step(model, optimizer, criterion, inputs.to(device), labels.to(device))
-        if history is not None:
-            history.iteration_loss.append(loss)
-        loss_sum, seen = loss_sum + loss * len(labels), seen + len(labels)
-        bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-    if seen == 0:
-        raise ValueError("The training data gave no batches: nothing to train on.")
-    return loss_sum / seen
-
-
-def row_batches(
-    features: torch.Tensor, labels: torch.Tensor, batch_size: int, order: torch.Tensor | None = None
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Split rows into (features, labels) batches, in order or in the given `order` of row indices."""
-    if order is not None:
-        features, labels = features[order], labels[order]
-    return [
-        (features[start : start + batch_size], labels[start : start + batch_size])
-        for start in range(0, len(labels), batch_size)
+    head = {id(p) for p in getattr(model, "fc", model).parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"name": "head", "params": [p for p in trainable if id(p) in head], "lr": head_lr},
+        {"name": "backbone", "params": [p for p in trainable if id(p) not in head], "lr": backbone_lr},
     ]
+    if not trainable:
+        raise ValueError("The model has no trainable parameters (every requires_grad is False): nothing to train.")
+    return [group for group in groups if group["params"]]
 
 
-# ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: str | torch.device | None = None, progress: bool = False) -> float:
-    """Accuracy (between 0 and 1) of the model, in eval mode, on a loader of (inputs, labels)."""
-    logits, labels = logits_from_loader(model, loader, device=device, progress=progress)
-    predicted = logits.argmax(dim=1)
-    return (predicted == labels).float().mean().item()
+def evaluate(model: nn.Module, batches: Batches, device: str | torch.device | None = None) -> float:
+    """Accuracy (between 0 and 1) of the model, in eval mode, on batches of (inputs, labels)."""
+    logits, labels = logits_from_loader(model, batches, device=device)
+    return (logits.argmax(dim=1) == labels).float().mean().item()
 
 
-# ----------------------------------------------------------------------------- training
 def train(
     model: nn.Module,
-    train_loader,
-    val_loader=None,
+    train_batches: Batches,
+    val_batches: Batches | None = None,
     *,
     epochs: int = 1,
     lr: float = 1e-3,
-    device: str | torch.device | None = None,
+    backbone_lr: float = 1e-4,
     seed: int = 0,
+    device: str | torch.device | None = None,
     freeze_batchnorm: bool = True,
     progress: bool = True,
 ) -> History:
-    """The direct path: train the model's trainable parameters on batches of images.
+    """The capstone's loop: Adam and cross-entropy over batches of (inputs, labels), validated after each epoch.
 
-    Cross-entropy loss and Adam over the parameters with requires_grad=True (the new `fc`).
-    torch.manual_seed(seed) is set first, so a shuffling DataLoader gives the same order again.
-    freeze_batchnorm=True keeps the frozen backbone in eval mode (see set_train_mode);
-    False calls model.train() on everything, as the capstone did, and its BatchNorm running
-    statistics drift. With val_loader, the validation accuracy is measured after each epoch.
-    The model is left in eval mode, ready for predictions.
+    The direct path, on batches of images. The head (`fc`) learns at lr, the blocks `unfreeze`
+    made trainable at backbone_lr. freeze_batchnorm=True keeps the frozen parts in eval mode
+    (set_train_mode); False trains with model.train() on everything, as the capstone did.
+    A loss that is not a number stops training. The model ends in eval mode.
     """
     device = pick_device(device)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the order of a shuffling DataLoader, and any Dropout, come from it
     model.to(device)
-    optimizer = torch.optim.Adam(trainable_parameters(model), lr=lr)
+    groups = parameter_groups(model, lr, backbone_lr)
+    optimizer = torch.optim.Adam(groups)
     criterion = nn.CrossEntropyLoss()
     history = History(
         settings={
-            "lr": lr,
-            "batch_size": getattr(train_loader, "batch_size", None),
-            "epochs": epochs,
-            "seed": seed,
-            "optimizer": "Adam",
-            "device": str(device),
             "path": "direct",
-            "backbone_mode": "eval" if freeze_batchnorm else "train",
+            "epochs": epochs,
+            "batch_size": getattr(train_batches, "batch_size", None),
+            "learning_rates": {group["name"]: group["lr"] for group in groups},
+            "freeze_batchnorm": freeze_batchnorm,
+            "seed": seed,
+            "device": str(device),
         }
     )
     start = time.perf_counter()
-    for epoch in tqdm(range(epochs), desc="epochs", disable=not progress):
-        history.epoch_loss.append(
-            train_one_epoch(
-                model,
-                optimizer,
-                criterion,
-                train_loader,
-                device,
-                frozen_backbone=freeze_batchnorm,
-                history=history,
-                desc=f"epoch {epoch + 1}/{epochs}",
-                progress=progress,
+    bar = tqdm(total=epochs * len(train_batches), desc="training", disable=not progress)
+    for _ in range(epochs):
+        if freeze_batchnorm:
+            set_train_mode(model)
+        else:
+            model.train()  # the capstone's way: the frozen BatchNorm layers' statistics drift
+        losses = []
+        for inputs, labels in train_batches:  # the five lines of notebook 04, and a check
+            optimizer.zero_grad()
+            loss = criterion(model(inputs.to(device)), labels.to(device))
+            if not math.isfinite(loss.item()):
+                raise ValueError(
+                    f"The loss became {loss.item()} at step {len(history.iteration_loss) + 1}, so training stopped "
+                    "and nothing was saved: lower the learning rate (the capstone's is 0.001) and train again."
+                )
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            bar.update()
+        if not losses:
+            raise ValueError(
+                "The training data gave no batches: give it at least one image (with drop_last=True, one full batch)."
             )
-        )
-        if val_loader is not None:
-            history.val_accuracy.append(evaluate(model, val_loader, device=device))
+        history.iteration_loss += losses
+        history.epoch_loss.append(sum(losses) / len(losses))
+        if val_batches is not None:
+            history.val_accuracy.append(evaluate(model, val_batches, device=device))
+    bar.close()
     model.eval()
     history.seconds = time.perf_counter() - start
     return history
-
-
-def _rows(feature_set: FeatureSet, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A feature set's features as float32 (N, D) and labels as int64 (N,), or a clear error."""
-    features, labels = getattr(feature_set, "features", None), getattr(feature_set, "labels", None)
-    if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
-        raise TypeError(
-            f"{name}: need a FeatureSet (helpers.features.extract_features), not {type(feature_set).__name__}"
-        )
-    if features.dim() != 2 or labels.dim() != 1 or len(features) != len(labels) or len(labels) == 0:
-        raise ValueError(
-            f"{name}: need features of shape (N, D) and labels of shape (N,) with N > 0; "
-            f"got {tuple(features.shape)} and {tuple(labels.shape)}"
-        )
-    return features.float(), labels.long()
 
 
 def train_head(
@@ -259,51 +178,35 @@ def train_head(
     epochs: int = 1,
     lr: float = 1e-3,
     batch_size: int = 100,
-    shuffle: bool = False,
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> History:
-    """The fast path: the same optimisation as `train`, on precomputed backbone features.
+    """The fast path: `train` the head alone on cached features, in batches of consecutive rows.
 
-    train_set, val_set: FeatureSets (helpers.features.extract_features), or anything with
-    `features` (N, 512) and `labels` (N,) tensors. Batches are consecutive rows (like a
-    DataLoader without shuffling), or, with shuffle=True, rows in a new random order each epoch
-    drawn from a generator seeded with `seed`. With the same seed, head, order and batch size,
-    and features from the backbone in eval mode, the head ends with the same weights as after
-    `train(..., freeze_batchnorm=True)`. The head is left in eval mode.
+    With the same start, seed and batch size, and features from the backbone in eval mode,
+    it ends with the head that `train` gives the whole model. The head ends in eval mode.
     """
-    train_features, train_labels = _rows(train_set, "training data")
-    if val_set is not None:
-        val_batches = row_batches(*_rows(val_set, "validation data"), batch_size)
-    device = pick_device(device)
-    torch.manual_seed(seed)
-    order_generator = torch.Generator().manual_seed(seed)
-    head.to(device)
-    optimizer = torch.optim.Adam(trainable_parameters(head), lr=lr)
-    criterion = nn.CrossEntropyLoss()
-    history = History(
-        settings={
-            "lr": lr,
-            "batch_size": batch_size,
-            "epochs": epochs,
-            "seed": seed,
-            "optimizer": "Adam",
-            "device": str(device),
-            "path": "features",
-            "backbone_mode": "precomputed",
-            "shuffle": shuffle,
-        }
+
+    def batches(rows: FeatureSet) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [
+            (rows.features[i : i + batch_size], rows.labels[i : i + batch_size])
+            for i in range(0, len(rows), batch_size)
+        ]
+
+    val_batches = None if val_set is None else batches(val_set)
+    history = train(
+        head, batches(train_set), val_batches, epochs=epochs, lr=lr, seed=seed, device=device, progress=progress
     )
-    start = time.perf_counter()
-    bar = tqdm(range(epochs), desc="epochs", disable=not progress)
-    for _ in bar:
-        order = torch.randperm(len(train_labels), generator=order_generator) if shuffle else None
-        batches = row_batches(train_features, train_labels, batch_size, order)
-        history.epoch_loss.append(train_one_epoch(head, optimizer, criterion, batches, device, history=history))
-        if val_set is not None:
-            history.val_accuracy.append(evaluate(head, val_batches, device=device))
-        bar.set_postfix(loss=f"{history.epoch_loss[-1]:.4f}")
-    head.eval()
-    history.seconds = time.perf_counter() - start
+    history.settings |= {"path": "features", "batch_size": batch_size}
     return history
+
+
+def compare_runs(runs: dict[str, tuple[nn.Module, History]]) -> str:
+    """A text table of runs, {name: (trained model, its History)}: trainable parameters, seconds, accuracy."""
+    header = f"{'run':<24} {'trainable parameters':>20} {'seconds':>9} {'accuracy':>9}"
+    lines = [header, "-" * len(header)]
+    for name, (model, history) in runs.items():
+        accuracy = "-" if history.final_accuracy is None else f"{history.final_accuracy:.2%}"
+        lines.append(f"{name:<24} {count_parameters(model)[1]:>20,} {history.seconds:>9.1f} {accuracy:>9}")
+    return "\n".join(lines)

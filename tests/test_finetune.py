@@ -1,4 +1,4 @@
-"""Tests for helpers/finetune.py: any number of classes, and fine-tuning layer4.
+"""Tests for notebook 06's helpers: any number of classes (helpers/folder_dataset.py), and fine-tuning layer4.
 
 No ImageNet weights are needed: every ResNet18 is randomly initialised (weights=None). The
 data are a small synthetic set with three classes (8 images each), shrunk to 64x64 for
@@ -20,10 +20,9 @@ from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, DatasetNotFoundError
 from helpers.dataset import FolderDataset
 from helpers.plumbing.images import BadImageError
 from helpers.features import extract_features
-from helpers.finetune import compare_runs, fine_tune, parameter_groups, run_row, unfreeze
 from helpers.model import build_resnet18, load_checkpoint, save_checkpoint
 from helpers.synthetic_dataset import generate_dataset
-from helpers.training import set_train_mode, train_head
+from helpers.training import History, compare_runs, parameter_groups, set_train_mode, train, train_head, unfreeze
 
 CLASSES = {"no_defect": "plain", "crack": "crack", "stain": "stain"}
 PER_CLASS = 8
@@ -131,11 +130,10 @@ def test_a_three_class_head_learns_and_its_checkpoint_names_the_classes(root, tm
     assert torch.allclose(loaded(images), model.eval()(images))
 
 
-# ----------------------------------------------------------------------------- unfreezing
+# ----------------------------------------------------------------------------- fine-tuning
 def test_unfreeze_makes_only_layer4_and_the_head_trainable():
     model = small_model()
     names = unfreeze(model)
-    assert names and all(name.startswith(("layer4.", "fc.")) for name in names)
     assert set(names) == {n for n, _ in model.named_parameters() if n.startswith(("layer4.", "fc."))}
     with pytest.raises(ValueError, match="no block called 'layer9'"):
         unfreeze(model, ("layer9",))
@@ -147,53 +145,33 @@ def test_parameter_groups_give_the_backbone_a_smaller_learning_rate():
     unfreeze(model)
     groups = parameter_groups(model, head_lr=1e-3, backbone_lr=1e-4)
     assert [(g["name"], g["lr"]) for g in groups] == [("head", 1e-3), ("backbone", 1e-4)]
-    ids = [id(p) for g in groups for p in g["params"]]
-    assert len(ids) == len(set(ids))  # no parameter twice
-    assert set(ids) == {id(p) for p in model.parameters() if p.requires_grad}
     assert {id(p) for p in groups[0]["params"]} == {id(p) for p in model.fc.parameters()}
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters() if p.requires_grad)  # each once
 
 
-def test_unfrozen_batchnorm_trains_and_frozen_batchnorm_stays_in_eval_mode():
+def test_fine_tuning_changes_layer4_and_the_head_only(root):
+    train_set = FolderDataset(root, "train", transform=SMALL)
+    val_loader = DataLoader(FolderDataset(root, "val", transform=SMALL), batch_size=6)
     model = small_model()
     unfreeze(model)
-    set_train_mode(model, frozen_backbone=True)
-    assert model.layer4[0].bn1.training and model.fc.training
-    assert not model.bn1.training and not model.layer3[0].bn1.training
-
-
-def test_fine_tune_changes_layer4_and_the_head_only(root):
-    train = FolderDataset(root, "train", transform=SMALL)
-    val = FolderDataset(root, "val", transform=SMALL)
-    model = small_model()
-    unfreeze(model)
+    set_train_mode(model)
+    assert model.layer4[0].bn1.training and not model.bn1.training and not model.layer3[0].bn1.training
     before = copy.deepcopy(model.state_dict())
-    history = fine_tune(
-        model,
-        DataLoader(train, batch_size=6, shuffle=True),
-        DataLoader(val, batch_size=6),
-        epochs=3,
-        head_lr=1e-2,
-        backbone_lr=1e-3,
-        device="cpu",
-        progress=False,
-    )
-    after = model.state_dict()
-    changed = {name for name in before if not torch.equal(before[name], after[name])}
-    assert "fc.weight" in changed and "layer4.1.conv2.weight" in changed
-    assert "layer4.0.bn1.running_mean" in changed  # unfrozen BatchNorm learns its statistics
+    loader = DataLoader(train_set, batch_size=6, shuffle=True)
+    history = train(model, loader, val_loader, epochs=3, lr=1e-2, backbone_lr=1e-3, device="cpu", progress=False)
+    changed = {name for name, value in model.state_dict().items() if not torch.equal(before[name], value)}
+    assert {"fc.weight", "layer4.1.conv2.weight", "layer4.0.bn1.running_mean"} <= changed  # BatchNorm learns too
     assert all(name.startswith(("layer4.", "fc.")) for name in changed)  # conv1, bn1, layer1-3 untouched
-    assert len(history.epoch_loss) == 3 and len(history.val_accuracy) == 3
-    assert history.epoch_loss[-1] < history.epoch_loss[0]
-    assert history.settings["head_lr"] == 1e-2 and history.settings["backbone_lr"] == 1e-3
+    assert history.epoch_loss[-1] < history.epoch_loss[0] and len(history.val_accuracy) == 3
     assert not model.training
 
-    table = compare_runs(
-        [
-            run_row("layer4 + head", model, history),
-            {"name": "head only", "trainable": 1539, "seconds": 0.5, "accuracy": None},
-        ]
-    )
-    lines = table.splitlines()
+    still = small_model()
+    unfreeze(still)
+    train(still, loader, epochs=1, backbone_lr=0.0, device="cpu", progress=False)  # the backbone's rate is used
+    assert torch.equal(still.layer4[1].conv2.weight, before["layer4.1.conv2.weight"])
+
+    lines = compare_runs({"layer4 + head": (model, history), "head only": (still, History())}).splitlines()
     assert "trainable parameters" in lines[0] and len(lines) == 4
     assert f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,}" in lines[2]
-    assert lines[3].split()[-1] == "-"
+    assert lines[2].split()[-1] == f"{history.final_accuracy:.2%}" and lines[3].split()[-1] == "-"
