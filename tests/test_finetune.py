@@ -1,4 +1,4 @@
-"""Tests for notebook 06's helpers: any number of classes (helpers/folder_dataset.py), and fine-tuning layer4.
+"""Tests for notebook 06's helpers: any number of classes (FolderDataset), and fine-tuning layer4.
 
 No ImageNet weights are needed: every ResNet18 is randomly initialised (weights=None). The
 data are a small synthetic set with three classes (8 images each), shrunk to 64x64 for
