@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 import helpers.speed as speed
@@ -138,3 +139,30 @@ def test_int8_agrees_with_float32_on_the_real_sample(model, built, real_sample, 
     images = torch.stack([data[i][0] for i in range(len(data))])
     rounded = type(reference)(built(images), reference.labels, reference.sample_ids, "int8")
     assert_agrees_with_float32(reference, rounded, "int8 on the real sample", min_cosine=0.98)
+
+
+# ----------------------------------------------------------------------------- JPEGs decoded in batches
+def test_jpeg_batches_give_the_data_sets_very_tensors(tmp_path, synthetic_val):
+    batches = list(speed.jpeg_batches(synthetic_val, batch_size=7))
+    assert [len(images) for images, _ in batches] == [7] * (len(synthetic_val) // 7) + [len(synthetic_val) % 7] * (
+        len(synthetic_val) % 7 > 0
+    )
+    expected = torch.stack([synthetic_val[i][0] for i in range(len(synthetic_val))])
+    assert torch.equal(torch.cat([images for images, _ in batches]), expected)  # bit for bit: the same cache key
+    assert torch.cat([labels for _, labels in batches]).tolist() == [s.label for s in synthetic_val.samples]
+
+
+def test_jpeg_batches_leave_other_images_and_transforms_to_the_data_set(tmp_path):
+    root = generate_dataset(tmp_path / "data", per_class=3, seed=2, progress=False)
+    Image.new("RGB", (300, 200), (90, 80, 70)).save(root / "Positive" / "00900.jpg")  # not 227x227
+    Image.new("RGB", (227, 227), (90, 80, 70)).save(root / "Negative" / "00900.png")  # not a JPEG
+    data = CrackDataset(root, split="all", progress=False)
+    got = torch.cat([images for images, _ in speed.jpeg_batches(data)])
+    assert torch.equal(got, torch.stack([data[i][0] for i in range(len(data))]))
+    assert speed.jpeg_batches(CrackDataset(root, split="all", transform=lambda image: image, progress=False)) is None
+
+
+def test_jpeg_batches_agree_with_the_real_sample(real_sample):
+    data = CrackDataset(real_sample, split="all", progress=False).first(200)
+    got = torch.cat([images for images, _ in speed.jpeg_batches(data)])
+    assert torch.equal(got, torch.stack([data[i][0] for i in range(len(data))]))
