@@ -66,9 +66,9 @@ def test_run_writes_checkpoint_plot_and_metrics(tiny, tmp_path, capsys):
     assert metrics["weights"] == "random" and metrics["data_path"] == str(tiny) and metrics["device"] == "cpu"
     assert metrics["features"] == meta["features"] and metrics["comparable_with_capstone"] is False
     assert metrics["training"] == meta["training"] and metrics["dedupe"] is False
-    assert {k: metrics["training"][k] for k in ("epochs", "lr", "batch_size", "seed")} == {
+    assert {k: metrics["training"][k] for k in ("epochs", "learning_rates", "batch_size", "seed")} == {
         "epochs": 1,
-        "lr": 0.001,
+        "learning_rates": {"head": 0.001},
         "batch_size": 100,
         "seed": 0,
     }
