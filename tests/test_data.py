@@ -21,7 +21,7 @@ from PIL import Image, ImageFile
 
 from helpers.data import DataChoice, download_dataset, is_verified, locate_dataset, prepare_data, read_source
 from helpers.data import QUICK_PER_CLASS, record_path, verify_dataset
-from helpers.plumbing.download import DownloadError
+from helpers.plumbing import DownloadError
 from helpers.settings import synthetic_dir
 from helpers.synthetic_dataset import generate_dataset
 from helpers.tools.data import main

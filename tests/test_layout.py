@@ -1,6 +1,6 @@
 """The layout says the architecture: lessons in front, plumbing, speed and tools behind, imports one way.
 
-helpers/*.py are the lessons' modules (what a notebook names); helpers/plumbing/ is what no lesson
+helpers/*.py are the lessons' modules (what a notebook names); helpers/plumbing.py is what no lesson
 teaches; helpers/speed/ is notebook 07's optional machinery, entered through its __init__ alone;
 helpers/tools/ holds the commands. Each rule below is one arrow the layout forbids.
 """

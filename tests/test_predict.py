@@ -16,7 +16,7 @@ from PIL import Image
 import helpers.tools.predict
 from helpers.inference import Prediction, classify_files, classify_photos, load_image_tensor
 from helpers.model import build_resnet18, save_checkpoint
-from helpers.plumbing.images import BadImageError
+from helpers.plumbing import BadImageError
 from helpers.tools.predict import main
 from helpers.settings import PROJECT_ROOT
 

@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 from helpers.data import download_dataset, prepare_data, verify_dataset
-from helpers.plumbing.download import DownloadError
-from helpers.plumbing.text import printable
+from helpers.plumbing import DownloadError, printable
 from helpers.data import SYNTHETIC_PER_CLASS
 from helpers.settings import synthetic_dir
 from helpers.synthetic_dataset import generate_dataset

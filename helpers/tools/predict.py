@@ -13,7 +13,7 @@ from typing import NoReturn, Sequence
 
 from helpers.inference import classify_files
 from helpers.model import CheckpointMismatchError
-from helpers.plumbing.text import printable
+from helpers.plumbing import printable
 from helpers.settings import default_checkpoint_path
 from helpers.tools.guard import command
 

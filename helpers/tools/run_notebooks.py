@@ -22,7 +22,7 @@ from helpers.model import (
     load_checkpoint,
     load_imagenet_state_dict,
 )
-from helpers.plumbing.files import atomic_path
+from helpers.plumbing import atomic_path
 from helpers.settings import ALLOW_RANDOM_WEIGHTS, QUICK, default_checkpoint_path, environment_with, executed_dir
 from helpers.settings import images_dir, quick_mode
 

@@ -25,8 +25,7 @@ from helpers.inference import predict_dataset
 from helpers.model import WeightsChoice, build_resnet18, resolve_weights
 from helpers.pipeline import train_capstone_head
 from helpers.plots import plot_training_history
-from helpers.plumbing.files import atomic_path, write_json_atomically
-from helpers.plumbing.text import printable
+from helpers.plumbing import atomic_path, printable, write_json_atomically
 from helpers.settings import SettingsError, data_dir, pick_device
 from helpers.tools.guard import command
 from helpers.tools.predict import Parser, unwritable_output
