@@ -1,7 +1,7 @@
-"""`python -m helpers COMMAND`: the workbook's one command line (see helpers.tools.cli)."""
+"""`python -m helpers COMMAND`: the workbook's one command line (see helpers.cli)."""
 
 import sys
 
-from helpers.tools.cli import main
+from helpers.cli import main
 
 sys.exit(main())

@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from helpers.inference import CRACK, Predictions
-from helpers.plumbing.images import open_photo
+from helpers.plumbing import open_photo
 
 
 @dataclass

@@ -12,10 +12,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from helpers.dataset import CLASS_NAMES, DOWNLOAD_HINT, DatasetNotFoundError, list_class_files
-from helpers.plumbing.download import DownloadError, download, extract_folders
-from helpers.plumbing.files import file_digest, lock, read_json, replacing, write_json_atomically
-from helpers.plumbing.images import BadImageError, open_photo
-from helpers.plumbing.text import printable
+from helpers.plumbing import BadImageError, DownloadError, download, extract_folders, file_digest, lock, open_photo
+from helpers.plumbing import printable, read_json, replacing, write_json_atomically
 from helpers.settings import DATASET, OFFLINE, QUICK, SOURCE_FILE, data_dir, downloads_dir, offline, quick_mode
 from helpers.settings import real_dir, shared_dataset_dir, synthetic_dir
 from helpers.synthetic_dataset import generate_dataset

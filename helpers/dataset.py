@@ -5,7 +5,7 @@ The data are 227x227 photos of concrete in two folders, ``Positive/`` (a crack, 
 positions and keeps the first 75% for training, the rest for validation (30,000 / 10,000 on the full set).
 Unlike the capstone it sorts the file names (``os.listdir`` has no order, so every machine would get its own
 split), gives every image a stable id such as ``"Positive/00162.jpg"``, reads every image as RGB at 227x227
-(:func:`helpers.plumbing.images.open_photo` names a file it cannot read), and can keep byte-identical images
+(:func:`helpers.plumbing.open_photo` names a file it cannot read), and can keep byte-identical images
 on one side of the split (``dedupe=True``): :func:`find_split_leakage` counts those that leak.
 :class:`FolderDataset` reads your own classes, in any number, by the same rules.
 """
@@ -22,9 +22,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from helpers.plumbing.files import file_hashes
-from helpers.plumbing.images import IMAGE_EXTENSIONS, TILE_SIZE, open_photo, to_size
-from helpers.plumbing.text import printable
+from helpers.plumbing import IMAGE_EXTENSIONS, TILE_SIZE, file_hashes, open_photo, printable, to_size
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

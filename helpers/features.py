@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from helpers import speed
-from helpers.plumbing.files import atomic_path
+from helpers.plumbing import atomic_path
 from helpers.settings import pick_device
 
 CACHE_FORMAT = "concrete-crack-workbook/features/3"  # part of the key: bump it when the recipe changes

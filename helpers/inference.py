@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from helpers.dataset import default_transform
 from helpers.features import FeatureSet
 from helpers.model import load_checkpoint
-from helpers.plumbing.images import TILE_SIZE, BadImageError, open_photo, to_size
+from helpers.plumbing import TILE_SIZE, BadImageError, open_photo, to_size
 from helpers.settings import default_checkpoint_path, pick_device
 
 CRACK = 1  # label of the "Positive" class in the binary data set

@@ -14,8 +14,7 @@ import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-from helpers.plumbing.files import atomic_path
-from helpers.plumbing.text import printable
+from helpers.plumbing import atomic_path, printable
 from helpers.settings import OFFLINE, offline, quick_mode, random_weights_allowed
 
 WEIGHTS_URL = ResNet18_Weights.IMAGENET1K_V1.url  # what the capstone's `pretrained=True` meant

@@ -21,7 +21,7 @@ from torch import nn
 
 from helpers.dataset import default_transform
 from helpers.inference import CRACK
-from helpers.plumbing.images import TILE_SIZE, open_photo
+from helpers.plumbing import TILE_SIZE, open_photo
 
 
 @dataclass

@@ -3,7 +3,7 @@
 `generate_dataset` writes a folder laid out like the real set (dest/<class>/00001.jpg, ...), with
 `synthetic_manifest.csv` (what each file shows, and which files are copies of which) and `workbook_source.json`
 (the settings, so that a matching set is reused, not redrawn). The set is built beside dest and swapped in at the
-end (helpers.plumbing.files.replacing): an error, Ctrl-C or a killed run never leaves a half-written set.
+end (helpers.plumbing.replacing): an error, Ctrl-C or a killed run never leaves a half-written set.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from helpers.plumbing.files import check_replaceable, lock, read_json, replacing
-from helpers.plumbing.images import IMAGE_EXTENSIONS
+from helpers.plumbing import IMAGE_EXTENSIONS, check_replaceable, lock, read_json, replacing
 from helpers.settings import SOURCE_FILE
 from helpers.synthetic import DEFAULT_CLASSES, RECIPES, make_image
 

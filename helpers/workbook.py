@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
 
-from helpers.plumbing.files import atomic_path
+from helpers.plumbing import atomic_path
 from helpers.settings import images_dir, quick_mode
 
 if TYPE_CHECKING:  # the first cell checks the versions before torch is imported

@@ -21,10 +21,10 @@ from PIL import Image, ImageFile
 
 from helpers.data import DataChoice, download_dataset, is_verified, locate_dataset, prepare_data, read_source
 from helpers.data import QUICK_PER_CLASS, record_path, verify_dataset
-from helpers.plumbing.download import DownloadError
+from helpers.plumbing import DownloadError
 from helpers.settings import synthetic_dir
 from helpers.synthetic_dataset import generate_dataset
-from helpers.tools.data import main
+from helpers.commands import data_main as main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,7 +117,7 @@ def test_a_wrong_sha256_is_one_sentence_and_the_images_stay_as_they_were(workboo
 def test_two_downloads_at_once_never_verify_a_partial_set(workbook_env, tmp_path):
     archive = tmp_path / "set.zip"
     archive.write_bytes(zip_bytes(per_class=100))
-    code = f"import sys\nfrom helpers.tools.data import main\nsys.exit(main(['download', '--url', {str(archive)!r}]))"
+    code = f"import sys\nfrom helpers.commands import data_main\nsys.exit(data_main(['download', '--url', {str(archive)!r}]))"
     env = {**os.environ, "WORKBOOK_DATA_DIR": str(workbook_env)}
     runs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE) for _ in range(2)]
     for run in runs:

@@ -28,7 +28,7 @@ from helpers.dataset import (
     split_index,
 )
 from helpers.inference import load_image_tensor
-from helpers.plumbing.images import BadImageError
+from helpers.plumbing import BadImageError
 
 SIZE = 227
 

@@ -1,4 +1,4 @@
-"""helpers.plumbing.download: a download never leaves a partial file under its name, a zip never escapes its folder.
+"""helpers.plumbing: a download never leaves a partial file under its name, a zip never escapes its folder.
 
 Downloads go to a real HTTP server on 127.0.0.1 (tests/http_server.py), never to the internet.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from http_server import FileServer
 
-from helpers.plumbing.download import DownloadError, download, extract_folders
+from helpers.plumbing import DownloadError, download, extract_folders
 
 PAYLOAD = os.urandom(300_000)
 FOLDERS = ("Negative", "Positive")

@@ -1,4 +1,4 @@
-"""helpers.plumbing.files: nothing half-written, a killed run's leftovers cleaned, a full disk said in one sentence."""
+"""helpers.plumbing: nothing half-written, a killed run's leftovers cleaned, a full disk said in one sentence."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.plumbing.files import atomic_path, replacing
+from helpers.plumbing import atomic_path, replacing
 
 ROOT = Path(__file__).resolve().parent.parent
 

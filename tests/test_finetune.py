@@ -18,7 +18,7 @@ from helpers.analysis import compute_metrics
 from helpers.inference import predictions_from_logits
 from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, DatasetNotFoundError
 from helpers.dataset import FolderDataset
-from helpers.plumbing.images import BadImageError
+from helpers.plumbing import BadImageError
 from helpers.features import extract_features
 from helpers.model import build_resnet18, load_checkpoint, save_checkpoint
 from helpers.synthetic_dataset import generate_dataset

@@ -28,7 +28,7 @@ from helpers.model import (
     save_checkpoint,
     trainable_parameter_names,
 )
-from helpers.plumbing.text import printable
+from helpers.plumbing import printable
 
 
 REFUSED = "http://127.0.0.1:9/resnet18-f37072fd.pth"  # nothing listens on port 9: the connection is refused

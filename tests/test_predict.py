@@ -1,4 +1,4 @@
-"""Predictions from a checkpoint, in Python (helpers.inference) and on the command line (helpers.tools.predict)."""
+"""Predictions from a checkpoint, in Python (helpers.inference) and on the command line (helpers.commands)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-import helpers.tools.predict
+import helpers.commands
 from helpers.inference import Prediction, classify_files, classify_photos, load_image_tensor
 from helpers.model import build_resnet18, save_checkpoint
-from helpers.plumbing.images import BadImageError
-from helpers.tools.predict import main
+from helpers.plumbing import BadImageError
+from helpers.commands import predict_main as main
 from helpers.settings import PROJECT_ROOT
 
 
@@ -267,7 +267,7 @@ def test_ctrl_c_in_predict_is_one_line_and_130(workdir, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(helpers.tools.predict, "classify_files", interrupted)
+    monkeypatch.setattr(helpers.commands, "classify_files", interrupted)
     assert main([photos(workdir)[0], "--checkpoint", str(workdir / "two.pt")]) == 130
     err = capsys.readouterr().err
     assert err.strip().startswith("interrupted (Ctrl+C)") and len(err.strip().splitlines()) == 1

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from helpers.plumbing.images import BadImageError
+from helpers.plumbing import BadImageError
 from helpers.scan import ScanResult, plot_scan, probability_map, scan, tile_positions
 
 TILE = 227

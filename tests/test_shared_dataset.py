@@ -276,7 +276,7 @@ def test_a_shared_data_set_that_is_not_one_is_one_sentence(tmp_path, monkeypatch
 
 def test_the_teachers_download_into_a_shared_folder_then_the_learners_use_it(tmp_path, monkeypatch, capsys):
     """`python -m helpers data download --url ZIP --dest /srv/data/concrete` is the teacher's one command."""
-    from helpers.tools.data import main
+    from helpers.commands import data_main as main
 
     for name in [name for name in os.environ if name.startswith("WORKBOOK_")]:
         monkeypatch.delenv(name)

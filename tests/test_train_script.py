@@ -13,14 +13,14 @@ import pytest
 import torch
 
 import helpers.model
-import helpers.tools.train
+import helpers.commands
 from helpers.analysis import accuracy_interval, compute_metrics
 from helpers.inference import predict_dataset
 from helpers.dataset import CrackDataset
 from helpers.model import load_checkpoint
 from helpers.settings import PROJECT_ROOT
 from helpers.synthetic_dataset import generate_dataset
-from helpers.tools.train import main
+from helpers.commands import train_main as main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -171,7 +171,7 @@ def test_ctrl_c_is_one_line_and_exit_130(tiny, tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(helpers.tools.train, "train_capstone_head", interrupted)
+    monkeypatch.setattr(helpers.commands, "train_capstone_head", interrupted)
     assert train_tiny(tiny, tmp_path / "out") == 130
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("interrupted") and "Traceback" not in err
@@ -243,7 +243,7 @@ def test_file_names_from_the_data_are_printed_without_escape_sequences(tiny, tmp
     def failing(*args, **kwargs):
         raise ValueError(f"Cannot read {evil}/\udcff.jpg: broken.")
 
-    monkeypatch.setattr(helpers.tools.train, "train_capstone_head", failing)
+    monkeypatch.setattr(helpers.commands, "train_capstone_head", failing)
     assert train_tiny(tiny, tmp_path / "out") == 1
     err = capsys.readouterr().err
     assert_one_error_line(err)

@@ -90,7 +90,7 @@ def test_make_run_names_each_section_and_sums_up_the_trained_model(monkeypatch, 
     import torch
 
     from helpers.model import build_resnet18, save_checkpoint
-    from helpers.tools.run_notebooks import section_heading, trained_model_summary
+    from helpers.commands import section_heading, trained_model_summary
 
     assert section_heading(nbformat.v4.new_markdown_cell("## The training loop\n\nText")) == "The training loop"
     assert section_heading(nbformat.v4.new_markdown_cell("Plain text")) is None
@@ -113,7 +113,7 @@ def test_make_run_names_each_section_and_sums_up_the_trained_model(monkeypatch, 
 
 
 def test_make_run_names_the_failing_notebook_and_cell_and_stops_there(monkeypatch, tmp_path, capsys):
-    import helpers.tools.run_notebooks as run_notebooks
+    import helpers.commands as run_notebooks
 
     monkeypatch.setenv("WORKBOOK_DATA_DIR", str(tmp_path))
     monkeypatch.setattr(run_notebooks, "executed_dir", lambda: tmp_path / "executed")

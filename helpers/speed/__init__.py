@@ -26,7 +26,7 @@ from torch import nn
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from helpers.model import backbone_of
-from helpers.plumbing.files import atomic_path
+from helpers.plumbing import atomic_path
 from helpers.settings import data_dir
 from helpers.speed.int8 import RECIPE, Int8Backbone, int8_unavailable_reason, quantize_backbone  # noqa: F401 (the door)
 

@@ -1,5 +1,6 @@
 """The workbook's one command line, `python -m helpers COMMAND`: what `make COMMAND` runs, for machines without make.
 
+`run`, `data`, `train` and `predict` live in helpers.commands, imported only when called (torch takes seconds).
 The lint step runs well-kept tools from the project's environment (offline), with the options
 .pre-commit-config.yaml gives them: ruff, nbstripout and check-jsonschema.
 """
@@ -7,13 +8,14 @@ The lint step runs well-kept tools from the project's environment (offline), wit
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import functools
+import importlib.util  # importlib.import_module too
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from helpers.settings import PROJECT_ROOT, QUICK, environment_with, notebooks
-from helpers.tools.guard import command
+from helpers.settings import PROJECT_ROOT, QUICK, SettingsError, environment_with, notebooks, validate_settings
 
 NOTEBOOKS = "notebooks/[0-9][0-9]_*.ipynb"
 STRIP = ["nbstripout", "--keep-id"]  # the cells keep their ids: stripping a clean notebook changes no byte
@@ -26,6 +28,25 @@ LINT = {
 }
 TEST = "-m pytest tests --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider".split()
 OWN_PARSER = {"train": "the capstone's training", "predict": "classify photos", "data": "get or check a data folder"}
+INTERRUPTED = "interrupted (Ctrl+C): nothing half-written is left behind; run the command again to start over."
+
+
+def command(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+    """`main` with every WORKBOOK_* setting checked first; a bad one is `error: ...` (exit 2), Ctrl+C one line (130)."""
+
+    @functools.wraps(main)
+    def guarded(argv: Sequence[str] | None = None) -> int:
+        try:
+            validate_settings()
+            return main(argv)
+        except SettingsError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(INTERRUPTED, file=sys.stderr)
+            return 130
+
+    return guarded
 
 
 def tool(args: tuple[str, ...] | list[str], root: Path = PROJECT_ROOT) -> int:
@@ -55,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m helpers COMMAND`; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in OWN_PARSER:
-        module = importlib.import_module(f"helpers.tools.{argv[0]}")
-        return module.main(argv[1:])
+        return getattr(importlib.import_module("helpers.commands"), f"{argv[0]}_main")(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="execute every notebook in order (headless), figures to images/")
@@ -74,11 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "test":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-
     if args.command == "run":
-        from helpers.tools.run_notebooks import run_all
-
-        return run_all(args.notebooks or notebooks())
+        return importlib.import_module("helpers.commands").run_all(args.notebooks or notebooks())
     if args.command == "lint":
         return 1 if lint() else 0
     if args.command == "test":
