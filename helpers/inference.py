@@ -8,7 +8,7 @@ batches of images), predict_dataset (a model and a CrackDataset: notebook 05), c
 and classify_files (a model or a checkpoint, and photo files: notebook 06 and `python -m helpers
 predict`). Each runs the model in eval mode without gradients: BatchNorm uses its stored
 statistics and nothing is learned. A photo of another size than the 227x227 tiles is resized,
-which loses a thin crack in a whole 4032x3024 photo: scan those tile by tile (helpers.scan).
+which loses a thin crack in a whole 4032x3024 photo: scan those tile by tile (helpers.analysis.scan).
 """
 
 from __future__ import annotations
