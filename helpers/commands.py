@@ -29,7 +29,7 @@ from helpers.dataset import CLASS_NAMES, DatasetNotFoundError, list_class_files
 from helpers.inference import classify_files, predict_dataset
 from helpers.model import CheckpointMismatchError, WeightsChoice, WeightsUnavailableError, build_resnet18
 from helpers.model import imagenet_weights_path, load_checkpoint, load_imagenet_state_dict, resolve_weights
-from helpers.pipeline import train_capstone_head
+from helpers.inference import train_capstone_head
 from helpers.plots import plot_training_history
 from helpers.plumbing import DownloadError, atomic_path, printable, write_json_atomically
 from helpers.settings import ALLOW_RANDOM_WEIGHTS, QUICK, SettingsError, data_dir, default_checkpoint_path

@@ -1,4 +1,4 @@
-"""Grad-CAM: a map worked out by hand, a crack found, the frozen backbone, and the overlay."""
+"""helpers.explorer's Grad-CAM: a map worked out by hand, a crack found, the frozen backbone, and the overlay."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.gradcam import gradcam, overlay
+from helpers.explorer import gradcam, overlay
 from helpers.model import build_resnet18
 from helpers.plots import denormalize
 from helpers.synthetic import draw_crack, make_surface

@@ -1,4 +1,4 @@
-"""helpers.scan: the tiles cover a large photo, each tile's score lands in its place, the map and the plot."""
+"""helpers.analysis.scan: the tiles cover a large photo, each tile's score lands in its place, the map and the plot."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from helpers.analysis import ScanResult, plot_scan, probability_map, scan, tile_positions
 from helpers.plumbing import BadImageError
-from helpers.scan import ScanResult, plot_scan, probability_map, scan, tile_positions
 
 TILE = 227
 CRACK_TILES = [(0, 1), (1, 3), (2, 0)]  # (row, column) of the tiles with a dark line in them

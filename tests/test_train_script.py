@@ -224,11 +224,11 @@ def test_a_weights_file_that_is_not_weights_is_one_line(tiny, tmp_path, capsys):
 
 
 def test_a_loss_that_stops_being_a_number_stops_training_naming_the_step(tiny, tmp_path, capsys, monkeypatch):
-    import helpers.pipeline
+    import helpers.training
 
-    real_train_head = helpers.pipeline.train_head
+    real_train_head = helpers.training.train_head
     monkeypatch.setattr(
-        helpers.pipeline, "train_head", lambda *a, **k: real_train_head(*a, **{**k, "lr": float("inf")})
+        helpers.training, "train_head", lambda *a, **k: real_train_head(*a, **{**k, "lr": float("inf")})
     )
     assert train_tiny(tiny, tmp_path / "out", "--epochs", "3") == 1  # one step an epoch: step 2 is NaN
     err = capsys.readouterr().err
