@@ -29,6 +29,9 @@ from helpers.model import Checkpoint, WeightsChoice, build_resnet18, load_checkp
 from helpers.plumbing import TILE_SIZE, BadImageError, open_photo, to_size
 from helpers.settings import default_checkpoint_path, feature_cache_dir, pick_device, quick_mode
 
+if TYPE_CHECKING:
+    from helpers.training import History  # a type only: helpers.training imports this module
+
 CRACK = 1  # label of the "Positive" class in the binary data set
 
 
