@@ -186,21 +186,25 @@ def jpeg_batches(dataset, batch_size: int = 100):
         return None
     mean, std = (torch.tensor(values).view(3, 1, 1) for values in (IMAGENET_MEAN, IMAGENET_STD))
 
-    def read(index: int) -> torch.Tensor:
+    def read(image: torch.Tensor, index: int) -> None:
+        """Decode one file into `image`, a (3, 227, 227) view of the batch, as ToTensor and Normalize would."""
         path = dataset.samples[index].path
         try:
             data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
             pixels = decode_jpeg(data, mode=ImageReadMode.RGB)
-            if pixels.shape == (3, 227, 227):
-                return pixels.float().div(255).sub_(mean).div_(std)  # ToTensor's and Normalize's steps
         except RuntimeError:  # not a JPEG, or a broken one: the data set reads it and names the file
-            pass
-        return dataset[index][0]
+            pixels = None
+        if pixels is None or pixels.shape != image.shape:
+            image.copy_(dataset[index][0])
+        else:
+            image.copy_(pixels).div_(255).sub_(mean).div_(std)  # ToTensor's and Normalize's steps, in place
 
     def batches():
         for start in range(0, len(dataset), batch_size):
             indices = range(start, min(start + batch_size, len(dataset)))
-            images = torch.stack(list(_DECODERS.map(read, indices)))
+            # channels_last: the layout the CPU backbone computes in, so no copy between decoding and the backbone
+            images = torch.empty((len(indices), 3, 227, 227), memory_format=torch.channels_last)
+            list(_DECODERS.map(read, images, indices))
             yield images, torch.tensor([dataset.samples[i].label for i in indices])
 
     return batches()
