@@ -177,9 +177,9 @@ _DECODERS = ThreadPoolExecutor(2, thread_name_prefix="decode_jpeg", initializer=
 def jpeg_batches(dataset, batch_size: int = 100):
     """(images, labels) batches of a CrackDataset or FolderDataset with the default transform, for a CPU: each
     batch's JPEGs decoded by libjpeg-turbo in two threads and normalised as ToTensor and Normalize do, so the very
-    tensors of `dataset[i]`, but without PIL's per-image overhead (`make bench` on a 2-core Xeon, int8: 381 images/s
-    from the files, against 270 with PIL). None for another transform; an image that is not a 227x227 JPEG is read by the data
-    set itself."""
+    tensors of `dataset[i]`, without PIL's per-image overhead (`make bench` on a 2-core Xeon, int8: 381 images/s
+    from the files, against 270 with PIL). None for another transform; an image that is not a 227x227 JPEG is
+    read by the data set itself."""
     from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, default_transform
 
     if repr(getattr(dataset, "transform", None)) != repr(default_transform()):
