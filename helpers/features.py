@@ -101,13 +101,14 @@ def extract_features(
             warnings.warn(f"The feature cache {path} cannot be read ({type(error).__name__}); recomputing it.")
 
     print(f"computing the features of {len(dataset):,} images in {number_format} on {device}")
-    loader = DataLoader(  # on a GPU worker processes read the images; on a CPU the backbone uses every core
-        dataset, batch_size=batch_size, num_workers=min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
-    )
-    batches = (speed.jpeg_batches(dataset, batch_size) if device.type == "cpu" else None) or one_thread(loader)
+    batches = speed.jpeg_batches(dataset, batch_size) if device.type == "cpu" else None
+    if batches is None:  # on a GPU worker processes read the images; on a CPU the backbone uses every core
+        workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+        batches = one_thread(DataLoader(dataset, batch_size=batch_size, num_workers=workers))
     features, labels = [], []
     with torch.no_grad():
-        for images, batch_labels in tqdm(batches, desc="features", total=len(loader), disable=not progress):
+        total = -(-len(dataset) // batch_size)
+        for images, batch_labels in tqdm(batches, desc="features", total=total, disable=not progress):
             features.append(backbone(images.to(device)).float().cpu())
             labels.append(batch_labels)
     result = FeatureSet(

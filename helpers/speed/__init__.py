@@ -99,23 +99,24 @@ class LazyInt8:
     training = False
     last_built: tuple[str, Int8Backbone] | None = None  # (the weights' digest, the backbone built from them)
 
-    def __init__(self, backbone: nn.Module, weights: str):
-        self.backbone, self.weights = backbone, weights
+    def __init__(self, backbone: nn.Module):
+        self.backbone, self.weights = backbone, None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        from helpers.features import weights_digest  # here: helpers.features imports this module
+
+        self.weights = self.weights or weights_digest(self.backbone)  # hashed once, and only when computing
         if LazyInt8.last_built is None or LazyInt8.last_built[0] != self.weights:
-            print("building the int8 backbone (calibration and compilation: tens of seconds)")
+            print("building the int8 backbone (calibration and compilation: up to tens of seconds)")
             LazyInt8.last_built = (self.weights, quantize_backbone(self.backbone, calibration_images()))
         return LazyInt8.last_built[1](images)
 
 
 def backbone_for(model: nn.Module, device: torch.device | str = "cpu") -> tuple[nn.Module | LazyInt8, str]:
     """The frozen backbone as extract_features runs it, and its number format: int8 where enabled, else float32."""
-    from helpers.features import weights_digest  # here: helpers.features imports this module
-
     backbone = float_backbone(model, device)
     if torch.device(device).type == "cpu" and enabled() and int8_unavailable_reason("cpu") is None:
-        return LazyInt8(backbone, weights_digest(model)), "int8"
+        return LazyInt8(backbone), "int8"
     return backbone, "float32"
 
 
