@@ -11,7 +11,6 @@ model learns, only how fast the features arrive, and their last digits: int8 rou
 from __future__ import annotations
 
 import copy
-import json
 import os
 import platform
 import time
@@ -26,7 +25,7 @@ from torch import nn
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from helpers.model import backbone_of
-from helpers.plumbing import atomic_path
+from helpers.plumbing import read_json, write_json_atomically
 from helpers.settings import data_dir
 from helpers.speed.int8 import RECIPE, Int8Backbone, int8_unavailable_reason, quantize_backbone  # noqa: F401 (the door)
 
@@ -65,11 +64,8 @@ class Measurement:
 
 def enabled() -> bool:
     """True when :func:`enable` switched int8 on for this machine (a record of another machine does not count)."""
-    try:
-        record = json.loads(record_file().read_text())
-        return bool(record["use_int8"]) and record["machine"] == machine()
-    except (OSError, ValueError, KeyError, TypeError):  # no record, or one that does not read as expected
-        return False
+    record = read_json(record_file())  # {} when there is none, or it does not read as a JSON object
+    return record.get("use_int8") is True and record.get("machine") == machine()
 
 
 def disable() -> None:
@@ -167,8 +163,7 @@ def enable(measurement: Measurement) -> bool:
     if not measurement.use_int8:
         disable()
         return False
-    with atomic_path(record_file()) as temporary:
-        Path(temporary).write_text(json.dumps(asdict(measurement), indent=1))
+    write_json_atomically(asdict(measurement), record_file())
     return enabled()
 
 
