@@ -1,31 +1,27 @@
-"""What the model gets wrong, how sure we can be of its accuracy, and where in a whole photo it sees cracks.
+"""What the model gets wrong, and how sure we can be of its accuracy. Taught in notebooks 04-06.
 
-Taught in notebooks 04-06: the mistakes by sample and file, the accuracy's 95% interval, two models
-compared on the same images, the confusion matrix with precision and recall, the decision threshold.
-
-Taught in notebook 06, scan: the data set's 227x227 images were cut from 4032x3024 photos, and shrunk
-to 227x227 a whole photo would lose its thin cracks. So we cut it into tiles (overlapping when the
-stride is smaller than a tile; the last row and column flush with the border), ask the model about
-each, and put the answers back where the tiles came from: a coarse map of where the cracks are.
+The mistakes by sample and file, the accuracy's 95% interval, two models compared on the same images,
+the confusion matrix with precision and recall, the decision threshold, and near-duplicates across the split.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
-from PIL import Image
-from torch import nn
+from torch.nn.functional import normalize
 
-from helpers.dataset import default_transform
+from helpers.dataset import SampleSplit
+from helpers.features import FeatureSet
 from helpers.inference import CRACK, Predictions
-from helpers.plumbing import TILE_SIZE, open_photo
+from helpers.plumbing import open_photo
 
 
 @dataclass
@@ -214,69 +210,104 @@ def plot_threshold_curve(curve: dict[str, np.ndarray], threshold: float = 0.5) -
     return fig
 
 
+# ----------------------------------------------------------------------------- near-duplicates (notebook 05)
+# find_split_leakage (helpers.dataset) finds byte-identical copies; re-encoded, brightened or shifted copies have other
+# bytes but almost the same features. So each validation image gets the training image whose features point the most
+# the same way (cosine), and pairs above a threshold are flagged. Whitened first: pooled ReLU features are all
+# positive and all concrete tiles share a few strong directions (brightness, contrast), so unrelated tiles have a raw
+# cosine of 0.99+; scaled to equal spread along the training features' principal directions (as image retrieval
+# does), the cosine is about the tile, not about concrete. Pooled features describe texture, not layout: two
+# featureless grey tiles look alike too.
+SHRINKAGE = 0.01  # added to each direction's variance, as a share of the mean: near-empty ones add no noise
+CHUNK_ROWS = 1000  # validation images compared at a time: 1,000 x 30,000 similarities take 120 MB
+
+
+class NearDuplicate(NamedTuple):
+    """A validation image and the training image most like it."""
+
+    val_id: str
+    train_id: str
+    similarity: float
+
+
 @dataclass
-class ScanResult:
-    """A photo, the crack probability of each of its tiles, and where the tiles were."""
+class NearDuplicateReport:
+    """Every validation image's best match in training, and the pairs at or above the threshold."""
 
-    photo: Image.Image
-    probabilities: np.ndarray  # (rows, columns): each tile's crack probability
-    boxes: list[tuple[int, int]]  # (top, left) of each tile, row by row
+    threshold: float
+    pairs: list[NearDuplicate]  # the flagged pairs, most similar first
+    n_cross_label: int  # flagged pairs whose two images carry different labels
+    similarities: torch.Tensor  # (n_val,) each validation image's best cosine, in validation order
+    best_train: torch.Tensor  # (n_val,) the training row of that best match
 
-
-def tile_positions(height: int, width: int, stride: int = TILE_SIZE) -> tuple[list[int], list[int]]:
-    """(tops, lefts) of the tiles that together cover the photo; the last on each side ends at the border."""
-    if stride > TILE_SIZE:
-        raise ValueError(f"A stride of {stride} leaves gaps between {TILE_SIZE}-pixel tiles: use {TILE_SIZE} or less.")
-    if min(height, width) < TILE_SIZE:
-        raise ValueError(
-            f"The photo ({height}x{width}) is smaller than one tile: classify it whole (helpers.inference.classify_photos)."
-        )
-    return tuple(sorted({*range(0, side - TILE_SIZE + 1, stride), side - TILE_SIZE}) for side in (height, width))
+    def __str__(self) -> str:
+        n, n_val = len(self.pairs), len(self.similarities)
+        text = f"{n} of {n_val} validation images ({n / n_val:.1%}) have a near-duplicate in training"
+        text += f" (cosine >= {self.threshold:g} after whitening)."
+        return text + (f" {self.n_cross_label} of these pairs have different labels." if n else "")
 
 
-def scan(model: nn.Module, image: str | Path | Image.Image | np.ndarray, stride: int = TILE_SIZE) -> ScanResult:
-    """Every tile's crack probability: tiles normalised as in training, 32 at a time, on the model's device.
-
-    image: a path (a missing or unreadable file is named), a PIL image or an HxWx3 uint8 array."""
-    if isinstance(image, (str, Path)):
-        photo = open_photo(image)
-    elif np.asarray(image).dtype == np.uint8:
-        photo = Image.fromarray(np.asarray(image)).convert("RGB")
-    else:
-        raise ValueError("Pass the photo as uint8 values 0-255, e.g. (photo * 255).round().astype(np.uint8).")
-    tops, lefts = tile_positions(photo.height, photo.width, stride)
-    boxes = [(top, left) for top in tops for left in lefts]
-    pixels = default_transform()(photo)  # (3, H, W), normalised once for all tiles
-    tiles = [pixels[:, top : top + TILE_SIZE, left : left + TILE_SIZE] for top, left in boxes]
-    device, scores = next(model.parameters()).device, []
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(tiles), 32):
-            logits = model(torch.stack(tiles[start : start + 32]).to(device))
-            scores.append(torch.softmax(logits, dim=1)[:, CRACK].cpu())
-    return ScanResult(photo, torch.cat(scores).numpy().reshape(len(tops), len(lefts)), boxes)
+def _whitening(train: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Centre on the training mean, turn to its principal directions, scale each to equal spread, unit length."""
+    mean = train.double().mean(0)
+    centred = train.double() - mean
+    variances, directions = torch.linalg.eigh(centred.T @ centred / (len(train) - 1))
+    keep = min(len(train) - 1, len(variances))  # N images span at most N - 1 directions around their mean
+    variances, directions = variances[-keep:].clamp_min(0), directions[:, -keep:]
+    scale = (directions / (variances + SHRINKAGE * variances.mean()).sqrt()).float()
+    return lambda features: normalize((features.float() - mean.float()) @ scale, dim=1)
 
 
-def probability_map(result: ScanResult) -> np.ndarray:
-    """An (H, W) map: each pixel gets the mean probability of the tiles that cover it."""
-    size = result.photo.height, result.photo.width
-    total, count = np.zeros(size), np.zeros(size)
-    for (top, left), probability in zip(result.boxes, result.probabilities.ravel()):
-        total[top : top + TILE_SIZE, left : left + TILE_SIZE] += probability
-        count[top : top + TILE_SIZE, left : left + TILE_SIZE] += 1
-    return total / count
+# The threshold: with a random backbone on synthetic concrete, a distinct image's best cosine has median 0.35 and
+# 99th percentile 0.72; copies re-encoded or 10% brighter or darker score 0.80+, copies shifted 2 pixels 0.50-0.74.
+def find_near_duplicates(train: FeatureSet, val: FeatureSet, threshold: float = 0.8) -> NearDuplicateReport:
+    """For every validation image, its most similar training image (cosine of whitened features)."""
+    if len(train.features) < 2 or train.features.shape[1] != val.features.shape[1]:
+        raise ValueError("Pass the features of at least 2 training images and the validation images, by one backbone.")
+    whiten = _whitening(train.features)
+    train_unit = whiten(train.features)
+    matches = [(whiten(chunk) @ train_unit.T).max(dim=1) for chunk in val.features.split(CHUNK_ROWS)]
+    similarities = torch.cat([match.values for match in matches]).clamp(-1.0, 1.0)
+    best_rows = torch.cat([match.indices for match in matches])
+    order = torch.argsort(similarities, descending=True, stable=True)
+    flagged = order[similarities[order] >= threshold]
+    pairs = [
+        NearDuplicate(val.sample_ids[i], train.sample_ids[j], s)
+        for i, j, s in zip(flagged.tolist(), best_rows[flagged].tolist(), similarities[flagged].tolist())
+    ]
+    n_cross = int((val.labels[flagged] != train.labels[best_rows[flagged]]).sum())
+    return NearDuplicateReport(float(threshold), pairs, n_cross, similarities, best_rows)
 
 
-def plot_scan(result: ScanResult, threshold: float = 0.5) -> Figure:
-    """The photo with the probability map over it, and the tiles above `threshold` outlined."""
-    fig, ax = plt.subplots(figsize=(10, 10 * result.photo.height / result.photo.width + 0.6))
-    ax.imshow(result.photo)
-    shown = ax.imshow(probability_map(result), cmap="jet", vmin=0, vmax=1, alpha=0.35)
-    fig.colorbar(shown, ax=ax, fraction=0.03, label="crack probability")
-    flagged = [box for box, probability in zip(result.boxes, result.probabilities.ravel()) if probability > threshold]
-    for top, left in flagged:
-        ax.add_patch(Rectangle((left, top), TILE_SIZE, TILE_SIZE, fill=False, edgecolor="white", linewidth=2))
-    ax.set_title(f"{len(flagged)} of {len(result.boxes)} tiles above {threshold:.0%}")
-    ax.axis("off")
+def plot_near_duplicates(
+    report: NearDuplicateReport, val_dataset: SampleSplit, train_dataset: SampleSplit, n: int = 6
+) -> Figure:
+    """The `n` most similar pairs (validation left, training right), flagged or not, and a histogram."""
+    if len(val_dataset) != len(report.similarities):
+        n_val = len(report.similarities)
+        raise ValueError(f"Pass the data sets of the features: {len(val_dataset)} validation images, not {n_val}.")
+    order = torch.argsort(report.similarities, descending=True, stable=True)[:n].tolist()
+    cols = min(3, len(order))  # pairs per row
+    rows = -(-len(order) // cols)
+    fig = plt.figure(figsize=(3.6 * cols, 2.1 * rows + 2.8))
+    grid = fig.add_gridspec(rows + 1, 2 * cols, height_ratios=[1.0] * rows + [1.3])
+    for k, i in enumerate(order):
+        pair = val_dataset.samples[i], train_dataset.samples[int(report.best_train[i])]
+        similarity = float(report.similarities[i])
+        note = "" if similarity >= report.threshold else " (below)"
+        note += "" if pair[0].label == pair[1].label else ", labels differ"
+        for side, (name, sample) in enumerate(zip(("val", "train"), pair)):
+            ax = fig.add_subplot(grid[k // cols, 2 * (k % cols) + side])
+            ax.imshow(image_for_display(sample.path))
+            ax.set(xticks=[], yticks=[])
+            ax.set_xlabel(f"{name} {sample.sample_id}", fontsize=7)
+        fig.axes[-2].set_title(f"cosine {similarity:.3f}{note}", fontsize=8, loc="left")
+    hist = fig.add_subplot(grid[rows, :])
+    low = min(float(report.similarities.min()), report.threshold) - 0.05  # a fixed range: all-equal values plot too
+    hist.hist(report.similarities.numpy(), bins=50, range=(low, 1.0))
+    hist.axvline(report.threshold, color="tab:red", linestyle="--", label=f"threshold {report.threshold:g}")
+    hist.set(yscale="log", xlabel="best cosine similarity to a training image", ylabel="validation images")
+    hist.legend()
+    fig.suptitle(str(report), fontsize=9)
     fig.tight_layout()
     return fig

@@ -1,14 +1,13 @@
-"""The trained model and its answers. Taught in notebooks 04-06 and used by `python -m helpers train/predict`.
+"""The trained model and its answers. Taught in notebooks 04-06 and used by `python -m helpers predict`.
 
 The capstone's whole method in one call (notebooks 01-04 teach each step): ensure_checkpoint loads
-what notebook 04 saved (checkpoint_metadata: what it records), or trains it the same way
-(train_capstone_head). Then the model's answers, each function named after what it takes:
+what notebook 04 saved (checkpoint_metadata: what it records), or trains it the same way. Then the model's answers, each function named after what it takes:
 logits_from_features (a head, cached features: notebook 04), logits_from_loader (a whole model,
 batches of images), predict_dataset (a model and a CrackDataset: notebook 05), classify_photos
 and classify_files (a model or a checkpoint, and photo files: notebook 06 and `python -m helpers
 predict`). Each runs the model in eval mode without gradients: BatchNorm uses its stored
 statistics and nothing is learned. A photo of another size than the 227x227 tiles is resized,
-which loses a thin crack in a whole 4032x3024 photo: scan those tile by tile (helpers.analysis.scan).
+which loses a thin crack in a whole 4032x3024 photo: scan those tile by tile (helpers.explorer.scan).
 """
 
 from __future__ import annotations
@@ -180,21 +179,6 @@ def classify_files(
 CAPSTONE_SPLIT = "capstone: interleaved, first 75% train"
 
 
-@dataclass
-class TrainedHead:
-    """What train_capstone_head made: the model, the validation images and their features, how training went."""
-
-    model: nn.Module
-    val_set: CrackDataset
-    val_features: FeatureSet
-    history: History
-    metadata: dict  # what its checkpoint records (checkpoint_metadata)
-
-    def save(self, path: str | Path) -> Path:
-        """Save the model and its metadata at `path`, as notebook 04 does."""
-        return save_checkpoint(path, self.model, self.val_set.classes, self.metadata)
-
-
 def checkpoint_metadata(
     choice: DataChoice,
     train_set: CrackDataset,
@@ -221,37 +205,11 @@ def checkpoint_metadata(
     }
 
 
-def train_capstone_head(
-    choice: DataChoice,
-    weights: WeightsChoice,
-    *,
-    seed: int = 0,
-    dedupe: bool = False,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    **training,
-) -> TrainedHead:
-    """The capstone's method on cached features (feature_cache_dir()): ResNet18, frozen backbone, new head, Adam.
-
-    training: train_head's epochs, lr and batch_size (by default the capstone's 1, 0.001 and 100)."""
-    from helpers.training import train_head  # here: helpers.training imports this module
-
-    train_set = CrackDataset(choice.path, "train", dedupe=dedupe, progress=progress)
-    val_set = CrackDataset(choice.path, "val", dedupe=dedupe, progress=progress)
-    torch.manual_seed(seed)
-    model = build_resnet18(num_classes=len(train_set.classes), weights=weights, progress=progress)
-    train_features = extract_features(model, train_set, feature_cache_dir(), device=device, progress=progress)
-    val_features = extract_features(model, val_set, feature_cache_dir(), device=device, progress=progress)
-    history = train_head(
-        model.fc, train_features, val_features, seed=seed, device=device, progress=progress, **training
-    )
-    metadata = checkpoint_metadata(choice, train_set, val_set, weights, history, train_features.number_format)
-    return TrainedHead(model.cpu().eval(), val_set, val_features, history, metadata)
-
-
 def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> Checkpoint:
     """The model notebook 04 trained on this data; when it is missing or was trained on other data (another folder
-    or size), says so, and trains and saves one the same way (the capstone's settings)."""
+    or size), says so, and trains and saves one the same way: the capstone's settings, on cached features."""
+    from helpers.training import train_head  # here: helpers.training imports this module
+
     path = default_checkpoint_path()
     if path.is_file():
         val_size = len(CrackDataset(choice.path, "val", transform=None, progress=False))
@@ -263,6 +221,12 @@ def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> Checkpoint:
         print(f"{path} was trained on other data ({meta.get('data_path')}); training a new head for {choice.path}.")
     else:
         print(f"No checkpoint at {path}: training one now, as notebook 04 does.")
-    trained = train_capstone_head(choice, resolve_weights(), progress=progress)
-    trained.save(path)
-    return load_checkpoint(path, num_classes=len(trained.val_set.classes))
+    weights = resolve_weights()
+    train_set, val_set = (CrackDataset(choice.path, split, progress=progress) for split in ("train", "val"))
+    torch.manual_seed(0)
+    model = build_resnet18(num_classes=len(train_set.classes), weights=weights, progress=progress)
+    features = [extract_features(model, part, feature_cache_dir(), progress=progress) for part in (train_set, val_set)]
+    history = train_head(model.fc, *features, progress=progress)
+    metadata = checkpoint_metadata(choice, train_set, val_set, weights, history, features[0].number_format)
+    save_checkpoint(path, model, train_set.classes, metadata)
+    return load_checkpoint(path, num_classes=len(train_set.classes))

@@ -18,7 +18,10 @@ accepts. Every command (``python -m helpers ...``) checks them all first (:func:
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -133,6 +136,24 @@ def validate_settings() -> None:
     env_path(REAL_SAMPLE)
     shared_dataset_dir()
     pick_device()
+
+
+def command(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+    """`main` with every setting checked first; a bad one is `error: ...` (exit 2), Ctrl+C one line (exit 130)."""
+
+    @functools.wraps(main)
+    def guarded(argv: Sequence[str] | None = None) -> int:
+        try:
+            validate_settings()
+            return main(argv)
+        except SettingsError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted (Ctrl+C): nothing half-written is left behind; run the command again.", file=sys.stderr)
+            return 130
+
+    return guarded
 
 
 def environment_with(**overrides: str) -> dict[str, str]:

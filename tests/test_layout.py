@@ -2,7 +2,7 @@
 
 helpers/*.py are the lessons' modules (what a notebook names); helpers/plumbing.py is what no lesson
 teaches; helpers/speed/ is notebook 07's optional machinery, entered through its __init__ alone;
-helpers/cli.py and helpers/commands.py hold the commands. Each rule below is one arrow the layout forbids.
+helpers/__main__.py and helpers/commands.py hold the commands. Each rule below is one arrow the layout forbids.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPERS = ROOT / "helpers"
-BEHIND = {"plumbing": "plumbing", "speed": "speed", "cli": "tools", "commands": "tools"}  # helpers.NAME
+BEHIND = {"plumbing": "plumbing", "speed": "speed", "commands": "tools"}  # helpers.NAME
 
 
 def module_name(path: Path) -> str:

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-import helpers.cli as cli
-from helpers.cli import LINT, STRIP, format_tree, lint, tool
+import helpers.__main__ as cli
+from helpers.__main__ import LINT, STRIP, format_tree, lint, tool
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "04_training.ipynb"

@@ -1,4 +1,4 @@
-"""Tests for helpers.near_duplicates: near-copies across the split are found, unrelated images are not.
+"""Tests for helpers.analysis.find_near_duplicates: near-copies across the split are found, unrelated images are not.
 
 The features come from a random ResNet18 backbone (no ImageNet weights here), on synthetic concrete:
 48 training images, 16 near-copies of 4 of them (re-encoded, shifted 2 px, brightness +-10 %) and
@@ -25,7 +25,7 @@ from helpers.dataset import FolderDataset
 from helpers.features import FeatureSet
 from helpers.features import extract_features
 from helpers.model import build_resnet18
-from helpers.near_duplicates import find_near_duplicates, plot_near_duplicates
+from helpers.analysis import find_near_duplicates, plot_near_duplicates
 from helpers.synthetic import make_image
 from helpers.synthetic_dataset import generate_dataset
 

@@ -216,10 +216,7 @@ def test_stdout_that_cannot_be_written_is_one_line_or_quiet(workdir, capsys, mon
         assert "closed" in err if stdout == "closed" else "No space left" in err
 
 
-def test_help_names_the_command_it_was_called_as(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["/venv/bin/crack-predict", "--help"])
-    assert main() == 0
-    assert capsys.readouterr().out.startswith("usage: crack-predict ")
+def test_help_names_the_command(capsys):
     assert main(["--help"]) == 0
     assert capsys.readouterr().out.startswith("usage: python -m helpers predict ")
 

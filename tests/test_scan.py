@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from helpers.analysis import ScanResult, plot_scan, probability_map, scan, tile_positions
+from helpers.explorer import ScanResult, plot_scan, probability_map, scan, tile_positions
 from helpers.plumbing import BadImageError
 
 TILE = 227

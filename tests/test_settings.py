@@ -147,15 +147,15 @@ def test_validate_settings_accepts_the_defaults(monkeypatch):
 )
 @pytest.mark.parametrize("name, value", [("WORKBOOK_QUICK", "banana"), ("WORKBOOK_DEVICE", "banana")])
 def test_every_command_stops_on_a_bad_setting_before_any_work(monkeypatch, capsys, command, name, value):
-    import helpers.cli
+    import helpers.__main__
     import helpers.commands
-    from helpers.cli import main
+    from helpers.__main__ import main
 
     def no_work(*args, **kwargs):
         raise AssertionError("the command started its work with a bad setting")
 
     monkeypatch.setattr(helpers.commands, "run_all", no_work)
-    monkeypatch.setattr(helpers.cli.subprocess, "call", no_work)  # the lint tools, pytest, JupyterLab
+    monkeypatch.setattr(helpers.__main__.subprocess, "call", no_work)  # the lint tools, pytest, JupyterLab
     monkeypatch.setenv(name, value)
     assert main(command) == 2
     err = capsys.readouterr().err.strip()
