@@ -49,8 +49,7 @@ from helpers.analysis import image_for_display
 from helpers.dataset import default_transform
 from helpers.inference import CRACK, Predictions
 from helpers.plumbing import TILE_SIZE, open_photo
-from helpers.plots import denormalize, image_grid
-from helpers.workbook import has_widget_frontend
+from helpers.workbook import denormalize, has_widget_frontend, image_grid
 
 
 def gradcam(model: nn.Module, image: torch.Tensor) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Every setting of the workbook in one place: seven environment variables, the folders, the device.
+"""Every setting of the workbook in one place: seven environment variables, the folders, the device; and the check
+of the installed versions that every notebook runs first (this module imports nothing that might be missing).
 
 The notebooks, the command-line tools and the tests ask this module; no other module reads a
 ``WORKBOOK_*`` variable. Each is read when asked for (so a test or a notebook cell can change it),
@@ -20,10 +21,14 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from packaging.requirements import Requirement
 
 if TYPE_CHECKING:  # torch is imported only where the device is chosen
     import torch
@@ -159,6 +164,38 @@ def command(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[s
 def environment_with(**overrides: str) -> dict[str, str]:
     """This process's environment plus `overrides`, for a child process (a kernel, pytest, JupyterLab)."""
     return {**os.environ, **overrides}
+
+
+def check_versions() -> dict[str, str]:
+    """Print Python's and each required package's version beside what pyproject.toml asks for.
+
+    Raises RuntimeError naming every package that is missing or too old, with the command that fixes it,
+    so that a learner finds out in the first cell rather than in the middle of a lesson.
+    """
+    found, problems = {"python": platform.python_version()}, []
+    print(f"{'python':<16} {found['python']:<16} (needs >=3.10)")
+    if sys.version_info < (3, 10):
+        problems.append(f"Python {found['python']} (needs >=3.10)")
+    try:
+        requirements = [Requirement(text) for text in metadata.requires("concrete-crack-workbook") or []]
+    except metadata.PackageNotFoundError:
+        requirements = []
+        print("(the workbook is not installed, so its packages are not checked: `pip install -e .` installs it)")
+    for requirement in (r for r in requirements if r.marker is None):  # extras ([test]) have a marker
+        name, needs = requirement.name, requirement.specifier
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "missing"
+        if found[name] == "missing" or not needs.contains(found[name], prereleases=True):
+            problems.append(f"{name} {found[name]} (needs {needs})")
+        print(f"{name:<16} {found[name]:<16} (needs {needs})")
+    if problems:
+        raise RuntimeError(
+            f"Some packages are missing or too old: {'; '.join(problems)}. Run `make lab` from the project folder "
+            "(it installs what is needed), or `pip install -e .` inside your environment."
+        )
+    return found
 
 
 # ----------------------------------------------------------------------------- folders

@@ -11,7 +11,7 @@ from torch import nn
 
 from helpers.explorer import gradcam, overlay
 from helpers.model import build_resnet18
-from helpers.plots import denormalize
+from helpers.workbook import denormalize
 from helpers.synthetic import draw_crack, make_surface
 
 # `layer4` is an identity, so its activations A are the input: 2 maps of 3x3.

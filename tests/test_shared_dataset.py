@@ -47,7 +47,7 @@ from helpers.dataset import CrackDataset, find_split_leakage
 from helpers.features import extract_features
 from helpers.inference import checkpoint_metadata, ensure_checkpoint, predict_dataset
 from helpers.model import build_resnet18, resolve_weights, save_checkpoint
-from helpers.plots import show_samples
+from helpers.workbook import show_samples
 from helpers.settings import default_checkpoint_path, feature_cache_dir
 from helpers.training import train_head
 from helpers.workbook import announce_run, save_figure

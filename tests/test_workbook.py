@@ -1,4 +1,4 @@
-"""helpers.workbook (the version check, the banner, the stamp on saved figures) and the notebook runner."""
+"""The version check (helpers.settings), the banner and the stamp on saved figures (helpers.workbook), the runner."""
 
 from __future__ import annotations
 
@@ -14,23 +14,24 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from helpers import workbook  # noqa: E402
+from helpers import settings, workbook  # noqa: E402
 from helpers.data import DataChoice  # noqa: E402
 from helpers.model import WeightsChoice  # noqa: E402
-from helpers.workbook import announce_run, check_versions, run_stamp, save_figure  # noqa: E402
+from helpers.settings import check_versions  # noqa: E402
+from helpers.workbook import announce_run, run_stamp, save_figure  # noqa: E402
 
 
 def test_check_versions_names_every_package_missing_or_too_old_and_what_to_run(monkeypatch, capsys):
     installed = {"torch": "2.2.9+cpu", "numpy": "2.0.0", "tqdm": "4.70.1"}
     requires = ["torch>=2.3", "numpy>=1.24", "pillow>=9.5", 'pytest>=7.4; extra == "test"']
-    monkeypatch.setattr(workbook.metadata, "requires", lambda name: requires)
+    monkeypatch.setattr(settings.metadata, "requires", lambda name: requires)
 
     def version(name):
         if name not in installed:
-            raise workbook.metadata.PackageNotFoundError(name)
+            raise settings.metadata.PackageNotFoundError(name)
         return installed[name]
 
-    monkeypatch.setattr(workbook.metadata, "version", version)
+    monkeypatch.setattr(settings.metadata, "version", version)
     with pytest.raises(
         RuntimeError, match=r"torch 2.2.9\+cpu \(needs >=2.3\); pillow missing \(needs >=9.5\)\. Run `make lab`"
     ):
