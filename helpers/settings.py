@@ -1,20 +1,9 @@
-"""Every setting of the workbook in one place: seven environment variables, the folders, the device; and the check
-of the installed versions that every notebook runs first (this module imports nothing that might be missing).
+"""Every setting of the workbook in one place: the seven WORKBOOK_* environment variables (README.md lists them), the
+folders, the device; and the check of the installed versions that every notebook runs first.
 
-The notebooks, the command-line tools and the tests ask this module; no other module reads a
-``WORKBOOK_*`` variable. Each is read when asked for (so a test or a notebook cell can change it),
-and a value that cannot be understood stops with one sentence naming the variable and what it
-accepts. Every command (``python -m helpers ...``) checks them all first (:func:`validate_settings`).
-
-| variable | what it does |
-| --- | --- |
-| WORKBOOK_QUICK | 1: tiny synthetic data and the shortest training (CI, a first look) |
-| WORKBOOK_DATA_DIR | keep downloads, generated data, caches and checkpoints there instead of data/ |
-| WORKBOOK_DATASET | a class's shared data set (Positive/ + Negative/, may be read-only): used as is, never written to |
-| WORKBOOK_OFFLINE | 1: do not try to download (data or ImageNet weights); use synthetic data |
-| WORKBOOK_ALLOW_RANDOM_WEIGHTS | 1: carry on with a random backbone when the ImageNet weights are missing |
-| WORKBOOK_DEVICE | cpu, cuda, cuda:1, mps: the device to run on (default: the best there is) |
-| WORKBOOK_REAL_SAMPLE | a folder with a real Positive/ + Negative/ sample (the tests, notebook 01 and `make bench`) |
+No other module reads a WORKBOOK_* variable. Each is read when asked for (so a test or a notebook cell can change it);
+a value that cannot be understood stops with one sentence naming the variable and what it accepts. This module
+imports nothing that might be missing (torch only where the device is chosen).
 """
 
 from __future__ import annotations
@@ -101,10 +90,8 @@ def real_sample_dir() -> Path | None:
 
 
 def shared_dataset_dir() -> Path | None:
-    """The class's shared data set named by WORKBOOK_DATASET, or None; SettingsError when it is not a data folder.
-
-    The folder may be read-only: the workbook reads its images and writes nothing there.
-    """
+    """The class's shared data set named by WORKBOOK_DATASET (may be read-only: nothing is written there), or None;
+    SettingsError when it is not a data folder."""
     path = env_path(DATASET, folder=False)
     if path is None:
         return None
@@ -167,11 +154,8 @@ def environment_with(**overrides: str) -> dict[str, str]:
 
 
 def check_versions() -> dict[str, str]:
-    """Print Python's and each required package's version beside what pyproject.toml asks for.
-
-    Raises RuntimeError naming every package that is missing or too old, with the command that fixes it,
-    so that a learner finds out in the first cell rather than in the middle of a lesson.
-    """
+    """Print Python's and each required package's version beside what pyproject.toml asks for; RuntimeError naming
+    every package missing or too old, and the command that fixes it (found in the first cell, not mid-lesson)."""
     found, problems = {"python": platform.python_version()}, []
     print(f"{'python':<16} {found['python']:<16} (needs >=3.10)")
     if sys.version_info < (3, 10):
@@ -260,10 +244,8 @@ def available_devices() -> list[str]:
 
 
 def pick_device(preference: str | torch.device | None = None) -> torch.device:
-    """The device to run on: `preference`, else WORKBOOK_DEVICE, else CUDA, then Apple's MPS, then the CPU.
-
-    A device this machine does not have raises SettingsError with one sentence listing the ones it has.
-    """
+    """The device to run on: `preference`, else WORKBOOK_DEVICE, else CUDA, then Apple's MPS, then the CPU; a device
+    this machine does not have raises SettingsError with one sentence listing the ones it has."""
     import torch
 
     named = preference if preference is not None else env_text(DEVICE)

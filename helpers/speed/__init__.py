@@ -168,6 +168,7 @@ def enable(measurement: Measurement) -> bool:
 
 
 _DECODERS = ThreadPoolExecutor(2, thread_name_prefix="decode_jpeg", initializer=torch.set_num_threads, initargs=(1,))
+_NEXT_BATCH = ThreadPoolExecutor(1, thread_name_prefix="next_batch", initializer=torch.set_num_threads, initargs=(1,))
 
 
 def jpeg_batches(dataset, batch_size: int = 100):
@@ -195,12 +196,19 @@ def jpeg_batches(dataset, batch_size: int = 100):
         else:
             image.copy_(pixels).div_(255).sub_(mean).div_(std)  # ToTensor's and Normalize's steps, in place
 
+    def batch(start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = range(start, min(start + batch_size, len(dataset)))
+        # channels_last: the layout the CPU backbone computes in, so no copy between decoding and the backbone
+        images = torch.empty((len(indices), 3, 227, 227), memory_format=torch.channels_last)
+        list(_DECODERS.map(read, images, indices))
+        return images, torch.tensor([dataset.samples[i].label for i in indices])
+
     def batches():
-        for start in range(0, len(dataset), batch_size):
-            indices = range(start, min(start + batch_size, len(dataset)))
-            # channels_last: the layout the CPU backbone computes in, so no copy between decoding and the backbone
-            images = torch.empty((len(indices), 3, 227, 227), memory_format=torch.channels_last)
-            list(_DECODERS.map(read, images, indices))
-            yield images, torch.tensor([dataset.samples[i].label for i in indices])
+        starts = range(0, len(dataset), batch_size)
+        coming = _NEXT_BATCH.submit(batch, starts[0]) if starts else None
+        for following in [*starts[1:], None]:  # the next batch is decoded while the backbone computes this one
+            current = coming.result()
+            coming = None if following is None else _NEXT_BATCH.submit(batch, following)
+            yield current
 
     return batches()
