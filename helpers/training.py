@@ -1,18 +1,8 @@
-"""Training: the capstone's loop on images or on cached features, and fine-tuning (notebooks 04, 06, 07).
-
-The IBM capstone (DL0321EN) trains ResNet18's new `fc` layer with cross-entropy and Adam
-(lr 0.001, batches of 100, one epoch). `train` writes that loop once:
-
-* `train_head` - the fast path: the head alone, on the frozen backbone's 512 numbers per
-  image (helpers.features). From the same start, seed and order it ends with exactly the
-  weights of notebook 04's five-line loop.
-* `train` - the direct path: every batch of images through the whole network. The frozen
-  backbone's BatchNorm layers stay in eval mode (`set_train_mode`), so its features are
-  those `train_head` learns from; freeze_batchnorm=False calls model.train() on everything,
-  as the capstone did, and their running statistics drift towards the batches'.
-* Fine-tuning is `train` after `unfreeze`: the unfrozen blocks learn at a smaller rate than
-  the head (`parameter_groups`). Their BatchNorm layers learn too; cached features no longer
-  describe the backbone.
+"""Training: the capstone's loop (cross-entropy, Adam lr 0.001, batches of 100, one epoch) on images or on cached
+features, and fine-tuning. Taught in notebooks 04 (`train_head`, the fast path on the frozen backbone's features,
+which ends with exactly the weights of notebook 04's five-line loop), 06 (`train` after `unfreeze`: the unfrozen
+blocks learn at a smaller rate, `parameter_groups`) and 07. The frozen parts' BatchNorm layers stay in eval mode
+(`set_train_mode`); freeze_batchnorm=False calls model.train() on everything, as the capstone did.
 """
 
 from __future__ import annotations
@@ -51,12 +41,8 @@ class History:
 
 
 def set_train_mode(model: nn.Module) -> None:
-    """model.train(), then eval() again for every module whose parameters are all frozen.
-
-    Their BatchNorm layers keep the pretrained running statistics and normalise with them,
-    not with the current batch's; parameter-free layers of the trained parts (a Dropout in
-    the head) stay in training mode.
-    """
+    """model.train(), then eval() again for every module whose parameters are all frozen: their BatchNorm layers
+    keep normalising with the pretrained running statistics; a Dropout in the head still trains."""
     model.train()
     for module in model.modules():
         parameters = list(module.parameters())
@@ -75,11 +61,8 @@ def unfreeze(model: nn.Module, blocks: Sequence[str] = ("layer4",)) -> list[str]
 
 
 def parameter_groups(model: nn.Module, head_lr: float = 1e-3, backbone_lr: float = 1e-4) -> list[dict]:
-    """Adam's parameter groups: the head at head_lr, the other trainable parameters at backbone_lr.
-
-    The head is model.fc, or the whole model when it is a bare head. Frozen parameters and
-    empty groups are left out; each group has a "name", "head" or "backbone".
-    """
+    """Adam's parameter groups, "head" (model.fc, or a bare head itself) at head_lr and "backbone" (the other
+    trainable parameters) at backbone_lr; frozen parameters and empty groups are left out."""
     head = {id(p) for p in getattr(model, "fc", model).parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [
@@ -111,30 +94,19 @@ def train(
     freeze_batchnorm: bool = True,
     progress: bool = True,
 ) -> History:
-    """The capstone's loop: Adam and cross-entropy over batches of (inputs, labels), validated after each epoch.
-
-    The direct path, on batches of images. The head (`fc`) learns at lr, the blocks `unfreeze`
-    made trainable at backbone_lr. freeze_batchnorm=True keeps the frozen parts in eval mode
-    (set_train_mode); False trains with model.train() on everything, as the capstone did.
-    A loss that is not a number stops training. The model ends in eval mode.
-    """
+    """The capstone's loop: Adam and cross-entropy over batches of (inputs, labels), validated after each epoch; the
+    head learns at lr, the blocks `unfreeze` made trainable at backbone_lr. A loss that is not a number stops
+    training. The model ends in eval mode."""
     device = pick_device(device)
     torch.manual_seed(seed)  # the order of a shuffling DataLoader, and any Dropout, come from it
     model.to(device)
     groups = parameter_groups(model, lr, backbone_lr)
     optimizer = torch.optim.Adam(groups)
     criterion = nn.CrossEntropyLoss()
-    history = History(
-        settings={
-            "path": "direct",
-            "epochs": epochs,
-            "batch_size": getattr(train_batches, "batch_size", None),
-            "learning_rates": {group["name"]: group["lr"] for group in groups},
-            "freeze_batchnorm": freeze_batchnorm,
-            "seed": seed,
-            "device": str(device),
-        }
-    )
+    rates = {group["name"]: group["lr"] for group in groups}
+    settings = {"path": "direct", "epochs": epochs, "batch_size": getattr(train_batches, "batch_size", None)}
+    settings |= {"learning_rates": rates, "freeze_batchnorm": freeze_batchnorm, "seed": seed, "device": str(device)}
+    history = History(settings=settings)
     start = time.perf_counter()
     bar = tqdm(total=epochs * len(train_batches), desc="training", disable=not progress)
     for _ in range(epochs):
@@ -182,17 +154,11 @@ def train_head(
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> History:
-    """The fast path: `train` the head alone on cached features, in batches of consecutive rows.
-
-    With the same start, seed and batch size, and features from the backbone in eval mode,
-    it ends with the head that `train` gives the whole model. The head ends in eval mode.
-    """
+    """The fast path: `train` the head alone on cached features, in batches of consecutive rows; from the same start
+    and seed it ends with the head that `train` gives the whole model (backbone in eval mode)."""
 
     def batches(rows: FeatureSet) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [
-            (rows.features[i : i + batch_size], rows.labels[i : i + batch_size])
-            for i in range(0, len(rows), batch_size)
-        ]
+        return list(zip(rows.features.split(batch_size), rows.labels.split(batch_size)))
 
     val_batches = None if val_set is None else batches(val_set)
     history = train(
