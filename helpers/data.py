@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,6 +95,8 @@ def download_dataset(
 ) -> VerifyReport:
     """Fetch the capstone's zip (or take the local zip `url`), unpack its class folders into `dest`, verify them.
     `dest` (default data/concrete_crack_images) is replaced only if a download made it; it stays locked till verified."""
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise ValueError(f"The SHA-256 given ({printable(sha256)!r}) is not 64 hexadecimal digits: copy it again.")
     dest = Path(dest) if dest else real_dir()
     with lock(dest):
         with replacing(dest, "download") as temp:
