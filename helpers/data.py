@@ -111,15 +111,6 @@ def download_dataset(
         return verify_dataset(dest, progress=progress)
 
 
-def _problem(path: Path) -> str | None:
-    """Why `path` is not a usable image (a huge image is refused from its header), or None."""
-    try:
-        open_photo(path)
-    except BadImageError as error:
-        return str(error)
-    return None
-
-
 def record_path(root: Path) -> Path:
     """Where the learner keeps the record of the verified folder `root`: data/cache/verified/<name>-<12 hex>.json."""
     resolved = Path(root).resolve()
@@ -154,8 +145,10 @@ def verify_dataset(root: Path, decode: bool = True, progress: bool = True) -> Ve
         fingerprint = _fingerprint(root, files)  # taken first: a file changed during the check fails is_verified
         report.decoded = True
         for path in tqdm(files, desc="Checking images", unit="img", disable=not progress):
-            if problem := _problem(path):
-                report.problems.append(problem)
+            try:
+                open_photo(path)
+            except BadImageError as error:
+                report.problems.append(str(error))
         if report.ok:
             write_json_atomically({"root": str(root.resolve()), "fingerprint": fingerprint}, record_path(root))
     return report
