@@ -132,8 +132,9 @@ def section_heading(cell: nbformat.NotebookNode) -> str | None:
 
 
 def run_notebook(path: Path, kernel_env: dict[str, str], timeout: int = 3600) -> float:
-    """Execute one notebook in a fresh `python3` kernel, naming each section as it starts; its seconds. A failing cell
-    is named here, then its CellExecutionError raised again; the executed copy is written (atomically) either way."""
+    """Execute one notebook in a fresh `python3` kernel, naming each section as it starts; its seconds. The executed copy
+    is written (atomically) when every cell ran or one failed: that one is named here, then its CellExecutionError raised
+    again. An interrupted run (Ctrl+C, a dead kernel) leaves the previous copy as it was."""
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
         notebook,
@@ -146,24 +147,26 @@ def run_notebook(path: Path, kernel_env: dict[str, str], timeout: int = 3600) ->
     executed.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     print(path.name, flush=True)
-    try:
-        with (
-            open(executed / f"{path.stem}.kernel.log", "w", encoding="utf-8") as log,
-            client.setup_kernel(stderr=log, env=kernel_env),
-        ):
-            for index, cell in enumerate(notebook.cells):
-                if section_heading(cell):
-                    print(f"  · {section_heading(cell)}", flush=True)
-                try:
-                    client.execute_cell(cell, index)
-                except CellExecutionError as error:
-                    print(f"FAILED  {path.name}, cell {index + 1} of {len(notebook.cells)}:\n{str(error)[-2000:]}")
-                    print(f"The executed copy in {executed}/ shows it in place.")
-                    raise
-    finally:
-        client.set_widgets_metadata()  # the progress bars, as they ended, for JupyterLab to draw
-        with atomic_path(executed / path.name) as temp:
-            nbformat.write(notebook, temp)
+    failure = None
+    with (
+        open(executed / f"{path.stem}.kernel.log", "w", encoding="utf-8") as log,
+        client.setup_kernel(stderr=log, env=kernel_env),
+    ):
+        for index, cell in enumerate(notebook.cells):
+            if section_heading(cell):
+                print(f"  · {section_heading(cell)}", flush=True)
+            try:
+                client.execute_cell(cell, index)
+            except CellExecutionError as error:
+                failure = error
+                print(f"FAILED  {path.name}, cell {index + 1} of {len(notebook.cells)}:\n{str(error)[-2000:]}")
+                break
+    client.set_widgets_metadata()  # the progress bars, as they ended, for JupyterLab to draw
+    with atomic_path(executed / path.name) as temp:
+        nbformat.write(notebook, temp)
+    if failure:
+        print(f"The executed copy in {executed}/ shows it in place.")
+        raise failure
     return time.perf_counter() - start
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,6 +95,8 @@ def download_dataset(
 ) -> VerifyReport:
     """Fetch the capstone's zip (or take the local zip `url`), unpack its class folders into `dest`, verify them.
     `dest` (default data/concrete_crack_images) is replaced only if a download made it; it stays locked till verified."""
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise ValueError(f"The SHA-256 given ({printable(sha256)!r}) is not 64 hexadecimal digits: copy it again.")
     dest = Path(dest) if dest else real_dir()
     with lock(dest):
         with replacing(dest, "download") as temp:
@@ -106,15 +109,6 @@ def download_dataset(
             record = {"source": "download", "url": used, "archive_sha256": digest, "created": created}
             write_json_atomically(record, temp / SOURCE_FILE)
         return verify_dataset(dest, progress=progress)
-
-
-def _problem(path: Path) -> str | None:
-    """Why `path` is not a usable image (a huge image is refused from its header), or None."""
-    try:
-        open_photo(path)
-    except BadImageError as error:
-        return str(error)
-    return None
 
 
 def record_path(root: Path) -> Path:
@@ -151,8 +145,10 @@ def verify_dataset(root: Path, decode: bool = True, progress: bool = True) -> Ve
         fingerprint = _fingerprint(root, files)  # taken first: a file changed during the check fails is_verified
         report.decoded = True
         for path in tqdm(files, desc="Checking images", unit="img", disable=not progress):
-            if problem := _problem(path):
-                report.problems.append(problem)
+            try:
+                open_photo(path)
+            except BadImageError as error:
+                report.problems.append(str(error))
         if report.ok:
             write_json_atomically({"root": str(root.resolve()), "fingerprint": fingerprint}, record_path(root))
     return report

@@ -53,10 +53,10 @@ def default_transform() -> Callable:
 def list_class_files(root: str | Path, class_name: str, hint: str = DOWNLOAD_HINT) -> list[Path]:
     """The images of root/<class_name>, sorted by name in NFC (the same order on every machine), hidden ones out."""
     root, folder = Path(root), Path(root) / class_name
-    if not root.is_dir():
-        raise DatasetNotFoundError(f"Dataset folder {root} does not exist. {hint}")
-    if not folder.is_dir():
-        raise DatasetNotFoundError(f"Class folder {folder} does not exist. {hint}")
+    for what, path in (("Dataset", root), ("Class", folder)):
+        if not path.is_dir():
+            why = "is a file, not a folder" if path.exists() else "does not exist"
+            raise DatasetNotFoundError(f"{what} folder {path} {why}. {hint}")
     files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")]
     files = sorted((p for p in files if p.is_file()), key=lambda p: unicodedata.normalize("NFC", p.name))
     if not files:

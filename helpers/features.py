@@ -91,38 +91,40 @@ def extract_features(
     backbone, number_format = speed.backbone_for(model, device)
     path = Path(cache_dir) / f"{cache_name(dataset)}.pt" if cache_dir is not None else None
     key = feature_cache_key(dataset, model, number_format) if path is not None else ""
+    ids = [sample.sample_id for sample in dataset.samples]
+    labels = torch.tensor([sample.label for sample in dataset.samples], dtype=torch.long)
     if path is not None and path.is_file():
         try:
             stored = torch.load(path, map_location="cpu", weights_only=True)
             if stored["key"] == key:
+                cached = FeatureSet(stored["features"], stored["labels"], stored["sample_ids"], stored["number_format"])
+                found = (cached.sample_ids, cached.labels.tolist(), cached.labels.dtype, cached.number_format)
+                found += (cached.features.dtype, cached.features.shape, bool(cached.features.isfinite().all()))
+                if found != (ids, labels.tolist(), torch.long, number_format, torch.float32, (len(ids), 512), True):
+                    raise ValueError("its key fits, its content does not")
                 print(f"features loaded from the cache: {path}")
-                return FeatureSet(stored["features"], stored["labels"], stored["sample_ids"], stored["number_format"])
-        except Exception as error:  # a truncated or foreign file is a miss: it is overwritten below
-            warnings.warn(f"The feature cache {path} cannot be read ({type(error).__name__}); recomputing it.")
+                return cached
+        except Exception as error:  # a truncated, foreign or edited file is a miss: it is overwritten below
+            why = f"is damaged or does not fit the data set ({type(error).__name__})"
+            warnings.warn(f"The feature cache {path} {why}; recomputing it.", stacklevel=2)
 
     print(f"computing the features of {len(dataset):,} images in {number_format} on {device}")
     batches = speed.jpeg_batches(dataset, batch_size) if device.type == "cpu" else None
     if batches is None:  # on a GPU worker processes read the images; on a CPU the backbone uses every core
         workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
         batches = one_thread(DataLoader(dataset, batch_size=batch_size, num_workers=workers))
-    features, labels = [], []
+    features = []
     with torch.no_grad():
         total = -(-len(dataset) // batch_size)
-        for images, batch_labels in tqdm(batches, desc="features", total=total, disable=not progress):
+        for images, _ in tqdm(batches, desc="features", total=total, disable=not progress):
             features.append(backbone(images.to(device)).float().cpu())
-            labels.append(batch_labels)
-    result = FeatureSet(
-        torch.cat(features) if features else torch.empty(0, 512),
-        torch.cat(labels).long() if labels else torch.empty(0, dtype=torch.long),
-        [sample.sample_id for sample in dataset.samples],
-        number_format,
-    )
+    result = FeatureSet(torch.cat(features) if features else torch.empty(0, 512), labels, ids, number_format)
     if path is not None:
         try:
             with atomic_path(path) as temporary:
                 torch.save({"key": key, **result.__dict__}, temporary)
         except (OSError, RuntimeError) as error:  # a full disk (torch.save says RuntimeError) or a read-only folder
-            warnings.warn(f"The features are kept in memory, but they were not cached in {path}: {error}")
+            warnings.warn(f"The features are kept in memory, but not cached in {path}: {error}", stacklevel=2)
     return result
 
 

@@ -171,15 +171,17 @@ def open_photo(path: str | Path) -> Image.Image:
                 width, height = image.size
                 if width * height <= MAX_IMAGE_PIXELS:
                     return image.convert("RGB")  # decodes the whole file, so damage shows here
+        size = f"{width}x{height} pixels ({width * height / 1e6:.0f} megapixels)"
+    except Image.DecompressionBombError:  # PIL's own refusal at open, of more than twice its MAX_IMAGE_PIXELS
+        size = f"over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"
     except Exception as error:  # PIL raises several kinds of error for broken files
         reason = (str(error).splitlines() or [""])[0].replace(repr(str(path)), "").strip(" :")
         raise BadImageError(
             f"{path}: not readable as an image ({reason or type(error).__name__}); delete or replace the file."
         ) from error
     raise BadImageError(
-        f"{path} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), more than the "
-        f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels an image may have here: shrink it, "
-        f"or cut it into {TILE_SIZE}x{TILE_SIZE} tiles."
+        f"{path} is {size}, more than the {MAX_IMAGE_PIXELS // 1_000_000} megapixels an image may have here: "
+        f"shrink it, or cut it into {TILE_SIZE}x{TILE_SIZE} tiles."
     )
 
 

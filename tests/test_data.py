@@ -264,6 +264,19 @@ def test_cli_404_is_one_sentence_and_leaves_no_folder(workbook_env, tmp_path, fi
     assert not dest.exists()
 
 
+@pytest.mark.parametrize("sha256", ["0" * 63, "0" * 65, "g" * 64, "", "sha256:" + "0" * 64])
+def test_a_sha256_that_is_not_64_hex_digits_is_refused_before_anything_is_fetched(
+    workbook_env, tmp_path, file_server, capsys, sha256
+):
+    file_server.add_file("/concrete.zip", zip_bytes(per_class=2))
+    dest = tmp_path / "real"
+    assert main(["download", "--url", file_server.url("/concrete.zip"), "--dest", str(dest), "--sha256", sha256]) == 1
+    assert capsys.readouterr().err == (
+        f"error: The SHA-256 given ({sha256!r}) is not 64 hexadecimal digits: copy it again.\n"
+    )
+    assert file_server.requests == [] and not dest.exists()
+
+
 @pytest.mark.parametrize("command", ["download", "synthetic"])
 def test_a_folder_the_workbook_did_not_make_is_never_emptied(workbook_env, tmp_path, capsys, command):
     """Issue 29, item 2: `data download --dest` refuses the user's own photos, as `data synthetic` does."""

@@ -7,6 +7,7 @@ import hashlib
 import io
 import pickle
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +234,15 @@ def test_missing_data_messages(tmp_path):
         CrackDataset(tmp_path, progress=False)
     assert "Negative" in str(error.value) and "01_download_data" in str(error.value)
 
+    (tmp_path / "Negative").write_bytes(b"a file")  # issue 29: a class folder that is a file is named as one
+    with pytest.raises(
+        DatasetNotFoundError, match=re.escape(f"Class folder {tmp_path / 'Negative'} is a file, not a folder. ")
+    ):
+        CrackDataset(tmp_path, progress=False)
+    with pytest.raises(DatasetNotFoundError, match=re.escape(f"Dataset folder {tmp_path / 'Negative'} is a file")):
+        CrackDataset(tmp_path / "Negative", progress=False)
+
+    (tmp_path / "Negative").unlink()
     (tmp_path / "Negative").mkdir()
     (tmp_path / "Negative" / ".DS_Store").write_bytes(b"junk")
     with pytest.raises(DatasetNotFoundError) as error:
@@ -289,9 +299,13 @@ def test_227_images_are_not_resized(root40, monkeypatch):
     assert data[0][0].shape == (3, SIZE, SIZE)
 
 
-def test_an_enormous_image_is_refused_from_its_header(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "side, size",
+    [(10_000, "10000x10000 pixels (100 megapixels)"), (20_000, "over 179 megapixels")],  # PIL refuses the second
+)
+def test_an_enormous_image_is_refused_from_its_header(tmp_path, monkeypatch, side, size):
     root = make_dataset(tmp_path / "crack", 2, 2)
-    huge = huge_jpeg(root / "Positive" / "00003.jpg")
+    huge = huge_jpeg(root / "Positive" / "00003.jpg", side, side)
     folder = tmp_path / "own"
     for name in ("crack", "stain"):
         (folder / name).mkdir(parents=True)
@@ -303,8 +317,8 @@ def test_an_enormous_image_is_refused_from_its_header(tmp_path, monkeypatch):
         with pytest.raises(BadImageError) as error:
             data[position]
         assert str(error.value) == (
-            f"{path} is 10000x10000 pixels (100 megapixels), more than the 40 "
-            "megapixels an image may have here: shrink it, or cut it into 227x227 tiles."
+            f"{path} is {size}, more than the 40 megapixels an image may have here: shrink it, "
+            "or cut it into 227x227 tiles."
         )
 
 

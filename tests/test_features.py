@@ -152,11 +152,39 @@ def test_a_corrupt_cache_is_a_miss_with_a_warning(model, copy_root, tmp_path, co
         torch.save({"key": feature_cache_key(dataset(copy_root), model), "features": torch.zeros(3, 512)}, path)
     else:
         path.write_bytes(content)
-    with pytest.warns(UserWarning, match="cannot be read"):
+    with pytest.warns(UserWarning, match="is damaged or does not fit the data set") as warned:
         rewritten = extract(model, dataset(copy_root), tmp_path / "cache")
+    assert {w.filename for w in warned if "recomputing" in str(w.message)} == {__file__}
     assert counted == [16]
     assert torch.equal(extract(model, dataset(copy_root), tmp_path / "cache").features, rewritten.features)
     assert counted == [16] and [p.name for p in path.parent.iterdir()] == ["data-all.pt"]
+
+
+EDITS = {  # issue 29, item 10: a file whose key fits and whose content does not
+    "labels out of range": lambda cache: {"labels": cache["labels"] + 2},
+    "labels as floats": lambda cache: {"labels": cache["labels"].float()},
+    "features not (N, 512)": lambda cache: {"features": cache["features"][:, :511]},
+    "features not float": lambda cache: {"features": cache["features"].long()},
+    "features not a tensor": lambda cache: {"features": cache["features"].tolist()},
+    "a row too few": lambda cache: {"features": cache["features"][1:]},
+    "a label too many": lambda cache: {"labels": torch.cat([cache["labels"], cache["labels"][:1]])},
+    "other sample ids": lambda cache: {"sample_ids": cache["sample_ids"][::-1]},
+    "a NaN": lambda cache: {"features": cache["features"].index_fill(0, torch.tensor([3]), float("nan"))},
+    "another number format": lambda cache: {"number_format": "int8"},
+}
+
+
+@pytest.mark.parametrize("edit", EDITS.values(), ids=EDITS.keys())
+def test_a_cache_whose_content_does_not_fit_the_data_set_is_a_miss(model, copy_root, tmp_path, counted, edit):
+    good = extract(model, dataset(copy_root), tmp_path / "cache")
+    path = tmp_path / "cache" / "data-all.pt"
+    stored = torch.load(path, weights_only=True)
+    torch.save(stored | edit(stored), path)
+    with pytest.warns(UserWarning, match="does not fit the data set"):
+        recomputed = extract(model, dataset(copy_root), tmp_path / "cache")
+    assert counted == [16, 16] and recomputed.labels.tolist() == good.labels.tolist()
+    assert torch.equal(extract(model, dataset(copy_root), tmp_path / "cache").features, good.features)
+    assert counted == [16, 16]  # the file was overwritten with what fits
 
 
 @pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), RuntimeError("unexpected pos 64 vs 0")])
@@ -167,8 +195,9 @@ def test_a_failed_save_keeps_the_features_warns_and_leaves_no_file(model, copy_r
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch, "save", broken_save)
-        with pytest.warns(UserWarning, match="not cached in"):
+        with pytest.warns(UserWarning, match="not cached in") as warned:
             feature_set = extract(model, dataset(copy_root), tmp_path / "cache")
+    assert {w.filename for w in warned if "not cached" in str(w.message)} == {__file__}  # the caller's line shows
     assert feature_set.features.shape == (16, 512)
     assert list((tmp_path / "cache").iterdir()) == []
 

@@ -1,11 +1,18 @@
-"""The CI workflows do what the README promises (the lint step checks them against GitHub's schema)."""
+"""The CI workflows do what the README promises (the lint step checks them against GitHub's schema), and so does
+`python -m helpers run` when it is interrupted."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
+import nbformat
+import pytest
 import yaml
+from nbclient.exceptions import DeadKernelError
+
+from helpers import commands
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -44,3 +51,24 @@ def test_the_floors_job_runs_make_floors_weekly_not_on_every_push():
     assert re.search(
         r"^floors:\n(\t.*\n)*\tuv pip install .*--resolution lowest-direct", (ROOT / "Makefile").read_text(), re.M
     )
+
+
+@pytest.mark.parametrize(
+    "stop",
+    ["import os, signal, time\nos.kill(os.getppid(), signal.SIGINT)\ntime.sleep(60)", "import os\nos._exit(1)"],
+    ids=["ctrl_c", "kernel_killed"],
+)
+def test_an_interrupted_run_leaves_the_previous_executed_copy_as_it_was(monkeypatch, tmp_path, stop):
+    """Issue 29, item 13: `python -m helpers run` stopped by Ctrl+C or a dead kernel writes no partial copy."""
+    monkeypatch.setattr(commands, "executed_dir", lambda: tmp_path / "executed")
+    lesson = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("print('first')"), nbformat.v4.new_code_cell(stop)]
+    )
+    nbformat.write(lesson, tmp_path / "01_lesson.ipynb")
+    previous = tmp_path / "executed" / "01_lesson.ipynb"
+    previous.parent.mkdir()
+    previous.write_text("the copy of the last complete run", encoding="utf-8")
+    with pytest.raises((KeyboardInterrupt, DeadKernelError)):
+        commands.run_notebook(tmp_path / "01_lesson.ipynb", {**os.environ})
+    assert previous.read_text(encoding="utf-8") == "the copy of the last complete run"
+    assert sorted(p.name for p in previous.parent.iterdir()) == ["01_lesson.ipynb", "01_lesson.kernel.log"]
