@@ -1,13 +1,9 @@
-"""The trained model and its answers. Taught in notebooks 04-06 and used by `python -m helpers predict`.
+"""The trained model and its answers. Taught in notebooks 04-06; `python -m helpers predict` uses classify_files.
 
-The capstone's whole method in one call (notebooks 01-04 teach each step): ensure_checkpoint loads
-what notebook 04 saved (checkpoint_metadata: what it records), or trains it the same way. Then the model's answers, each function named after what it takes:
-logits_from_features (a head, cached features: notebook 04), logits_from_loader (a whole model,
-batches of images), predict_dataset (a model and a CrackDataset: notebook 05), classify_photos
-and classify_files (a model or a checkpoint, and photo files: notebook 06 and `python -m helpers
-predict`). Each runs the model in eval mode without gradients: BatchNorm uses its stored
-statistics and nothing is learned. A photo of another size than the 227x227 tiles is resized,
-which loses a thin crack in a whole 4032x3024 photo: scan those tile by tile (helpers.explorer.scan).
+ensure_checkpoint loads what notebook 04 saved, or trains it the same way. Each answer runs the model in eval mode
+without gradients (BatchNorm uses its stored statistics, nothing is learned) and is named after what it takes:
+cached features, batches of images, a CrackDataset, photo files. A photo of another size than the 227x227 tiles
+is resized, which loses a thin crack in a whole 4032x3024 photo: scan those tile by tile (helpers.explorer.scan).
 """
 
 from __future__ import annotations
@@ -90,13 +86,9 @@ def predictions_from_logits(logits: torch.Tensor, dataset) -> Predictions:
     """Turn a model's (N, C) logits for `dataset` (a CrackDataset, same order) into Predictions."""
     if logits.dim() != 2 or len(logits) != len(dataset):
         raise ValueError(f"need logits of shape ({len(dataset)}, classes), got {tuple(logits.shape)}")
-    return Predictions(
-        sample_ids=[sample.sample_id for sample in dataset.samples],
-        paths=[Path(sample.path) for sample in dataset.samples],
-        labels=dataset.labels(),
-        probabilities=torch.softmax(logits.detach().float().cpu(), dim=1),
-        class_names=list(dataset.classes),
-    )
+    ids, paths = [sample.sample_id for sample in dataset.samples], [Path(sample.path) for sample in dataset.samples]
+    probabilities = torch.softmax(logits.detach().float().cpu(), dim=1)
+    return Predictions(ids, paths, dataset.labels(), probabilities, list(dataset.classes))
 
 
 def predict_dataset(
@@ -106,7 +98,6 @@ def predict_dataset(
     device: str | torch.device | None = None,
     batch_size: int = 100,
     progress: bool = True,
-    num_workers: int = 0,
 ) -> Predictions:
     """Predictions of `model` for every image of `dataset` (a CrackDataset). With its `features` (extract_features)
     only the head runs; otherwise every image goes through the whole network, as in the capstone."""
@@ -115,7 +106,7 @@ def predict_dataset(
             raise ValueError("These features are other images' (other sample ids): extract them for this dataset.")
         model.eval()
         return predictions_from_logits(logits_from_features(model.fc, features.features).float().cpu(), dataset)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size)
     return predictions_from_logits(logits_from_loader(model, loader, device, progress)[0], dataset)
 
 

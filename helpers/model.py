@@ -1,6 +1,5 @@
-"""ResNet18 with a new head (the capstone's `resnet18(pretrained=True)`, frozen, `fc = nn.Linear(512, 2)`),
-with a plain error when the ImageNet weights cannot be had; checkpoints that say what they hold and load
-without running code (`torch.load(..., weights_only=True)`)."""
+"""ResNet18 with a new head (the capstone's `resnet18(pretrained=True)`, frozen, `fc = nn.Linear(512, 2)`), a plain
+error when the ImageNet weights cannot be had, and checkpoints that load without running code. Taught in 03-04."""
 
 from __future__ import annotations
 
@@ -40,9 +39,8 @@ class WeightsChoice:
     description: str = ""  # what a person reads; filled in from `source` when empty
 
     def __post_init__(self) -> None:
-        if not self.description:
-            text = {"imagenet": "ImageNet (torchvision IMAGENET1K_V1)", None: "random initialisation (NOT pretrained)"}
-            object.__setattr__(self, "description", text.get(self.source, f"from {self.source}"))
+        text = {"imagenet": "ImageNet (torchvision IMAGENET1K_V1)", None: "random initialisation (NOT pretrained)"}
+        object.__setattr__(self, "description", self.description or text.get(self.source, f"from {self.source}"))
 
     is_imagenet = property(lambda self: self.source == "imagenet")
     is_random = property(lambda self: self.source is None)
@@ -55,10 +53,8 @@ def imagenet_weights_path() -> Path:
 
 
 def load_imagenet_state_dict(url: str | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
-    """The ImageNet weights: from torchvision's cache, else downloaded into it from `url` (default: torchvision's).
-
-    Whoever serves it, the file's SHA-256 must start with the `f37072fd` in its name. WORKBOOK_OFFLINE=1: no download.
-    """
+    """The ImageNet weights: from torchvision's cache, else downloaded into it from `url` (default: torchvision's),
+    whose SHA-256 must start with the `f37072fd` in the file's name. WORKBOOK_OFFLINE=1: no download."""
     target = imagenet_weights_path()
     if not target.is_file():
         if offline():
@@ -186,9 +182,8 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, class_names: list[str], metadata: dict | None = None) -> Path:
-    """Save the weights and what they are (classes, data, accuracy...): only tensors, strings and numbers, so that
-    `torch.load(path, weights_only=True)` reads it. Written to a temporary file renamed into place: never half a file.
-    """
+    """Save the weights and what they are (classes, data, accuracy...) atomically: only tensors, strings and numbers,
+    so that `torch.load(path, weights_only=True)` reads it."""
     versions = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
     payload = {
         "format": CHECKPOINT_FORMAT,

@@ -116,7 +116,7 @@ def test_predict_dataset_fast_path_matches_the_images(data_root):
     dataset = CrackDataset(data_root, split="all", progress=False)
     torch.manual_seed(0)
     model = build_resnet18(weights=None).eval()
-    direct = predict_dataset(model, dataset, device="cpu", progress=False, num_workers=0)
+    direct = predict_dataset(model, dataset, device="cpu", progress=False)
     features = extract_features(model, dataset, device="cpu", progress=False)
     fast = predict_dataset(model, dataset, features=features, device="cpu", progress=False)
     assert direct.sample_ids == fast.sample_ids

@@ -1,11 +1,11 @@
 """Optional: the frozen backbone in int8 where that measures faster, the JPEGs decoded in batches. Taught in notebook 07.
 
-This is the one door to the speed path. :func:`jpeg_batches` reads a data set's JPEGs on a CPU with
-torchvision's decoder, a batch at a time: the very tensors of the data set's own PIL path, faster. :func:`measure` times float32 against int8 on this machine;
-:func:`enable` switches int8 on where it measured faster, in a small record in the learner's data
-folder, and from then on :func:`helpers.features.extract_features` (notebooks 04-06) computes the
-features in int8 without naming it; :func:`disable` switches it off. Nothing here changes what the
-model learns, only how fast the features arrive, and their last digits: int8 rounds.
+The one door to the speed path. :func:`measure` times float32 against int8 on this machine; :func:`enable` records
+int8 as switched on (where it measured faster) in the learner's data folder, and from then on
+:func:`helpers.features.extract_features` (notebooks 04-06) computes the features in int8 without naming it;
+:func:`disable` switches it off. :func:`jpeg_batches` reads a data set's JPEGs on a CPU a batch at a time: the very
+tensors of the data set's own PIL path, faster. Nothing here changes what the model learns, only how fast the
+features arrive, and their last digits: int8 rounds.
 """
 
 from __future__ import annotations
@@ -41,12 +41,9 @@ def record_file() -> Path:
 
 def machine() -> str:
     """What the decision depends on: the CPU's model and core count, torch's version."""
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").is_file():
-        names = [
-            line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line
-        ]
-        cpu = names[0].strip() if names else cpu
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor() or platform.machine()
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
@@ -172,11 +169,10 @@ _NEXT_BATCH = ThreadPoolExecutor(1, thread_name_prefix="next_batch", initializer
 
 
 def jpeg_batches(dataset, batch_size: int = 100):
-    """(images, labels) batches of a CrackDataset or FolderDataset with the default transform, for a CPU: each
-    batch's JPEGs decoded by libjpeg-turbo in two threads and normalised as ToTensor and Normalize do, so the very
-    tensors of `dataset[i]`, without PIL's per-image overhead (`make bench` on a 2-core Xeon, int8: 381 images/s
-    from the files, against 270 with PIL). None for another transform; an image that is not a 227x227 JPEG is
-    read by the data set itself."""
+    """(images, labels) batches of a data set with the default transform, for a CPU: libjpeg-turbo decodes each batch
+    in two threads, normalised as ToTensor and Normalize do (the very tensors of `dataset[i]`, without PIL's
+    per-image overhead), the next batch while the backbone computes this one. None for another transform; an image
+    that is not a 227x227 JPEG is read by the data set itself."""
     from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD, default_transform
 
     if repr(getattr(dataset, "transform", None)) != repr(default_transform()):
