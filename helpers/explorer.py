@@ -94,12 +94,6 @@ def plot_gradcam(model: nn.Module, dataset, indices: Sequence[int], titles: Sequ
     return image_grid([("photo", photos), ("Grad-CAM", heat)], "Photos and where the model looked (Grad-CAM)")
 
 
-FRONTEND_MESSAGE = (
-    "The interactive explorer needs JupyterLab (or Jupyter Notebook / VS Code) with ipywidgets; "
-    "here is a summary instead."
-)
-
-
 def outcomes(probability: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
     """One boolean mask per choice of the filter menu, at `threshold`."""
     predicted, actual = probability >= threshold, labels == 1
@@ -169,9 +163,9 @@ class Explorer:
     def _png(self, index: int) -> bytes:
         """PNG bytes of sample `index`: the photo, and its heat map to the right."""
         photo = np.asarray(self.load_image(index))
-        if photo.dtype != np.uint8:  # floats in [0, 1]
-            photo = np.round(255 * photo).astype(np.uint8)
-        photo = Image.fromarray(photo).convert("RGB")
+        photo = Image.fromarray(photo if photo.dtype == np.uint8 else np.round(255 * photo).astype(np.uint8)).convert(
+            "RGB"
+        )
         heat = Image.fromarray(self.heatmap(index)).convert("RGB").resize(photo.size)
         both = Image.new("RGB", (2 * photo.width + 6, photo.height), "white")
         both.paste(photo, (0, 0))
@@ -223,15 +217,13 @@ class Explorer:
 def show_explorer(
     predictions: Predictions, heatmap: Callable[[int], np.ndarray], load_image: Callable | None = None
 ) -> None:
-    """Show the explorer in Jupyter; elsewhere print how many samples fall in each outcome at threshold 0.5.
-
-    predictions: the validation Predictions of a two-class model. heatmap(i): an HxWx3 uint8 picture to show
-    beside validation image i (e.g. its Grad-CAM overlay). The photos are read from predictions.paths, or
-    from load_image(i) when given.
-    """
+    """Show the explorer of a two-class model's validation Predictions in Jupyter, with heatmap(i) (an HxWx3 uint8
+    picture, e.g. Grad-CAM) beside photo i (load_image(i), else read from predictions.paths); elsewhere print how
+    many samples fall in each outcome at threshold 0.5."""
     if not has_widget_frontend():
         masks = outcomes(predictions.crack_probability.numpy(), predictions.labels.numpy(), 0.5)
-        print(FRONTEND_MESSAGE, "Samples per outcome at threshold 0.50:", sep="\n")
+        print("The interactive explorer needs JupyterLab (or Jupyter Notebook / VS Code) with ipywidgets; here is")
+        print("a summary instead. Samples per outcome at threshold 0.50:")
         print("\n".join(f"  {name:<32} {mask.sum():>6}" for name, mask in masks.items()))
         return
     from IPython.display import display
@@ -260,9 +252,8 @@ def tile_positions(height: int, width: int, stride: int = TILE_SIZE) -> tuple[li
 
 
 def scan(model: nn.Module, image: str | Path | Image.Image | np.ndarray, stride: int = TILE_SIZE) -> ScanResult:
-    """Every tile's crack probability: tiles normalised as in training, 32 at a time, on the model's device.
-
-    image: a path (a missing or unreadable file is named), a PIL image or an HxWx3 uint8 array."""
+    """Every tile's crack probability, 32 tiles at a time on the model's device, of `image`: a path (a missing or
+    unreadable file is named), a PIL image or an HxWx3 uint8 array."""
     if isinstance(image, (str, Path)):
         photo = open_photo(image)
     elif np.asarray(image).dtype == np.uint8:

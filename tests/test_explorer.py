@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from helpers import explorer as explorer_module
-from helpers.explorer import FRONTEND_MESSAGE, Explorer, show_explorer
+from helpers.explorer import Explorer, show_explorer
 from helpers.inference import Predictions
 
 # 20 samples: 0-9 have cracks, 10-19 do not. At threshold 0.5, 8 and 9 are missed cracks, 18 and 19 false alarms.
@@ -112,7 +112,7 @@ def test_the_picture_is_the_photo_with_its_heat_map_beside_it(explorer):
 def test_without_a_front_end_show_explorer_prints_a_summary(capsys):
     show_explorer(predictions(), blue)  # plain Python under pytest: no widget front end
     printed = capsys.readouterr().out
-    assert printed.startswith(FRONTEND_MESSAGE)
+    assert printed.startswith("The interactive explorer needs JupyterLab")
     assert re.search(r"false negatives \(missed cracks\) +2\n", printed)
     assert re.search(r"misclassified +4\n", printed)
 
