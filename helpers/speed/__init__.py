@@ -149,7 +149,7 @@ def measure(
         result.use_int8 = result.int8_per_second >= FASTER_BY * result.float32_per_second
         ratio = result.int8_per_second / result.float32_per_second
         result.why = f"int8 ran {ratio:.2f}x float32's speed on {len(images)} images" + (
-            "" if result.use_int8 else f", less than the {FASTER_BY}x that pays for its build"
+            "" if result.use_int8 else f", less than the {FASTER_BY}x asked of it before it is switched on"
         )
     return result
 
