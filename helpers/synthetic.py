@@ -46,15 +46,6 @@ def _pores_and_specks(rng: np.random.Generator, height: int, width: int) -> np.n
     return (np.asarray(layer, dtype=np.float32) - 128) / 300
 
 
-def _lighting(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A linear lighting gradient in a random direction: mostly gentle, now and then strong."""
-    strength = min(rng.exponential(0.055), 0.45)
-    angle = rng.uniform(0, 2 * np.pi)
-    ys = np.linspace(-0.5, 0.5, height, dtype=np.float32)[:, None] * height / max(height, width)
-    xs = np.linspace(-0.5, 0.5, width, dtype=np.float32)[None, :] * width / max(height, width)
-    return strength * (np.cos(angle) * xs + np.sin(angle) * ys)
-
-
 def _sample_brightness(rng: np.random.Generator, kind: str) -> float:
     """Mean grey level of a surface: in the real set cracked ones are darker and vary less (a weak clue, copied)."""
     if kind == "crack":
@@ -78,8 +69,12 @@ def make_surface(
         + rng.uniform(0.01, 0.03) * _smooth_noise(rng, half_h, half_w, cell=3)  # small blotches
         + rng.uniform(0.01, 0.025) * rng.standard_normal((half_h, half_w), dtype=np.float32)  # grain
         + _pores_and_specks(rng, half_h, half_w)
-        + _lighting(rng, half_h, half_w)
     )
+    # uneven lighting: a linear gradient in a random direction, mostly gentle, now and then strong
+    strength, angle = min(rng.exponential(0.055), 0.45), rng.uniform(0, 2 * np.pi)
+    ys = np.linspace(-0.5, 0.5, half_h, dtype=np.float32)[:, None] * half_h / max(half_h, half_w)
+    xs = np.linspace(-0.5, 0.5, half_w, dtype=np.float32)[None, :] * half_w / max(half_h, half_w)
+    shade += strength * (np.cos(angle) * xs + np.sin(angle) * ys)
     shade = _upsample(shade, height, width)
     warmth = rng.beta(1.6, 2.0) * 0.18  # a tint from neutral grey to beige (real photos: R - B from ~2 to ~25)
     cast = rng.normal(0, 0.005, size=3)  # a slight colour cast of the camera
@@ -98,7 +93,7 @@ def _gradual_noise(rng: np.random.Generator, n: int, window: int) -> np.ndarray:
 def _random_walk(
     rng: np.random.Generator, start: tuple, angle: float, length: float, *, meander: float, jitter: float, step=2.5
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Points (n, 2) of a path from `start` heading `angle`, and their headings; `meander` bends it, `jitter` zig-zags."""
+    """Points (n, 2) of a path from `start` heading `angle`, and their headings; `meander` bends, `jitter` zig-zags."""
     n = max(3, int(length / step))
     slow_turns = _gradual_noise(rng, n, window=16)
     zigzag = np.repeat(rng.standard_normal(n // 4 + 1), 4)[:n]  # kinks every 4 steps
@@ -273,13 +268,13 @@ def add_scratches(surface: np.ndarray, rng: np.random.Generator) -> None:
 HARD_CASES = {"stain": add_stain, "shadow": add_shadow, "pores": add_pits, "scratch": add_scratches}
 
 
-def make_image(rng: np.random.Generator, recipe: str = "crack", size: int = 227) -> tuple[Image.Image, dict]:
-    """A size x size RGB image drawn by `recipe` (see RECIPES), and {"recipe", "kind": what was drawn, "mask"}."""
+def make_image(rng: np.random.Generator, recipe: str = "crack") -> tuple[Image.Image, dict]:
+    """A 227x227 RGB image drawn by `recipe` (see RECIPES), and {"recipe", "kind": what was drawn, "mask": cracks}."""
     if recipe not in RECIPES:
         raise ValueError(f"Unknown recipe {recipe!r}; choose one of {RECIPES}.")
     kind = str(rng.choice(list(NO_CRACK_MIX), p=list(NO_CRACK_MIX.values()))) if recipe == "no_crack" else recipe
-    surface = make_surface(rng, size, size, brightness=_sample_brightness(rng, kind))
-    mask = np.zeros((size, size), dtype=bool)
+    surface = make_surface(rng, brightness=_sample_brightness(rng, kind))
+    mask = np.zeros(surface.shape[:2], dtype=bool)
     if kind == "crack":
         if rng.random() < 0.2:  # so that a stain alone doesn't mean "no crack"
             HARD_CASES[str(rng.choice(["stain", "shadow", "pores"]))](surface, rng)
@@ -288,5 +283,4 @@ def make_image(rng: np.random.Generator, recipe: str = "crack", size: int = 227)
             mask |= draw_crack(surface, rng)
     elif kind in HARD_CASES:
         HARD_CASES[kind](surface, rng)
-    image = Image.fromarray(np.round(surface).astype(np.uint8))
-    return image, {"recipe": recipe, "kind": kind, "mask": mask}
+    return Image.fromarray(np.round(surface).astype(np.uint8)), {"recipe": recipe, "kind": kind, "mask": mask}
