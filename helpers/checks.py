@@ -1,8 +1,7 @@
 """Checks for the notebooks' exercises: one function per exercise, which prints one sentence ("Well done: ...",
 "Not yet: ..." or "Not answered yet: ..."), never raises, and returns True or False. A check runs your function
 and the reference solution (`solutions/`) on hand-picked and seeded generated cases, smallest first, and reports
-the first where they differ; a decision check decides from the run's own object, as you do.
-"""
+the first where they differ; a decision check decides from the run's own object, as you do."""
 
 from __future__ import annotations
 
@@ -20,8 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 from torchvision.models import resnet18
-
-SOLUTIONS = Path(__file__).resolve().parent.parent / "solutions"
 
 
 class _Stop(Exception):
@@ -55,7 +52,7 @@ def _check(name: str, well_done: str) -> Callable:
 @functools.cache
 def _reference(stem: str, name: str) -> Callable:
     """The reference answer `name` in solutions/<stem>.py."""
-    return runpy.run_path(str(SOLUTIONS / f"{stem}.py"))[name]
+    return runpy.run_path(str(Path(__file__).resolve().parent.parent / "solutions" / f"{stem}.py"))[name]
 
 
 def _call(function: Callable, *args):
@@ -153,18 +150,14 @@ def check_interleave(function: Callable) -> None:
     _compare(function, right, [case[1:] for case in sorted(cases)], read, mistakes)
 
 
-def _shares(n: int, rounding: Callable) -> tuple:  # the sizes, with 70% and 15% of n rounded by `rounding`
-    train, val = rounding(n * 0.7), rounding(n * 0.15)
-    return train, val, n - train - val
-
-
 @_check("my_split_sizes", "70% and 15% rounded down and the rest to test: three whole sizes that add up to n.")
 def check_split_sizes(function: Callable) -> None:
     """`function(n)` returns `(train, validation, test)` sizes: 70% and 15% of n rounded down, the rest to test."""
     rng, right = random.Random(0), _reference("ex02_dataset_class", "my_split_sizes")
     sizes = sorted({0, 1, 3, 7, 10, 13, 90, 40_000, *(rng.randint(1, 100_000) for _ in range(40))})
-    mistakes = {"a share was rounded up; round each share down": lambda n: _shares(n, math.ceil)}
-    mistakes["0.7 has no exact binary value: n * 0.7 can fall just below a whole number"] = lambda n: _shares(n, int)
+    shares = lambda n, rounding: (rounding(n * 0.7), rounding(n * 0.15), n - rounding(n * 0.7) - rounding(n * 0.15))
+    mistakes = {"a share was rounded up; round each share down": lambda n: shares(n, math.ceil)}
+    mistakes["0.7 has no exact binary value: n * 0.7 can fall just below a whole number"] = lambda n: shares(n, int)
     read = lambda answer, n: _form(answer, _ints(3), "three sizes, each a whole number of images (an int)")
     _compare(function, right, [(f"for n = {n}", (n,)) for n in sizes], read, mistakes)
 
@@ -304,12 +297,11 @@ def check_more_epochs(answer, comparison) -> str:
 def check_batchnorm_prediction(prediction) -> None:
     """`prediction`: the tensors one batch in training mode changes in a frozen BatchNorm layer (run to compare)."""
     names = {str(name).strip() for name in prediction} if isinstance(prediction, (set, list, tuple)) else {None}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        layer = nn.BatchNorm2d(3).requires_grad_(False)
-        before = copy.deepcopy(layer.state_dict())
-        with torch.no_grad():
-            layer.train()(torch.randn(4, 3, 5, 5) * 2 + 1)
+    torch.manual_seed(0)  # inside the check's own fork of the random numbers
+    layer = nn.BatchNorm2d(3).requires_grad_(False)
+    before = copy.deepcopy(layer.state_dict())
+    with torch.no_grad():
+        layer.train()(torch.randn(4, 3, 5, 5) * 2 + 1)
     if names - set(before):
         raise _Stop(f"Not yet: write a set of names among {', '.join(before)}, not {prediction!r}.")
     if names & {"weight", "bias"}:

@@ -67,9 +67,8 @@ def generate_dataset(
         )
     if duplicate_fraction is not None and not 0 <= duplicate_fraction <= 0.5:
         raise ValueError(f"duplicate_fraction must lie between 0 and 0.5 (or be None), not {duplicate_fraction}.")
-    fractions = {name: CRACK_DUPLICATES if r == "crack" else OTHER_DUPLICATES for name, r in classes.items()}
-    if duplicate_fraction is not None:
-        fractions = dict.fromkeys(classes, float(duplicate_fraction))
+    by_recipe = {name: CRACK_DUPLICATES if r == "crack" else OTHER_DUPLICATES for name, r in classes.items()}
+    fractions = by_recipe if duplicate_fraction is None else dict.fromkeys(classes, float(duplicate_fraction))
     settings = {"source": "synthetic", "seed": int(seed), "per_class": int(per_class), "classes": classes}
     settings["duplicate_fraction"] = fractions
     check_replaceable(dest, "synthetic")  # a file, or a folder the generator did not make, is refused as it is
