@@ -107,9 +107,9 @@ def _same(a, b) -> bool:
 
 
 def _compare(function: Callable, reference: Callable, cases: list, read: Callable, mistakes: dict = {}) -> None:
-    """Stop at the first of `cases` ((description, args), smallest first) where `function` and `reference`
-    differ once `read(answer, *args)` has put both in one form: a dict of facts names the first fact that differs,
-    other forms get the hint of the first of `mistakes` (hint -> wrong function) the answer agrees with."""
+    """Stop at the first of `cases` ((description, args)) where `function` and `reference` differ once `read(answer,
+    *args)` puts both in one form: name the first fact of a dict of facts that differs, else the hint of the first of
+    `mistakes` (hint -> wrong function) that the answer agrees with."""
     for case, args in cases:
         copied, right_args = copy.deepcopy(args), copy.deepcopy(args)
         given = _call(function, *copied)
@@ -241,7 +241,7 @@ def _loop_case(epochs: int) -> tuple:
 
 
 def _loop_hint(calls: str, steps: int) -> str:
-    """What a loop with the calls `calls` (z zero_grad, b backward, s step, f/e forward) did wrong in `steps` batches."""
+    """What a loop that made `calls` (z zero_grad, b backward, s step, f/e forward) did wrong in `steps` batches."""
     order = calls.replace("f", "").replace("e", "")
     if "s" not in order:
         return "the head never changed: `optimizer.step()` is never called (the brackets matter)"
@@ -319,10 +319,8 @@ def check_confident_mistakes(function: Callable) -> None:
         sure = (torch.randperm(49, generator=rng)[:n] + 51) / 100  # distinct confidences, so no ties
         crack = torch.where(torch.rand(n, generator=rng) < 0.5, sure, 1 - sure)
         cases.append((crack, torch.randint(0, 2, (n,), generator=rng), int(torch.randint(1, n + 2, (), generator=rng))))
-    cases = [
-        (f"for P(crack) {_show(c)}, labels {_show(y)}, k = {k}", (torch.stack([1 - c, c], 1), y, k))
-        for c, y, k in cases
-    ]
+    probabilities = lambda crack: torch.stack([1 - crack, crack], 1)  # columns: P(no crack), P(crack)
+    cases = [(f"for P(crack) {_show(c)}, labels {_show(y)}, k = {k}", (probabilities(c), y, k)) for c, y, k in cases]
     by_crack = lambda p, y, k: [i for i in p[:, 1].argsort(descending=True).tolist() if p[i].argmax() != y[i]][:k]
     read = lambda answer, *case: _form(answer, _ints(), "the indices of the images (ints)")
     hints = {"a confidence is the probability of the predicted class, whichever it is": by_crack}

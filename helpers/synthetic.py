@@ -1,8 +1,7 @@
-"""Synthetic look-alikes of the 227x227 concrete photos, for running offline: a concrete-like surface (grey to beige,
-blotches, grain, pores, aggregate, uneven light); positives with dark, jagged, branching cracks 2 to ~26 px wide;
-negatives half plain, half hard cases (stains, shadows, large pits, faint scratches). Each class's pixel statistics
-are tuned to be close to a real sample; real blur, noise, JPEG history, crack shapes and stains are not imitated.
-A model trained on it learns *our drawing rules*: use it to run the workbook, never as evidence about concrete."""
+"""Synthetic look-alikes of the 227x227 concrete photos, for running offline: a concrete-like surface with dark,
+jagged, branching cracks, or without (half plain, half hard cases: stains, shadows, large pits, faint scratches).
+Each class's pixel statistics are tuned to be close to a real sample; real blur, noise, JPEG history, crack shapes
+and stains are not imitated. A model trained on it learns *our drawing rules*: no evidence about real concrete."""
 
 from __future__ import annotations
 
@@ -60,8 +59,7 @@ def make_surface(
 ) -> np.ndarray:
     """A concrete-like surface, float32 (height, width, 3) in [0, 255], of mean grey level `brightness` (random when
     None); a larger size shows more of the same wall. Built at half size and enlarged: soft, as the photos are."""
-    if brightness is None:
-        brightness = _sample_brightness(rng, "plain")
+    brightness = _sample_brightness(rng, "plain") if brightness is None else brightness
     half_h, half_w = (height + 1) // 2, (width + 1) // 2
     shade = (
         1.0
@@ -165,8 +163,8 @@ def draw_crack(
     diagonal = float(np.hypot(rows, cols))
     width = float(np.exp(rng.uniform(np.log(2.0), np.log(26.0)))) if width is None else float(width)
     crosses = start is None and rng.random() < 0.8
-    if start is None and crosses:  # enter from a random point on the border
-        along = rng.uniform(0.1, 0.9)  # top, right, bottom or left edge
+    if crosses:  # enter from a random point on the top, right, bottom or left edge
+        along = rng.uniform(0.1, 0.9)
         edges = [(along * cols, 0.0), (cols, along * rows), (along * cols, rows), (0.0, along * rows)]
         start = edges[int(rng.integers(4))]
         toward_centre = np.arctan2(rows / 2 - start[1], cols / 2 - start[0])
@@ -176,7 +174,6 @@ def draw_crack(
     angle = rng.uniform(0, 2 * np.pi) if angle is None else float(angle)
     if length is None:
         length = 1.4 * diagonal if crosses else rng.uniform(0.35, 0.8) * diagonal
-
     mask_image = Image.new("L", (cols, rows), 0)
     points, heading = _random_walk(rng, start, angle, length, meander=0.35, jitter=0.35)
     margin, (x, y) = 3 * width + 10, points.T  # drop the points after the path first leaves the tile: only time
@@ -190,7 +187,6 @@ def draw_crack(
         branch_length = rng.uniform(0.15, 0.5) * min(length, diagonal)
         b_points, b_heading = _random_walk(rng, tuple(points[k]), branch_angle, branch_length, meander=0.3, jitter=0.35)
         _fill_path(mask_image, rng, b_points, b_heading, max(1.0, widths[k] * rng.uniform(0.3, 0.7)), two_tips=False)
-
     core, halo = _blurred(mask_image, 0.7), _blurred(mask_image, 4 + 1.5 * width)
     darkness = rng.uniform(0.55, 0.8) * core + rng.uniform(0.1, 0.3) * halo
     if rng.random() < 0.5:  # a lit edge on one side, like a spalled rim
@@ -212,8 +208,7 @@ def add_stain(surface: np.ndarray, rng: np.random.Generator) -> None:
         u = ((xs - cx) * np.cos(theta) + (ys - cy) * np.sin(theta)) / rx
         v = (-(xs - cx) * np.sin(theta) + (ys - cy) * np.cos(theta)) / ry
         blob = np.maximum(blob, np.exp(-(u**2 + v**2)))
-    blob = np.clip(blob * (1.3 + 0.35 * _smooth_noise(rng, *blob.shape, cell=3)) - 0.3, 0, 1)
-    blob = _upsample(blob, rows, cols)
+    blob = _upsample(np.clip(blob * (1.3 + 0.35 * _smooth_noise(rng, *blob.shape, cell=3)) - 0.3, 0, 1), rows, cols)
     brownish = 1.0 + rng.uniform(0, 0.25) * np.array([0.0, 0.3, 0.7])  # blue darkens most
     _darken(surface, rng.uniform(0.1, 0.3) * blob[:, :, None] * brownish.astype(np.float32))
 
@@ -223,8 +218,7 @@ def add_shadow(surface: np.ndarray, rng: np.random.Generator) -> None:
     rows, cols = surface.shape[:2]
     ys = np.arange(rows, dtype=np.float32)[:, None]
     xs = np.arange(cols, dtype=np.float32)[None, :]
-    theta = rng.uniform(0, np.pi)
-    x0, y0 = rng.uniform(0, cols), rng.uniform(0, rows)
+    theta, x0, y0 = rng.uniform(0, np.pi), rng.uniform(0, cols), rng.uniform(0, rows)
     distance = (xs - x0) * np.cos(theta) + (ys - y0) * np.sin(theta)  # signed, from a line through (x0, y0)
     softness = rng.uniform(3, 25)
     edge = distance if rng.random() < 1 / 3 else rng.uniform(12, 60) - np.abs(distance)  # one side, or a band
@@ -238,14 +232,12 @@ def add_pits(surface: np.ndarray, rng: np.random.Generator) -> None:
     layer = Image.new("L", (cols, rows), 0)
     draw = ImageDraw.Draw(layer)
     for _ in range(int(rng.integers(5, 25) * rows * cols / 227**2)):
-        x, y, size = rng.uniform(0, cols), rng.uniform(0, rows), rng.uniform(1, 4)
-        depth = int(rng.integers(80, 256))
+        x, y, size, depth = rng.uniform(0, cols), rng.uniform(0, rows), rng.uniform(1, 4), int(rng.integers(80, 256))
         for _part in range(rng.integers(1, 4)):
             px, py = x + rng.normal(0, size / 2), y + rng.normal(0, size / 2)
             rx, ry = size * rng.uniform(0.5, 1.2, size=2)
             draw.ellipse([px - rx, py - ry, px + rx, py + ry], fill=depth)
-    pits = np.asarray(layer.filter(ImageFilter.GaussianBlur(0.8)), dtype=np.float32) / 255
-    _darken(surface, rng.uniform(0.35, 0.6) * pits)
+    _darken(surface, rng.uniform(0.35, 0.6) * _blurred(layer, 0.8))
 
 
 def add_scratches(surface: np.ndarray, rng: np.random.Generator) -> None:
@@ -260,9 +252,8 @@ def add_scratches(surface: np.ndarray, rng: np.random.Generator) -> None:
         points, _ = _random_walk(rng, start, angle, length, meander=0.04, jitter=0.02, step=4.0)
         width = 2 if rng.random() < 1 / 3 else 1
         draw.line([tuple(p) for p in points.tolist()], fill=int(rng.integers(90, 200)), width=width)
-    scratch = np.asarray(layer.filter(ImageFilter.GaussianBlur(0.5)), dtype=np.float32) / 255
     sign = 1.0 if rng.random() < 2 / 3 else -1.0
-    _darken(surface, sign * rng.uniform(0.1, 0.25) * scratch)
+    _darken(surface, sign * rng.uniform(0.1, 0.25) * _blurred(layer, 0.5))
 
 
 HARD_CASES = {"stain": add_stain, "shadow": add_shadow, "pores": add_pits, "scratch": add_scratches}

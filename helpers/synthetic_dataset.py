@@ -1,6 +1,5 @@
-"""Synthetic data sets drawn by `helpers.synthetic`, laid out like the real set (dest/<class>/00001.jpg, ...), with
-`synthetic_manifest.csv` (what each file shows, which files are copies of which) and `workbook_source.json` (the
-settings, so that a matching set is reused). A set is built beside dest and swapped in when complete."""
+"""Synthetic data sets drawn by `helpers.synthetic`, laid out like the real set, with `synthetic_manifest.csv` (what
+each file shows, which files are copies of which) and `workbook_source.json` (the settings, to reuse a set)."""
 
 from __future__ import annotations
 
