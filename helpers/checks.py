@@ -107,9 +107,8 @@ def _same(a, b) -> bool:
 
 
 def _compare(function: Callable, reference: Callable, cases: list, read: Callable, mistakes: dict = {}) -> None:
-    """Stop at the first of `cases` ((description, args)) where `function` and `reference` differ once `read(answer,
-    *args)` puts both in one form: name the first fact of a dict of facts that differs, else the hint of the first of
-    `mistakes` (hint -> wrong function) that the answer agrees with."""
+    """Stop at the first of `cases` ((description, args)) where `function` and `reference` differ once `read` puts both
+    in one form: name the fact that differs (for facts: a dict), or the hint of the first of `mistakes` it matches."""
     for case, args in cases:
         copied, right_args = copy.deepcopy(args), copy.deepcopy(args)
         given = _call(function, *copied)
@@ -300,8 +299,7 @@ def check_batchnorm_prediction(prediction) -> None:
     torch.manual_seed(0)  # inside the check's own fork of the random numbers
     layer = nn.BatchNorm2d(3).requires_grad_(False)
     before = copy.deepcopy(layer.state_dict())
-    with torch.no_grad():
-        layer.train()(torch.randn(4, 3, 5, 5) * 2 + 1)
+    layer.train()(torch.randn(4, 3, 5, 5) * 2 + 1)  # no gradient: nothing in it requires one
     if names - set(before):
         raise _Stop(f"Not yet: write a set of names among {', '.join(before)}, not {prediction!r}.")
     if names & {"weight", "bias"}:

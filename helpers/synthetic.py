@@ -41,8 +41,7 @@ def _pores_and_specks(rng: np.random.Generator, height: int, width: int) -> np.n
         values = 128 + 300 * sign * rng.uniform(low, high, n)
         for x, y, r, (sx, sy), value in zip(xs, ys, radii, stretch, values):
             draw.ellipse([x - r * sx, y - r * sy, x + r * sx, y + r * sy], fill=int(value))
-    layer = layer.filter(ImageFilter.GaussianBlur(0.6))
-    return (np.asarray(layer, dtype=np.float32) - 128) / 300
+    return (np.asarray(layer.filter(ImageFilter.GaussianBlur(0.6)), dtype=np.float32) - 128) / 300
 
 
 def _sample_brightness(rng: np.random.Generator, kind: str) -> float:
@@ -57,10 +56,9 @@ def _sample_brightness(rng: np.random.Generator, kind: str) -> float:
 def make_surface(
     rng: np.random.Generator, height: int = 227, width: int = 227, *, brightness: float | None = None
 ) -> np.ndarray:
-    """A concrete-like surface, float32 (height, width, 3) in [0, 255], of mean grey level `brightness` (random when
-    None); a larger size shows more of the same wall. Built at half size and enlarged: soft, as the photos are."""
+    """A concrete-like surface of any size, float32 (height, width, 3) in [0, 255], of mean grey `brightness` or random."""
     brightness = _sample_brightness(rng, "plain") if brightness is None else brightness
-    half_h, half_w = (height + 1) // 2, (width + 1) // 2
+    half_h, half_w = (height + 1) // 2, (width + 1) // 2  # built at half size and enlarged: soft, as the photos are
     shade = (
         1.0
         + rng.uniform(0.006, 0.03) * _smooth_noise(rng, half_h, half_w, cell=14)  # broad blotches
@@ -104,9 +102,8 @@ def _random_walk(
 def _fill_path(
     mask: Image.Image, rng: np.random.Generator, points: np.ndarray, heading: np.ndarray, width: float, two_tips: bool
 ) -> np.ndarray:
-    """Fill a path into `mask`, its width wobbling around `width` and thinning out at the end (and the start if
-    `two_tips`), edges ragged: one four-sided piece per step (so sharp bends leave no holes) and a 1 px centre line
-    that keeps even the thinnest crack whole. Return the width at each point."""
+    """Fill a path into `mask`, its width wobbling around `width` and thinning at the end (and start if `two_tips`),
+    ragged: a 4-sided piece per step (no holes at sharp bends), a 1 px centre line (no gaps); return the widths."""
     n, draw = len(points), ImageDraw.Draw(mask)
     wobble = _gradual_noise(rng, n, window=10)
     taper_steps = (3 * width + 5) / 2.5
@@ -123,8 +120,7 @@ def _fill_path(
     right = (middle - normal * (widths / 2 * ragged[1])[:, None]).tolist()
     for i in range(n - 1):
         if widths[i] > 1.5:
-            piece = [tuple(left[i]), tuple(left[i + 1]), tuple(right[i + 1]), tuple(right[i])]
-            draw.polygon(piece, fill=255)
+            draw.polygon([tuple(left[i]), tuple(left[i + 1]), tuple(right[i + 1]), tuple(right[i])], fill=255)
     draw.line([tuple(p) for p in points.tolist()], fill=255, width=1)
     return widths
 
@@ -156,9 +152,8 @@ def draw_crack(
     length: float | None = None,
     width: float | None = None,
 ) -> np.ndarray:
-    """Draw one crack with a few branches into `surface` (in place); return its bool HxW mask. start is (x, y) and
-    angle in radians (0 = to the right). Left as None they are random: 4 in 5 cracks enter at an edge and cross the
-    whole tile, the others start inside and are shorter; widths range from 2 to 26 px (half under 7)."""
+    """Draw one crack with a few branches into `surface` (in place); return its bool HxW mask. start is (x, y), angle
+    in radians (0 = right); None: random (4 in 5 cross the tile from an edge; widths 2 to 26 px, half under 7)."""
     rows, cols = surface.shape[:2]
     diagonal = float(np.hypot(rows, cols))
     width = float(np.exp(rng.uniform(np.log(2.0), np.log(26.0)))) if width is None else float(width)
@@ -243,12 +238,11 @@ def add_pits(surface: np.ndarray, rng: np.random.Generator) -> None:
 def add_scratches(surface: np.ndarray, rng: np.random.Generator) -> None:
     """One to three faint, thin, nearly straight lines: darker (2 in 3) or lighter than the surface."""
     rows, cols = surface.shape[:2]
-    diagonal = float(np.hypot(rows, cols))
     layer = Image.new("L", (cols, rows), 0)
     draw = ImageDraw.Draw(layer)
     for _ in range(rng.integers(1, 4)):
         start = (rng.uniform(0, cols), rng.uniform(0, rows))
-        angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 1.2) * diagonal
+        angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 1.2) * float(np.hypot(rows, cols))
         points, _ = _random_walk(rng, start, angle, length, meander=0.04, jitter=0.02, step=4.0)
         width = 2 if rng.random() < 1 / 3 else 1
         draw.line([tuple(p) for p in points.tolist()], fill=int(rng.integers(90, 200)), width=width)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,8 +18,7 @@ from helpers.plumbing import IMAGE_EXTENSIONS, check_replaceable, lock, read_jso
 from helpers.settings import SOURCE_FILE
 from helpers.synthetic import DEFAULT_CLASSES, RECIPES, make_image
 
-# Byte-identical copies, as a share of each class: chosen so that notebook 02's leak shows, not measured on the real
-# set (notebook 02 counts the real set's own when it runs on it).
+# Byte-identical copies, as a share of each class: chosen so that notebook 02's leak shows, not measured on real data.
 CRACK_DUPLICATES, OTHER_DUPLICATES = 0.015, 0.065
 MANIFEST_NAME = "synthetic_manifest.csv"
 
@@ -51,7 +49,7 @@ def generate_dataset(
     per_class: int = 1000,
     seed: int = 0,
     *,
-    classes: Mapping[str, str] | None = None,
+    classes: dict[str, str] | None = None,
     duplicate_fraction: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -102,8 +100,7 @@ def read_manifest(folder: str | Path) -> dict[str, str]:
 
 @dataclass
 class ImageStatistics:
-    """Pixel statistics of one class folder: channel means and stds over all its pixels, and the 5th, 50th and
-    95th percentiles of its images' brightness (each image's mean luma, 0.299 R + 0.587 G + 0.114 B)."""
+    """A class folder's channel means and stds over all pixels, and percentiles of its images' mean luma."""
 
     n: int
     mean_rgb: list[float]
