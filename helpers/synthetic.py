@@ -56,7 +56,7 @@ def _sample_brightness(rng: np.random.Generator, kind: str) -> float:
 def make_surface(
     rng: np.random.Generator, height: int = 227, width: int = 227, *, brightness: float | None = None
 ) -> np.ndarray:
-    """A concrete-like surface of any size, float32 (height, width, 3) in [0, 255], of mean grey `brightness` or random."""
+    """A concrete-like surface of any size, float32 (height, width, 3) in [0, 255], mean grey `brightness` or random."""
     brightness = _sample_brightness(rng, "plain") if brightness is None else brightness
     half_h, half_w = (height + 1) // 2, (width + 1) // 2  # built at half size and enlarged: soft, as the photos are
     shade = (
