@@ -1,16 +1,15 @@
 """Checks for the notebooks' exercises: one function per exercise, which prints one sentence ("Well done: ...",
 "Not yet: ..." or "Not answered yet: ..."), never raises, and returns True or False. A check runs your function
 and the reference solution (`solutions/`) on hand-picked and seeded generated cases, smallest first, and reports
-the first where they differ; a decision check decides from the run's own object, as you do.
-"""
+the first where they differ; a decision check decides from the run's own object, as you do."""
 
 from __future__ import annotations
 
 import copy
 import functools
-import importlib.util
 import math
 import random
+import runpy
 import traceback
 from collections import OrderedDict
 from pathlib import Path
@@ -20,8 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 from torchvision.models import resnet18
-
-SOLUTIONS = Path(__file__).resolve().parent.parent / "solutions"
 
 
 class _Stop(Exception):
@@ -55,10 +52,7 @@ def _check(name: str, well_done: str) -> Callable:
 @functools.cache
 def _reference(stem: str, name: str) -> Callable:
     """The reference answer `name` in solutions/<stem>.py."""
-    spec = importlib.util.spec_from_file_location(f"solutions_{stem}", SOLUTIONS / f"{stem}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)
+    return runpy.run_path(str(Path(__file__).resolve().parent.parent / "solutions" / f"{stem}.py"))[name]
 
 
 def _call(function: Callable, *args):
@@ -113,9 +107,8 @@ def _same(a, b) -> bool:
 
 
 def _compare(function: Callable, reference: Callable, cases: list, read: Callable, mistakes: dict = {}) -> None:
-    """Stop at the first of `cases` ((description, args), smallest first) where `function` and `reference`
-    differ once `read(answer, *args)` has put both in one form: a dict of facts names the first fact that differs,
-    other forms get the hint of the first of `mistakes` (hint -> wrong function) the answer agrees with."""
+    """Stop at the first of `cases` ((description, args)) where `function` and `reference` differ once `read` puts both
+    in one form: name the fact that differs (for facts: a dict), or the hint of the first of `mistakes` it matches."""
     for case, args in cases:
         copied, right_args = copy.deepcopy(args), copy.deepcopy(args)
         given = _call(function, *copied)
@@ -142,11 +135,6 @@ def _ints(count: int = 0, kind: type = int) -> Callable:
     return lambda v: type(v) in (list, tuple) and len(v) == (count or len(v)) and all(isinstance(x, kind) for x in v)
 
 
-def _pair(answer, groups) -> tuple:
-    pair = _form(answer, _ints(2, (list, tuple)), "a pair `(files, labels)` of two lists")
-    return list(pair[0]), list(pair[1])
-
-
 @_check("my_interleave", "one file of each class in turn, with its class's label, for any number of classes.")
 def check_interleave(function: Callable) -> None:
     """`function(groups)` returns `(files, labels)`: one file of each `(label, files)` group in turn, in order."""
@@ -157,12 +145,8 @@ def check_interleave(function: Callable) -> None:
         cases.append((k * n, f"for labels {labels} with {n} files each", (groups,)))
     whole = lambda g: ([f for _, fs in g for f in fs], [y for y, fs in g for _ in fs])
     mistakes = {"each group comes whole, so the last part (validation) holds only the last class": whole}
-    _compare(function, right, [case[1:] for case in sorted(cases)], _pair, mistakes)
-
-
-def _shares(n: int, rounding: Callable) -> tuple:  # the sizes, with 70% and 15% of n rounded by `rounding`
-    train, val = rounding(n * 0.7), rounding(n * 0.15)
-    return train, val, n - train - val
+    read = lambda answer, groups: _form(answer, _ints(2, (list, tuple)), "a pair `(files, labels)` of two lists")
+    _compare(function, right, [case[1:] for case in sorted(cases)], read, mistakes)
 
 
 @_check("my_split_sizes", "70% and 15% rounded down and the rest to test: three whole sizes that add up to n.")
@@ -170,8 +154,9 @@ def check_split_sizes(function: Callable) -> None:
     """`function(n)` returns `(train, validation, test)` sizes: 70% and 15% of n rounded down, the rest to test."""
     rng, right = random.Random(0), _reference("ex02_dataset_class", "my_split_sizes")
     sizes = sorted({0, 1, 3, 7, 10, 13, 90, 40_000, *(rng.randint(1, 100_000) for _ in range(40))})
-    mistakes = {"a share was rounded up; round each share down": lambda n: _shares(n, math.ceil)}
-    mistakes["0.7 has no exact binary value: n * 0.7 can fall just below a whole number"] = lambda n: _shares(n, int)
+    shares = lambda n, rounding: (rounding(n * 0.7), rounding(n * 0.15), n - rounding(n * 0.7) - rounding(n * 0.15))
+    mistakes = {"a share was rounded up; round each share down": lambda n: shares(n, math.ceil)}
+    mistakes["0.7 has no exact binary value: n * 0.7 can fall just below a whole number"] = lambda n: shares(n, int)
     read = lambda answer, n: _form(answer, _ints(3), "three sizes, each a whole number of images (an int)")
     _compare(function, right, [(f"for n = {n}", (n,)) for n in sizes], read, mistakes)
 
@@ -195,6 +180,7 @@ def _net(width: int) -> nn.Module:
 
 
 def _head_facts(answer, model: nn.Module, classes: int) -> dict:
+    """What the task asks of the model `my_new_head` returned, fact by fact."""
     parameters = _form(answer, lambda v: hasattr(v, "fc"), "the model").named_parameters()
     learning = {n: p.numel() for n, p in parameters if p.requires_grad}
     old, now = model.state_dict(), answer.state_dict()
@@ -203,13 +189,12 @@ def _head_facts(answer, model: nn.Module, classes: int) -> dict:
             scores = answer.eval()(torch.zeros(2, 3, 32, 32)).shape[-1]
     except RuntimeError:
         raise _Stop("Not yet: the new head does not fit: it must take the numbers the layer before it gives.") from None
+    head = sum(v for n, v in learning.items() if n[:3] == "fc.")
     return {
-        "numbers of the backbone that can learn": sum(v for n, v in learning.items() if n[:3] != "fc."),
+        "numbers of the backbone that can learn": sum(learning.values()) - head,
         "backbone weights as given": all(torch.equal(v, old[n]) for n, v in now.items() if n[:3] != "fc."),
         "scores per image": scores,
-        "numbers of the head that can learn (a weight per feature and class, a bias per class)": sum(
-            v for n, v in learning.items() if n[:3] == "fc."
-        ),
+        "numbers of the head that can learn (a weight per feature and class, a bias per class)": head,
     }
 
 
@@ -221,13 +206,13 @@ def check_new_head(function: Callable) -> None:
     _compare(function, _reference("ex03_replace_the_head", "my_new_head"), cases, _head_facts)
 
 
-def _resnet(*blocks: str) -> nn.Module:
-    """A small net with ResNet18's top-level blocks, frozen but for the named ones and a new 2-class head `fc`."""
+def _resnet(unfrozen: str = "") -> nn.Module:
+    """A small net with ResNet18's top-level blocks, frozen but for those in `unfrozen`, and a new 2-class head `fc`."""
     stem = [("conv1", nn.Conv2d(3, 4, 3)), ("bn1", nn.BatchNorm2d(4)), ("relu", nn.ReLU())]
     stages = [(f"layer{i}", nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4))) for i in range(1, 5)]
     model = nn.Sequential(OrderedDict(stem + stages + [("pool", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten())]))
     model.requires_grad_(False)
-    for block in blocks:
+    for block in unfrozen.split():
         getattr(model, block).requires_grad_(True)
     model.fc = nn.Linear(4, 2)
     return model
@@ -240,7 +225,7 @@ def check_trainable_per_block(function: Callable) -> None:
     partly[0].requires_grad_(False)
     partly[3].bias.requires_grad_(False)
     cases = [("for a Sequential, partly frozen,", (partly,))]
-    cases += [(f"for a ResNet with {b} unfrozen", (_resnet(*b.split()),)) for b in ("layer4", "layer2 layer4")]
+    cases += [(f"for a ResNet with {b} unfrozen", (_resnet(b),)) for b in ("layer4", "layer2 layer4")]
     is_counts = lambda v: isinstance(v, dict) and _ints()([*v.values()])
     read = lambda a, m: {k: v for k, v in _form(a, is_counts, "a dict of counts (ints)").items() if v}
     _compare(function, _reference("ex03_replace_the_head", "my_trainable_per_block"), cases, read)
@@ -255,7 +240,7 @@ def _loop_case(epochs: int) -> tuple:
 
 
 def _loop_hint(calls: str, steps: int) -> str:
-    """What a loop with the calls `calls` (z zero_grad, b backward, s step, f/e forward) did wrong in `steps` batches."""
+    """What a loop that made `calls` (z zero_grad, b backward, s step, f/e forward) did wrong in `steps` batches."""
     order = calls.replace("f", "").replace("e", "")
     if "s" not in order:
         return "the head never changed: `optimizer.step()` is never called (the brackets matter)"
@@ -311,12 +296,10 @@ def check_more_epochs(answer, comparison) -> str:
 def check_batchnorm_prediction(prediction) -> None:
     """`prediction`: the tensors one batch in training mode changes in a frozen BatchNorm layer (run to compare)."""
     names = {str(name).strip() for name in prediction} if isinstance(prediction, (set, list, tuple)) else {None}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        layer = nn.BatchNorm2d(3).requires_grad_(False)
-        before = copy.deepcopy(layer.state_dict())
-        with torch.no_grad():
-            layer.train()(torch.randn(4, 3, 5, 5) * 2 + 1)
+    torch.manual_seed(0)  # inside the check's own fork of the random numbers
+    layer = nn.BatchNorm2d(3).requires_grad_(False)
+    before = copy.deepcopy(layer.state_dict())
+    layer.train()(torch.randn(4, 3, 5, 5) * 2 + 1)  # no gradient: nothing in it requires one
     if names - set(before):
         raise _Stop(f"Not yet: write a set of names among {', '.join(before)}, not {prediction!r}.")
     if names & {"weight", "bias"}:
@@ -334,10 +317,8 @@ def check_confident_mistakes(function: Callable) -> None:
         sure = (torch.randperm(49, generator=rng)[:n] + 51) / 100  # distinct confidences, so no ties
         crack = torch.where(torch.rand(n, generator=rng) < 0.5, sure, 1 - sure)
         cases.append((crack, torch.randint(0, 2, (n,), generator=rng), int(torch.randint(1, n + 2, (), generator=rng))))
-    cases = [
-        (f"for P(crack) {_show(c)}, labels {_show(y)}, k = {k}", (torch.stack([1 - c, c], 1), y, k))
-        for c, y, k in cases
-    ]
+    probabilities = lambda crack: torch.stack([1 - crack, crack], 1)  # columns: P(no crack), P(crack)
+    cases = [(f"for P(crack) {_show(c)}, labels {_show(y)}, k = {k}", (probabilities(c), y, k)) for c, y, k in cases]
     by_crack = lambda p, y, k: [i for i in p[:, 1].argsort(descending=True).tolist() if p[i].argmax() != y[i]][:k]
     read = lambda answer, *case: _form(answer, _ints(), "the indices of the images (ints)")
     hints = {"a confidence is the probability of the predicted class, whichever it is": by_crack}
@@ -377,11 +358,6 @@ def check_threshold_for_recall(answer, curve: dict, recall: float = 0.95) -> str
     return f"Well done: {text}, the fewest of any threshold that keeps {recall:.0%} recall."
 
 
-def _pairs(answer, *case) -> list:
-    pairs = _form(answer, lambda v: isinstance(v, list) and all(map(_ints(2), v)), "a list of (row, column) pairs")
-    return [tuple(pair) for pair in pairs]
-
-
 @_check("my_tiles_above", "every tile at or above the threshold, row by row, as (row, column).")
 def check_tiles_above(function: Callable) -> None:
     """`function(probabilities, threshold)` returns the (row, column) of every tile at or above the threshold."""
@@ -395,7 +371,9 @@ def check_tiles_above(function: Callable) -> None:
         "the first index of a grid is its row": lambda p, t: [(c, r) for r, c in right(p, t)],
         "a tile whose probability equals the threshold counts too": lambda p, t: [i for i in right(p, t) if p[i] > t],
     }
-    _compare(function, right, cases, _pairs, mistakes)
+    is_pairs = lambda v: isinstance(v, list) and all(map(_ints(2), v))
+    read = lambda answer, *case: _form(answer, is_pairs, "a list of (row, column) pairs")
+    _compare(function, right, cases, read, mistakes)
 
 
 @_check("my_unfreeze", "the last n stages and the head learn, the rest stays frozen, and no weight changed.")
@@ -406,11 +384,11 @@ def check_unfreeze(function: Callable) -> None:
     def facts(answer, model: nn.Module, n: int) -> dict:
         given, old = _form(answer, lambda v: isinstance(v, nn.Module), "the model").state_dict(), base.state_dict()
         flags = {name: [p.requires_grad for p in block.parameters()] for name, block in answer.named_children()}
+        same = given.keys() == old.keys() and all(torch.equal(v, old[k]) for k, v in given.items())
         return {
             "blocks that learn": sorted(name for name, learns in flags.items() if any(learns)),
             "blocks that learn only in part": sorted(name for name, on in flags.items() if 0 < sum(on) < len(on)),
-            "every weight as it was": given.keys() == old.keys()
-            and all(torch.equal(v, old[k]) for k, v in given.items()),
+            "every weight as it was": same,
         }
 
     cases = [(f"with n = {n}", (base, n)) for n in range(5)]
@@ -418,6 +396,7 @@ def check_unfreeze(function: Callable) -> None:
 
 
 def _rates(answer, model: nn.Module, head_lr: float, backbone_lr: float) -> dict:
+    """What the task asks of the groups `my_parameter_groups` returned, fact by fact."""
     ok = lambda v: isinstance(v, (list, tuple)) and v and all(isinstance(g, dict) and "lr" in g for g in v)
     _form(answer, ok, 'a list of dicts, each with its "params" and its "lr"')
     try:
@@ -429,10 +408,9 @@ def _rates(answer, model: nn.Module, head_lr: float, backbone_lr: float) -> dict
     for name, p in model.named_parameters():
         if p.requires_grad:
             blocks.setdefault(name.split(".")[0], set()).add(rate.get(id(p)))
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad and id(p) in rate)
     return {
-        "frozen numbers in a group": sum(
-            p.numel() for p in model.parameters() if not p.requires_grad and id(p) in rate
-        ),
+        "frozen numbers in a group": frozen,
         "learning rates of the unfrozen blocks (None: in no group)": {b: sorted(r, key=str) for b, r in blocks.items()},
     }
 
@@ -441,8 +419,5 @@ def _rates(answer, model: nn.Module, head_lr: float, backbone_lr: float) -> dict
 def check_parameter_groups(function: Callable) -> None:
     """`function(model, head_lr, backbone_lr)`: groups for the head, layer4 and other unfrozen blocks (rate / 10)."""
     settings = [("layer4", 1e-2, 1e-3), ("layer3 layer4", 1e-3, 1e-4), ("layer2 layer3 layer4", 3e-3, 2e-4)]
-    cases = [
-        (f"for {b} unfrozen, head_lr {h:g}, backbone_lr {b_lr:g}", (_resnet(*b.split()), h, b_lr))
-        for b, h, b_lr in settings
-    ]
+    cases = [(f"for {b} unfrozen, head_lr {h:g}, backbone_lr {lr:g}", (_resnet(b), h, lr)) for b, h, lr in settings]
     _compare(function, _reference("ex06_going_further", "my_parameter_groups"), cases, _rates)

@@ -1,16 +1,7 @@
-"""Synthetic look-alikes of the "Concrete Crack Images for Classification" photos, for running offline.
-
-When the real set (20,000 `Positive/` and 20,000 `Negative/` 227x227 photos of concrete) cannot be downloaded,
-this module draws a stand-in: a concrete-like surface (grey to beige, blotches, grain, pores, specks of aggregate,
-uneven lighting); positives with dark, jagged, branching cracks 2 to ~26 px wide (random walks); negatives half
-plain, half hard cases a classifier can mistake for a crack for reasons you can see (stains, shadows, large pits,
-faint scratches). `helpers.synthetic_dataset` writes such images as a data set.
-
-The per-class pixel statistics (channel means and stds, spread of brightness) are tuned to be close to a real
-sample. What it does NOT imitate: real camera blur, noise and JPEG history, real crack shapes (spalled edges,
-debris, crack networks), real stains and surface finishes. A model trained on it learns *our drawing rules*: use
-it to run and understand the workbook, never as evidence about real concrete.
-"""
+"""Synthetic look-alikes of the 227x227 concrete photos, for running offline: a concrete-like surface with dark,
+jagged, branching cracks, or without (half plain, half hard cases: stains, shadows, large pits, faint scratches).
+Each class's pixel statistics are tuned to be close to a real sample; real blur, noise, JPEG history, crack shapes
+and stains are not imitated. A model trained on it learns *our drawing rules*: no evidence about real concrete."""
 
 from __future__ import annotations
 
@@ -50,17 +41,7 @@ def _pores_and_specks(rng: np.random.Generator, height: int, width: int) -> np.n
         values = 128 + 300 * sign * rng.uniform(low, high, n)
         for x, y, r, (sx, sy), value in zip(xs, ys, radii, stretch, values):
             draw.ellipse([x - r * sx, y - r * sy, x + r * sx, y + r * sy], fill=int(value))
-    layer = layer.filter(ImageFilter.GaussianBlur(0.6))
-    return (np.asarray(layer, dtype=np.float32) - 128) / 300
-
-
-def _lighting(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A linear lighting gradient in a random direction: mostly gentle, now and then strong."""
-    strength = min(rng.exponential(0.055), 0.45)
-    angle = rng.uniform(0, 2 * np.pi)
-    ys = np.linspace(-0.5, 0.5, height, dtype=np.float32)[:, None] * height / max(height, width)
-    xs = np.linspace(-0.5, 0.5, width, dtype=np.float32)[None, :] * width / max(height, width)
-    return strength * (np.cos(angle) * xs + np.sin(angle) * ys)
+    return (np.asarray(layer.filter(ImageFilter.GaussianBlur(0.6)), dtype=np.float32) - 128) / 300
 
 
 def _sample_brightness(rng: np.random.Generator, kind: str) -> float:
@@ -75,20 +56,21 @@ def _sample_brightness(rng: np.random.Generator, kind: str) -> float:
 def make_surface(
     rng: np.random.Generator, height: int = 227, width: int = 227, *, brightness: float | None = None
 ) -> np.ndarray:
-    """A concrete-like surface, float32 (height, width, 3) in [0, 255], of mean grey level `brightness` (random when
-    None). Any size works: a larger array shows more of the same wall. Built at half size and enlarged: soft, as the
-    photos are."""
-    if brightness is None:
-        brightness = _sample_brightness(rng, "plain")
-    half_h, half_w = (height + 1) // 2, (width + 1) // 2
+    """A concrete-like surface of any size, float32 (height, width, 3) in [0, 255], mean grey `brightness` or random."""
+    brightness = _sample_brightness(rng, "plain") if brightness is None else brightness
+    half_h, half_w = (height + 1) // 2, (width + 1) // 2  # built at half size and enlarged: soft, as the photos are
     shade = (
         1.0
         + rng.uniform(0.006, 0.03) * _smooth_noise(rng, half_h, half_w, cell=14)  # broad blotches
         + rng.uniform(0.01, 0.03) * _smooth_noise(rng, half_h, half_w, cell=3)  # small blotches
         + rng.uniform(0.01, 0.025) * rng.standard_normal((half_h, half_w), dtype=np.float32)  # grain
         + _pores_and_specks(rng, half_h, half_w)
-        + _lighting(rng, half_h, half_w)
     )
+    # uneven lighting: a linear gradient in a random direction, mostly gentle, now and then strong
+    strength, angle = min(rng.exponential(0.055), 0.45), rng.uniform(0, 2 * np.pi)
+    ys = np.linspace(-0.5, 0.5, half_h, dtype=np.float32)[:, None] * half_h / max(half_h, half_w)
+    xs = np.linspace(-0.5, 0.5, half_w, dtype=np.float32)[None, :] * half_w / max(half_h, half_w)
+    shade += strength * (np.cos(angle) * xs + np.sin(angle) * ys)
     shade = _upsample(shade, height, width)
     warmth = rng.beta(1.6, 2.0) * 0.18  # a tint from neutral grey to beige (real photos: R - B from ~2 to ~25)
     cast = rng.normal(0, 0.005, size=3)  # a slight colour cast of the camera
@@ -107,8 +89,7 @@ def _gradual_noise(rng: np.random.Generator, n: int, window: int) -> np.ndarray:
 def _random_walk(
     rng: np.random.Generator, start: tuple, angle: float, length: float, *, meander: float, jitter: float, step=2.5
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Points (n, 2) of a path from `start` heading `angle`, and each point's heading; `meander` bends the path
-    slowly, `jitter` makes it zig-zag (both in radians)."""
+    """Points (n, 2) of a path from `start` heading `angle`, and their headings; `meander` bends, `jitter` zig-zags."""
     n = max(3, int(length / step))
     slow_turns = _gradual_noise(rng, n, window=16)
     zigzag = np.repeat(rng.standard_normal(n // 4 + 1), 4)[:n]  # kinks every 4 steps
@@ -118,33 +99,30 @@ def _random_walk(
     return points, heading
 
 
-def _crack_widths(rng: np.random.Generator, n: int, width: float, *, taper_start: bool) -> np.ndarray:
-    """Width at each point: wobbles slowly around `width` and thins out at the tip(s)."""
+def _fill_path(
+    mask: Image.Image, rng: np.random.Generator, points: np.ndarray, heading: np.ndarray, width: float, two_tips: bool
+) -> np.ndarray:
+    """Fill a path into `mask`, its width wobbling around `width` and thinning at the end (and start if `two_tips`),
+    ragged: a 4-sided piece per step (no holes at sharp bends), a 1 px centre line (no gaps); return the widths."""
+    n, draw = len(points), ImageDraw.Draw(mask)
     wobble = _gradual_noise(rng, n, window=10)
     taper_steps = (3 * width + 5) / 2.5
     from_end = np.arange(n)[::-1] / taper_steps
-    from_start = np.arange(n) / taper_steps if taper_start else np.full(n, np.inf)
+    from_start = np.arange(n) / taper_steps if two_tips else np.full(n, np.inf)
     taper = np.minimum(1.0, np.minimum(from_start, from_end))
-    return np.clip(width * np.exp(0.25 * wobble) * taper, 0.5, 1.6 * width)
-
-
-def _fill_path(
-    draw: ImageDraw.ImageDraw, rng: np.random.Generator, points: np.ndarray, heading: np.ndarray, widths: np.ndarray
-) -> None:
-    """Fill a path of varying width with ragged edges, one four-sided piece per step (so sharp
-    bends leave no holes), plus a 1 px centre line that keeps even the thinnest crack connected."""
+    widths = np.clip(width * np.exp(0.25 * wobble) * taper, 0.5, 1.6 * width)
     smooth = np.convolve(np.pad(heading, 6, mode="edge"), np.ones(13) / 13, mode="valid")
     normal = np.stack([-np.sin(smooth), np.cos(smooth)], axis=1)  # at right angles to the path
     padded = np.pad(points, ((2, 2), (0, 0)), mode="edge")
-    middle = sum(padded[k : k + len(points)] for k in range(5)) / 5  # the zig-zag, smoothed for the edges
-    ragged = [np.exp(0.12 * _gradual_noise(rng, len(points), window=5)) for _side in range(2)]
+    middle = sum(padded[k : k + n] for k in range(5)) / 5  # the zig-zag, smoothed for the edges
+    ragged = [np.exp(0.12 * _gradual_noise(rng, n, window=5)) for _side in range(2)]
     left = (middle + normal * (widths / 2 * ragged[0])[:, None]).tolist()
     right = (middle - normal * (widths / 2 * ragged[1])[:, None]).tolist()
-    for i in range(len(points) - 1):
+    for i in range(n - 1):
         if widths[i] > 1.5:
-            piece = [tuple(left[i]), tuple(left[i + 1]), tuple(right[i + 1]), tuple(right[i])]
-            draw.polygon(piece, fill=255)
+            draw.polygon([tuple(left[i]), tuple(left[i + 1]), tuple(right[i + 1]), tuple(right[i])], fill=255)
     draw.line([tuple(p) for p in points.tolist()], fill=255, width=1)
+    return widths
 
 
 def _darken(surface: np.ndarray, amount: np.ndarray) -> None:
@@ -174,17 +152,14 @@ def draw_crack(
     length: float | None = None,
     width: float | None = None,
 ) -> np.ndarray:
-    """Draw one crack with a few branches into `surface` (in place); return its bool HxW mask.
-
-    start is (x, y) in pixels, angle in radians (0 = to the right), length and width in pixels.
-    Left as None they are random: 4 in 5 cracks enter at an edge and cross the whole tile, the
-    others start inside and are shorter; widths range from 2 to 26 px (half under 7)."""
+    """Draw one crack with a few branches into `surface` (in place); return its bool HxW mask. start is (x, y), angle
+    in radians (0 = right); None: random (4 in 5 cross the tile from an edge; widths 2 to 26 px, half under 7)."""
     rows, cols = surface.shape[:2]
     diagonal = float(np.hypot(rows, cols))
     width = float(np.exp(rng.uniform(np.log(2.0), np.log(26.0)))) if width is None else float(width)
     crosses = start is None and rng.random() < 0.8
-    if start is None and crosses:  # enter from a random point on the border
-        along = rng.uniform(0.1, 0.9)  # top, right, bottom or left edge
+    if crosses:  # enter from a random point on the top, right, bottom or left edge
+        along = rng.uniform(0.1, 0.9)
         edges = [(along * cols, 0.0), (cols, along * rows), (along * cols, rows), (0.0, along * rows)]
         start = edges[int(rng.integers(4))]
         toward_centre = np.arctan2(rows / 2 - start[1], cols / 2 - start[0])
@@ -194,25 +169,19 @@ def draw_crack(
     angle = rng.uniform(0, 2 * np.pi) if angle is None else float(angle)
     if length is None:
         length = 1.4 * diagonal if crosses else rng.uniform(0.35, 0.8) * diagonal
-
     mask_image = Image.new("L", (cols, rows), 0)
-    draw = ImageDraw.Draw(mask_image)
     points, heading = _random_walk(rng, start, angle, length, meander=0.35, jitter=0.35)
     margin, (x, y) = 3 * width + 10, points.T  # drop the points after the path first leaves the tile: only time
     on_tile = (x > -margin) & (x < cols + margin) & (y > -margin) & (y < rows + margin)
     keep = len(points) if on_tile.all() else max(int(np.argmin(on_tile)), 2)
     points, heading = points[:keep], heading[:keep]
-    widths = _crack_widths(rng, len(points), width, taper_start=not crosses)
-    _fill_path(draw, rng, points, heading, widths)
+    widths = _fill_path(mask_image, rng, points, heading, width, two_tips=not crosses)
     for _ in range(rng.poisson(0.8)):  # branches split off at a slant and thin out
         k = int(rng.integers(len(points) // 6, len(points) * 5 // 6 + 1))
         branch_angle = heading[k] + rng.choice([-1, 1]) * rng.uniform(0.35, 1.1)
         branch_length = rng.uniform(0.15, 0.5) * min(length, diagonal)
         b_points, b_heading = _random_walk(rng, tuple(points[k]), branch_angle, branch_length, meander=0.3, jitter=0.35)
-        b_width = max(1.0, widths[k] * rng.uniform(0.3, 0.7))
-        b_widths = _crack_widths(rng, len(b_points), b_width, taper_start=False)
-        _fill_path(draw, rng, b_points, b_heading, b_widths)
-
+        _fill_path(mask_image, rng, b_points, b_heading, max(1.0, widths[k] * rng.uniform(0.3, 0.7)), two_tips=False)
     core, halo = _blurred(mask_image, 0.7), _blurred(mask_image, 4 + 1.5 * width)
     darkness = rng.uniform(0.55, 0.8) * core + rng.uniform(0.1, 0.3) * halo
     if rng.random() < 0.5:  # a lit edge on one side, like a spalled rim
@@ -234,8 +203,7 @@ def add_stain(surface: np.ndarray, rng: np.random.Generator) -> None:
         u = ((xs - cx) * np.cos(theta) + (ys - cy) * np.sin(theta)) / rx
         v = (-(xs - cx) * np.sin(theta) + (ys - cy) * np.cos(theta)) / ry
         blob = np.maximum(blob, np.exp(-(u**2 + v**2)))
-    blob = np.clip(blob * (1.3 + 0.35 * _smooth_noise(rng, *blob.shape, cell=3)) - 0.3, 0, 1)
-    blob = _upsample(blob, rows, cols)
+    blob = _upsample(np.clip(blob * (1.3 + 0.35 * _smooth_noise(rng, *blob.shape, cell=3)) - 0.3, 0, 1), rows, cols)
     brownish = 1.0 + rng.uniform(0, 0.25) * np.array([0.0, 0.3, 0.7])  # blue darkens most
     _darken(surface, rng.uniform(0.1, 0.3) * blob[:, :, None] * brownish.astype(np.float32))
 
@@ -245,14 +213,11 @@ def add_shadow(surface: np.ndarray, rng: np.random.Generator) -> None:
     rows, cols = surface.shape[:2]
     ys = np.arange(rows, dtype=np.float32)[:, None]
     xs = np.arange(cols, dtype=np.float32)[None, :]
-    theta = rng.uniform(0, np.pi)
-    x0, y0 = rng.uniform(0, cols), rng.uniform(0, rows)
+    theta, x0, y0 = rng.uniform(0, np.pi), rng.uniform(0, cols), rng.uniform(0, rows)
     distance = (xs - x0) * np.cos(theta) + (ys - y0) * np.sin(theta)  # signed, from a line through (x0, y0)
     softness = rng.uniform(3, 25)
-    if rng.random() < 1 / 3:
-        inside = 1 / (1 + np.exp(-distance / softness))
-    else:
-        inside = 1 / (1 + np.exp((np.abs(distance) - rng.uniform(12, 60)) / softness))
+    edge = distance if rng.random() < 1 / 3 else rng.uniform(12, 60) - np.abs(distance)  # one side, or a band
+    inside = 1 / (1 + np.exp(-edge / softness))
     _darken(surface, rng.uniform(0.08, 0.25) * inside)
 
 
@@ -262,46 +227,39 @@ def add_pits(surface: np.ndarray, rng: np.random.Generator) -> None:
     layer = Image.new("L", (cols, rows), 0)
     draw = ImageDraw.Draw(layer)
     for _ in range(int(rng.integers(5, 25) * rows * cols / 227**2)):
-        x, y, size = rng.uniform(0, cols), rng.uniform(0, rows), rng.uniform(1, 4)
-        depth = int(rng.integers(80, 256))
+        x, y, size, depth = rng.uniform(0, cols), rng.uniform(0, rows), rng.uniform(1, 4), int(rng.integers(80, 256))
         for _part in range(rng.integers(1, 4)):
             px, py = x + rng.normal(0, size / 2), y + rng.normal(0, size / 2)
             rx, ry = size * rng.uniform(0.5, 1.2, size=2)
             draw.ellipse([px - rx, py - ry, px + rx, py + ry], fill=depth)
-    pits = np.asarray(layer.filter(ImageFilter.GaussianBlur(0.8)), dtype=np.float32) / 255
-    _darken(surface, rng.uniform(0.35, 0.6) * pits)
+    _darken(surface, rng.uniform(0.35, 0.6) * _blurred(layer, 0.8))
 
 
 def add_scratches(surface: np.ndarray, rng: np.random.Generator) -> None:
     """One to three faint, thin, nearly straight lines: darker (2 in 3) or lighter than the surface."""
     rows, cols = surface.shape[:2]
-    diagonal = float(np.hypot(rows, cols))
     layer = Image.new("L", (cols, rows), 0)
     draw = ImageDraw.Draw(layer)
     for _ in range(rng.integers(1, 4)):
         start = (rng.uniform(0, cols), rng.uniform(0, rows))
-        angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 1.2) * diagonal
+        angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 1.2) * float(np.hypot(rows, cols))
         points, _ = _random_walk(rng, start, angle, length, meander=0.04, jitter=0.02, step=4.0)
         width = 2 if rng.random() < 1 / 3 else 1
         draw.line([tuple(p) for p in points.tolist()], fill=int(rng.integers(90, 200)), width=width)
-    scratch = np.asarray(layer.filter(ImageFilter.GaussianBlur(0.5)), dtype=np.float32) / 255
     sign = 1.0 if rng.random() < 2 / 3 else -1.0
-    _darken(surface, sign * rng.uniform(0.1, 0.25) * scratch)
+    _darken(surface, sign * rng.uniform(0.1, 0.25) * _blurred(layer, 0.5))
 
 
 HARD_CASES = {"stain": add_stain, "shadow": add_shadow, "pores": add_pits, "scratch": add_scratches}
 
 
-def make_image(rng: np.random.Generator, recipe: str = "crack", size: int = 227) -> tuple[Image.Image, dict]:
-    """One size x size RGB image drawn by `recipe` (see RECIPES), and an info dict:
-    {"recipe": recipe, "kind": what was drawn, "mask": bool array of crack pixels}."""
+def make_image(rng: np.random.Generator, recipe: str = "crack") -> tuple[Image.Image, dict]:
+    """A 227x227 RGB image drawn by `recipe` (see RECIPES), and {"recipe", "kind": what was drawn, "mask": cracks}."""
     if recipe not in RECIPES:
         raise ValueError(f"Unknown recipe {recipe!r}; choose one of {RECIPES}.")
-    kind = recipe
-    if recipe == "no_crack":
-        kind = str(rng.choice(list(NO_CRACK_MIX), p=list(NO_CRACK_MIX.values())))
-    surface = make_surface(rng, size, size, brightness=_sample_brightness(rng, kind))
-    mask = np.zeros((size, size), dtype=bool)
+    kind = str(rng.choice(list(NO_CRACK_MIX), p=list(NO_CRACK_MIX.values()))) if recipe == "no_crack" else recipe
+    surface = make_surface(rng, brightness=_sample_brightness(rng, kind))
+    mask = np.zeros(surface.shape[:2], dtype=bool)
     if kind == "crack":
         if rng.random() < 0.2:  # so that a stain alone doesn't mean "no crack"
             HARD_CASES[str(rng.choice(["stain", "shadow", "pores"]))](surface, rng)
@@ -310,5 +268,4 @@ def make_image(rng: np.random.Generator, recipe: str = "crack", size: int = 227)
             mask |= draw_crack(surface, rng)
     elif kind in HARD_CASES:
         HARD_CASES[kind](surface, rng)
-    image = Image.fromarray(np.round(surface).astype(np.uint8))
-    return image, {"recipe": recipe, "kind": kind, "mask": mask}
+    return Image.fromarray(np.round(surface).astype(np.uint8)), {"recipe": recipe, "kind": kind, "mask": mask}

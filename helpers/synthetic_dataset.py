@@ -1,17 +1,11 @@
-"""Writing and reading synthetic data sets drawn by `helpers.synthetic`.
-
-`generate_dataset` writes a folder laid out like the real set (dest/<class>/00001.jpg, ...), with
-`synthetic_manifest.csv` (what each file shows, and which files are copies of which) and `workbook_source.json`
-(the settings, so that a matching set is reused, not redrawn). The set is built beside dest and swapped in at the
-end (helpers.plumbing.replacing): an error, Ctrl-C or a killed run never leaves a half-written set.
-"""
+"""Synthetic data sets drawn by `helpers.synthetic`, laid out like the real set, with `synthetic_manifest.csv` (what
+each file shows, which files are copies of which) and `workbook_source.json` (the settings, to reuse a set)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,39 +18,30 @@ from helpers.plumbing import IMAGE_EXTENSIONS, check_replaceable, lock, read_jso
 from helpers.settings import SOURCE_FILE
 from helpers.synthetic import DEFAULT_CLASSES, RECIPES, make_image
 
-# Byte-identical copies, as a share of each class: chosen so that notebook 02's leak shows, not measured on the real
-# set (notebook 02 counts the real set's own when it runs on it).
+# Byte-identical copies, as a share of each class: chosen so that notebook 02's leak shows, not measured on real data.
 CRACK_DUPLICATES, OTHER_DUPLICATES = 0.015, 0.065
 MANIFEST_NAME = "synthetic_manifest.csv"
 
 
-def _plan_duplicates(seed: int, class_index: int, per_class: int, fraction: float) -> dict[int, int]:
-    """Which file indices are copies, and of which original: {copy index: original index}."""
+def _write_class(folder: Path, recipe: str, seed: int, class_index: int, fraction: float, per_class: int, bar: tqdm):
+    """Write one class folder; return its manifest rows (class, filename, kind, duplicate_of) in file order."""
     n_copies = min(int(fraction * per_class + 0.5), per_class - 1)
     rng = np.random.default_rng([seed, class_index, 2])
     order = rng.permutation(per_class)
-    copies, originals = order[:n_copies], np.sort(order[n_copies:])
-    sources = rng.choice(originals, size=n_copies)  # one photo may be copied more than once
-    return {int(c): int(s) for c, s in zip(copies, sources)}
-
-
-def _write_class(folder: Path, recipe: str, seed: int, class_index: int, fraction: float, per_class: int, bar: tqdm):
-    """Write one class folder; return its manifest rows (class, filename, kind, duplicate_of) in file order."""
+    sources = rng.choice(np.sort(order[n_copies:]), size=n_copies)  # one photo may be copied more than once
+    copies = {int(c): int(s) for c, s in zip(order[:n_copies], sources)}  # {copy index: original index}
     folder.mkdir()
-    copies, kinds = _plan_duplicates(seed, class_index, per_class, fraction), {}
-    names = [f"{i + 1:05d}.jpg" for i in range(per_class)]
+    names, rows = [f"{i + 1:05d}.jpg" for i in range(per_class)], {}
     for i in range(per_class):
         if i not in copies:  # each image has its own seed: the same bytes whatever per_class is
             image, info = make_image(np.random.default_rng([seed, class_index, 1, i]), recipe)
             image.save(folder / names[i], format="JPEG", quality=90)
-            kinds[i] = info["kind"]
+            rows[i] = (folder.name, names[i], info["kind"], "")
         bar.update(1)
     for i, source in copies.items():
         shutil.copyfile(folder / names[source], folder / names[i])
-    return [
-        (folder.name, names[i], kinds[copies.get(i, i)], names[copies[i]] if i in copies else "")
-        for i in range(per_class)
-    ]
+        rows[i] = (folder.name, names[i], rows[source][2], names[source])
+    return [rows[i] for i in range(per_class)]
 
 
 def generate_dataset(
@@ -64,18 +49,14 @@ def generate_dataset(
     per_class: int = 1000,
     seed: int = 0,
     *,
-    classes: Mapping[str, str] | None = None,
+    classes: dict[str, str] | None = None,
     duplicate_fraction: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Write a synthetic data set laid out like the real one, dest/<class>/00001.jpg, ..., and return dest.
-
-    classes maps folder -> recipe (default {"Positive": "crack", "Negative": "no_crack"}). duplicate_fraction is
-    the share of each class written as byte-identical copies of its other files (None: 1.5% of a crack class,
-    6.5% of the others; 0: none). A folder holding a set made with the same settings is returned untouched;
-    overwrite=True replaces one the generator made with other settings, never a folder it did not make.
-    """
+    """Write a synthetic data set, dest/<class>/00001.jpg, ..., and return dest. classes maps folder -> recipe;
+    duplicate_fraction is the share of each class written as byte-identical copies (None: 1.5% of a crack class,
+    6.5% of the others). A set made with the same settings is reused; overwrite=True replaces one made with others."""
     dest, classes = Path(dest), dict(DEFAULT_CLASSES if classes is None else classes)
     if per_class < 1 or not classes or not set(classes.values()) <= set(RECIPES):
         raise ValueError(
@@ -83,9 +64,8 @@ def generate_dataset(
         )
     if duplicate_fraction is not None and not 0 <= duplicate_fraction <= 0.5:
         raise ValueError(f"duplicate_fraction must lie between 0 and 0.5 (or be None), not {duplicate_fraction}.")
-    fractions = {name: CRACK_DUPLICATES if r == "crack" else OTHER_DUPLICATES for name, r in classes.items()}
-    if duplicate_fraction is not None:
-        fractions = dict.fromkeys(classes, float(duplicate_fraction))
+    by_recipe = {name: CRACK_DUPLICATES if r == "crack" else OTHER_DUPLICATES for name, r in classes.items()}
+    fractions = by_recipe if duplicate_fraction is None else dict.fromkeys(classes, float(duplicate_fraction))
     settings = {"source": "synthetic", "seed": int(seed), "per_class": int(per_class), "classes": classes}
     settings["duplicate_fraction"] = fractions
     check_replaceable(dest, "synthetic")  # a file, or a folder the generator did not make, is refused as it is
@@ -120,8 +100,7 @@ def read_manifest(folder: str | Path) -> dict[str, str]:
 
 @dataclass
 class ImageStatistics:
-    """Pixel statistics of one class folder: channel means and stds over all its pixels, and the 5th, 50th and
-    95th percentiles of its images' brightness (each image's mean luma, 0.299 R + 0.587 G + 0.114 B)."""
+    """A class folder's channel means and stds over all pixels, and percentiles of its images' mean luma."""
 
     n: int
     mean_rgb: list[float]
@@ -144,11 +123,10 @@ def image_statistics(folder: str | Path, max_per_class: int | None = None) -> di
                 pixels = np.asarray(image.convert("RGB"), dtype=np.float64).reshape(-1, 3)
             total, total_sq, n_pixels = total + pixels.sum(0), total_sq + (pixels**2).sum(0), n_pixels + len(pixels)
             brightness.append(float((pixels @ [0.299, 0.587, 0.114]).mean()))
-        if files:
-            mean = total / n_pixels
-            std = np.sqrt(np.maximum(total_sq / n_pixels - mean**2, 0))
-            p05, p50, p95 = np.percentile(brightness, [5, 50, 95]).round(2).tolist()
-            stats[class_dir.name] = ImageStatistics(
-                len(files), mean.round(2).tolist(), std.round(2).tolist(), p05, p50, p95
-            )
+        if not files:
+            continue
+        mean = total / n_pixels
+        std = np.sqrt(np.maximum(total_sq / n_pixels - mean**2, 0))
+        percentiles = np.percentile(brightness, [5, 50, 95]).round(2).tolist()
+        stats[class_dir.name] = ImageStatistics(len(files), mean.round(2).tolist(), std.round(2).tolist(), *percentiles)
     return stats
