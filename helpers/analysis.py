@@ -44,10 +44,8 @@ def misclassified(predictions: Predictions) -> list[Mistake]:
 
 
 def accuracy_interval(correct: int, total: int) -> tuple[float, float]:
-    """95% Wilson interval for the accuracy correct/total, e.g. 9944/10000 -> (0.9927, 0.9957).
-
-    Unlike "p +- 1.96 standard errors" it stays within [0, 1] and behaves near 0% and 100%.
-    """
+    """95% Wilson interval for the accuracy correct/total, e.g. 9944/10000 -> (0.9927, 0.9957); unlike "p +- 1.96
+    standard errors" it stays within [0, 1] and behaves near 0% and 100%."""
     if total <= 0 or not 0 <= correct <= total:
         raise ValueError(f"An accuracy needs 0 <= correct <= total and total > 0, not {correct} of {total}.")
     p, z = correct / total, 1.959964  # 95% of a normal distribution lies within 1.96 standard deviations
@@ -86,12 +84,8 @@ class Comparison:
 def compare_on_same_images(
     labels: torch.Tensor, first: torch.Tensor, second: torch.Tensor, names: tuple[str, str] = ("model A", "model B")
 ) -> Comparison:
-    """Compare two models' predicted labels by the images where exactly one of them is right.
-
-    Overlapping accuracy intervals do not make two models alike: on the same images, what counts is
-    how the images they disagree on split between them. Were both equally good, each such image
-    would go either way like a fair coin, so the p-value is a two-sided binomial tail.
-    """
+    """Compare two models' predicted labels by the images where exactly one of them is right: were both equally good,
+    each such image would go either way like a fair coin, so the p-value is a two-sided binomial tail."""
     if not labels.shape == first.shape == second.shape:
         shapes = ", ".join(str(tuple(t.shape)) for t in (labels, first, second))
         raise ValueError(f"Pass labels and both predictions for the same images, not shapes {shapes}.")
@@ -211,13 +205,10 @@ def plot_threshold_curve(curve: dict[str, np.ndarray], threshold: float = 0.5) -
 
 
 # ----------------------------------------------------------------------------- near-duplicates (notebook 05)
-# find_split_leakage (helpers.dataset) finds byte-identical copies; re-encoded, brightened or shifted copies have other
-# bytes but almost the same features. So each validation image gets the training image whose features point the most
-# the same way (cosine), and pairs above a threshold are flagged. Whitened first: pooled ReLU features are all
-# positive and all concrete tiles share a few strong directions (brightness, contrast), so unrelated tiles have a raw
-# cosine of 0.99+; scaled to equal spread along the training features' principal directions (as image retrieval
-# does), the cosine is about the tile, not about concrete. Pooled features describe texture, not layout: two
-# featureless grey tiles look alike too.
+# Re-encoded, brightened or shifted copies have other bytes (find_split_leakage misses them) but almost the same
+# features. Whitened first: all concrete tiles share a few strong feature directions (brightness, contrast), so
+# unrelated tiles have a raw cosine of 0.99+; scaled to equal spread along the training features' principal
+# directions (as image retrieval does), the cosine is about the tile, not about concrete.
 SHRINKAGE = 0.01  # added to each direction's variance, as a share of the mean: near-empty ones add no noise
 CHUNK_ROWS = 1000  # validation images compared at a time: 1,000 x 30,000 similarities take 120 MB
 

@@ -1,29 +1,15 @@
 """Looking inside the model: Grad-CAM and an interactive browser of the validation samples (notebook 05), and a whole
 photo scanned tile by tile (notebook 06).
 
-Grad-CAM: which part of the photo made the model say what it said? Selvaraju et al., "Grad-CAM:
-Visual Explanations from Deep Networks via Gradient-based Localization" (ICCV 2017), in four steps:
+Grad-CAM (Selvaraju et al., ICCV 2017): the gradient of the predicted class's score, averaged over each of
+`layer4`'s 512 maps, weighs the maps; the positive part of their weighted sum, stretched to the photo, is the heat
+map. Our backbone is frozen, so autograd would record nothing through `layer4`: the hook hands the rest of the
+network a copy of its output that requires gradients, and `torch.enable_grad()` turns them on even inside
+`torch.no_grad()`.
 
-1. keep the activations A of the last convolutional block (ResNet18's `layer4`: 512 maps of 8x8
-   for a 227x227 photo), each saying where one kind of pattern was found;
-2. take the gradient of the predicted class's score (its logit) with respect to A;
-3. average it over space: one weight per map; the heat map is ReLU(sum_k weight_k * A_k), the
-   places that speak *for* the class;
-4. stretch the small map to the photo's size (bilinear) and divide by its peak.
-
-Our backbone is frozen, so autograd would record nothing through `layer4`: the hook hands the
-rest of the network a copy of A that requires gradients, and `torch.enable_grad()` turns them on
-even inside `torch.no_grad()`.
-
-The explorer: pick which samples to look at (all, the mistakes, the missed cracks, ...), step through
-them, see each photo with its heat map beside it, and move the decision threshold (a sample is called
-a crack when its crack probability is >= the threshold) to watch the confusion matrix and the mistakes
-follow. Without a widget front end, `show_explorer` prints a short summary instead.
-
-The scan: the data set's 227x227 images were cut from 4032x3024 photos, and shrunk to 227x227 a whole
-photo would lose its thin cracks. So we cut it into tiles (overlapping when the stride is smaller than a
-tile; the last row and column flush with the border), ask the model about each, and put the answers back
-where the tiles came from: a coarse map of where the cracks are.
+The scan: the data set's tiles were cut from 4032x3024 photos, and shrunk to 227x227 a whole photo would lose its
+thin cracks. So we cut it into tiles (overlapping when the stride is smaller than a tile; the last row and column
+flush with the border), ask the model about each, and put the answers back where the tiles came from.
 """
 
 from __future__ import annotations

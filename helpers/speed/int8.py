@@ -1,22 +1,10 @@
-"""The frozen backbone in 8-bit integers on an x86-64 CPU. Taught in notebook 07.
+"""The frozen backbone in 8-bit integers on an x86-64 CPU, with PyTorch 2's export quantisation (torchao). Taught in
+notebook 07: fold each BatchNorm into its convolution, `torch.export` the backbone, let calibration images record each
+activation's range, `convert_pt2e`, then `torch.compile` (oneDNN's int8 convolutions).
 
-A frozen backbone never learns, so its numbers need not be float32. Int8 quantisation stores each
-convolution's weights as 8-bit integers with a scale, and rounds each activation to 8 bits too;
-CPUs multiply 8-bit integers several times faster than 32-bit floats. The recipe is PyTorch 2's
-export quantisation (torchao):
-
-1. fold every BatchNorm into the convolution before it (in eval mode a BatchNorm is a per-channel
-   scale and shift, so the folded convolution computes the same numbers);
-2. ``torch.export`` captures the backbone as a graph, and ``X86InductorQuantizer`` marks where it
-   should round to int8;
-3. calibration: a few images flow through the graph while observers record each activation's range;
-4. ``convert_pt2e`` writes the rounding into the graph, and ``torch.compile`` (with frozen weights)
-   turns it into oneDNN's int8 convolutions.
-
-The first convolution's weights get 7 bits, not 8: its input is the image itself, large everywhere,
-and CPUs without VNNI add 8-bit products in pairs that must fit in 16 bits (2 x 255 x 127 does not,
-2 x 255 x 64 does). The features differ from float32's by rounding only; :func:`check_rounding`
-refuses a build whose features drift further.
+The first convolution's weights get 7 bits, not 8: its input is the image itself, large everywhere, and CPUs without
+VNNI add 8-bit products in pairs that must fit in 16 bits (2 x 255 x 127 does not, 2 x 255 x 64 does). The features
+differ from float32's by rounding only; :func:`check_rounding` refuses a build whose features drift further.
 """
 
 from __future__ import annotations
