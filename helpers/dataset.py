@@ -1,11 +1,8 @@
 """The concrete crack dataset as the IBM AI Capstone (DL0321EN) built it, with its flaws fixed; and your own classes.
-
-227x227 photos in ``Positive/`` (a crack, label 1) and ``Negative/`` (none, label 0). Like the capstone, CrackDataset
-puts positives at even and negatives at odd positions and keeps the first 75% for training (30,000 of 40,000). Unlike
-it, it sorts the file names (``os.listdir`` has no order: each machine would get its own split), gives each image a
-stable id ("Positive/00162.jpg"), reads every image as RGB at 227x227, and can keep byte-identical images on one side
-of the split (``dedupe=True``). FolderDataset reads your own classes by the same rules. Taught in notebook 02.
-"""
+Taught in notebook 02: positives (``Positive/``, label 1) at even and negatives at odd positions, the first 75% for
+training, as in the capstone; unlike it, file names sorted (``os.listdir`` has no order: each machine would get its own
+split), a stable id per image ("Positive/00162.jpg"), RGB at 227x227, and byte-identical images kept on one side of
+the split on request (``dedupe=True``). FolderDataset reads your own classes by the same rules."""
 
 from __future__ import annotations
 
@@ -94,9 +91,17 @@ class SampleSplit(Dataset):
             raise ValueError(f"transform must be a callable, None or 'default'; got {transform!r}")
         self.root, self.split = Path(root), split
         self.transform = default_transform() if isinstance(transform, str) else transform
-        self.samples = [
-            Sample(i, sample_id_of(path), path, label) for i, (path, label) in enumerate(self._pairs(train_fraction))
-        ]
+        self.samples = []
+        for index, (path, label) in enumerate(self._pairs(train_fraction)):
+            # the id "<class folder>/<file name>" in NFC: macOS's HFS+ hands out "e" + accent where others keep "é"
+            sample_id = unicodedata.normalize("NFC", f"{path.parent.name}/{path.name}")
+            try:
+                sample_id.encode("utf-8")  # a name that is not UTF-8 is refused here, before any cache keys on it
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"{printable(path)} has a name that is not UTF-8: rename it (letters, digits, - and _ are safe)."
+                ) from None
+            self.samples.append(Sample(index, sample_id, path, label))
         if not self.samples:
             raise DatasetNotFoundError(f"The {split!r} split of {self.root} is empty: each class needs more images.")
 
@@ -137,21 +142,9 @@ class SampleSplit(Dataset):
         return file_hashes([sample.path for sample in self.samples], progress)
 
 
-def sample_id_of(path: Path) -> str:
-    """ "<class folder>/<file name>" in NFC (HFS+ hands out "e" + accent for "é"); a name not in UTF-8 is refused."""
-    sample_id = unicodedata.normalize("NFC", f"{path.parent.name}/{path.name}")
-    try:
-        sample_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(
-            f"{printable(path)} has a name that is not UTF-8: rename it (letters, digits, - and _ are safe)."
-        ) from None
-    return sample_id
-
-
 class CrackDataset(SampleSplit):
-    """Concrete photos with (1) and without (0) cracks, split as in the IBM capstone. ``dedupe=True`` then moves each
-    group of byte-identical images to its first member's side: images only move into training (a bar while hashing)."""
+    """Concrete photos with (1) and without (0) cracks, split as in the IBM capstone; ``dedupe=True`` then moves each
+    group of byte-identical images to its first member's side, so images only move into training."""
 
     classes = list(CLASS_NAMES)
 
