@@ -1,8 +1,6 @@
 """The commands that do the workbook's work, behind `python -m helpers`: `run` every notebook, `data` and `predict`.
 No notebook teaches them."""
 
-from __future__ import annotations
-
 import argparse
 import inspect
 import json
@@ -52,7 +50,7 @@ def data_main(argv: list[str] | None = None) -> int:
     synthetic = commands.add_parser("synthetic", help="generate synthetic crack images (works offline)")
     synthetic.add_argument("--per-class", type=int, default=SYNTHETIC_PER_CLASS)
     synthetic.add_argument("--seed", type=int, default=0)
-    synthetic.add_argument("--dest", type=Path, help="default: data/synthetic_cracks")
+    synthetic.add_argument("--dest", type=Path, default=synthetic_dir(False), help="default: %(default)s")
     synthetic.add_argument("--overwrite", action="store_true", help="replace a set made with other settings")
     verify = commands.add_parser("verify", help="check a data folder: class folders, counts, every image decodable")
     verify.add_argument("dir", type=Path)
@@ -66,9 +64,7 @@ def data_main(argv: list[str] | None = None) -> int:
         elif args.command == "synthetic":
             if args.per_class < 1:
                 raise ValueError(f"--per-class must be at least 1, not {args.per_class}.")
-            dest = generate_dataset(
-                args.dest or synthetic_dir(False), args.per_class, args.seed, overwrite=args.overwrite
-            )
+            dest = generate_dataset(args.dest, args.per_class, args.seed, overwrite=args.overwrite)
             report = verify_dataset(dest, decode=False)
         elif args.command == "verify":
             report = verify_dataset(args.dir, decode=not args.no_decode)
@@ -129,17 +125,10 @@ def section_heading(cell: nbformat.NotebookNode) -> str | None:
 
 
 def run_notebook(path: Path, kernel_env: dict[str, str]) -> float:
-    """Execute one notebook in a fresh `python3` kernel, naming each section as it starts; its seconds. The executed copy
-    is written (atomically) when every cell ran or one failed: that one is named here, then its CellExecutionError raised
-    again. An interrupted run (Ctrl+C, a dead kernel) leaves the previous copy as it was."""
+    """Execute a notebook in a fresh kernel, naming each section as it starts; its seconds. The executed copy is written
+    when every cell ran or one failed (named, then raised again); Ctrl+C or a dead kernel leaves the previous one."""
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        notebook,
-        timeout=CELL_TIMEOUT,
-        kernel_name="python3",
-        coalesce_streams=True,
-        resources={"metadata": {"path": str(path.parent)}},
-    )
+    client = NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3", coalesce_streams=True)
     executed = executed_dir()
     executed.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -147,7 +136,7 @@ def run_notebook(path: Path, kernel_env: dict[str, str]) -> float:
     failure = None
     with (
         open(executed / f"{path.stem}.kernel.log", "w", encoding="utf-8") as log,
-        client.setup_kernel(stderr=log, env=kernel_env),
+        client.setup_kernel(stderr=log, env=kernel_env, cwd=path.parent),
     ):
         for index, cell in enumerate(notebook.cells):
             if section_heading(cell):
