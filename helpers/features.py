@@ -2,10 +2,7 @@
 
 A frozen backbone in eval mode gives an image the same 512 numbers at every epoch, so we run it once over a data set
 and train ``fc`` on the (N, 512) features: ``fc(backbone(x))`` is ``model(x)``, up to float rounding. A cache file is
-recomputed when its key (:func:`feature_cache_key`: files, split, transform, weights, number format) does not fit.
-"""
-
-from __future__ import annotations
+recomputed when its key (:func:`feature_cache_key`: files, split, transform, weights, number format) does not fit."""
 
 import hashlib
 import os
@@ -121,9 +118,8 @@ def extract_features(
 
 
 def one_thread(batches):
-    """The batches, each read on one CPU thread (then torch's threads are back for the backbone). Reading an image
-    calls tiny tensor operations (ToTensor, Normalize) that gain nothing from more threads, and on a busy machine
-    wait milliseconds for each other: 17-54 ms per image with 2 threads against 2.3 with one, measured."""
+    """The batches, each read on one CPU thread, then torch's threads back for the backbone: ToTensor and Normalize gain
+    nothing from more threads, and on a busy machine wait for each other (17-54 ms per image with 2, 2.3 with 1)."""
     threads, batches = torch.get_num_threads(), iter(batches)
     while True:
         torch.set_num_threads(1)
@@ -137,8 +133,8 @@ def one_thread(batches):
 
 
 def features_for(dataset, *sources: FeatureSet) -> FeatureSet:
-    """The features of `dataset`'s images, in its order, taken by sample id from feature sets already computed: another
-    split of the same folder (`dedupe=True`, a subset) needs no new backbone pass. ValueError names an image none holds."""
+    """The features of `dataset`'s images, in its order, taken by sample id from feature sets already computed (another
+    split of the same folder needs no new backbone pass); ValueError names an image none of them holds."""
     formats = {source.number_format for source in sources}
     if len(formats) != 1:
         raise ValueError(f"the feature sets were computed in different number formats ({', '.join(sorted(formats))}).")
