@@ -1,5 +1,4 @@
-"""The commands that do the workbook's work, behind `python -m helpers`: `run` every notebook, `data` and `predict`.
-No notebook teaches them."""
+"""The commands behind `python -m helpers`: `run` every notebook, `data` and `predict`. No notebook teaches them."""
 
 import argparse
 import inspect

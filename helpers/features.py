@@ -133,8 +133,7 @@ def one_thread(batches):
 
 
 def features_for(dataset, *sources: FeatureSet) -> FeatureSet:
-    """The features of `dataset`'s images, in its order, taken by sample id from feature sets already computed (another
-    split of the same folder needs no new backbone pass); ValueError names an image none of them holds."""
+    """`dataset`'s features, in its order, taken by sample id from sets computed already (e.g. of another split)."""
     formats = {source.number_format for source in sources}
     if len(formats) != 1:
         raise ValueError(f"the feature sets were computed in different number formats ({', '.join(sorted(formats))}).")
