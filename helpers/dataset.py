@@ -1,8 +1,8 @@
 """The concrete crack dataset as the IBM AI Capstone (DL0321EN) built it, with its flaws fixed; and your own classes.
-Taught in notebook 02: positives (``Positive/``, label 1) at even and negatives at odd positions, the first 75% for
-training, as in the capstone; unlike it, file names sorted (``os.listdir`` has no order: each machine would get its own
-split), a stable id per image ("Positive/00162.jpg"), RGB at 227x227, and byte-identical images kept on one side of
-the split on request (``dedupe=True``). FolderDataset reads your own classes by the same rules."""
+Taught in notebook 02. As in the capstone, positives (``Positive/``, label 1) sit at even and negatives (``Negative/``,
+label 0) at odd positions, the first 75% for training. Unlike it, file names are sorted (``os.listdir`` has no order:
+each machine would get its own split), each image has a stable id ("Positive/00162.jpg") and is read as RGB at 227x227,
+and byte-identical images can stay on one side of the split (``dedupe=True``). FolderDataset reads your own classes."""
 
 from __future__ import annotations
 
