@@ -125,7 +125,7 @@ def section_heading(cell: nbformat.NotebookNode) -> str | None:
 
 def run_notebook(path: Path, kernel_env: dict[str, str]) -> float:
     """Execute a notebook in a fresh kernel, naming each section as it starts; its seconds. The executed copy is written
-    when every cell ran or one failed (named, then raised again); Ctrl+C or a dead kernel leaves the previous one."""
+    when each cell ran or one failed (named here, then raised); Ctrl+C, a dead kernel or a timeout leave the old one."""
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3", coalesce_streams=True)
     executed = executed_dir()
