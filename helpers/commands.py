@@ -1,7 +1,4 @@
-"""The commands that do the workbook's work, behind `python -m helpers`: `run` every notebook, `data` and `predict`.
-No notebook teaches them."""
-
-from __future__ import annotations
+"""The commands behind `python -m helpers`: `run` every notebook, `data` and `predict`. No notebook teaches them."""
 
 import argparse
 import inspect
@@ -16,7 +13,7 @@ from typing import NoReturn
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 from helpers.analysis import accuracy_interval
 from helpers.data import SYNTHETIC_PER_CLASS, download_dataset, prepare_data, verify_dataset
@@ -28,6 +25,8 @@ from helpers.settings import ALLOW_RANDOM_WEIGHTS, QUICK, command, default_check
 from helpers.settings import executed_dir, images_dir, quick_mode, synthetic_dir
 from helpers.synthetic_dataset import generate_dataset
 
+CELL_TIMEOUT = 3600  # seconds one cell may run before `run` calls it stuck (the feature pass on a CPU takes minutes)
+
 
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose error is one line, `error: ...`, and exit status 2."""
@@ -35,15 +34,6 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"error: {message}.", file=sys.stderr)
         raise SystemExit(2)
-
-
-def unwritable_output(error: OSError) -> int:
-    """The exit status when stdout cannot be written: 141 quietly when its reader went away (`| head`), else 1."""
-    if isinstance(error, BrokenPipeError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the flush at exit is silent too
-        return 141  # 128 + SIGPIPE, what `cat` returns
-    print(f"error: the output could not be written ({printable(error.strerror or error)}).", file=sys.stderr)
-    return 1
 
 
 @command
@@ -59,7 +49,7 @@ def data_main(argv: list[str] | None = None) -> int:
     synthetic = commands.add_parser("synthetic", help="generate synthetic crack images (works offline)")
     synthetic.add_argument("--per-class", type=int, default=SYNTHETIC_PER_CLASS)
     synthetic.add_argument("--seed", type=int, default=0)
-    synthetic.add_argument("--dest", type=Path, help="default: data/synthetic_cracks")
+    synthetic.add_argument("--dest", type=Path, default=synthetic_dir(False), help="default: %(default)s")
     synthetic.add_argument("--overwrite", action="store_true", help="replace a set made with other settings")
     verify = commands.add_parser("verify", help="check a data folder: class folders, counts, every image decodable")
     verify.add_argument("dir", type=Path)
@@ -73,9 +63,7 @@ def data_main(argv: list[str] | None = None) -> int:
         elif args.command == "synthetic":
             if args.per_class < 1:
                 raise ValueError(f"--per-class must be at least 1, not {args.per_class}.")
-            dest = generate_dataset(
-                args.dest or synthetic_dir(False), args.per_class, args.seed, overwrite=args.overwrite
-            )
+            dest = generate_dataset(args.dest, args.per_class, args.seed, overwrite=args.overwrite)
             report = verify_dataset(dest, decode=False)
         elif args.command == "verify":
             report = verify_dataset(args.dir, decode=not args.no_decode)
@@ -118,8 +106,12 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
             for p in predictions:
                 print(f"{printable(p.path)}: {printable(p.label)} ({p.probability:.1%})")
         sys.stdout.flush()
-    except OSError as error:  # a reader that went away, a full disk
-        return unwritable_output(error)
+    except BrokenPipeError:  # its reader went away (`| head`): quietly, with `cat`'s status 141 (128 + SIGPIPE)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the flush at exit is silent too
+        return 141
+    except OSError as error:  # a full disk
+        print(f"error: the output could not be written ({printable(error.strerror or error)}).", file=sys.stderr)
+        return 1
     for _, error in errors:
         print(f"error: {printable(error)}", file=sys.stderr)
     return 1 if errors else 0
@@ -131,18 +123,11 @@ def section_heading(cell: nbformat.NotebookNode) -> str | None:
     return first.lstrip("#").strip() if cell.cell_type == "markdown" and first.startswith("#") else None
 
 
-def run_notebook(path: Path, kernel_env: dict[str, str], timeout: int = 3600) -> float:
-    """Execute one notebook in a fresh `python3` kernel, naming each section as it starts; its seconds. The executed copy
-    is written (atomically) when every cell ran or one failed: that one is named here, then its CellExecutionError raised
-    again. An interrupted run (Ctrl+C, a dead kernel) leaves the previous copy as it was."""
+def run_notebook(path: Path, kernel_env: dict[str, str]) -> float:
+    """Execute a notebook in a fresh kernel, naming each section as it starts; its seconds. The executed copy is written
+    when each cell ran or one failed (named here, then raised); Ctrl+C, a dead kernel or a timeout leave the old one."""
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        notebook,
-        timeout=timeout,
-        kernel_name="python3",
-        coalesce_streams=True,
-        resources={"metadata": {"path": str(path.parent)}},
-    )
+    client = NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3", coalesce_streams=True)
     executed = executed_dir()
     executed.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -150,7 +135,7 @@ def run_notebook(path: Path, kernel_env: dict[str, str], timeout: int = 3600) ->
     failure = None
     with (
         open(executed / f"{path.stem}.kernel.log", "w", encoding="utf-8") as log,
-        client.setup_kernel(stderr=log, env=kernel_env),
+        client.setup_kernel(stderr=log, env=kernel_env, cwd=path.parent),
     ):
         for index, cell in enumerate(notebook.cells):
             if section_heading(cell):
@@ -191,13 +176,12 @@ def trained_model_summary(comparable: bool) -> str:
     except (FileNotFoundError, CheckpointMismatchError) as error:
         return f"  model:   none saved ({error})"
     n_val, accuracy = meta.get("n_val"), meta.get("val_accuracy")
-    if isinstance(n_val, int) and n_val > 0 and isinstance(accuracy, float):
-        low, high = accuracy_interval(round(accuracy * n_val), n_val)
-        caveat = (
-            "" if comparable else "; with stand-in data or weights it cannot be compared with the capstone's 99.44%"
-        )
-        return f"  model:   {path}\n  result:  {accuracy:.2%} of {n_val:,} validation images ({low:.2%} to {high:.2%}){caveat}"
-    return f"  model:   {path}"
+    if not (isinstance(n_val, int) and n_val > 0 and isinstance(accuracy, float)):
+        return f"  model:   {path}"
+    low, high = accuracy_interval(round(accuracy * n_val), n_val)
+    caveat = "" if comparable else "; with stand-in data or weights it cannot be compared with the capstone's 99.44%"
+    result = f"{accuracy:.2%} of {n_val:,} validation images ({low:.2%} to {high:.2%}){caveat}"
+    return f"  model:   {path}\n  result:  {result}"
 
 
 def run_all(paths: list[Path]) -> int:
@@ -211,7 +195,11 @@ def run_all(paths: list[Path]) -> int:
     for path in paths:
         try:
             seconds[path.name] = run_notebook(path, kernel_env)
-        except CellExecutionError:
+        except (CellExecutionError, CellTimeoutError, DeadKernelError) as error:
+            if isinstance(error, CellTimeoutError):  # run_notebook named no cell: one line here, no traceback
+                print(f"FAILED  {path.name}: a cell ran over {CELL_TIMEOUT} s; open it in JupyterLab to see which.")
+            elif isinstance(error, DeadKernelError):  # often killed for memory
+                print(f"FAILED  {path.name}: its kernel died; close other programs, or run in quick mode ({QUICK}=1).")
             failed = path.name
             break
         print(f"ok      {path.name:<32} {seconds[path.name]:6.1f} s")
@@ -220,7 +208,6 @@ def run_all(paths: list[Path]) -> int:
     print(trained_model_summary(choice.is_real and weights.startswith("ImageNet")))
     print(f"  figures: {', '.join(figures) or 'none'} in {images_dir()}/")
     times = "".join(f", {name[:2]} {s:.0f} s" for name, s in seconds.items())
-    print(
-        f"  time:    {time.perf_counter() - start:.0f} s in all{times}" + (f"; stopped at {failed}" if failed else "")
-    )
+    stopped = f"; stopped at {failed}" if failed else ""
+    print(f"  time:    {time.perf_counter() - start:.0f} s in all{times}{stopped}")
     return 1 if failed else 0

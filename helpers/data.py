@@ -2,8 +2,6 @@
 in `Positive/` with cracks and 20,000 in `Negative/`) downloaded, or synthetic cracks when it cannot be; every
 image checked. In a class, WORKBOOK_DATASET names the teacher's copy, which learners only read."""
 
-from __future__ import annotations
-
 import hashlib
 import os
 import re
@@ -125,8 +123,7 @@ def _fingerprint(root: Path, files: list[Path]) -> str:
 
 
 def verify_dataset(root: Path, decode: bool = True, progress: bool = True) -> VerifyReport:
-    """Check a data folder: both class folders there, how many images each, every file decodable (`decode`): a
-    huge image is refused from its header. A clean decoded check is recorded in the learner's cache (record_path)."""
+    """Check a data folder: class folders, images per class, each file decodable (`decode`), a clean check recorded."""
     root = Path(root)
     report = VerifyReport(root=root)
     if not root.is_dir():  # missing, or a file
@@ -163,16 +160,10 @@ def is_verified(root: Path) -> bool:
         return False
 
 
-def read_source(root: Path) -> dict:
-    """The `workbook_source.json` record of how a data folder was made ({} when unknown)."""
-    return read_json(Path(root) / SOURCE_FILE)
-
-
 def make_synthetic(progress: bool = True) -> Path:
-    """The synthetic stand-in for this mode: the set in synthetic_dir() if the generator made one (of any size:
-    `python -m helpers data synthetic --per-class N` makes another), else a new one of the default size."""
+    """The synthetic set in synthetic_dir() if the generator made one (any size), else a new one of this mode's size."""
     folder = synthetic_dir()
-    if read_source(folder).get("source") == "synthetic":
+    if read_json(folder / SOURCE_FILE).get("source") == "synthetic":
         return folder
     per_class = QUICK_PER_CLASS if quick_mode() else SYNTHETIC_PER_CLASS
     return generate_dataset(folder, per_class=per_class, seed=0, overwrite=True, progress=progress)
@@ -183,7 +174,7 @@ def locate_dataset(progress: bool = True) -> DataChoice:
     synthetic set, else the real set once notebook 01 has downloaded and verified it, else the synthetic one."""
     shared = shared_dataset_dir()
     if shared is not None:
-        source = "synthetic" if read_source(shared).get("source") == "synthetic" else "real"
+        source = "synthetic" if read_json(shared / SOURCE_FILE).get("source") == "synthetic" else "real"
         why = f"the class's shared data set ({DATASET}), read-only; your caches, checkpoints and figures go to {data_dir()}."
         return DataChoice(shared, source, why)
     if quick_mode():

@@ -1,14 +1,8 @@
 """The concrete crack dataset as the IBM AI Capstone (DL0321EN) built it, with its flaws fixed; and your own classes.
-
-The data are 227x227 photos of concrete in two folders, ``Positive/`` (a crack, label 1) and ``Negative/``
-(no crack, label 0). Like the capstone, :class:`CrackDataset` puts positives at even and negatives at odd
-positions and keeps the first 75% for training, the rest for validation (30,000 / 10,000 on the full set).
-Unlike the capstone it sorts the file names (``os.listdir`` has no order, so every machine would get its own
-split), gives every image a stable id such as ``"Positive/00162.jpg"``, reads every image as RGB at 227x227
-(:func:`helpers.plumbing.open_photo` names a file it cannot read), and can keep byte-identical images
-on one side of the split (``dedupe=True``): :func:`find_split_leakage` counts those that leak.
-:class:`FolderDataset` reads your own classes, in any number, by the same rules.
-"""
+Taught in notebook 02. As in the capstone, positives (``Positive/``, label 1) sit at even and negatives (``Negative/``,
+label 0) at odd positions, the first 75% for training. Unlike it, file names are sorted (``os.listdir`` has no order:
+each machine would get its own split), each image has a stable id ("Positive/00162.jpg") and is read as RGB at 227x227,
+and byte-identical images can stay on one side of the split (``dedupe=True``). FolderDataset reads your own classes."""
 
 from __future__ import annotations
 
@@ -79,11 +73,8 @@ def split_index(n: int, train_fraction: float = 0.75) -> int:
 
 
 class SampleSplit(Dataset):
-    """What both datasets share: `samples` read as (image tensor, label) through `transform`, and their counts.
-
-    `split` is "train", "val" or "all"; `transform` "default" (ToTensor and ImageNet normalisation), None (PIL
-    images) or any callable. A subclass's `_pairs` says which (path, label) pairs the split holds, in order.
-    """
+    """What both datasets share: `samples` read as (image, label) through `transform` ("default": ToTensor and ImageNet
+    normalisation; None: PIL images; or any callable). A subclass's `_pairs` gives the split's (path, label) pairs."""
 
     classes: list[str]
 
@@ -100,9 +91,17 @@ class SampleSplit(Dataset):
             raise ValueError(f"transform must be a callable, None or 'default'; got {transform!r}")
         self.root, self.split = Path(root), split
         self.transform = default_transform() if isinstance(transform, str) else transform
-        self.samples = [
-            Sample(i, sample_id_of(path), path, label) for i, (path, label) in enumerate(self._pairs(train_fraction))
-        ]
+        self.samples = []
+        for index, (path, label) in enumerate(self._pairs(train_fraction)):
+            # the id "<class folder>/<file name>" in NFC: macOS's HFS+ hands out "e" + accent where others keep "é"
+            sample_id = unicodedata.normalize("NFC", f"{path.parent.name}/{path.name}")
+            try:
+                sample_id.encode("utf-8")  # a name that is not UTF-8 is refused here, before any cache keys on it
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"{printable(path)} has a name that is not UTF-8: rename it (letters, digits, - and _ are safe)."
+                ) from None
+            self.samples.append(Sample(index, sample_id, path, label))
         if not self.samples:
             raise DatasetNotFoundError(f"The {split!r} split of {self.root} is empty: each class needs more images.")
 
@@ -143,26 +142,9 @@ class SampleSplit(Dataset):
         return file_hashes([sample.path for sample in self.samples], progress)
 
 
-def sample_id_of(path: Path) -> str:
-    """ "<class folder>/<file name>" in Unicode NFC (macOS's HFS+ hands out "e" + accent where Linux and Windows keep
-    "é"); a name that is not UTF-8 is refused here, before any cache keys on it."""
-    sample_id = unicodedata.normalize("NFC", f"{path.parent.name}/{path.name}")
-    try:
-        sample_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(
-            f"{printable(path)} has a name that is not UTF-8: rename it (letters, digits, - and _ are safe)."
-        ) from None
-    return sample_id
-
-
 class CrackDataset(SampleSplit):
-    """Concrete photos with (1) and without (0) cracks, split as in the IBM capstone.
-
-    ``dedupe=True`` first makes the capstone split, then moves every group of byte-identical images to the side
-    of its first member. A group whose first member is in validation lies wholly in validation already, so images
-    only move into training: train grows slightly. `progress` shows a bar while the files are hashed.
-    """
+    """Concrete photos with (1) and without (0) cracks, split as in the IBM capstone; ``dedupe=True`` then moves each
+    group of byte-identical images to its first member's side, so images only move into training."""
 
     classes = list(CLASS_NAMES)
 
@@ -194,13 +176,8 @@ class CrackDataset(SampleSplit):
 
 
 class FolderDataset(SampleSplit):
-    """Images in root/<class name>/ folders (torchvision's ImageFolder layout), labels 0, 1, 2... by sorted name.
-
-    The same rules as CrackDataset (sorted files, stable ids such as "crack/00007.jpg", RGB, 227x227, the same
-    `samples`), so features, training and analysis work on it unchanged. "train" holds the first
-    `train_fraction` of each class's files and "val" the rest, so both keep the class balance; the classes are
-    then taken in turn, like the capstone's interleaving.
-    """
+    """Images in root/<class name>/ folders (torchvision's ImageFolder layout), labels 0, 1, 2... by sorted name, read
+    like CrackDataset's; each split takes its share of every class (keeping the balance), the classes taken in turn."""
 
     def _pairs(self, train_fraction: float) -> list[tuple[Path, int]]:
         if not self.root.is_dir():
@@ -218,7 +195,6 @@ class FolderDataset(SampleSplit):
         )
 
 
-# ----------------------------------------------------------------------------- leakage check
 @dataclass
 class LeakageReport:
     """How many validation images also sit, byte for byte, in the training split."""

@@ -1,16 +1,8 @@
 """Compute the frozen backbone's features once, keep them on disk, train the head in seconds. Taught in notebook 04.
 
-A frozen backbone in eval mode is a fixed function: an image gives the same 512 numbers at every
-epoch. So instead of pushing every image through the whole network at every step, as the capstone
-does, we run the backbone once over a data set, keep its (N, 512) features, and train ``fc`` on
-them. ``fc(backbone(x))`` is ``model(x)``: the same model, up to float rounding.
-
-A cache file must be thrown away whenever the features would change: the images (names, labels,
-sizes, modification times), the split, the transform, the backbone's weights or the number format.
-:func:`feature_cache_key` hashes all of these; a file with another key is recomputed.
-"""
-
-from __future__ import annotations
+A frozen backbone in eval mode gives an image the same 512 numbers at every epoch, so we run it once over a data set
+and train ``fc`` on the (N, 512) features: ``fc(backbone(x))`` is ``model(x)``, up to float rounding. A cache file is
+recomputed when its key (:func:`feature_cache_key`: files, split, transform, weights, number format) does not fit."""
 
 import hashlib
 import os
@@ -83,10 +75,7 @@ def extract_features(
     progress: bool = True,
 ) -> FeatureSet:
     """The backbone features of every image of `dataset` (a CrackDataset), from cache_dir/<name>.pt when its key fits.
-
-    `device` defaults to pick_device(). The backbone is a frozen copy of everything but `model.fc`,
-    in eval mode; in int8 where notebook 07 switched that on (helpers.speed).
-    """
+    The backbone is a frozen eval-mode copy of all but `model.fc` (int8 where notebook 07 switched that on)."""
     device = pick_device(device)
     backbone, number_format = speed.backbone_for(model, device)
     path = Path(cache_dir) / f"{cache_name(dataset)}.pt" if cache_dir is not None else None
@@ -129,9 +118,8 @@ def extract_features(
 
 
 def one_thread(batches):
-    """The batches, each read on one CPU thread (then torch's threads are back for the backbone). Reading an image
-    calls tiny tensor operations (ToTensor, Normalize) that gain nothing from more threads, and on a busy machine
-    wait milliseconds for each other: 17-54 ms per image with 2 threads against 2.3 with one, measured."""
+    """The batches, each read on one CPU thread, then torch's threads back for the backbone: ToTensor and Normalize gain
+    nothing from more threads, and on a busy machine wait for each other (17-54 ms per image with 2, 2.3 with 1)."""
     threads, batches = torch.get_num_threads(), iter(batches)
     while True:
         torch.set_num_threads(1)
@@ -145,11 +133,7 @@ def one_thread(batches):
 
 
 def features_for(dataset, *sources: FeatureSet) -> FeatureSet:
-    """The features of `dataset`'s images, in its order, taken by sample id from feature sets already computed.
-
-    An image's features do not depend on the split it sits in, so another split of the same folder
-    (`dedupe=True`, a subset) needs no new pass through the backbone. ValueError names an image none holds.
-    """
+    """`dataset`'s features, in its order, taken by sample id from sets computed already (e.g. of another split)."""
     formats = {source.number_format for source in sources}
     if len(formats) != 1:
         raise ValueError(f"the feature sets were computed in different number formats ({', '.join(sorted(formats))}).")

@@ -2,8 +2,6 @@
 lock, with one sentence when the disk is full), one image file read with the data set's rules, a download never used
 half-done (requests' streaming loop, as in rasbt's LLMs-from-scratch) and a zip unpacked without escaping its folder."""
 
-from __future__ import annotations
-
 import errno
 import hashlib
 import json
@@ -37,8 +35,7 @@ MAX_RATIO = 10  # JPEGs barely compress: a zip that unpacks to 10 times its size
 
 
 def printable(text: object) -> str:
-    """`text` (a name from a file) safe to print: escape sequences (``"\\x1b[2J"`` clears the screen) and control
-    characters removed, line breaks (a faked line) made spaces, a byte that is not UTF-8 shown as ``\\xff``."""
+    """`text` (a file name) safe to print: escape sequences and control characters out, line breaks as spaces."""
 
     def shown(char: str) -> str:
         category = unicodedata.category(char)
@@ -117,8 +114,7 @@ def file_hashes(paths: Sequence[Path], progress: bool = False) -> list[str]:
 
 
 def lock(path: Path) -> FileLock:
-    """The lock on `path` for a `with` block: re-entrant, released by the system even when its holder is killed, and
-    kept in the system's temporary folder (named by a hash of `path`), so that nothing is left beside `path`."""
+    """The re-entrant lock on `path`, freed even if its holder is killed; its file is in the temp folder, not beside."""
     name = hashlib.sha256(os.fsencode(path.resolve())).hexdigest()[:16]
     return FileLock(Path(tempfile.gettempdir()) / f"workbook-{name}.lock", mode=0o666, is_singleton=True)
 
@@ -137,8 +133,7 @@ def check_replaceable(dest: Path, source: str) -> None:
 
 @contextmanager
 def replacing(dest: Path, source: str) -> Iterator[Path]:
-    """A new folder beside `dest` to fill, swapped in for `dest` (only one made from `source`) when the block succeeds;
-    its lock is held throughout, so what a killed run left beside it is removed first."""
+    """A new folder to fill, swapped in for `dest` (only one made from `source`) when the block succeeds; locked."""
     check_replaceable(dest, source)
     temp, old = dest.with_name(f".{dest.name}.tmp"), dest.with_name(f".{dest.name}.old")
     with lock(dest):
@@ -195,8 +190,7 @@ class DownloadError(RuntimeError):
 
 
 def download(url: str, path: Path, progress: bool = True) -> Path:
-    """Stream `url` into `path` through `<path>.part`, unless `path` already holds the file served there now
-    (judged as ``wget -N`` does: the server's Content-Length and Last-Modified are the file's size and mtime)."""
+    """Stream `url` into `path` via `<path>.part`, unless `path` has the served file's size and mtime (``wget -N``)."""
     by_hand = "or download the file by hand and pass its path."
     try:
         response = requests.get(url, stream=True, timeout=(10, 60), headers={"Accept-Encoding": "identity"})
@@ -238,10 +232,8 @@ def download(url: str, path: Path, progress: bool = True) -> Path:
 
 
 def extract_folders(archive: Path, root: Path, folders: Sequence[str]) -> None:
-    """Unpack the files of `folders` (at the zip's top, or all inside one folder) into the empty folder `root`.
-
-    Refused before anything is written: a member that would land outside `root`, and members adding
-    up to more than MAX_BYTES or MAX_RATIO times the archive's size."""
+    """Unpack the files of `folders` (at the zip's top, or all inside one folder) into the empty folder `root`; refused
+    before anything is written: a member landing outside `root`, or in all over MAX_BYTES or MAX_RATIO x the zip."""
     total, trusted = 0, "use an archive from a trusted source, or check the address."
     try:
         with zipfile.ZipFile(archive) as zip_file:

@@ -19,10 +19,10 @@ import pytest
 from http_server import FileServer
 from PIL import Image, ImageFile
 
-from helpers.data import DataChoice, download_dataset, is_verified, locate_dataset, prepare_data, read_source
+from helpers.data import DataChoice, download_dataset, is_verified, locate_dataset, prepare_data
 from helpers.data import QUICK_PER_CLASS, record_path, verify_dataset
-from helpers.plumbing import DownloadError
-from helpers.settings import synthetic_dir
+from helpers.plumbing import DownloadError, read_json
+from helpers.settings import SOURCE_FILE, synthetic_dir
 from helpers.synthetic_dataset import generate_dataset
 from helpers.commands import data_main as main
 
@@ -83,7 +83,7 @@ def test_a_download_is_unpacked_verified_and_recorded_in_the_learners_own_cache(
     dest = workbook_env / "concrete_crack_images"
     assert report.ok and report.root == dest and report.counts == {"Positive": 4, "Negative": 4}
     assert sorted(os.listdir(dest)) == ["Negative", "Positive", "workbook_source.json"]
-    source = read_source(dest)
+    source = read_json(dest / SOURCE_FILE)
     assert source["url"] == file_server.url("/concrete.zip")
     assert source["archive_sha256"] == hashlib.sha256(archive).hexdigest()
     assert is_verified(dest) and workbook_env / "cache" / "verified" in record_path(dest).parents
@@ -98,7 +98,7 @@ def test_a_second_address_whose_archive_is_wrapped_replaces_the_images(workbook_
     with zipfile.ZipFile(io.BytesIO(second)) as archive:
         expected = {name.split("/", 1)[1]: archive.read(name) for name in archive.namelist()}
     assert {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*.jpg")} == expected
-    assert read_source(dest)["url"] == file_server.url("/second.zip") and is_verified(dest)
+    assert read_json(dest / SOURCE_FILE)["url"] == file_server.url("/second.zip") and is_verified(dest)
 
 
 def test_a_wrong_sha256_is_one_sentence_and_the_images_stay_as_they_were(workbook_env, tmp_path):
@@ -296,7 +296,7 @@ def test_a_folder_the_workbook_did_not_make_is_never_emptied(workbook_env, tmp_p
     ]
     made = tmp_path / "made"  # a folder the same command made is replaced
     assert main([command, *options, "--dest", str(made)]) == 0
-    assert main([command, *options, "--dest", str(made)]) == 0 and read_source(made)["source"] == command
+    assert main([command, *options, "--dest", str(made)]) == 0 and read_json(made / SOURCE_FILE)["source"] == command
 
 
 def test_a_file_given_as_destination_is_named_as_a_file(workbook_env, tmp_path, capsys):

@@ -13,6 +13,7 @@ import yaml
 from nbclient.exceptions import DeadKernelError
 
 from helpers import commands
+from helpers.data import DataChoice
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -72,3 +73,28 @@ def test_an_interrupted_run_leaves_the_previous_executed_copy_as_it_was(monkeypa
         commands.run_notebook(tmp_path / "01_lesson.ipynb", {**os.environ})
     assert previous.read_text(encoding="utf-8") == "the copy of the last complete run"
     assert sorted(p.name for p in previous.parent.iterdir()) == ["01_lesson.ipynb", "01_lesson.kernel.log"]
+
+
+@pytest.mark.parametrize(
+    "cell, says",
+    [
+        ("import os\nos._exit(1)", "its kernel died; close other programs"),
+        ("import time\ntime.sleep(60)", "a cell ran over 2 s"),
+    ],
+    ids=["kernel_killed", "cell_timeout"],
+)
+def test_run_names_a_notebook_whose_kernel_died_or_hung_in_one_line_and_stops(
+    monkeypatch, tmp_path, capsys, cell, says
+):
+    """`python -m helpers run` ends with its summary and exit status 1, not a traceback, when a kernel dies or hangs."""
+    monkeypatch.setenv("WORKBOOK_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(commands, "executed_dir", lambda: tmp_path / "executed")
+    monkeypatch.setattr(commands, "prepare_data", lambda: DataChoice(tmp_path, "synthetic", "a test."))
+    monkeypatch.setattr(commands, "prepare_weights", lambda: ("random", {**os.environ}))
+    monkeypatch.setattr(commands, "CELL_TIMEOUT", 2)
+    paths = [tmp_path / "01_lesson.ipynb", tmp_path / "02_lesson.ipynb"]
+    for path in paths:
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)]), path)
+    assert commands.run_all(paths) == 1
+    out = capsys.readouterr().out
+    assert f"FAILED  01_lesson.ipynb: {says}" in out and "stopped at 01_lesson.ipynb" in out and "02_lesson" not in out
