@@ -5,8 +5,6 @@ The lint step runs well-kept tools from the project's environment (offline), wit
 .pre-commit-config.yaml gives them: ruff, nbstripout and check-jsonschema.
 """
 
-from __future__ import annotations
-
 import argparse
 import importlib.util  # importlib.import_module too
 import subprocess

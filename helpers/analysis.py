@@ -4,8 +4,6 @@ The mistakes by sample and file, the accuracy's 95% interval, two models compare
 the confusion matrix with precision and recall, the decision threshold, and near-duplicates across the split.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -3,8 +3,6 @@
 and the reference solution (`solutions/`) on hand-picked and seeded generated cases, smallest first, and reports
 the first where they differ; a decision check decides from the run's own object, as you do."""
 
-from __future__ import annotations
-
 import copy
 import functools
 import math

@@ -12,8 +12,6 @@ thin cracks. So we cut it into tiles (overlapping when the stride is smaller tha
 flush with the border), ask the model about each, and put the answers back where the tiles came from.
 """
 
-from __future__ import annotations
-
 import functools
 import html
 import io

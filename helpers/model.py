@@ -1,8 +1,6 @@
 """ResNet18 with a new head (the capstone's `resnet18(pretrained=True)`, frozen, `fc = nn.Linear(512, 2)`), a plain
 error when the ImageNet weights cannot be had, and checkpoints that load without running code. Taught in 03-04."""
 
-from __future__ import annotations
-
 import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone

@@ -3,8 +3,6 @@ jagged, branching cracks, or without (half plain, half hard cases: stains, shado
 Each class's pixel statistics are tuned to be close to a real sample; real blur, noise, JPEG history, crack shapes
 and stains are not imitated. A model trained on it learns *our drawing rules*: no evidence about real concrete."""
 
-from __future__ import annotations
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 

@@ -1,8 +1,6 @@
 """Synthetic data sets drawn by `helpers.synthetic`, laid out like the real set, with `synthetic_manifest.csv` (what
 each file shows, which files are copies of which) and `workbook_source.json` (the settings, to reuse a set)."""
 
-from __future__ import annotations
-
 import csv
 import json
 import shutil

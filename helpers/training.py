@@ -5,8 +5,6 @@ blocks learn at a smaller rate, `parameter_groups`) and 07. The frozen parts' Ba
 (`set_train_mode`); freeze_batchnorm=False calls model.train() on everything, as the capstone did.
 """
 
-from __future__ import annotations
-
 import math
 import time
 from dataclasses import dataclass, field

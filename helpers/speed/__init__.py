@@ -8,8 +8,6 @@ tensors of the data set's own PIL path, faster. Nothing here changes what the mo
 features arrive, and their last digits: int8 rounds.
 """
 
-from __future__ import annotations
-
 import copy
 import os
 import platform

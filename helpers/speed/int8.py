@@ -7,8 +7,6 @@ VNNI add 8-bit products in pairs that must fit in 16 bits (2 x 255 x 127 does no
 differ from float32's by rounding only; :func:`check_rounding` refuses a build whose features drift further.
 """
 
-from __future__ import annotations
-
 import contextlib
 import copy
 import dataclasses
