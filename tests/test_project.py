@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -135,3 +136,19 @@ def test_data_folder_is_ignored_by_git():
     if result.returncode == 128:
         pytest.skip("not a git checkout")
     assert result.returncode == 0, "data/ downloads must be ignored by git"
+
+
+def test_a_non_editable_install_refuses_in_one_sentence_that_says_to_install_in_editable_mode(tmp_path):
+    """`pip install .` copies helpers/ alone into site-packages: no notebooks/ and no data/ beside it."""
+    shutil.copytree(ROOT / "helpers", tmp_path / "site-packages" / "helpers")
+    result = subprocess.run(
+        [sys.executable, "-c", "import helpers.settings"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site-packages")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: ") and "`pip install -e .`" in last and last.count(". ") == 0
