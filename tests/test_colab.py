@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 from packaging.requirements import Requirement
 
 from helpers.settings import notebooks
@@ -68,10 +69,11 @@ def test_every_notebook_starts_with_its_title_then_the_same_colab_cell(path):
 
 
 def test_the_repository_has_one_address_which_the_colab_cell_and_the_readmes_badges_use():
-    """A fork sets it in pyproject.toml's [project.urls], then replaces the old address where this test names it."""
+    """A fork sets it in pyproject.toml's [project.urls], then replaces the old address wherever this test finds it."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     links = re.findall(r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/[^/]+/notebooks/([^)\s]+)", readme)
     assert REPOSITORY == ADDRESS, f"the notebooks' Colab cell clones {REPOSITORY}, pyproject.toml says {ADDRESS}"
+    assert yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))["repository-code"] == ADDRESS
     assert {f"https://github.com/{repository}" for repository, _ in links} <= {ADDRESS}, "README.md's badges"
     assert {name for _, name in links} <= {path.name for path in notebooks()}
 

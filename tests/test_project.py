@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,3 +153,12 @@ def test_a_non_editable_install_refuses_in_one_sentence_that_says_to_install_in_
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: ") and "`pip install -e .`" in last and last.count(". ") == 0
+
+
+def test_the_version_a_class_pins_is_the_same_in_pyproject_the_citation_and_the_changelog():
+    """A release is the tag v<version>: CITATION.cff cites it and CHANGELOG.md's newest release is it."""
+    version = re.search(r'^version = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.M).group(1)
+    assert yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))["version"] == version
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert re.findall(r"^## \[(\d[^\]]*)\] - \d{4}-\d{2}-\d{2}$", changelog, re.M)[0] == version
+    assert re.search(rf"^\[{re.escape(version)}\]: \S+/releases/tag/v{re.escape(version)}$", changelog, re.M)
