@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) scripts/check_space.py $(VENV)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[lab,test]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -38,5 +38,5 @@ run test lint format lab bench strip: $(STAMP)
 floors:
 	@command -v uv >/dev/null || { echo "make floors needs uv: run $(PYTHON) -m pip install uv" >&2; exit 1; }
 	uv venv --quiet --clear --python $(PYTHON) $(FLOORS)
-	uv pip install --python $(FLOORS) --resolution lowest-direct --torch-backend cpu -e ".[test]"
+	uv pip install --python $(FLOORS) --resolution lowest-direct --torch-backend cpu -e ".[lab,test]"
 	WORKBOOK_QUICK=1 $(FLOORS)/bin/python -m pytest tests -m "not browser" -p no:cacheprovider -q

@@ -22,7 +22,9 @@ from packaging.requirements import Requirement
 if TYPE_CHECKING:  # torch is imported only where the device is chosen
     import torch
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the clone: an editable install keeps helpers/ in it
+if not (PROJECT_ROOT / "pyproject.toml").is_file():  # `pip install .` copied helpers/ alone into site-packages
+    raise ImportError("helpers is installed without the workbook's folders: run `pip install -e .` in its clone.")
 SOURCE_FILE = "workbook_source.json"  # how a data folder was made (download or synthetic), in that folder
 
 QUICK = "WORKBOOK_QUICK"

@@ -1,4 +1,5 @@
-"""What differs between Linux, macOS and Windows, made the same: sample ids, file replacement; and make's disk check."""
+"""What differs between Linux, macOS and Windows, made the same: sample ids, file replacement, where CI keeps the
+ImageNet weights; and make's disk check."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers.dataset import CrackDataset, list_class_files
 from helpers.dataset import FolderDataset
+from helpers.model import imagenet_weights_path
 from helpers.synthetic_dataset import generate_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,3 +77,15 @@ def test_the_cuda_build_is_what_needs_six_gigabytes():
     assert check_space.needed_bytes("Linux", "x86_64") > 6e9
     for system, machine in (("Linux", "aarch64"), ("Darwin", "arm64"), ("Windows", "AMD64")):
         assert check_space.needed_bytes(system, machine) < 3e9
+
+
+def test_ci_keeps_the_imagenet_weights_where_torch_looks_on_every_runner_keyed_by_the_files_hash(monkeypatch):
+    for name in ("TORCH_HOME", "XDG_CACHE_HOME"):  # unset on GitHub's runners
+        monkeypatch.delenv(name, raising=False)
+    job = yaml.safe_load((ROOT / ".github" / "workflows" / "test.yml").read_text(encoding="utf-8"))["jobs"]["test"]
+    steps = job["steps"]
+    uses = [step.get("uses", "").split("@")[0] for step in steps]
+    cache = steps[uses.index("actions/cache")]["with"]
+    assert Path(cache["path"]).expanduser() == imagenet_weights_path().parent  # ~ is the home folder on Windows too
+    assert imagenet_weights_path().stem.split("-")[-1] in cache["key"]  # a new file (hash) is a new cache
+    assert uses.index("actions/cache") < min(i for i, step in enumerate(steps) if "run" in step)  # restored first

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -12,15 +13,16 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-CONDA_NAMES = {"pytorch": "torch"}  # conda-forge's name -> PyPI's name
+CONDA_NAMES = {"pytorch": "torch", "playwright-python": "playwright"}  # conda-forge's name -> PyPI's name
 
 
 def pyproject_requirements(list_name: str = "dependencies") -> dict[str, str]:
-    """The runtime dependencies ("dependencies") or an extra ("test") of pyproject.toml: name -> specifier."""
+    """The runtime dependencies ("dependencies") or an extra ("lab", "test") of pyproject.toml: name -> specifier."""
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     block = re.search(rf"^{list_name}\s*=\s*\[(.*?)^\]", text, re.S | re.M).group(1)
     return dict(name_and_specifier(item) for item in re.findall(r'"([^"]+)"', block))
@@ -32,7 +34,7 @@ def name_and_specifier(text: str) -> tuple[str, str]:
 
 
 # Import names that differ from the package that brings them (PyPI name).
-IMPORT_TO_PACKAGE = {"PIL": "pillow", "IPython": "ipykernel", "nbformat": "nbconvert", "nbclient": "nbconvert"}
+IMPORT_TO_PACKAGE = {"PIL": "pillow", "nbformat": "nbconvert", "nbclient": "nbconvert"}
 STANDARD_LIBRARY = set(sys.stdlib_module_names) | {"helpers"}
 
 
@@ -51,7 +53,7 @@ def environment_requirements() -> dict[str, str]:
     requirements = {}
     text = (ROOT / "environment.yml").read_text(encoding="utf-8")
     for line in text.split("\ndependencies:", 1)[1].splitlines():
-        match = re.match(r"^  - ([A-Za-z][^\s#]*)\s*$", line)
+        match = re.match(r"^  (?:    )?- ([A-Za-z][^\s#]*)\s*$", line)  # conda's list, then pip's
         if match and not match.group(1).startswith(("python", "pip")):
             name, specifier = name_and_specifier(match.group(1))
             requirements[CONDA_NAMES.get(name, name)] = specifier
@@ -59,24 +61,38 @@ def environment_requirements() -> dict[str, str]:
 
 
 def test_environment_yml_and_pyproject_name_the_same_packages_and_floors():
-    assert {**pyproject_requirements(), **pyproject_requirements("test")} == environment_requirements()
+    pyproject = {**pyproject_requirements(), **pyproject_requirements("lab"), **pyproject_requirements("test")}
+    assert pyproject == environment_requirements()
 
 
-def test_runtime_dependencies_are_what_the_workbook_imports_and_test_tools_are_an_extra():
-    runtime, test_tools = pyproject_requirements(), pyproject_requirements("test")
+def imported_packages(texts: list[str]) -> set[str]:
+    """The packages (PyPI names, lower case) that Python texts import."""
+    return {IMPORT_TO_PACKAGE.get(name, name).lower() for text in texts for name in third_party_imports(text)}
+
+
+def test_runtime_dependencies_are_what_a_notebook_imports_and_jupyter_is_the_lab_extra():
+    runtime, lab, test_tools = (pyproject_requirements(name) for name in ("dependencies", "lab", "test"))
     assert {"pytest", "nbval", "playwright"} <= set(test_tools) and not set(test_tools) & set(runtime)
-    sources = [path.read_text(encoding="utf-8") for path in (ROOT / "helpers").rglob("*.py")]
+    assert {"jupyterlab", "ipykernel"} <= set(lab) and not set(lab) & set(runtime)  # Colab keeps its own Jupyter
+    runner = ROOT / "helpers" / "commands.py"  # `python -m helpers run` executes notebooks: what it needs is [lab]'s
+    sources = [path.read_text(encoding="utf-8") for path in (ROOT / "helpers").rglob("*.py") if path != runner]
     for notebook in NOTEBOOKS:
         cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
         sources += ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"]
-    imported = {IMPORT_TO_PACKAGE.get(name, name).lower() for text in sources for name in third_party_imports(text)}
-    assert imported - set(runtime) == set(), "imported by the workbook but not a runtime dependency"
-    assert set(runtime) - imported == {"jupyterlab"}, "declared but never imported (jupyterlab: the learner's editor)"
+    imported = imported_packages(sources)
+    assert imported - set(runtime) == {"ipython"}, (
+        "imported by a notebook but not a runtime dependency (IPython: the kernel's)"
+    )
+    assert set(runtime) - imported == set(), "declared but never imported by a notebook"
+    for_running = imported_packages([runner.read_text(encoding="utf-8")]) - set(runtime)
+    assert for_running and for_running <= set(lab), "what `python -m helpers run` imports is in [lab]"
 
 
 def test_environment_yml_installs_the_project_in_editable_mode():
     text = (ROOT / "environment.yml").read_text(encoding="utf-8")
-    assert re.search(r"^\s+- pip:\s*\n\s+- -e \.\s*$", text, re.M), "environment.yml should pip-install '-e .'"
+    assert re.search(r"^\s+- pip:\s*\n(\s+- .+\n)*\s+- -e \.\s*$", text, re.M), (
+        "environment.yml should pip-install '-e .'"
+    )
 
 
 def test_there_are_numbered_notebooks():
@@ -121,3 +137,28 @@ def test_data_folder_is_ignored_by_git():
     if result.returncode == 128:
         pytest.skip("not a git checkout")
     assert result.returncode == 0, "data/ downloads must be ignored by git"
+
+
+def test_a_non_editable_install_refuses_in_one_sentence_that_says_to_install_in_editable_mode(tmp_path):
+    """`pip install .` copies helpers/ alone into site-packages: no notebooks/ and no data/ beside it."""
+    shutil.copytree(ROOT / "helpers", tmp_path / "site-packages" / "helpers")
+    result = subprocess.run(
+        [sys.executable, "-c", "import helpers.settings"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site-packages")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: ") and "`pip install -e .`" in last and last.count(". ") == 0
+
+
+def test_the_version_a_class_pins_is_the_same_in_pyproject_the_citation_and_the_changelog():
+    """A release is the tag v<version>: CITATION.cff cites it and CHANGELOG.md's newest release is it."""
+    version = re.search(r'^version = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.M).group(1)
+    assert yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))["version"] == version
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert re.findall(r"^## \[(\d[^\]]*)\] - \d{4}-\d{2}-\d{2}$", changelog, re.M)[0] == version
+    assert re.search(rf"^\[{re.escape(version)}\]: \S+/releases/tag/v{re.escape(version)}$", changelog, re.M)
