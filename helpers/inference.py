@@ -167,9 +167,6 @@ def classify_files(
     return classify_photos(loaded.model, paths, loaded.class_names, errors=errors)
 
 
-CAPSTONE_SPLIT = "capstone: interleaved, first 75% train"
-
-
 def checkpoint_metadata(
     choice: DataChoice,
     train_set: CrackDataset,
@@ -178,8 +175,7 @@ def checkpoint_metadata(
     history: History,
     feature_format: str = "float32",
 ) -> dict:
-    """What a checkpoint records about its training: weights, data, split, accuracy, settings, feature_format
-    (the number format of the features the head learned from: FeatureSet.number_format, float32 or int8)."""
+    """What a checkpoint records: weights, data, split, accuracy, settings, the features' number format."""
     dedupe = bool(getattr(train_set, "dedupe", False))
     return {
         "weights": weights.label,
@@ -188,7 +184,8 @@ def checkpoint_metadata(
         "data_path": str(choice.path),
         "n_train": len(train_set),
         "n_val": len(val_set),
-        "split": CAPSTONE_SPLIT + (", byte-identical copies kept on one side" if dedupe else ""),
+        "split": "capstone: interleaved, first 75% train"
+        + (", byte-identical copies kept on one side" if dedupe else ""),
         "val_accuracy": history.final_accuracy,
         "training": history.settings,
         "quick_mode": quick_mode(),

@@ -27,15 +27,9 @@ figure_stamp = ""  # what produced this notebook's figures, e.g. "synthetic data
 
 def run_stamp(source: str, weights: WeightsChoice | None = None) -> str:
     """A short label of what a result was computed with: "real data · ImageNet backbone", "synthetic data"..."""
-    parts = [f"{source} data"]
+    parts, backbones = [f"{source} data"], {"imagenet": "ImageNet backbone", None: "random backbone"}
     if weights is not None:
-        parts.append(
-            "ImageNet backbone"
-            if weights.is_imagenet
-            else "random backbone"
-            if weights.is_random
-            else f"backbone from {Path(str(weights.source)).name}"
-        )
+        parts.append(backbones.get(weights.source, f"backbone from {Path(str(weights.source)).name}"))
     return " · ".join(parts + ["quick mode"] * quick_mode())
 
 
