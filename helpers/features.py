@@ -98,7 +98,7 @@ def extract_features(
             warnings.warn(f"The feature cache {path} {why}; recomputing it.", stacklevel=2)
 
     print(f"computing the features of {len(dataset):,} images in {number_format} on {device}")
-    batches = speed.jpeg_batches(dataset, batch_size) if device.type == "cpu" else None
+    batches = speed.jpeg_batches(dataset, batch_size, reuse=True) if device.type == "cpu" else None
     if batches is None:  # on a GPU worker processes read the images; on a CPU the backbone uses every core
         workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
         batches = one_thread(DataLoader(dataset, batch_size=batch_size, num_workers=workers))

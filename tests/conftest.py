@@ -8,6 +8,7 @@ there; without the variable the test skips.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,13 @@ from helpers.dataset import IMAGENET_MEAN, IMAGENET_STD
 from helpers.features import FeatureSet
 from helpers.inference import logits_from_features
 from helpers.model import build_resnet18
-from helpers.settings import REAL_SAMPLE, real_sample_dir
+from helpers.settings import DATA_DIR, PROJECT_ROOT, REAL_SAMPLE, real_sample_dir
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The tests, and the notebooks nbval runs, keep their data in build/test-data, not in the learner's data/: a
+    record (int8 switched on in notebook 07), a cache or a checkpoint of the learner's never changes what they see."""
+    os.environ[DATA_DIR] = str(PROJECT_ROOT / "build" / "test-data")
 
 
 @pytest.fixture
