@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from helpers import speed
+from helpers.model import weights_digest
 from helpers.plumbing import atomic_path
 from helpers.settings import pick_device
 
@@ -52,16 +53,6 @@ def feature_cache_key(dataset, model: nn.Module, number_format: str = "float32")
         stat = os.stat(sample.path)
         digest.update(f"\n{sample.sample_id}|{sample.label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     digest.update(weights_digest(model).encode())
-    return digest.hexdigest()
-
-
-def weights_digest(model: nn.Module) -> str:
-    """SHA-256 of every backbone weight and BatchNorm statistic (everything but fc)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        if not name.startswith("fc."):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 

@@ -1,31 +1,25 @@
 """The trained model and its answers. Taught in notebooks 04-06; `python -m helpers predict` uses classify_files.
 
-ensure_checkpoint loads what notebook 04 saved, or trains it the same way. Each answer runs the model in eval mode
-without gradients (BatchNorm uses its stored statistics, nothing is learned) and is named after what it takes:
-cached features, batches of images, a CrackDataset, photo files. A photo of another size than the 227x227 tiles
-is resized, which loses a thin crack in a whole 4032x3024 photo: scan those tile by tile (helpers.explorer.scan).
+Each answer runs the model in eval mode without gradients (BatchNorm uses its stored statistics, nothing is
+learned) and is named after what it takes: cached features, batches of images, a CrackDataset, photo files. A photo
+of another size than the 227x227 tiles is resized, which loses a thin crack in a whole 4032x3024 photo: scan those
+tile by tile (helpers.explorer.scan).
 """
-
-from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from helpers.data import DataChoice
-from helpers.dataset import CrackDataset, default_transform
-from helpers.features import FeatureSet, extract_features
-from helpers.model import Checkpoint, WeightsChoice, build_resnet18, load_checkpoint, resolve_weights, save_checkpoint
+from helpers.dataset import default_transform
+from helpers.features import FeatureSet
+from helpers.model import load_checkpoint
 from helpers.plumbing import TILE_SIZE, BadImageError, open_photo, to_size
-from helpers.settings import default_checkpoint_path, feature_cache_dir, pick_device, quick_mode
-
-if TYPE_CHECKING:
-    from helpers.training import History  # a type only: helpers.training imports this module
+from helpers.settings import default_checkpoint_path, pick_device
 
 CRACK = 1  # label of the "Positive" class in the binary data set
 
@@ -165,56 +159,3 @@ def classify_files(
     """Load a workbook checkpoint (by default the one notebook 04 saves) and predict each photo (classify_photos)."""
     loaded = load_checkpoint(default_checkpoint_path() if checkpoint is None else checkpoint)
     return classify_photos(loaded.model, paths, loaded.class_names, errors=errors)
-
-
-def checkpoint_metadata(
-    choice: DataChoice,
-    train_set: CrackDataset,
-    val_set: CrackDataset,
-    weights: WeightsChoice,
-    history: History,
-    feature_format: str = "float32",
-) -> dict:
-    """What a checkpoint records: weights, data, split, accuracy, settings, the features' number format."""
-    dedupe = bool(getattr(train_set, "dedupe", False))
-    return {
-        "weights": weights.label,
-        "weights_description": weights.description,
-        "data_source": choice.source,
-        "data_path": str(choice.path),
-        "n_train": len(train_set),
-        "n_val": len(val_set),
-        "split": "capstone: interleaved, first 75% train"
-        + (", byte-identical copies kept on one side" if dedupe else ""),
-        "val_accuracy": history.final_accuracy,
-        "training": history.settings,
-        "quick_mode": quick_mode(),
-        "features": feature_format,
-    }
-
-
-def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> Checkpoint:
-    """The model notebook 04 trained on this data; when it is missing or was trained on other data (another folder
-    or size), says so, and trains and saves one the same way: the capstone's settings, on cached features."""
-    from helpers.training import train_head  # here: helpers.training imports this module
-
-    path = default_checkpoint_path()
-    if path.is_file():
-        val_size = len(CrackDataset(choice.path, "val", transform=None, progress=False))
-        checkpoint = load_checkpoint(path, num_classes=len(CrackDataset.classes))
-        meta = checkpoint.metadata
-        if meta.get("data_path") == str(choice.path) and meta.get("n_val") == val_size:
-            print(f"Loaded {path} ({meta.get('n_train')} training images, {checkpoint.weights.description}).")
-            return checkpoint
-        print(f"{path} was trained on other data ({meta.get('data_path')}); training a new head for {choice.path}.")
-    else:
-        print(f"No checkpoint at {path}: training one now, as notebook 04 does.")
-    weights = resolve_weights()
-    train_set, val_set = (CrackDataset(choice.path, split, progress=progress) for split in ("train", "val"))
-    torch.manual_seed(0)
-    model = build_resnet18(num_classes=len(train_set.classes), weights=weights, progress=progress)
-    features = [extract_features(model, part, feature_cache_dir(), progress=progress) for part in (train_set, val_set)]
-    history = train_head(model.fc, *features, progress=progress)
-    metadata = checkpoint_metadata(choice, train_set, val_set, weights, history, features[0].number_format)
-    save_checkpoint(path, model, train_set.classes, metadata)
-    return load_checkpoint(path, num_classes=len(train_set.classes))

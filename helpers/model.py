@@ -1,6 +1,7 @@
 """ResNet18 with a new head (the capstone's `resnet18(pretrained=True)`, frozen, `fc = nn.Linear(512, 2)`), a plain
 error when the ImageNet weights cannot be had, and checkpoints that load without running code. Taught in 03-04."""
 
+import hashlib
 import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -249,3 +250,13 @@ def load_checkpoint(path: str | Path, num_classes: int | None = None) -> Checkpo
     label, description = metadata.get("weights"), str(metadata.get("weights_description", ""))
     weights = WeightsChoice(None if label in (None, "random") else str(label), description)
     return Checkpoint(model.eval(), names, path, metadata, weights)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of every backbone weight and BatchNorm statistic (everything but fc)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        if not name.startswith("fc."):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()

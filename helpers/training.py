@@ -2,7 +2,8 @@
 features, and fine-tuning. Taught in notebooks 04 (`train_head`, the fast path on the frozen backbone's features,
 which ends with exactly the weights of notebook 04's five-line loop), 06 (`train` after `unfreeze`: the unfrozen
 blocks learn at a smaller rate, `parameter_groups`) and 07. The frozen parts' BatchNorm layers stay in eval mode
-(`set_train_mode`); freeze_batchnorm=False calls model.train() on everything, as the capstone did.
+(`set_train_mode`); freeze_batchnorm=False calls model.train() on everything, as the capstone did. ensure_checkpoint
+loads what notebook 04 saved (checkpoint_metadata: what it records), or trains it the same way (notebooks 05, 06).
 """
 
 import math
@@ -16,8 +17,12 @@ from tqdm.auto import tqdm
 
 from helpers.features import FeatureSet
 from helpers.inference import logits_from_loader
-from helpers.model import count_parameters, trainable_parameter_names
-from helpers.settings import pick_device
+from helpers.data import DataChoice
+from helpers.dataset import CrackDataset
+from helpers.features import extract_features
+from helpers.model import Checkpoint, WeightsChoice, build_resnet18, count_parameters, load_checkpoint, resolve_weights
+from helpers.model import save_checkpoint, trainable_parameter_names
+from helpers.settings import default_checkpoint_path, feature_cache_dir, pick_device, quick_mode
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # a DataLoader, or a list of (inputs, labels)
 
@@ -174,3 +179,54 @@ def compare_runs(runs: dict[str, tuple[nn.Module, History]]) -> str:
         accuracy = "-" if history.final_accuracy is None else f"{history.final_accuracy:.2%}"
         lines.append(f"{name:<24} {count_parameters(model)[1]:>20,} {history.seconds:>9.1f} {accuracy:>9}")
     return "\n".join(lines)
+
+
+def checkpoint_metadata(
+    choice: DataChoice,
+    train_set: CrackDataset,
+    val_set: CrackDataset,
+    weights: WeightsChoice,
+    history: History,
+    feature_format: str = "float32",
+) -> dict:
+    """What a checkpoint records: weights, data, split, accuracy, settings, the features' number format."""
+    dedupe = bool(getattr(train_set, "dedupe", False))
+    return {
+        "weights": weights.label,
+        "weights_description": weights.description,
+        "data_source": choice.source,
+        "data_path": str(choice.path),
+        "n_train": len(train_set),
+        "n_val": len(val_set),
+        "split": "capstone: interleaved, first 75% train"
+        + (", byte-identical copies kept on one side" if dedupe else ""),
+        "val_accuracy": history.final_accuracy,
+        "training": history.settings,
+        "quick_mode": quick_mode(),
+        "features": feature_format,
+    }
+
+
+def ensure_checkpoint(choice: DataChoice, progress: bool = True) -> Checkpoint:
+    """The model notebook 04 trained on this data; when it is missing or was trained on other data (another folder
+    or size), says so, and trains and saves one the same way: the capstone's settings, on cached features."""
+    path = default_checkpoint_path()
+    if path.is_file():
+        val_size = len(CrackDataset(choice.path, "val", transform=None, progress=False))
+        checkpoint = load_checkpoint(path, num_classes=len(CrackDataset.classes))
+        meta = checkpoint.metadata
+        if meta.get("data_path") == str(choice.path) and meta.get("n_val") == val_size:
+            print(f"Loaded {path} ({meta.get('n_train')} training images, {checkpoint.weights.description}).")
+            return checkpoint
+        print(f"{path} was trained on other data ({meta.get('data_path')}); training a new head for {choice.path}.")
+    else:
+        print(f"No checkpoint at {path}: training one now, as notebook 04 does.")
+    weights = resolve_weights()
+    train_set, val_set = (CrackDataset(choice.path, split, progress=progress) for split in ("train", "val"))
+    torch.manual_seed(0)
+    model = build_resnet18(num_classes=len(train_set.classes), weights=weights, progress=progress)
+    features = [extract_features(model, part, feature_cache_dir(), progress=progress) for part in (train_set, val_set)]
+    history = train_head(model.fc, *features, progress=progress)
+    metadata = checkpoint_metadata(choice, train_set, val_set, weights, history, features[0].number_format)
+    save_checkpoint(path, model, train_set.classes, metadata)
+    return load_checkpoint(path, num_classes=len(train_set.classes))

@@ -45,7 +45,8 @@ from helpers.analysis import compute_metrics
 from helpers.data import locate_dataset, prepare_data, verify_dataset
 from helpers.dataset import CrackDataset, find_split_leakage
 from helpers.features import extract_features
-from helpers.inference import checkpoint_metadata, ensure_checkpoint, predict_dataset
+from helpers.inference import predict_dataset
+from helpers.training import checkpoint_metadata, ensure_checkpoint
 from helpers.model import build_resnet18, resolve_weights, save_checkpoint
 from helpers.workbook import show_samples
 from helpers.settings import default_checkpoint_path, feature_cache_dir

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from helpers.model import backbone_of
+from helpers.model import backbone_of, weights_digest
 from helpers.plumbing import read_json, write_json_atomically
 from helpers.settings import data_dir
 from helpers.speed.int8 import RECIPE, Int8Backbone, int8_unavailable_reason, quantize_backbone  # noqa: F401 (the door)
@@ -94,8 +94,6 @@ class LazyInt8:
         self.backbone, self.weights = backbone, None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        from helpers.features import weights_digest  # here: helpers.features imports this module
-
         self.weights = self.weights or weights_digest(self.backbone)  # hashed once, and only when computing
         if LazyInt8.last_built is None or LazyInt8.last_built[0] != self.weights:
             print("building the int8 backbone (calibration and compilation: up to tens of seconds)")
