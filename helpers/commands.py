@@ -11,10 +11,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import NoReturn
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-
 from helpers.analysis import accuracy_interval
 from helpers.data import SYNTHETIC_PER_CLASS, download_dataset, prepare_data, verify_dataset
 from helpers.inference import classify_files
@@ -117,8 +113,8 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     return 1 if errors else 0
 
 
-def section_heading(cell: nbformat.NotebookNode) -> str | None:
-    """The title of a markdown cell that starts a section ("## The training loop" -> "The training loop")."""
+def section_heading(cell) -> str | None:
+    """The title of a notebook's markdown cell that starts a section ("## The training loop" -> "The training loop")."""
     first = cell.source.lstrip().split("\n", 1)[0]
     return first.lstrip("#").strip() if cell.cell_type == "markdown" and first.startswith("#") else None
 
@@ -126,6 +122,10 @@ def section_heading(cell: nbformat.NotebookNode) -> str | None:
 def run_notebook(path: Path, kernel_env: dict[str, str]) -> float:
     """Execute a notebook in a fresh kernel, naming each section as it starts; its seconds. The executed copy is written
     when each cell ran or one failed (named here, then raised); Ctrl+C, a dead kernel or a timeout leave the old one."""
+    import nbformat  # the runner's packages are the [lab] extra's: `data` and `predict` work without them
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3", coalesce_streams=True)
     executed = executed_dir()
@@ -186,6 +186,8 @@ def trained_model_summary(comparable: bool) -> str:
 
 def run_all(paths: list[Path]) -> int:
     """Run `paths` in order (stopping at the first failure) and print the summary; 0 when every notebook ran, else 1."""
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
     start, started_at = time.perf_counter(), time.time()
     choice = prepare_data()  # prints one plain sentence when it falls back to synthetic data
     weights, kernel_env = prepare_weights()

@@ -162,3 +162,11 @@ def test_the_version_a_class_pins_is_the_same_in_pyproject_the_citation_and_the_
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     assert re.findall(r"^## \[(\d[^\]]*)\] - \d{4}-\d{2}-\d{2}$", changelog, re.M)[0] == version
     assert re.search(rf"^\[{re.escape(version)}\]: \S+/releases/tag/v{re.escape(version)}$", changelog, re.M)
+
+
+def test_data_and_predict_run_without_the_lab_extra():
+    """Issue 30: helpers.commands imported nbformat at its top, so `data` and `predict` needed JupyterLab's extra."""
+    blocked = "import sys; sys.modules['nbformat'] = sys.modules['nbclient'] = None; "  # as if not installed
+    code = blocked + "from helpers.commands import predict_main; sys.exit(predict_main(['--help']))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("usage: python -m helpers predict"), result.stderr
