@@ -35,7 +35,7 @@ class Parser(argparse.ArgumentParser):
 @command
 def data_main(argv: list[str] | None = None) -> int:
     """`python -m helpers data`: get, make and check the data from a terminal, for teachers preparing a classroom."""
-    parser = argparse.ArgumentParser(prog="python -m helpers data", description=inspect.getdoc(data_main))
+    parser = Parser(prog="python -m helpers data", description=inspect.getdoc(data_main))
     commands = parser.add_subparsers(dest="command", required=True)
     url = {"help": "an http(s) address or a local zip, instead of the known addresses"}
     download = commands.add_parser("download", help="download, unpack and verify the real data set")

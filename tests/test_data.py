@@ -318,3 +318,12 @@ def test_a_file_given_as_destination_is_named_as_a_file(workbook_env, tmp_path, 
 def test_an_address_that_cannot_be_fetched_is_one_sentence(workbook_env, capsys, url):
     assert main(["download", "--url", url]) == 1
     assert capsys.readouterr().err == f"error: {url!r} is neither an http(s) address nor a file: check it.\n"
+
+
+@pytest.mark.parametrize("args", [["download", "--bogus"], ["synthetic", "--per-class", "many"], ["nonsense"], []])
+def test_a_bad_data_command_line_is_one_error_line(args, capsys):
+    """`data` printed argparse's usage above its error, where `predict` prints one line."""
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
