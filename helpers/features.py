@@ -68,7 +68,7 @@ def extract_features(
     """The backbone features of every image of `dataset` (a CrackDataset), from cache_dir/<name>.pt when its key fits.
     The backbone is a frozen eval-mode copy of all but `model.fc` (int8 where notebook 07 switched that on)."""
     device = pick_device(device)
-    backbone, number_format = speed.backbone_for(model, device)
+    number_format = speed.number_format(device)  # the backbone itself is copied only when the cache misses
     path = Path(cache_dir) / f"{cache_name(dataset)}.pt" if cache_dir is not None else None
     key = feature_cache_key(dataset, model, number_format) if path is not None else ""
     ids = [sample.sample_id for sample in dataset.samples]
@@ -88,6 +88,7 @@ def extract_features(
             why = f"is damaged or does not fit the data set ({type(error).__name__})"
             warnings.warn(f"The feature cache {path} {why}; recomputing it.", stacklevel=2)
 
+    backbone, number_format = speed.backbone_for(model, device)
     print(f"computing the features of {len(dataset):,} images in {number_format} on {device}")
     batches = speed.jpeg_batches(dataset, batch_size, reuse=True) if device.type == "cpu" else None
     if batches is None:  # on a GPU worker processes read the images; on a CPU the backbone uses every core

@@ -101,12 +101,16 @@ class LazyInt8:
         return LazyInt8.last_built[1](images)
 
 
+def number_format(device: torch.device | str = "cpu") -> str:
+    """The number format extract_features computes in on `device`: int8 where enabled, else float32."""
+    int8 = torch.device(device).type == "cpu" and enabled() and int8_unavailable_reason("cpu") is None
+    return "int8" if int8 else "float32"
+
+
 def backbone_for(model: nn.Module, device: torch.device | str = "cpu") -> tuple[nn.Module | LazyInt8, str]:
-    """The frozen backbone as extract_features runs it, and its number format: int8 where enabled, else float32."""
-    backbone = float_backbone(model, device)
-    if torch.device(device).type == "cpu" and enabled() and int8_unavailable_reason("cpu") is None:
-        return LazyInt8(backbone), "int8"
-    return backbone, "float32"
+    """The frozen backbone as extract_features runs it, and its number_format."""
+    backbone, chosen = float_backbone(model, device), number_format(device)
+    return (LazyInt8(backbone) if chosen == "int8" else backbone), chosen
 
 
 def images_per_second(backbone, images: torch.Tensor, batch_size: int = 100) -> float:
