@@ -22,10 +22,18 @@ CONDA_NAMES = {"pytorch": "torch", "playwright-python": "playwright"}  # conda-f
 
 
 def pyproject_requirements(list_name: str = "dependencies") -> dict[str, str]:
-    """The runtime dependencies ("dependencies") or an extra ("lab", "test") of pyproject.toml: name -> specifier."""
+    """The runtime dependencies ("dependencies") or an extra ("lab", "teach", "test") of pyproject.toml, with the extras
+    it names: package name -> specifier."""
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     block = re.search(rf"^{list_name}\s*=\s*\[(.*?)^\]", text, re.S | re.M).group(1)
-    return dict(name_and_specifier(item) for item in re.findall(r'"([^"]+)"', block))
+    requirements = {}
+    for item in re.findall(r'"([^"]+)"', block):
+        if item.startswith("concrete-crack-workbook["):  # the project's own extras, named by another extra
+            for extra in Requirement(item).extras:
+                requirements |= pyproject_requirements(extra)
+        else:
+            requirements.update([name_and_specifier(item)])
+    return requirements
 
 
 def name_and_specifier(text: str) -> tuple[str, str]:
