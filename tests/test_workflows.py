@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -52,6 +54,25 @@ def test_the_floors_job_runs_make_floors_weekly_not_on_every_push():
     assert re.search(
         r"^floors:\n(\t.*\n)*\tuv pip install .*--resolution lowest-direct", (ROOT / "Makefile").read_text(), re.M
     )
+
+
+def test_actionlint_finds_nothing_in_the_workflows():
+    """actionlint checks what the schema cannot: expressions, runner labels, action inputs, the shell of `run:` (with
+    shellcheck where it is installed). The Linux CI job installs it before the tests (next test); elsewhere it skips."""
+    actionlint = shutil.which("actionlint")
+    if actionlint is None:
+        pytest.skip("actionlint is not installed (the Linux CI job installs it)")
+    done = subprocess.run([actionlint], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_linux_job_installs_actionlint_before_it_tests():
+    steps = load("test.yml")["jobs"]["test"]["steps"]
+    names = [step.get("name", "") for step in steps]
+    (install,) = [i for i, name in enumerate(names) if name.startswith("actionlint")]
+    test = next(i for i, step in enumerate(steps) if "make test" in step.get("run", ""))
+    assert install < test and steps[install]["if"] == "runner.os == 'Linux'"
+    assert "| tar -xz" in steps[install]["run"] and "GITHUB_PATH" in steps[install]["run"]
 
 
 @pytest.mark.parametrize(
