@@ -26,7 +26,8 @@ from helpers.settings import notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 CELL = nbformat.read(notebooks()[0], as_version=4).cells[1].source
-REPOSITORY, FOLDER = re.search(r'REPOSITORY, FOLDER = "([^"]+)", "([^"]+)"', CELL).groups()
+REPOSITORY = re.search(r'REPOSITORY = "([^"]+)"', CELL).group(1)
+REF, FOLDER = re.search(r'REF, FOLDER = "([^"]+)", "([^"]+)"', CELL).groups()
 PYPROJECT = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
 ADDRESS = re.search(r'^\[project\.urls\]\n(?:#.*\n)*Repository = "([^"]+)"$', PYPROJECT, re.M).group(1)
 # Colab's own Jupyter packages, pinned there (Colab warns that upgrading them can break its runtime).
@@ -76,6 +77,15 @@ def test_the_repository_has_one_address_which_the_colab_cell_and_the_readmes_bad
     assert yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))["repository-code"] == ADDRESS
     assert {f"https://github.com/{repository}" for repository, _ in links} <= {ADDRESS}, "README.md's badges"
     assert {name for _, name in links} <= {path.name for path in notebooks()}
+
+
+def test_the_colab_cell_clones_main_or_in_a_release_its_own_tag():
+    """A class pinned to a release opens its notebooks on Colab from the tag: they must clone that tag, not main."""
+    version = re.search(r'^version = "([^"]+)"$', PYPROJECT, re.M).group(1)
+    assert REF in {"main", f"v{version}"}
+    tag = subprocess.run(["git", "describe", "--tags", "--exact-match"], cwd=ROOT, capture_output=True, text=True)
+    if tag.returncode == 0:  # this commit is a release: its notebooks clone its tag
+        assert REF == tag.stdout.strip(), f"set REF in the notebooks' Colab cell to {tag.stdout.strip()}"
 
 
 def test_the_workbooks_own_requirements_leave_colabs_jupyter_packages_as_they_are():
@@ -134,7 +144,10 @@ def test_in_colab_the_cell_clones_installs_and_fetches_the_data_once_and_elsewhe
     assert result.returncode == 0, result.stdout + result.stderr
     ran = json.loads(result.stdout.splitlines()[-1])
     if where == "colab":
-        clone, install = f"git clone --quiet --depth 1 {REPOSITORY} {folder}", f"pip install --quiet -e {folder}"
+        clone, install = (
+            f"git clone --quiet --depth 1 --branch {REF} {REPOSITORY} {folder}",
+            f"pip install --quiet -e {folder}",
+        )
         assert commands == [clone, install, "prepare_data"]  # the data set once, though the cell ran twice
         assert result.stdout.count("No data set on this Colab machine yet") == 1
         assert ran == {"cwd": str(folder / "notebooks"), "helpers": str(folder / "helpers" / "__init__.py")}
