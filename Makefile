@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEACH := $(VENV)/.installed-teach
 FLOORS := build/floors-venv
 
 .PHONY: help install run test lint format lab bench strip floors
@@ -28,7 +29,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[lab,test]"
 	@touch $(STAMP)
 
+# nbgrader, for tests/test_grading.py: only `make test` installs it (it adds its menus to JupyterLab).
+$(TEACH): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[teach]"
+	@touch $(TEACH)
+
 install: $(STAMP)
+test: $(TEACH)
 
 run test lint format lab bench strip: $(STAMP)
 	$(BIN)/python -m helpers $@
@@ -38,5 +45,5 @@ run test lint format lab bench strip: $(STAMP)
 floors:
 	@command -v uv >/dev/null || { echo "make floors needs uv: run $(PYTHON) -m pip install uv" >&2; exit 1; }
 	uv venv --quiet --clear --python $(PYTHON) $(FLOORS)
-	uv pip install --python $(FLOORS) --resolution lowest-direct --torch-backend cpu -e ".[lab,test]"
+	uv pip install --python $(FLOORS) --resolution lowest-direct --torch-backend cpu -e ".[lab,teach,test]"
 	WORKBOOK_QUICK=1 $(FLOORS)/bin/python -m pytest tests -m "not browser" -p no:cacheprovider -q

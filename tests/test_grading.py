@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-pytest.importorskip("nbgrader", reason="nbgrader comes with the [teach] extra, which [test] includes")
+pytest.importorskip("nbgrader", reason="nbgrader is the [teach] extra, which `make test` installs")
 from nbgrader.api import Gradebook  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,18 +22,10 @@ CONDA_NAMES = {"pytorch": "torch", "playwright-python": "playwright"}  # conda-f
 
 
 def pyproject_requirements(list_name: str = "dependencies") -> dict[str, str]:
-    """The runtime dependencies ("dependencies") or an extra ("lab", "teach", "test") of pyproject.toml, with the extras
-    it names: package name -> specifier."""
+    """The runtime dependencies ("dependencies") or an extra ("lab", "test") of pyproject.toml: name -> specifier."""
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     block = re.search(rf"^{list_name}\s*=\s*\[(.*?)^\]", text, re.S | re.M).group(1)
-    requirements = {}
-    for item in re.findall(r'"([^"]+)"', block):
-        if item.startswith("concrete-crack-workbook["):  # the project's own extras, named by another extra
-            for extra in Requirement(item).extras:
-                requirements |= pyproject_requirements(extra)
-        else:
-            requirements.update([name_and_specifier(item)])
-    return requirements
+    return dict(name_and_specifier(item) for item in re.findall(r'"([^"]+)"', block))
 
 
 def name_and_specifier(text: str) -> tuple[str, str]:
@@ -70,6 +62,7 @@ def environment_requirements() -> dict[str, str]:
 
 def test_environment_yml_and_pyproject_name_the_same_packages_and_floors():
     pyproject = {**pyproject_requirements(), **pyproject_requirements("lab"), **pyproject_requirements("test")}
+    pyproject |= pyproject_requirements("teach")
     assert pyproject == environment_requirements()
 
 
