@@ -67,7 +67,7 @@ def answer_cell(stub: str, check: ast.Call, lines: list[str], references: dict[s
         body = reference.body[1:] if isinstance(reference.body[0], ast.Expr) else reference.body  # no docstring
         code = lines[body[0].lineno - 1 : reference.end_lineno]
     else:  # a value: the reference itself, or the function that reaches it from the run's own objects
-        indent, head = "", [f"# {name}: {hint}"] if hint else []
+        indent, head = "", [f"{name} = None" + (f"  # {hint}" if hint else "")]  # the check says "not answered yet"
         first = reference.lineno - 1
         while first and lines[first - 1].startswith("#"):  # the comment that explains it
             first -= 1
