@@ -121,7 +121,7 @@ WRONG_INTERLEAVE = """def my_interleave(groups):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")  # nbgrader 0.9.6's own, with SQLAlchemy 2.1
-def test_autograde_gives_the_reference_every_point_and_a_wrong_answer_none(course, monkeypatch):
+def test_autograde_gives_the_reference_every_point_and_a_wrong_or_missing_answer_none(course, monkeypatch):
     """The round trip on notebook 02, in quick mode: one student hands in the reference answers, another a wrong
     interleave, a right split and the third exercise left as released."""
     monkeypatch.setenv("WORKBOOK_QUICK", "1")  # the kernels nbgrader starts inherit it
