@@ -21,7 +21,9 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers.plumbing import atomic_path
+from helpers.settings import PROJECT_ROOT, notebooks
+
 STUB = "# your code here"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 INTRO = (
@@ -35,14 +37,14 @@ CONFIG = """\
 # edit freely, it is not overwritten).
 c = get_config()  # noqa: F821 (nbgrader defines get_config)
 c.CourseDirectory.course_id = "concrete-crack-workbook"
-# Seconds per cell when grading; nbgrader's default, 30, is too short for notebook 04 on the full data set.
-c.Execute.timeout = 3600
+# Seconds per cell when grading, as `python -m helpers run` allows; nbgrader's 30 can stop 04 on the full data set.
+c.Execute.timeout = {timeout}
 """
 
 
 def solution_code(stem: str) -> tuple[list[str], dict[str, ast.stmt]]:
     """The lines of solutions/<stem>.py and its top-level definitions by name."""
-    path = ROOT / "solutions" / f"{stem}.py"
+    path = PROJECT_ROOT / "solutions" / f"{stem}.py"
     text = path.read_text(encoding="utf-8")
     names = {}
     for node in ast.parse(text).body:
@@ -117,7 +119,9 @@ def nbgrader_api(course: Path):
     from traitlets.config.loader import PyFileConfigLoader
 
     # nbgrader runs `alembic` from PATH: the environment's own, also where it is not activated
-    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    scripts = str(Path(sys.executable).parent)
+    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
     config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
     config.CourseDirectory.root = str(course.resolve())
     return NbGraderAPI(config=config)
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print('nbgrader is not installed: run `python -m pip install -e ".[teach]"` in the workbook.', file=sys.stderr)
         return 1
     versions = {}
-    for notebook in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for notebook in notebooks():
         nb = source_version(notebook)
         if nb is not None:
             versions[args.course / "source" / notebook.stem / notebook.name] = nbformat.writes(nb) + "\n"
@@ -142,14 +146,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{edited[0]} differs from the workbook's exercises (edited?): keep it, or pass --force.", file=sys.stderr
         )
         return 1
+    from helpers.commands import CELL_TIMEOUT  # imports torch: only when it is needed
+
     config = args.course / "nbgrader_config.py"
-    for path, text in {config: CONFIG, **versions}.items():
+    for path, text in {config: CONFIG.format(timeout=CELL_TIMEOUT), **versions}.items():
         if path == config and path.exists():
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)  # whole or not at all
+        with atomic_path(path) as temp:  # whole or not at all
+            temp.write_text(text, encoding="utf-8")
     api = nbgrader_api(args.course)
     for path in versions:
         result = api.generate_assignment(path.parent.name, force=True)

@@ -15,14 +15,14 @@ import pytest
 pytest.importorskip("nbgrader", reason="nbgrader is the [teach] extra, which `make test` installs")
 from nbgrader.api import Gradebook  # noqa: E402
 
+from helpers.settings import notebooks  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("make_assignments", ROOT / "scripts" / "make_assignments.py")
 make_assignments = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(make_assignments)
 
-WITH_EXERCISES = [
-    p for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) if "# your code here" in p.read_text()
-]
+WITH_EXERCISES = [path for path in notebooks() if "# your code here" in path.read_text(encoding="utf-8")]
 
 
 @pytest.fixture(scope="module")
