@@ -88,7 +88,7 @@ def extract_features(
             why = f"is damaged or does not fit the data set ({type(error).__name__})"
             warnings.warn(f"The feature cache {path} {why}; recomputing it.", stacklevel=2)
 
-    backbone, number_format = speed.backbone_for(model, device)
+    backbone, _ = speed.backbone_for(model, device, number_format)  # the format the key was computed for
     print(f"computing the features of {len(dataset):,} images in {number_format} on {device}")
     batches = speed.jpeg_batches(dataset, batch_size, reuse=True) if device.type == "cpu" else None
     if batches is None:  # on a GPU worker processes read the images; on a CPU the backbone uses every core

@@ -43,7 +43,7 @@ def counted(monkeypatch) -> list[int]:
         calls.append(len(images))
         return torch.arange(len(images) * 512, dtype=torch.float32).reshape(len(images), 512)
 
-    monkeypatch.setattr(features_module.speed, "backbone_for", lambda model, device: (fake, "float32"))
+    monkeypatch.setattr(features_module.speed, "backbone_for", lambda model, device, chosen: (fake, "float32"))
     return calls
 
 

@@ -107,9 +107,11 @@ def number_format(device: torch.device | str = "cpu") -> str:
     return "int8" if int8 else "float32"
 
 
-def backbone_for(model: nn.Module, device: torch.device | str = "cpu") -> tuple[nn.Module | LazyInt8, str]:
-    """The frozen backbone as extract_features runs it, and its number_format."""
-    backbone, chosen = float_backbone(model, device), number_format(device)
+def backbone_for(
+    model: nn.Module, device: torch.device | str = "cpu", chosen: str | None = None
+) -> tuple[nn.Module | LazyInt8, str]:
+    """The frozen backbone as extract_features runs it, and its number format (`chosen`, else :func:`number_format`)."""
+    backbone, chosen = float_backbone(model, device), chosen or number_format(device)
     return (LazyInt8(backbone) if chosen == "int8" else backbone), chosen
 
 
