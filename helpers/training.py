@@ -15,11 +15,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from helpers.features import FeatureSet
-from helpers.inference import logits_from_loader
 from helpers.data import DataChoice
 from helpers.dataset import CrackDataset
-from helpers.features import extract_features
+from helpers.features import FeatureSet, extract_features
+from helpers.inference import logits_from_loader
 from helpers.model import Checkpoint, WeightsChoice, build_resnet18, count_parameters, load_checkpoint, resolve_weights
 from helpers.model import save_checkpoint, trainable_parameter_names
 from helpers.settings import default_checkpoint_path, feature_cache_dir, pick_device, quick_mode
